@@ -1,0 +1,152 @@
+//! Checkout, verify and portal for the frontend.
+
+use actix_web::{get, post, web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::status::StatusOut;
+use crate::billing::catalog::Interval;
+use crate::error::{ApiError, Problem};
+use crate::identity::EndUser;
+use crate::service::checkout::{self as flow, CheckoutRequest};
+use crate::service::status::status_of;
+use crate::startup::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutIn {
+    /// Plan id or alias (see `GET /v1/config`).
+    pub plan: String,
+    pub interval: Interval,
+    /// A promotion code customers know (e.g. `EARLYCODE`); without one they may type a code.
+    pub promo_code: Option<String>,
+    /// Must be on an allowed origin; `{CHECKOUT_SESSION_ID}` is filled in by Stripe.
+    pub success_url: Option<String>,
+    pub cancel_url: Option<String>,
+    /// Seats, for subscription plans (default 1).
+    pub quantity: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckoutOut {
+    pub session_id: String,
+    /// Redirect the browser here.
+    pub url: String,
+}
+
+/// Starts a Stripe Checkout for a plan and interval.
+#[utoipa::path(
+    tag = "frontend",
+    operation_id = "v1.checkout.create",
+    security(("bearer" = [])),
+    request_body = CheckoutIn,
+    responses(
+        (status = 201, body = CheckoutOut),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "price outside STRIPE_ALLOWED_PRICE_IDS", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "a subscription already stands", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "unknown plan, interval, promotion code or redirect", body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Stripe is not configured", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/checkout")]
+#[tracing::instrument(skip_all, fields(caller))]
+pub async fn create_checkout(
+    state: web::Data<AppState>,
+    user: EndUser,
+    body: web::Json<CheckoutIn>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let request = CheckoutRequest {
+        plan: body.plan,
+        interval: body.interval,
+        promo_code: body.promo_code,
+        success_url: body.success_url,
+        cancel_url: body.cancel_url,
+        quantity: body.quantity.unwrap_or(1),
+    };
+    let session = flow::start_checkout(&state, &user.0, request).await?;
+    let url = session.url.ok_or_else(|| {
+        ApiError::upstream(anyhow::anyhow!(
+            "Stripe returned a Checkout Session without a url"
+        ))
+    })?;
+    Ok(HttpResponse::Created().json(CheckoutOut {
+        session_id: session.id,
+        url,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// The `{CHECKOUT_SESSION_ID}` Stripe put in the success URL.
+    pub session_id: String,
+}
+
+/// After the redirect back: activates at once from the Checkout Session and returns the status.
+#[utoipa::path(
+    tag = "frontend",
+    operation_id = "v1.checkout.verify",
+    security(("bearer" = [])),
+    params(VerifyQuery),
+    responses(
+        (status = 200, body = StatusOut),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the session is someone else's", body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/checkout/verify")]
+#[tracing::instrument(skip_all, fields(caller))]
+pub async fn verify_checkout(
+    state: web::Data<AppState>,
+    user: EndUser,
+    query: web::Query<VerifyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let subject = flow::verify_checkout(&state, &user.0, &query.session_id).await?;
+    let view = status_of(&state, &subject, user.0.exempt).await?;
+    Ok(HttpResponse::Ok().json(StatusOut::from(view)))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortalIn {
+    /// Where the portal's back link goes; must be on an allowed origin.
+    pub return_url: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PortalOut {
+    pub url: String,
+}
+
+/// Opens the Stripe customer portal (also for past-due customers, so they can pay).
+#[utoipa::path(
+    tag = "frontend",
+    operation_id = "v1.portal.create",
+    security(("bearer" = [])),
+    request_body(content = Option<PortalIn>),
+    responses(
+        (status = 200, body = PortalOut),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no Stripe customer yet", body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/portal")]
+#[tracing::instrument(skip_all, fields(caller))]
+pub async fn create_portal(
+    state: web::Data<AppState>,
+    user: EndUser,
+    body: Option<web::Json<PortalIn>>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.map(web::Json::into_inner).unwrap_or_default();
+    let url = flow::open_portal(&state, &user.0, body.return_url).await?;
+    Ok(HttpResponse::Ok().json(PortalOut { url }))
+}

@@ -1,0 +1,69 @@
+//! `GET /v1/config`: what a pricing page needs. Never a secret.
+
+use std::collections::BTreeMap;
+
+use actix_web::{get, web, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::billing::catalog::{PlanKind, Price, Quota};
+use crate::startup::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct ConfigOut {
+    /// `false`: billing is off and every check allows.
+    pub saas: bool,
+    /// Stripe publishable key (`pk_...`), for Stripe.js.
+    pub publishable_key: Option<String>,
+    pub stripe_configured: bool,
+    /// Id of the plan everyone holds without paying.
+    pub free_plan: String,
+    pub plans: Vec<PlanOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PlanOut {
+    pub id: String,
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub rank: i32,
+    pub kind: PlanKind,
+    pub features: Vec<String>,
+    pub quotas: BTreeMap<String, Quota>,
+    pub trial_days: u32,
+    pub prices: Vec<Price>,
+}
+
+/// Pricing configuration: plans, prices and the publishable key.
+#[utoipa::path(tag = "frontend", operation_id = "v1.config.get", responses((status = 200, body = ConfigOut)))]
+#[get("/v1/config")]
+pub async fn get_config(state: web::Data<AppState>) -> HttpResponse {
+    let plans = state
+        .catalog
+        .plans()
+        .iter()
+        .map(|p| PlanOut {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            aliases: p.aliases.clone(),
+            rank: p.rank,
+            kind: p.kind,
+            features: p.features.clone(),
+            quotas: p.quotas.clone(),
+            trial_days: p.trial_days,
+            prices: p.prices.clone(),
+        })
+        .collect();
+    HttpResponse::Ok().json(ConfigOut {
+        saas: state.settings.saas,
+        publishable_key: state
+            .settings
+            .stripe
+            .publishable_key
+            .clone()
+            .filter(|k| !k.is_empty()),
+        stripe_configured: state.stripe.is_some(),
+        free_plan: state.catalog.free_plan().id.clone(),
+        plans,
+    })
+}

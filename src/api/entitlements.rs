@@ -1,0 +1,89 @@
+//! `GET /v1/entitlements`: sibling services ask what a user may do.
+
+use actix_web::{get, web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::status::StatusOut;
+use crate::billing::subject::Subject;
+use crate::error::{ApiError, Problem};
+use crate::identity::{ReadScope, Service};
+use crate::service::status::status_of;
+use crate::startup::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EntitlementsQuery {
+    /// The identity provider's user id.
+    pub user_id: String,
+    /// Answer `{allowed, reason}` for this one feature.
+    pub feature: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeatureOut {
+    pub feature: String,
+    pub allowed: bool,
+    /// The access reason, or `not_in_plan` when access stands but the plan lacks the feature.
+    pub reason: String,
+    pub plan: String,
+}
+
+/// The user's access and features, as `GET /v1/status` shows them to the user; or whether one
+/// feature is allowed. Needs the read scope (`billing:read`).
+#[utoipa::path(
+    tag = "services",
+    operation_id = "v1.entitlements.get",
+    security(("bearer" = [])),
+    params(EntitlementsQuery),
+    responses(
+        (status = 200, description = "`StatusOut`, or `FeatureOut` when `feature` is given", body = StatusOut),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks the read scope", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/entitlements")]
+#[tracing::instrument(skip_all)]
+pub async fn get_entitlements(
+    state: web::Data<AppState>,
+    _service: Service<ReadScope>,
+    query: web::Query<EntitlementsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    if query.user_id.trim().is_empty() || query.user_id.len() > 255 {
+        return Err(ApiError::bad_request(
+            "invalid_user_id",
+            "user_id must be 1 to 255 characters",
+        ));
+    }
+    // A service does not hold the user's role claims: only subject exemptions apply here.
+    let exempt = state.settings.exemptions.subjects.contains(&query.user_id);
+    let view = status_of(&state, &Subject::user(&query.user_id), exempt).await?;
+    match query.feature {
+        None => Ok(HttpResponse::Ok().json(StatusOut::from(view))),
+        Some(feature) => {
+            let unconditional = matches!(
+                view.access.reason,
+                crate::billing::access::Reason::SaasDisabled
+                    | crate::billing::access::Reason::Exempt
+            );
+            let in_plan = view.access.features.iter().any(|f| f == &feature);
+            let allowed = unconditional || in_plan;
+            let reason = if allowed || !view.access.access {
+                serde_json::to_value(view.access.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            } else {
+                "not_in_plan".to_owned()
+            };
+            Ok(HttpResponse::Ok().json(FeatureOut {
+                feature,
+                allowed,
+                reason,
+                plan: view.access.plan_id,
+            }))
+        }
+    }
+}

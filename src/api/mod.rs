@@ -1,0 +1,80 @@
+//! The HTTP API: thin handlers that extract, parse, call a use case and map the result.
+//! Every endpoint carries `#[utoipa::path]`; the document is collected from the routes
+//! themselves, so what is served and what is documented cannot drift apart.
+
+mod checkout;
+mod config;
+mod entitlements;
+mod ops;
+mod status;
+mod webhooks;
+
+use actix_web::App;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::AppExt;
+
+use crate::error::Problem;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tollgate",
+        description = "Headless billing API for SaaS products that sell through Stripe.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "frontend", description = "Called by the product's frontend with the end user's JWT."),
+        (name = "services", description = "Called by sibling services with a service JWT carrying scopes."),
+        (name = "stripe", description = "Called by Stripe."),
+        (name = "operations", description = "Health, readiness and documentation."),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Registers every documented endpoint.
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(ops::healthz)
+        .service(ops::readyz)
+        .service(config::get_config)
+        .service(checkout::create_checkout)
+        .service(checkout::verify_checkout)
+        .service(checkout::create_portal)
+        .service(status::get_status)
+        .service(entitlements::get_entitlements)
+        .service(webhooks::stripe_webhook);
+}
+
+/// The OpenAPI document of the routes above (what `/openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(routes)
+        .split_for_parts();
+    api
+}
+
+pub fn base_openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

@@ -1,0 +1,39 @@
+//! Liveness and readiness.
+
+use actix_web::{get, web, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, Problem};
+use crate::startup::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct HealthOut {
+    pub status: &'static str,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(tag = "operations", operation_id = "healthz", responses((status = 200, body = HealthOut)))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(HealthOut { status: "ok" })
+}
+
+/// Readiness: the database is reachable.
+#[utoipa::path(
+    tag = "operations",
+    operation_id = "readyz",
+    responses((status = 200, body = HealthOut), (status = 503, body = Problem, content_type = "application/problem+json"))
+)]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.db.ping().await.map_err(|e| {
+        tracing::warn!(error = ?e, "readiness check failed");
+        ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is not reachable",
+        )
+    })?;
+    Ok(HttpResponse::Ok().json(HealthOut { status: "ready" }))
+}

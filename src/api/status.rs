@@ -1,0 +1,83 @@
+//! `GET /v1/status`: the caller's own billing status.
+
+use actix_web::{get, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::billing::access::Reason;
+use crate::billing::subject::Subject;
+use crate::db::from_db_time;
+use crate::error::{ApiError, Problem};
+use crate::identity::EndUser;
+use crate::service::status::{status_of, StatusView};
+use crate::startup::AppState;
+
+/// A subject's billing status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusOut {
+    /// The plan in force (the free plan without access).
+    pub plan: String,
+    pub plan_name: String,
+    /// Whether paid access is granted.
+    pub access: bool,
+    pub reason: Reason,
+    pub features: Vec<String>,
+    /// Stripe status of the subscription behind the verdict, if any.
+    pub status: Option<String>,
+    pub subscription_id: Option<String>,
+    /// `month` or `year`.
+    pub interval: Option<String>,
+    pub quantity: Option<i64>,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub trial_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub cancel_at: Option<DateTime<Utc>>,
+    /// While past due: when access ends unless payment succeeds.
+    pub grace_until: Option<DateTime<Utc>>,
+    /// Access comes from a one-time lifetime purchase.
+    pub lifetime: bool,
+}
+
+impl From<StatusView> for StatusOut {
+    fn from(v: StatusView) -> Self {
+        let sub = v.subscription.as_ref();
+        StatusOut {
+            current_period_end: v.current_period_end(),
+            trial_end: v.trial_end(),
+            plan: v.access.plan_id,
+            plan_name: v.plan_name,
+            access: v.access.access,
+            reason: v.access.reason,
+            features: v.access.features,
+            status: sub.map(|s| s.status.clone()),
+            subscription_id: sub.map(|s| s.stripe_subscription_id.clone()),
+            interval: sub.and_then(|s| s.price_interval.clone()),
+            quantity: sub.map(|s| s.quantity),
+            cancel_at_period_end: sub.is_some_and(|s| s.cancel_at_period_end),
+            cancel_at: sub.and_then(|s| s.cancel_at).map(from_db_time),
+            grace_until: v.access.grace_until,
+            lifetime: v.access.lifetime,
+        }
+    }
+}
+
+/// The caller's plan, access and reason, period end, trial end and cancellation.
+#[utoipa::path(
+    tag = "frontend",
+    operation_id = "v1.status.get",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = StatusOut),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/status")]
+#[tracing::instrument(skip_all, fields(caller))]
+pub async fn get_status(
+    state: web::Data<AppState>,
+    user: EndUser,
+) -> Result<HttpResponse, ApiError> {
+    let view = status_of(&state, &Subject::user(&user.0.subject), user.0.exempt).await?;
+    Ok(HttpResponse::Ok().json(StatusOut::from(view)))
+}

@@ -1,0 +1,65 @@
+//! `POST /v1/webhooks/stripe`.
+
+use actix_web::{post, web, HttpRequest, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, Problem};
+use crate::service::checkout::stripe;
+use crate::service::webhooks::{handle_event, EventOutcome};
+use crate::startup::AppState;
+use crate::stripe::webhook::{verify, WebhookRejection};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookOut {
+    pub received: bool,
+    /// True when this event id was processed before (nothing changed).
+    pub duplicate: bool,
+}
+
+/// Stripe's signed events. Failures answer 5xx so that Stripe retries.
+#[utoipa::path(
+    tag = "stripe",
+    operation_id = "v1.webhooks.stripe",
+    request_body(content = String, description = "The event exactly as Stripe signed it", content_type = "application/json"),
+    params(("Stripe-Signature" = String, Header, description = "t=...,v1=...")),
+    responses(
+        (status = 200, body = WebhookOut),
+        (status = 400, description = "forged, stale or malformed", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "not processed; Stripe will retry", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/webhooks/stripe")]
+#[tracing::instrument(skip_all, fields(event_id, event_type))]
+pub async fn stripe_webhook(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let gateway = stripe(&state)?;
+    let payload = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_payload", "the body is not UTF-8"))?;
+    let signature = req
+        .headers()
+        .get("Stripe-Signature")
+        .and_then(|v| v.to_str().ok());
+    let event =
+        verify(payload, signature, &state.settings.stripe.webhook_secrets).map_err(|r| {
+            let code = match r {
+                WebhookRejection::MissingSignature => "missing_signature",
+                WebhookRejection::BadSignature => "invalid_signature",
+                WebhookRejection::Stale => "stale_signature",
+                WebhookRejection::Malformed(_) => "invalid_payload",
+            };
+            ApiError::bad_request(code, r.to_string())
+        })?;
+    let span = tracing::Span::current();
+    span.record("event_id", event.id.as_str());
+    span.record("event_type", event.event_type.as_str());
+    let outcome = handle_event(&state, gateway, &event, payload).await?;
+    Ok(HttpResponse::Ok().json(WebhookOut {
+        received: true,
+        duplicate: outcome == EventOutcome::Duplicate,
+    }))
+}

@@ -1,0 +1,677 @@
+//! Who has access: one pure function of (subscriptions, purchases, exemption, policy, now).
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::catalog::{Catalog, Plan, PlanKind};
+
+/// Stripe subscription statuses, as Tollgate stores them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionStatus {
+    Active,
+    Trialing,
+    PastDue,
+    Unpaid,
+    Canceled,
+    Incomplete,
+    IncompleteExpired,
+    Paused,
+    /// A status this version does not know; grants nothing.
+    Other(String),
+}
+
+impl SubscriptionStatus {
+    pub fn parse(s: &str) -> SubscriptionStatus {
+        match s {
+            "active" => Self::Active,
+            "trialing" => Self::Trialing,
+            "past_due" => Self::PastDue,
+            "unpaid" => Self::Unpaid,
+            "canceled" => Self::Canceled,
+            "incomplete" => Self::Incomplete,
+            "incomplete_expired" => Self::IncompleteExpired,
+            "paused" => Self::Paused,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Active => "active",
+            Self::Trialing => "trialing",
+            Self::PastDue => "past_due",
+            Self::Unpaid => "unpaid",
+            Self::Canceled => "canceled",
+            Self::Incomplete => "incomplete",
+            Self::IncompleteExpired => "incomplete_expired",
+            Self::Paused => "paused",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurchaseStatus {
+    Paid,
+    Refunded,
+    Disputed,
+}
+
+impl PurchaseStatus {
+    pub fn parse(s: &str) -> Option<PurchaseStatus> {
+        match s {
+            "paid" => Some(Self::Paid),
+            "refunded" => Some(Self::Refunded),
+            "disputed" => Some(Self::Disputed),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paid => "paid",
+            Self::Refunded => "refunded",
+            Self::Disputed => "disputed",
+        }
+    }
+}
+
+/// What access needs to know of one subscription.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionFacts {
+    pub id: String,
+    /// `None` when the subscription's price is not in the catalog (it then grants nothing).
+    pub plan_id: Option<String>,
+    pub status: SubscriptionStatus,
+    pub current_period_start: Option<DateTime<Utc>>,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub trial_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub cancel_at: Option<DateTime<Utc>>,
+    /// When the first payment of the current period failed (start of the grace period).
+    pub payment_failed_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What access needs to know of one one-time purchase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PurchaseFacts {
+    pub plan_id: String,
+    pub kind: PlanKind,
+    pub status: PurchaseStatus,
+    pub purchased_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AccessPolicy {
+    pub saas_enabled: bool,
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    SaasDisabled,
+    Exempt,
+    Lifetime,
+    Active,
+    Trialing,
+    /// Cancels at period end; access until then.
+    Canceling,
+    /// Payment failed; access until `grace_until`.
+    Grace,
+    GraceExpired,
+    Canceled,
+    Unpaid,
+    Incomplete,
+    Paused,
+    Refunded,
+    /// No paid plan at all.
+    Free,
+}
+
+/// The verdict, plus the facts of the subscription or purchase that decided it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Access {
+    pub access: bool,
+    pub reason: Reason,
+    pub plan_id: String,
+    pub features: Vec<String>,
+    /// The subscription that decided the verdict, if one did.
+    pub subscription_id: Option<String>,
+    pub grace_until: Option<DateTime<Utc>>,
+    pub lifetime: bool,
+}
+
+struct Verdict<'a> {
+    access: bool,
+    reason: Reason,
+    plan: Option<&'a Plan>,
+    subscription_id: Option<String>,
+    grace_until: Option<DateTime<Utc>>,
+    lifetime: bool,
+    /// Newer facts explain a refusal better than older ones.
+    at: DateTime<Utc>,
+}
+
+/// Decides the caller's access. The highest-ranked plan with access wins; with none, the most
+/// recent subscription or purchase explains why, and the free plan applies.
+pub fn evaluate(
+    catalog: &Catalog,
+    policy: AccessPolicy,
+    subscriptions: &[SubscriptionFacts],
+    purchases: &[PurchaseFacts],
+    exempt: bool,
+    now: DateTime<Utc>,
+) -> Access {
+    let everything = |reason| {
+        let plan = catalog.top_plan();
+        Access {
+            access: true,
+            reason,
+            plan_id: plan.id.clone(),
+            features: plan.features.clone(),
+            subscription_id: None,
+            grace_until: None,
+            lifetime: false,
+        }
+    };
+    if !policy.saas_enabled {
+        return everything(Reason::SaasDisabled);
+    }
+    if exempt {
+        return everything(Reason::Exempt);
+    }
+
+    let verdicts = subscriptions
+        .iter()
+        .map(|s| subscription_verdict(catalog, policy, s, now))
+        .chain(
+            purchases
+                .iter()
+                .filter_map(|p| purchase_verdict(catalog, p)),
+        );
+
+    let mut best_grant: Option<Verdict> = None;
+    let mut latest_refusal: Option<Verdict> = None;
+    for v in verdicts {
+        if v.access {
+            let rank = |v: &Verdict| v.plan.map_or(i32::MIN, |p| p.rank);
+            if best_grant.as_ref().is_none_or(|b| rank(&v) > rank(b)) {
+                best_grant = Some(v);
+            }
+        } else if latest_refusal.as_ref().is_none_or(|r| v.at > r.at) {
+            latest_refusal = Some(v);
+        }
+    }
+
+    let free = catalog.free_plan();
+    match best_grant {
+        Some(v) => {
+            let plan = v.plan.unwrap_or(free);
+            Access {
+                access: true,
+                reason: v.reason,
+                plan_id: plan.id.clone(),
+                features: plan.features.clone(),
+                subscription_id: v.subscription_id,
+                grace_until: v.grace_until,
+                lifetime: v.lifetime,
+            }
+        }
+        None => {
+            let (reason, subscription_id, grace_until) = match latest_refusal {
+                Some(v) => (v.reason, v.subscription_id, v.grace_until),
+                None => (Reason::Free, None, None),
+            };
+            Access {
+                access: false,
+                reason,
+                plan_id: free.id.clone(),
+                features: free.features.clone(),
+                subscription_id,
+                grace_until,
+                lifetime: false,
+            }
+        }
+    }
+}
+
+fn subscription_verdict<'a>(
+    catalog: &'a Catalog,
+    policy: AccessPolicy,
+    s: &SubscriptionFacts,
+    now: DateTime<Utc>,
+) -> Verdict<'a> {
+    let plan = s.plan_id.as_deref().and_then(|id| catalog.plan(id));
+    let verdict = |access: bool, reason: Reason, grace_until: Option<DateTime<Utc>>| Verdict {
+        // A subscription whose price is not in the catalog grants nothing.
+        access: access && plan.is_some(),
+        reason,
+        plan,
+        subscription_id: Some(s.id.clone()),
+        grace_until,
+        lifetime: false,
+        at: s.created_at,
+    };
+    let grace_from = |start: DateTime<Utc>| start + policy.grace_period;
+
+    // A scheduled end (cancel at period end, or `cancel_at`) that has passed ends access even if
+    // the webhook saying so has not arrived yet.
+    let scheduled_end = match (s.cancel_at_period_end, s.cancel_at) {
+        (_, Some(at)) => Some(at),
+        (true, None) => s.current_period_end,
+        (false, None) => None,
+    };
+    let paying = matches!(
+        s.status,
+        SubscriptionStatus::Active | SubscriptionStatus::Trialing | SubscriptionStatus::PastDue
+    );
+    if paying {
+        if let Some(end) = scheduled_end {
+            if now >= end {
+                return verdict(false, Reason::Canceled, None);
+            }
+        }
+    }
+
+    match &s.status {
+        SubscriptionStatus::Active if scheduled_end.is_some() => {
+            verdict(true, Reason::Canceling, None)
+        }
+        SubscriptionStatus::Active => verdict(true, Reason::Active, None),
+        SubscriptionStatus::Trialing => match s.trial_end {
+            // The trial ended and Stripe has not told us of a payment yet: treat it as a failed
+            // payment at the trial's end, so an unpaid trial cannot keep access for ever.
+            Some(end) if now >= end => {
+                let until = grace_from(end);
+                if now < until {
+                    verdict(true, Reason::Grace, Some(until))
+                } else {
+                    verdict(false, Reason::GraceExpired, Some(until))
+                }
+            }
+            _ if scheduled_end.is_some() => verdict(true, Reason::Canceling, None),
+            _ => verdict(true, Reason::Trialing, None),
+        },
+        SubscriptionStatus::PastDue => {
+            // Without a recorded failure, a renewal failure happens when the period starts.
+            let failed_at = s
+                .payment_failed_at
+                .or(s.current_period_start)
+                .unwrap_or(now);
+            let until = grace_from(failed_at);
+            if now < until {
+                verdict(true, Reason::Grace, Some(until))
+            } else {
+                verdict(false, Reason::GraceExpired, Some(until))
+            }
+        }
+        SubscriptionStatus::Unpaid => verdict(false, Reason::Unpaid, None),
+        SubscriptionStatus::Canceled => verdict(false, Reason::Canceled, None),
+        SubscriptionStatus::Incomplete | SubscriptionStatus::IncompleteExpired => {
+            verdict(false, Reason::Incomplete, None)
+        }
+        SubscriptionStatus::Paused => verdict(false, Reason::Paused, None),
+        SubscriptionStatus::Other(_) => verdict(false, Reason::Incomplete, None),
+    }
+}
+
+fn purchase_verdict<'a>(catalog: &'a Catalog, p: &PurchaseFacts) -> Option<Verdict<'a>> {
+    // Credit packs add quota; they do not grant a plan.
+    if p.kind != PlanKind::Lifetime {
+        return None;
+    }
+    let plan = catalog.plan(&p.plan_id);
+    let (access, reason) = match p.status {
+        PurchaseStatus::Paid => (plan.is_some(), Reason::Lifetime),
+        PurchaseStatus::Refunded | PurchaseStatus::Disputed => (false, Reason::Refunded),
+    };
+    Some(Verdict {
+        access,
+        reason,
+        plan,
+        subscription_id: None,
+        grace_until: None,
+        lifetime: access,
+        at: p.purchased_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::test_support::catalog;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()
+    }
+
+    fn policy() -> AccessPolicy {
+        AccessPolicy {
+            saas_enabled: true,
+            grace_period: Duration::hours(24),
+        }
+    }
+
+    fn sub(status: SubscriptionStatus) -> SubscriptionFacts {
+        SubscriptionFacts {
+            id: "sub_1".into(),
+            plan_id: Some("pro".into()),
+            status,
+            current_period_start: Some(now() - Duration::days(10)),
+            current_period_end: Some(now() + Duration::days(20)),
+            trial_end: None,
+            cancel_at_period_end: false,
+            cancel_at: None,
+            payment_failed_at: None,
+            created_at: now() - Duration::days(40),
+        }
+    }
+
+    fn lifetime(status: PurchaseStatus) -> PurchaseFacts {
+        PurchaseFacts {
+            plan_id: "lifetime".into(),
+            kind: PlanKind::Lifetime,
+            status,
+            purchased_at: now() - Duration::days(3),
+        }
+    }
+
+    fn eval(subs: &[SubscriptionFacts], purchases: &[PurchaseFacts]) -> Access {
+        evaluate(&catalog(), policy(), subs, purchases, false, now())
+    }
+
+    #[test]
+    fn every_status_maps_to_its_access_and_reason() {
+        let cases = [
+            (SubscriptionStatus::Active, true, Reason::Active),
+            (SubscriptionStatus::Trialing, true, Reason::Trialing),
+            (SubscriptionStatus::Unpaid, false, Reason::Unpaid),
+            (SubscriptionStatus::Canceled, false, Reason::Canceled),
+            (SubscriptionStatus::Incomplete, false, Reason::Incomplete),
+            (
+                SubscriptionStatus::IncompleteExpired,
+                false,
+                Reason::Incomplete,
+            ),
+            (SubscriptionStatus::Paused, false, Reason::Paused),
+            (
+                SubscriptionStatus::Other("future_status".into()),
+                false,
+                Reason::Incomplete,
+            ),
+        ];
+        for (status, access, reason) in cases {
+            let mut s = sub(status.clone());
+            if status == SubscriptionStatus::Trialing {
+                s.trial_end = Some(now() + Duration::days(2));
+            }
+            let a = eval(&[s], &[]);
+            assert_eq!(
+                (a.access, a.reason),
+                (access, reason),
+                "status {}",
+                status.as_str()
+            );
+            assert_eq!(
+                a.plan_id,
+                if access { "pro" } else { "free" },
+                "status {}",
+                status.as_str()
+            );
+            assert_eq!(a.subscription_id.as_deref(), Some("sub_1"));
+        }
+    }
+
+    #[test]
+    fn granted_plan_carries_its_features_and_refusal_carries_the_free_plans() {
+        let a = eval(&[sub(SubscriptionStatus::Active)], &[]);
+        assert_eq!(
+            a.features,
+            vec!["export".to_string(), "priority_support".to_string()]
+        );
+        let a = eval(&[sub(SubscriptionStatus::Canceled)], &[]);
+        assert_eq!(a.features, vec!["basic".to_string()]);
+    }
+
+    #[test]
+    fn nothing_on_record_is_free_without_access() {
+        let a = eval(&[], &[]);
+        assert!(!a.access);
+        assert_eq!(a.reason, Reason::Free);
+        assert_eq!(a.plan_id, "free");
+        assert_eq!(a.subscription_id, None);
+    }
+
+    #[test]
+    fn past_due_has_access_within_grace_and_loses_it_after() {
+        let mut s = sub(SubscriptionStatus::PastDue);
+        s.payment_failed_at = Some(now() - Duration::hours(23));
+        let a = eval(&[s.clone()], &[]);
+        assert_eq!((a.access, a.reason), (true, Reason::Grace));
+        assert_eq!(a.grace_until, Some(now() + Duration::hours(1)));
+
+        s.payment_failed_at = Some(now() - Duration::hours(24));
+        let a = eval(&[s.clone()], &[]);
+        assert_eq!((a.access, a.reason), (false, Reason::GraceExpired));
+        assert_eq!(a.grace_until, Some(now()));
+
+        s.payment_failed_at = Some(now() - Duration::hours(25));
+        assert_eq!(eval(&[s], &[]).reason, Reason::GraceExpired);
+    }
+
+    #[test]
+    fn past_due_without_recorded_failure_counts_grace_from_period_start() {
+        let mut s = sub(SubscriptionStatus::PastDue);
+        s.current_period_start = Some(now() - Duration::hours(2));
+        assert_eq!(eval(&[s.clone()], &[]).reason, Reason::Grace);
+        s.current_period_start = Some(now() - Duration::days(2));
+        assert_eq!(eval(&[s], &[]).reason, Reason::GraceExpired);
+    }
+
+    #[test]
+    fn grace_length_follows_the_policy() {
+        let mut s = sub(SubscriptionStatus::PastDue);
+        s.payment_failed_at = Some(now() - Duration::hours(30));
+        let long = AccessPolicy {
+            saas_enabled: true,
+            grace_period: Duration::hours(48),
+        };
+        let a = evaluate(&catalog(), long, &[s], &[], false, now());
+        assert_eq!((a.access, a.reason), (true, Reason::Grace));
+    }
+
+    #[test]
+    fn cancel_at_period_end_keeps_access_until_the_end_then_ends_it() {
+        let mut s = sub(SubscriptionStatus::Active);
+        s.cancel_at_period_end = true;
+        let a = eval(&[s.clone()], &[]);
+        assert_eq!(
+            (a.access, a.reason, a.plan_id.as_str()),
+            (true, Reason::Canceling, "pro")
+        );
+
+        s.current_period_end = Some(now() - Duration::seconds(1));
+        let a = eval(&[s.clone()], &[]);
+        assert_eq!(
+            (a.access, a.reason, a.plan_id.as_str()),
+            (false, Reason::Canceled, "free")
+        );
+
+        s.current_period_end = Some(now());
+        assert_eq!(eval(&[s], &[]).reason, Reason::Canceled);
+    }
+
+    #[test]
+    fn cancel_at_date_behaves_like_a_scheduled_end() {
+        let mut s = sub(SubscriptionStatus::Active);
+        s.cancel_at = Some(now() + Duration::days(1));
+        assert_eq!(eval(&[s.clone()], &[]).reason, Reason::Canceling);
+        s.cancel_at = Some(now() - Duration::days(1));
+        assert_eq!(eval(&[s], &[]).reason, Reason::Canceled);
+    }
+
+    #[test]
+    fn trial_canceling_before_its_end_keeps_access() {
+        let mut s = sub(SubscriptionStatus::Trialing);
+        s.trial_end = Some(now() + Duration::days(2));
+        s.current_period_end = s.trial_end;
+        s.cancel_at_period_end = true;
+        assert_eq!(eval(&[s], &[]).reason, Reason::Canceling);
+    }
+
+    #[test]
+    fn trial_past_its_end_without_payment_gets_only_the_grace_period() {
+        let mut s = sub(SubscriptionStatus::Trialing);
+        s.trial_end = Some(now() - Duration::hours(1));
+        let a = eval(&[s.clone()], &[]);
+        assert_eq!((a.access, a.reason), (true, Reason::Grace));
+        s.trial_end = Some(now() - Duration::days(3));
+        let a = eval(&[s], &[]);
+        assert_eq!((a.access, a.reason), (false, Reason::GraceExpired));
+    }
+
+    #[test]
+    fn lifetime_purchase_grants_for_ever_and_refund_or_dispute_revokes() {
+        let a = eval(&[], &[lifetime(PurchaseStatus::Paid)]);
+        assert_eq!(
+            (a.access, a.reason, a.plan_id.as_str(), a.lifetime),
+            (true, Reason::Lifetime, "lifetime", true)
+        );
+        for status in [PurchaseStatus::Refunded, PurchaseStatus::Disputed] {
+            let a = eval(&[], &[lifetime(status)]);
+            assert_eq!(
+                (a.access, a.reason, a.lifetime),
+                (false, Reason::Refunded, false)
+            );
+        }
+    }
+
+    #[test]
+    fn credit_packs_grant_no_plan() {
+        let pack = PurchaseFacts {
+            plan_id: "credits".into(),
+            kind: PlanKind::CreditPack,
+            status: PurchaseStatus::Paid,
+            purchased_at: now(),
+        };
+        assert_eq!(eval(&[], &[pack]).reason, Reason::Free);
+    }
+
+    #[test]
+    fn highest_ranked_plan_with_access_wins() {
+        // lifetime ranks above pro in the test catalog
+        let a = eval(
+            &[sub(SubscriptionStatus::Active)],
+            &[lifetime(PurchaseStatus::Paid)],
+        );
+        assert_eq!(a.plan_id, "lifetime");
+        let mut basic = sub(SubscriptionStatus::Active);
+        basic.id = "sub_basic".into();
+        basic.plan_id = Some("basic".into());
+        let a = eval(&[basic, sub(SubscriptionStatus::Active)], &[]);
+        assert_eq!(
+            (a.plan_id.as_str(), a.subscription_id.as_deref()),
+            ("pro", Some("sub_1"))
+        );
+    }
+
+    #[test]
+    fn a_grant_beats_any_refusal_and_the_newest_refusal_explains() {
+        let mut old = sub(SubscriptionStatus::Canceled);
+        old.id = "sub_old".into();
+        old.created_at = now() - Duration::days(400);
+        let a = eval(&[old.clone(), sub(SubscriptionStatus::Active)], &[]);
+        assert_eq!(a.reason, Reason::Active);
+
+        let newer = sub(SubscriptionStatus::Unpaid);
+        let a = eval(&[old, newer], &[]);
+        assert_eq!(
+            (a.reason, a.subscription_id.as_deref()),
+            (Reason::Unpaid, Some("sub_1"))
+        );
+    }
+
+    #[test]
+    fn unknown_price_grants_nothing() {
+        let mut s = sub(SubscriptionStatus::Active);
+        s.plan_id = None;
+        let a = eval(&[s], &[]);
+        assert!(!a.access);
+        assert_eq!(a.plan_id, "free");
+    }
+
+    #[test]
+    fn exempt_callers_get_the_top_plan_whatever_they_hold() {
+        for subs in [vec![], vec![sub(SubscriptionStatus::Canceled)]] {
+            let a = evaluate(&catalog(), policy(), &subs, &[], true, now());
+            assert_eq!(
+                (a.access, a.reason, a.plan_id.as_str()),
+                (true, Reason::Exempt, "lifetime")
+            );
+        }
+    }
+
+    #[test]
+    fn saas_off_allows_everyone_and_wins_over_everything() {
+        let off = AccessPolicy {
+            saas_enabled: false,
+            ..policy()
+        };
+        for exempt in [false, true] {
+            let a = evaluate(
+                &catalog(),
+                off,
+                &[sub(SubscriptionStatus::Unpaid)],
+                &[],
+                exempt,
+                now(),
+            );
+            assert_eq!((a.access, a.reason), (true, Reason::SaasDisabled));
+        }
+    }
+
+    #[test]
+    fn every_status_crossed_with_saas_and_exemption() {
+        let statuses = [
+            SubscriptionStatus::Active,
+            SubscriptionStatus::Trialing,
+            SubscriptionStatus::PastDue,
+            SubscriptionStatus::Unpaid,
+            SubscriptionStatus::Canceled,
+            SubscriptionStatus::Incomplete,
+            SubscriptionStatus::IncompleteExpired,
+            SubscriptionStatus::Paused,
+        ];
+        for status in statuses {
+            for saas in [true, false] {
+                for exempt in [true, false] {
+                    let p = AccessPolicy {
+                        saas_enabled: saas,
+                        ..policy()
+                    };
+                    let a = evaluate(&catalog(), p, &[sub(status.clone())], &[], exempt, now());
+                    let expected = match (saas, exempt) {
+                        (false, _) => Some(Reason::SaasDisabled),
+                        (true, true) => Some(Reason::Exempt),
+                        _ => None,
+                    };
+                    if let Some(reason) = expected {
+                        assert_eq!(
+                            (a.access, a.reason),
+                            (true, reason),
+                            "{} saas={saas} exempt={exempt}",
+                            status.as_str()
+                        );
+                    } else {
+                        let plain = eval(&[sub(status.clone())], &[]);
+                        assert_eq!(a, plain);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The plan catalog: plans are configuration, parsed once into this validated form.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::config::{ConfigProblem, QuotaLimitSetting, Settings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Interval {
+    Month,
+    Year,
+    /// A one-time payment.
+    Once,
+}
+
+impl Interval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interval::Month => "month",
+            Interval::Year => "year",
+            Interval::Once => "once",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Interval> {
+        match s {
+            "month" => Some(Interval::Month),
+            "year" => Some(Interval::Year),
+            "once" => Some(Interval::Once),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanKind {
+    /// Recurring subscription (monthly and/or yearly prices).
+    #[default]
+    Subscription,
+    /// One-time payment granting the plan for ever.
+    Lifetime,
+    /// One-time payment adding to a quota balance.
+    CreditPack,
+}
+
+impl PlanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanKind::Subscription => "subscription",
+            PlanKind::Lifetime => "lifetime",
+            PlanKind::CreditPack => "credit_pack",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PlanKind> {
+        match s {
+            "subscription" => Some(PlanKind::Subscription),
+            "lifetime" => Some(PlanKind::Lifetime),
+            "credit_pack" => Some(PlanKind::CreditPack),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaPeriod {
+    Day,
+    Month,
+    BillingPeriod,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum QuotaLimit {
+    Limited(u64),
+    /// Serialised as `"unlimited"`.
+    #[schema(value_type = String)]
+    Unlimited(Unlimited),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unlimited;
+
+impl Serialize for Unlimited {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("unlimited")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Quota {
+    pub limit: QuotaLimit,
+    pub period: QuotaPeriod,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Price {
+    pub interval: Interval,
+    /// Stripe price id; absent while Stripe is not configured.
+    pub price_id: Option<String>,
+    /// In the currency's minor unit (cents).
+    pub amount: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub id: String,
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub rank: i32,
+    pub kind: PlanKind,
+    pub features: Vec<String>,
+    pub quotas: BTreeMap<String, Quota>,
+    pub trial_days: u32,
+    pub prices: Vec<Price>,
+}
+
+impl Plan {
+    pub fn price(&self, interval: Interval) -> Option<&Price> {
+        self.prices.iter().find(|p| p.interval == interval)
+    }
+
+    pub fn is_free(&self) -> bool {
+        self.prices.is_empty()
+    }
+}
+
+/// The validated plan catalog.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    plans: Vec<Plan>,
+    free_plan: usize,
+}
+
+impl Catalog {
+    pub fn from_settings(settings: &Settings) -> Result<Catalog, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let mut problem =
+            |key: String, text: String| problems.push(ConfigProblem { key, problem: text });
+        let mut plans = Vec::new();
+        let mut names_seen = std::collections::HashSet::new();
+        let mut prices_seen = std::collections::HashSet::new();
+
+        for (i, p) in settings.plans.iter().enumerate() {
+            let key = format!("plans[{i}] ({})", p.id);
+            if p.id.is_empty()
+                || !p
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                problem(
+                    key.clone(),
+                    "id must be non-empty letters, digits, `_` or `-`".into(),
+                );
+            }
+            for name in std::iter::once(&p.id).chain(&p.aliases) {
+                if !names_seen.insert(name.to_ascii_lowercase()) {
+                    problem(
+                        key.clone(),
+                        format!("`{name}` is used by two plans (ids and aliases must be unique)"),
+                    );
+                }
+            }
+            let mut quotas = BTreeMap::new();
+            for (qkey, q) in &p.quotas {
+                let limit = match &q.limit {
+                    QuotaLimitSetting::Count(n) => QuotaLimit::Limited(*n),
+                    QuotaLimitSetting::Word(w) if w == "unlimited" => {
+                        QuotaLimit::Unlimited(Unlimited)
+                    }
+                    QuotaLimitSetting::Word(w) => {
+                        problem(
+                            format!("{key}.quotas.{qkey}.limit"),
+                            format!("`{w}` is neither a number nor \"unlimited\""),
+                        );
+                        continue;
+                    }
+                };
+                quotas.insert(
+                    qkey.clone(),
+                    Quota {
+                        limit,
+                        period: q.period,
+                    },
+                );
+            }
+            let mut prices = Vec::new();
+            for price in &p.prices {
+                let pkey = format!("{key}.prices.{}", price.interval.as_str());
+                if prices.iter().any(|x: &Price| x.interval == price.interval) {
+                    problem(pkey.clone(), "two prices with the same interval".into());
+                }
+                let fits = match p.kind {
+                    PlanKind::Subscription => price.interval != Interval::Once,
+                    PlanKind::Lifetime | PlanKind::CreditPack => price.interval == Interval::Once,
+                };
+                if !fits {
+                    problem(
+                        pkey.clone(),
+                        format!(
+                            "a {} plan takes {} prices",
+                            p.kind.as_str(),
+                            if p.kind == PlanKind::Subscription {
+                                "month or year"
+                            } else {
+                                "only once"
+                            }
+                        ),
+                    );
+                }
+                if price.amount < 0 {
+                    problem(pkey.clone(), "amount must not be negative".into());
+                }
+                if price.currency.len() != 3 {
+                    problem(
+                        pkey.clone(),
+                        format!("currency `{}` is not a 3-letter ISO code", price.currency),
+                    );
+                }
+                match &price.price_id {
+                    Some(id) => {
+                        if !prices_seen.insert(id.clone()) {
+                            problem(pkey.clone(), format!("price id `{id}` is used twice"));
+                        }
+                        if !settings.stripe.allowed_price_ids.is_empty() && !settings.stripe.allowed_price_ids.contains(id) {
+                            // Allowed but worth knowing: checkouts for it will be refused.
+                            tracing::warn!(plan = %p.id, price = %id, "price id is not in stripe.allowed_price_ids; checkouts for it will be refused");
+                        }
+                    }
+                    None if settings.stripe.is_configured() => problem(
+                        pkey.clone(),
+                        match &price.price_id_env {
+                            Some(env) => format!("no Stripe price id: set the environment variable {env} (or price_id)"),
+                            None => "no Stripe price id: set price_id (price_...) or price_id_env".into(),
+                        },
+                    ),
+                    None => {}
+                }
+                prices.push(Price {
+                    interval: price.interval,
+                    price_id: price.price_id.clone(),
+                    amount: price.amount,
+                    currency: price.currency.to_ascii_lowercase(),
+                });
+            }
+            plans.push(Plan {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                aliases: p.aliases.clone(),
+                rank: p.rank,
+                kind: p.kind,
+                features: p.features.clone(),
+                quotas,
+                trial_days: if p.kind == PlanKind::Subscription {
+                    p.trial_days.unwrap_or(settings.billing.default_trial_days)
+                } else {
+                    0
+                },
+                prices,
+            });
+        }
+
+        let free_plan = plans
+            .iter()
+            .position(|p| p.id == settings.billing.free_plan);
+        match free_plan.map(|i| &plans[i]) {
+            None => problem(
+                "billing.free_plan".into(),
+                format!(
+                    "names `{}`, which is not a plan id: add a plan without prices or change it",
+                    settings.billing.free_plan
+                ),
+            ),
+            Some(plan) if !plan.is_free() || plan.kind != PlanKind::Subscription => problem(
+                "billing.free_plan".into(),
+                format!(
+                    "plan `{}` must be a subscription plan without prices",
+                    plan.id
+                ),
+            ),
+            Some(_) => {}
+        }
+        match (problems.is_empty(), free_plan) {
+            (true, Some(free_plan)) => Ok(Catalog { plans, free_plan }),
+            _ => Err(problems),
+        }
+    }
+
+    /// A catalog from already-valid plans (tests).
+    #[cfg(test)]
+    pub(crate) fn from_parts(plans: Vec<Plan>, free_plan: &str) -> Catalog {
+        let free_plan = plans
+            .iter()
+            .position(|p| p.id == free_plan)
+            .expect("free plan exists");
+        Catalog { plans, free_plan }
+    }
+
+    pub fn plans(&self) -> &[Plan] {
+        &self.plans
+    }
+
+    pub fn free_plan(&self) -> &Plan {
+        &self.plans[self.free_plan]
+    }
+
+    /// The plan with this id or alias (case-insensitive).
+    pub fn plan(&self, name: &str) -> Option<&Plan> {
+        self.plans.iter().find(|p| {
+            p.id.eq_ignore_ascii_case(name)
+                || p.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// The plan and price a Stripe price id belongs to.
+    pub fn by_price_id(&self, price_id: &str) -> Option<(&Plan, &Price)> {
+        self.plans.iter().find_map(|plan| {
+            plan.prices
+                .iter()
+                .find(|p| p.price_id.as_deref() == Some(price_id))
+                .map(|price| (plan, price))
+        })
+    }
+
+    /// The highest-ranked plan that grants access (what exempt callers and SAAS=false get).
+    pub fn top_plan(&self) -> &Plan {
+        self.plans
+            .iter()
+            .filter(|p| p.kind != PlanKind::CreditPack)
+            .max_by_key(|p| p.rank)
+            .unwrap_or(self.free_plan())
+    }
+}

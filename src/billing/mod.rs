@@ -1,0 +1,77 @@
+//! The billing rules: pure functions of data and `now`, with no actix, diesel or Stripe types.
+
+pub mod access;
+pub mod catalog;
+pub mod redirect;
+pub mod subject;
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::collections::BTreeMap;
+
+    use super::catalog::{Catalog, Interval, Plan, PlanKind, Price};
+
+    fn plan(id: &str, rank: i32, kind: PlanKind, features: &[&str], prices: Vec<Price>) -> Plan {
+        Plan {
+            id: id.into(),
+            name: id.to_uppercase(),
+            aliases: vec![],
+            rank,
+            kind,
+            features: features.iter().map(|f| f.to_string()).collect(),
+            quotas: BTreeMap::new(),
+            trial_days: 0,
+            prices,
+        }
+    }
+
+    fn price(interval: Interval, id: &str) -> Price {
+        Price {
+            interval,
+            price_id: Some(id.into()),
+            amount: 900,
+            currency: "usd".into(),
+        }
+    }
+
+    /// free < basic < pro < lifetime, plus a credit pack.
+    pub fn catalog() -> Catalog {
+        Catalog::from_parts(
+            vec![
+                plan("free", 0, PlanKind::Subscription, &["basic"], vec![]),
+                plan(
+                    "basic",
+                    1,
+                    PlanKind::Subscription,
+                    &["basic"],
+                    vec![price(Interval::Month, "price_basic_m")],
+                ),
+                plan(
+                    "pro",
+                    2,
+                    PlanKind::Subscription,
+                    &["export", "priority_support"],
+                    vec![
+                        price(Interval::Month, "price_pro_m"),
+                        price(Interval::Year, "price_pro_y"),
+                    ],
+                ),
+                plan(
+                    "lifetime",
+                    3,
+                    PlanKind::Lifetime,
+                    &["export", "priority_support", "lifetime_badge"],
+                    vec![price(Interval::Once, "price_life")],
+                ),
+                plan(
+                    "credits",
+                    0,
+                    PlanKind::CreditPack,
+                    &[],
+                    vec![price(Interval::Once, "price_credits")],
+                ),
+            ],
+            "free",
+        )
+    }
+}

@@ -1,0 +1,447 @@
+//! Typed configuration: `config/default.toml`, then the seeds' plain environment names
+//! (`STRIPE_SECRET_KEY`, `SAAS`, `DATABASE_URL`, ...), then `TOLLGATE_*` variables
+//! (`TOLLGATE_SERVER__PORT=9000`). Validated once at start-up; secrets are wrapped so that
+//! they cannot be printed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+
+use crate::billing::catalog::{Interval, PlanKind};
+
+/// The environment names the seed products already use, and the key each one sets.
+const PLAIN_ENV_NAMES: &[(&str, &str)] = &[
+    ("SAAS", "saas"),
+    ("DATABASE_URL", "database.url"),
+    ("STRIPE_SECRET_KEY", "stripe.secret_key"),
+    ("STRIPE_PUBLISHABLE_KEY", "stripe.publishable_key"),
+    ("STRIPE_WEBHOOK_SECRET", "stripe.webhook_secrets"),
+    ("STRIPE_ALLOWED_PRICE_IDS", "stripe.allowed_price_ids"),
+    ("STRIPE_API_BASE", "stripe.api_base"),
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Master switch: `false` means every access check allows and nothing asks Stripe.
+    pub saas: bool,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub stripe: StripeSettings,
+    pub checkout: CheckoutSettings,
+    pub billing: BillingSettings,
+    pub auth: AuthSettings,
+    #[serde(default)]
+    pub exemptions: ExemptionSettings,
+    pub plans: Vec<PlanSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    /// Emit logs as JSON lines (for log shippers) instead of human-readable text.
+    #[serde(default)]
+    pub json_logs: bool,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/to/file.db` or `postgres://user:pass@host/db`.
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub connect_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeSettings {
+    #[serde(default, deserialize_with = "empty_secret_is_none")]
+    pub secret_key: Option<SecretString>,
+    #[serde(default)]
+    pub publishable_key: Option<String>,
+    /// Several secrets (comma-separated in `STRIPE_WEBHOOK_SECRET`) allow rotation.
+    #[serde(default, deserialize_with = "secret_list")]
+    pub webhook_secrets: Vec<SecretString>,
+    /// When non-empty, a checkout for any other price is refused.
+    #[serde(default, deserialize_with = "string_list")]
+    pub allowed_price_ids: Vec<String>,
+    /// Base URL of the Stripe API; tests and local runs point it at a fake or stripe-mock.
+    pub api_base: String,
+    pub timeout_seconds: u64,
+}
+
+impl StripeSettings {
+    pub fn is_configured(&self) -> bool {
+        self.secret_key.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutSettings {
+    /// Origins (scheme://host[:port]) that success, cancel and return URLs may point to.
+    pub allowed_redirect_origins: Vec<String>,
+    pub default_success_url: String,
+    pub default_cancel_url: String,
+    pub default_portal_return_url: String,
+    /// Checkout sessions one subject may create per minute (429 beyond).
+    pub rate_limit_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingSettings {
+    /// Id of the plan everyone holds without paying.
+    pub free_plan: String,
+    /// Access continues this long after the first failed payment of a period.
+    pub grace_period_hours: u32,
+    /// Trial length for plans that do not set `trial_days`.
+    pub default_trial_days: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Expected `iss`; also the base of OIDC discovery when `jwks_url` is not set.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Expected `aud` (any of them).
+    #[serde(default, deserialize_with = "string_list")]
+    pub audience: Vec<String>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Optional HS256 shared secret (e.g. older Supabase projects).
+    #[serde(default, deserialize_with = "empty_secret_is_none")]
+    pub hs256_secret: Option<SecretString>,
+    pub leeway_seconds: u64,
+    /// A token with an unknown `kid` re-fetches the JWKS at most this often.
+    pub jwks_refetch_min_seconds: u64,
+    pub jwks_cache_seconds: u64,
+    pub claims: ClaimSettings,
+    pub scopes: ScopeSettings,
+}
+
+/// Where each fact lives in the token: a claim name or a JSON pointer (`/app_metadata/role`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimSettings {
+    pub subject: String,
+    pub email: String,
+    pub tenant: String,
+    pub roles: String,
+    pub scopes: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeSettings {
+    pub read: String,
+    pub write: String,
+    pub admin: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExemptionSettings {
+    /// Callers holding any of these roles or groups always have access.
+    #[serde(default, deserialize_with = "string_list")]
+    pub roles: Vec<String>,
+    /// Subjects (identity-provider user ids) that always have access.
+    #[serde(default, deserialize_with = "string_list")]
+    pub subjects: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSettings {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub rank: i32,
+    #[serde(default)]
+    pub kind: PlanKind,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub quotas: BTreeMap<String, QuotaSettings>,
+    #[serde(default)]
+    pub trial_days: Option<u32>,
+    #[serde(default)]
+    pub prices: Vec<PriceSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSettings {
+    /// `"unlimited"` or a number.
+    pub limit: QuotaLimitSetting,
+    pub period: crate::billing::catalog::QuotaPeriod,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum QuotaLimitSetting {
+    Count(u64),
+    Word(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSettings {
+    pub interval: Interval,
+    /// The Stripe price id (`price_...`).
+    #[serde(default)]
+    pub price_id: Option<String>,
+    /// Name of an environment variable holding the price id (e.g. `STRIPE_MONTHLY_PRICE_ID`);
+    /// read when `price_id` is not set, so that seed products keep their variable names.
+    #[serde(default)]
+    pub price_id_env: Option<String>,
+    /// Display amount in the currency's minor unit (cents).
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// A configuration problem, naming the key and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigProblem {
+    pub key: String,
+    pub problem: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl Settings {
+    /// Loads `path` (TOML), then the plain environment names, then `TOLLGATE_*` variables.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        Self::load_from(Figment::new().merge(Toml::file_exact(path)))
+    }
+
+    /// Layers the environment over `base` and validates the result.
+    pub fn load_from(base: Figment) -> Result<Settings, ConfigError> {
+        let plain = Env::raw()
+            .filter(|k| {
+                PLAIN_ENV_NAMES
+                    .iter()
+                    .any(|(name, _)| k.as_str().eq_ignore_ascii_case(name))
+            })
+            .map(|k| {
+                let key = PLAIN_ENV_NAMES
+                    .iter()
+                    .find(|(name, _)| k.as_str().eq_ignore_ascii_case(name))
+                    .map(|(_, key)| *key)
+                    .unwrap_or_default();
+                key.into()
+            });
+        Self::extract(
+            base.merge(plain)
+                .merge(Env::prefixed("TOLLGATE_").split("__")),
+        )
+    }
+
+    /// Extracts and validates exactly what `figment` holds (no environment layering).
+    pub fn extract(figment: Figment) -> Result<Settings, ConfigError> {
+        let mut settings: Settings = figment.extract().map_err(Box::new)?;
+        settings.resolve_price_env();
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn resolve_price_env(&mut self) {
+        for plan in &mut self.plans {
+            for price in &mut plan.prices {
+                if price.price_id.as_deref().is_none_or(str::is_empty) {
+                    price.price_id = price
+                        .price_id_env
+                        .as_deref()
+                        .and_then(|name| std::env::var(name).ok())
+                        .filter(|v| !v.trim().is_empty())
+                        .map(|v| v.trim().to_owned());
+                }
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, text: String| {
+            problems.push(ConfigProblem {
+                key: key.to_owned(),
+                problem: text,
+            })
+        };
+
+        let db_url = self.database.url.expose_secret();
+        if !(db_url.starts_with("sqlite:")
+            || db_url.starts_with("postgres://")
+            || db_url.starts_with("postgresql://"))
+        {
+            problem(
+                "database.url",
+                "must start with sqlite://, postgres:// or postgresql:// (set DATABASE_URL)".into(),
+            );
+        }
+        if self.database.max_connections == 0 {
+            problem("database.max_connections", "must be at least 1".into());
+        }
+        if url::Url::parse(&self.stripe.api_base).is_err() {
+            problem(
+                "stripe.api_base",
+                format!(
+                    "`{}` is not a URL (e.g. https://api.stripe.com/)",
+                    self.stripe.api_base
+                ),
+            );
+        }
+        if let Some(key) = &self.stripe.secret_key {
+            let key = key.expose_secret();
+            if !(key.starts_with("sk_") || key.starts_with("rk_")) {
+                problem("stripe.secret_key", "must start with sk_ or rk_ (set STRIPE_SECRET_KEY to the secret key from Developers > API keys)".into());
+            }
+            if self.stripe.webhook_secrets.is_empty() {
+                problem(
+                    "stripe.webhook_secrets",
+                    "is empty while a Stripe secret key is set: set STRIPE_WEBHOOK_SECRET to the endpoint's signing secret (whsec_...)".into(),
+                );
+            }
+        }
+        if let Some(pk) = &self.stripe.publishable_key {
+            if !pk.is_empty() && !pk.starts_with("pk_") {
+                problem(
+                    "stripe.publishable_key",
+                    "must start with pk_ (STRIPE_PUBLISHABLE_KEY)".into(),
+                );
+            }
+            if pk.starts_with("sk_") || pk.starts_with("rk_") {
+                problem(
+                    "stripe.publishable_key",
+                    "holds a secret key; it is shown to browsers: use the pk_ key".into(),
+                );
+            }
+        }
+        for origin in &self.checkout.allowed_redirect_origins {
+            if crate::billing::redirect::parse_origin(origin).is_none() {
+                problem(
+                    "checkout.allowed_redirect_origins",
+                    format!("`{origin}` is not an origin like https://app.example.com"),
+                );
+            }
+        }
+        for (key, value) in [
+            (
+                "checkout.default_success_url",
+                &self.checkout.default_success_url,
+            ),
+            (
+                "checkout.default_cancel_url",
+                &self.checkout.default_cancel_url,
+            ),
+            (
+                "checkout.default_portal_return_url",
+                &self.checkout.default_portal_return_url,
+            ),
+        ] {
+            if !crate::billing::redirect::is_allowed(value, &self.checkout.allowed_redirect_origins)
+            {
+                problem(
+                    key,
+                    format!("`{value}` is not under one of checkout.allowed_redirect_origins"),
+                );
+            }
+        }
+        if self.checkout.rate_limit_per_minute == 0 {
+            problem(
+                "checkout.rate_limit_per_minute",
+                "must be at least 1".into(),
+            );
+        }
+        if self.auth.jwks_url.is_none()
+            && self.auth.issuer.is_none()
+            && self.auth.hs256_secret.is_none()
+        {
+            problem(
+                "auth",
+                "no way to check tokens: set auth.jwks_url, auth.issuer (OIDC discovery) or auth.hs256_secret".into(),
+            );
+        }
+        if let Some(url) = &self.auth.jwks_url {
+            if url::Url::parse(url).is_err() {
+                problem("auth.jwks_url", format!("`{url}` is not a URL"));
+            }
+        }
+        for (key, pointer) in [
+            ("auth.claims.subject", &self.auth.claims.subject),
+            ("auth.claims.email", &self.auth.claims.email),
+            ("auth.claims.tenant", &self.auth.claims.tenant),
+            ("auth.claims.roles", &self.auth.claims.roles),
+            ("auth.claims.scopes", &self.auth.claims.scopes),
+        ] {
+            if pointer.is_empty() {
+                problem(
+                    key,
+                    "must name a claim (`sub`) or a JSON pointer (`/app_metadata/role`)".into(),
+                );
+            }
+        }
+        if let Err(errors) = crate::billing::catalog::Catalog::from_settings(self) {
+            problems.extend(errors);
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+}
+
+fn empty_secret_is_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    let value: Option<String> = Option::deserialize(d)?;
+    Ok(value
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .map(SecretString::from))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Accepts a TOML list or one comma-separated string (as environment variables give).
+fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let items = match StringOrList::deserialize(d)? {
+        StringOrList::One(s) => s.split(',').map(str::to_owned).collect(),
+        StringOrList::Many(v) => v,
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    Ok(string_list(d)?
+        .into_iter()
+        .map(SecretString::from)
+        .collect())
+}

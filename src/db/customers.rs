@@ -1,0 +1,96 @@
+//! Customers: one row per subject, holding its one Stripe customer id.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::schema::customers;
+use super::{on_backend, to_db_time, DbConnection};
+use crate::billing::subject::Subject;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = customers)]
+pub struct CustomerRow {
+    pub subject: String,
+    pub stripe_customer_id: Option<String>,
+    pub email: Option<String>,
+}
+
+/// Makes sure the subject has a row (no Stripe customer yet); concurrent calls are harmless.
+pub fn ensure(
+    conn: &mut DbConnection,
+    subject: &Subject,
+    email: Option<&str>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<CustomerRow> {
+    let now = to_db_time(now);
+    let insert = diesel::insert_into(customers::table).values((
+        customers::subject.eq(subject.key()),
+        customers::subject_kind.eq(subject.kind()),
+        customers::user_id.eq(subject.user_id()),
+        customers::tenant_id.eq(subject.tenant_id()),
+        customers::email.eq(email),
+        customers::created_at.eq(now),
+        customers::updated_at.eq(now),
+    ));
+    on_backend!(conn, |c| insert.on_conflict_do_nothing().execute(c))?;
+    let row = customers::table
+        .find(subject.key())
+        .select(CustomerRow::as_select())
+        .first(conn)?;
+    Ok(row)
+}
+
+pub fn find(conn: &mut DbConnection, subject: &Subject) -> anyhow::Result<Option<CustomerRow>> {
+    Ok(customers::table
+        .find(subject.key())
+        .select(CustomerRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn find_by_stripe_id(
+    conn: &mut DbConnection,
+    stripe_customer_id: &str,
+) -> anyhow::Result<Option<CustomerRow>> {
+    Ok(customers::table
+        .filter(customers::stripe_customer_id.eq(stripe_customer_id))
+        .select(CustomerRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Records the Stripe customer unless one is already recorded; returns the one that stands.
+pub fn attach_stripe_customer(
+    conn: &mut DbConnection,
+    subject: &Subject,
+    stripe_customer_id: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<String> {
+    diesel::update(
+        customers::table
+            .find(subject.key())
+            .filter(customers::stripe_customer_id.is_null()),
+    )
+    .set((
+        customers::stripe_customer_id.eq(stripe_customer_id),
+        customers::updated_at.eq(to_db_time(now)),
+    ))
+    .execute(conn)?;
+    let stored: Option<String> = customers::table
+        .find(subject.key())
+        .select(customers::stripe_customer_id)
+        .first(conn)?;
+    stored.ok_or_else(|| anyhow::anyhow!("customer row for {subject} vanished"))
+}
+
+/// Links a Stripe customer found on Stripe (e.g. first seen in a webhook) to its subject.
+pub fn link(
+    conn: &mut DbConnection,
+    subject: &Subject,
+    stripe_customer_id: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    ensure(conn, subject, None, now)?;
+    attach_stripe_customer(conn, subject, stripe_customer_id, now)?;
+    Ok(())
+}

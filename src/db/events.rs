@@ -1,0 +1,78 @@
+//! Stripe webhook events, stored by id before they are processed.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+
+use super::schema::stripe_events;
+use super::{on_backend, to_db_time, DbConnection};
+use crate::stripe::webhook::VerifiedEvent;
+
+/// Stores the event if it is new; tells whether it was already processed.
+pub fn record(
+    conn: &mut DbConnection,
+    event: &VerifiedEvent,
+    payload: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let insert = diesel::insert_into(stripe_events::table).values((
+        stripe_events::event_id.eq(&event.id),
+        stripe_events::event_type.eq(&event.event_type),
+        stripe_events::stripe_customer_id.eq(event.customer_id()),
+        stripe_events::livemode.eq(event.livemode),
+        stripe_events::payload.eq(payload),
+        stripe_events::stripe_created_at.eq(to_db_time(event.created)),
+        stripe_events::received_at.eq(to_db_time(now)),
+        stripe_events::attempts.eq(0),
+    ));
+    on_backend!(conn, |c| insert.on_conflict_do_nothing().execute(c))?;
+    let processed: Option<chrono::NaiveDateTime> = stripe_events::table
+        .find(&event.id)
+        .select(stripe_events::processed_at)
+        .first(conn)?;
+    Ok(processed.is_some())
+}
+
+/// Marks the event processed; call inside the transaction that applied it.
+pub fn mark_processed(
+    conn: &mut DbConnection,
+    event_id: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    diesel::update(stripe_events::table.find(event_id))
+        .set((
+            stripe_events::processed_at.eq(Some(to_db_time(now))),
+            stripe_events::attempts.eq(stripe_events::attempts + 1),
+            stripe_events::last_error.eq(None::<String>),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn mark_failed(conn: &mut DbConnection, event_id: &str, error: &str) -> anyhow::Result<()> {
+    diesel::update(stripe_events::table.find(event_id))
+        .set((
+            stripe_events::attempts.eq(stripe_events::attempts + 1),
+            stripe_events::last_error.eq(Some(error)),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+#[derive(Debug, Queryable)]
+pub struct EventStatus {
+    pub processed_at: Option<chrono::NaiveDateTime>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+pub fn status(conn: &mut DbConnection, event_id: &str) -> anyhow::Result<Option<EventStatus>> {
+    Ok(stripe_events::table
+        .find(event_id)
+        .select((
+            stripe_events::processed_at,
+            stripe_events::attempts,
+            stripe_events::last_error,
+        ))
+        .first(conn)
+        .optional()?)
+}

@@ -1,0 +1,324 @@
+//! The database boundary: one diesel `MultiConnection` over PostgreSQL and SQLite, pooled with
+//! r2d2, the backend picked from the URL scheme. The few statements that differ per backend
+//! (upserts, locks) live here and nowhere else.
+
+pub mod customers;
+pub mod events;
+pub mod schema;
+pub mod state;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::{self, ManageConnection};
+use diesel::sqlite::SqliteConnection;
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Pg(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// Runs the same diesel expression on whichever backend `conn` is (for statements the combined
+/// connection cannot express, such as `ON CONFLICT`).
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Pg($c) => $body,
+            $crate::db::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+pub(crate) use on_backend;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Option<Backend> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else {
+            None
+        }
+    }
+}
+
+/// Opens connections of the backend named by the URL scheme; never by trial and error.
+pub struct ConnectionManager {
+    backend: Backend,
+    url: String,
+}
+
+impl ConnectionManager {
+    fn new(url: &str) -> anyhow::Result<Self> {
+        let backend = Backend::from_url(url)
+            .context("database URL must start with sqlite:// or postgres://")?;
+        let url = match backend {
+            Backend::Postgres => url.to_owned(),
+            Backend::Sqlite => sqlite_path(url).to_owned(),
+        };
+        Ok(ConnectionManager { backend, url })
+    }
+}
+
+fn sqlite_path(url: &str) -> &str {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url)
+}
+
+impl ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        match self.backend {
+            Backend::Postgres => PgConnection::establish(&self.url)
+                .map(DbConnection::Pg)
+                .map_err(r2d2::Error::ConnectionError),
+            Backend::Sqlite => {
+                let mut conn =
+                    SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
+                // WAL lets readers run beside the single writer; writers wait instead of failing.
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                     PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
+
+/// The pool, plus the in-process half of the per-customer lock.
+#[derive(Clone)]
+pub struct Database {
+    pool: r2d2::Pool<ConnectionManager>,
+    backend: Backend,
+    local_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
+    /// A locked sync holds one connection for the lock and takes another for its writes; this
+    /// bound keeps lock holders from exhausting the pool.
+    lock_permits: Arc<tokio::sync::Semaphore>,
+}
+
+const LOCK_STRIPES: usize = 64;
+
+impl Database {
+    pub fn connect(
+        url: &str,
+        max_connections: u32,
+        connect_timeout: Duration,
+    ) -> anyhow::Result<Database> {
+        let manager = ConnectionManager::new(url)?;
+        let backend = manager.backend;
+        if backend == Backend::Sqlite {
+            if let Some(dir) = std::path::Path::new(sqlite_path(url)).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+            }
+        }
+        let pool = r2d2::Pool::builder()
+            .max_size(max_connections)
+            .connection_timeout(connect_timeout)
+            .build(manager)
+            .context("could not connect to the database (check DATABASE_URL)")?;
+        Ok(Database {
+            pool,
+            backend,
+            local_locks: Arc::new(
+                (0..LOCK_STRIPES)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+            ),
+            lock_permits: Arc::new(tokio::sync::Semaphore::new(
+                (max_connections / 2).max(1) as usize
+            )),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies pending migrations of this backend.
+    pub fn migrate(&self) -> anyhow::Result<Vec<String>> {
+        let mut conn = self.pool.get().context("database connection")?;
+        let applied = match &mut *conn {
+            DbConnection::Pg(c) => c
+                .run_pending_migrations(PG_MIGRATIONS)
+                .map(|v| v.iter().map(|m| m.to_string()).collect()),
+            DbConnection::Sqlite(c) => c
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|v| v.iter().map(|m| m.to_string()).collect()),
+        };
+        applied.map_err(|e| anyhow::anyhow!("migration failed: {e}"))
+    }
+
+    /// Runs blocking database work on actix's blocking pool with a pooled connection.
+    pub async fn run<T, F>(&self, f: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(&mut DbConnection) -> anyhow::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        actix_web::web::block(move || {
+            let mut conn = pool.get().context("database connection")?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("blocking task failed: {e}"))?
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        self.run(|conn| conn.batch_execute("SELECT 1").map_err(Into::into))
+            .await
+    }
+
+    /// Holds the per-customer lock while `work` runs: callers re-read Stripe and write the
+    /// result under it, so that an older read never overwrites a newer one. In-process it is a
+    /// striped mutex; on PostgreSQL it is also a session advisory lock, which holds across
+    /// replicas. SQLite has one writer and one process, so the mutex suffices there.
+    pub async fn with_customer_lock<T, Fut>(
+        &self,
+        key: &str,
+        work: impl FnOnce() -> Fut,
+    ) -> anyhow::Result<T>
+    where
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        let _local = self.local_locks[(hasher.finish() as usize) % LOCK_STRIPES]
+            .lock()
+            .await;
+        if self.backend == Backend::Sqlite {
+            return work().await;
+        }
+        let _permit = self
+            .lock_permits
+            .acquire()
+            .await
+            .context("lock permits closed")?;
+        let pool = self.pool.clone();
+        let lock_key = key.to_owned();
+        let conn = actix_web::web::block(move || -> anyhow::Result<PooledConnection> {
+            let mut conn = pool.get().context("database connection")?;
+            advisory(&mut conn, "pg_advisory_lock", &lock_key)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("blocking task failed: {e}"))??;
+        let guard = AdvisoryGuard {
+            conn: Some(conn),
+            key: key.to_owned(),
+        };
+        let result = work().await;
+        guard.release().await;
+        result
+    }
+}
+
+fn advisory(conn: &mut DbConnection, function: &str, key: &str) -> anyhow::Result<()> {
+    if let DbConnection::Pg(pg) = conn {
+        diesel::sql_query(format!("SELECT {function}(hashtextextended($1, 0))"))
+            .bind::<diesel::sql_types::Text, _>(key)
+            .execute(pg)
+            .with_context(|| format!("{function}"))?;
+    }
+    Ok(())
+}
+
+/// Releases the advisory lock when `work` ends, also when it panicked or was cancelled (a
+/// client hanging up drops the handler's future mid-way).
+struct AdvisoryGuard {
+    conn: Option<PooledConnection>,
+    key: String,
+}
+
+impl AdvisoryGuard {
+    async fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            let key = std::mem::take(&mut self.key);
+            let _ = actix_web::web::block(move || unlock(conn, &key)).await;
+        }
+    }
+}
+
+fn unlock(mut conn: PooledConnection, key: &str) {
+    if let Err(e) = advisory(&mut conn, "pg_advisory_unlock", key) {
+        // A connection that cannot run this is broken; the pool's check-out test discards it
+        // and PostgreSQL drops its locks with the session.
+        tracing::warn!(error = ?e, "could not release an advisory lock");
+    }
+}
+
+impl Drop for AdvisoryGuard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let key = std::mem::take(&mut self.key);
+            tokio::task::spawn_blocking(move || unlock(conn, &key));
+        }
+    }
+}
+
+/// A write transaction: on SQLite `BEGIN IMMEDIATE` takes the single write lock up front, so a
+/// transaction that reads and then writes can never deadlock against another writer.
+pub fn write_transaction<T, F>(conn: &mut DbConnection, f: F) -> anyhow::Result<T>
+where
+    F: FnOnce(&mut DbConnection) -> anyhow::Result<T>,
+{
+    match conn {
+        DbConnection::Pg(_) => conn.transaction(|conn| f(conn)),
+        DbConnection::Sqlite(_) => {
+            conn.batch_execute("BEGIN IMMEDIATE")?;
+            match f(conn) {
+                Ok(value) => {
+                    conn.batch_execute("COMMIT")?;
+                    Ok(value)
+                }
+                Err(e) => {
+                    let _ = conn.batch_execute("ROLLBACK");
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// Stored times are UTC without a zone (the combined connection has no `Timestamptz`).
+pub fn to_db_time(t: chrono::DateTime<chrono::Utc>) -> chrono::NaiveDateTime {
+    t.naive_utc()
+}
+
+pub fn from_db_time(t: chrono::NaiveDateTime) -> chrono::DateTime<chrono::Utc> {
+    t.and_utc()
+}

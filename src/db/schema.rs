@@ -1,0 +1,93 @@
+// The one schema both backends share (see migrations/postgres and migrations/sqlite).
+
+diesel::table! {
+    customers (subject) {
+        subject -> Text,
+        subject_kind -> Text,
+        user_id -> Nullable<Text>,
+        tenant_id -> Nullable<Text>,
+        stripe_customer_id -> Nullable<Text>,
+        email -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    subscriptions (stripe_subscription_id) {
+        stripe_subscription_id -> Text,
+        subject -> Text,
+        stripe_customer_id -> Text,
+        status -> Text,
+        plan_id -> Nullable<Text>,
+        price_id -> Nullable<Text>,
+        price_interval -> Nullable<Text>,
+        quantity -> BigInt,
+        current_period_start -> Nullable<Timestamp>,
+        current_period_end -> Nullable<Timestamp>,
+        trial_start -> Nullable<Timestamp>,
+        trial_end -> Nullable<Timestamp>,
+        cancel_at_period_end -> Bool,
+        cancel_at -> Nullable<Timestamp>,
+        canceled_at -> Nullable<Timestamp>,
+        ended_at -> Nullable<Timestamp>,
+        latest_invoice_id -> Nullable<Text>,
+        payment_failed_at -> Nullable<Timestamp>,
+        stripe_created_at -> Timestamp,
+        synced_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    purchases (checkout_session_id) {
+        checkout_session_id -> Text,
+        subject -> Text,
+        stripe_customer_id -> Nullable<Text>,
+        plan_id -> Text,
+        kind -> Text,
+        payment_intent_id -> Nullable<Text>,
+        amount -> BigInt,
+        currency -> Text,
+        status -> Text,
+        purchased_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    stripe_events (event_id) {
+        event_id -> Text,
+        event_type -> Text,
+        stripe_customer_id -> Nullable<Text>,
+        livemode -> Bool,
+        payload -> Text,
+        stripe_created_at -> Timestamp,
+        received_at -> Timestamp,
+        processed_at -> Nullable<Timestamp>,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    payments (payment_id) {
+        payment_id -> Text,
+        subject -> Text,
+        stripe_customer_id -> Nullable<Text>,
+        kind -> Text,
+        amount -> BigInt,
+        currency -> Text,
+        status -> Text,
+        description -> Nullable<Text>,
+        occurred_at -> Timestamp,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    customers,
+    subscriptions,
+    purchases,
+    stripe_events,
+    payments
+);

@@ -1,0 +1,15 @@
+//! Tollgate: a headless billing API for SaaS products that sell through Stripe.
+//!
+//! Layout: `billing` holds the pure rules, `service` the use cases, `api` the HTTP handlers;
+//! `db`, `stripe` and `identity` are the three boundaries (database backends, Stripe, callers).
+
+pub mod api;
+pub mod billing;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod identity;
+pub mod service;
+pub mod startup;
+pub mod stripe;
+pub mod telemetry;

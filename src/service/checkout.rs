@@ -1,0 +1,351 @@
+//! Starting a Checkout, verifying its return, and opening the customer portal.
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+
+use crate::billing::catalog::{Interval, PlanKind};
+use crate::billing::redirect;
+use crate::billing::subject::Subject;
+use crate::db::{self, customers};
+use crate::error::ApiError;
+use crate::identity::Caller;
+use crate::startup::AppState;
+use crate::stripe::{
+    metadata, CheckoutMode, CheckoutSessionSnapshot, GatewayError, NewCheckout, StripeGateway,
+};
+
+use super::sync::{sync_customer, SyncCause};
+
+/// A checkout as the frontend asks for it.
+#[derive(Debug, Clone)]
+pub struct CheckoutRequest {
+    pub plan: String,
+    pub interval: Interval,
+    pub promo_code: Option<String>,
+    pub success_url: Option<String>,
+    pub cancel_url: Option<String>,
+    pub quantity: u64,
+}
+
+/// Statuses in which a subscription still stands: a new one would bill twice.
+const STANDING: &[&str] = &[
+    "active",
+    "trialing",
+    "past_due",
+    "unpaid",
+    "paused",
+    "incomplete",
+];
+
+fn gateway_error(e: GatewayError) -> ApiError {
+    match e {
+        GatewayError::Refused {
+            status,
+            code,
+            message,
+        } => {
+            tracing::warn!(status, ?code, %message, "Stripe refused a request");
+            ApiError::upstream(anyhow::anyhow!("Stripe refused ({status}): {message}"))
+        }
+        GatewayError::Other(e) => ApiError::upstream(e),
+    }
+}
+
+pub fn stripe(state: &AppState) -> Result<&StripeGateway, ApiError> {
+    state
+        .stripe
+        .as_ref()
+        .ok_or_else(ApiError::stripe_not_configured)
+}
+
+fn checked_redirect(
+    state: &AppState,
+    given: Option<String>,
+    default: &str,
+    field: &str,
+) -> Result<String, ApiError> {
+    match given {
+        None => Ok(default.to_owned()),
+        Some(url)
+            if redirect::is_allowed(&url, &state.settings.checkout.allowed_redirect_origins) =>
+        {
+            Ok(url)
+        }
+        Some(url) => Err(ApiError::unprocessable(
+            "redirect_not_allowed",
+            format!(
+                "{field} `{url}` is not on an allowed origin (checkout.allowed_redirect_origins)"
+            ),
+        )),
+    }
+}
+
+pub async fn start_checkout(
+    state: &AppState,
+    caller: &Caller,
+    req: CheckoutRequest,
+) -> Result<CheckoutSessionSnapshot, ApiError> {
+    let stripe = stripe(state)?;
+    let plan = state.catalog.plan(&req.plan).ok_or_else(|| {
+        ApiError::unprocessable(
+            "unknown_plan",
+            format!("there is no plan `{}` (see GET /v1/config)", req.plan),
+        )
+    })?;
+    let price = plan.price(req.interval).ok_or_else(|| {
+        ApiError::unprocessable(
+            "unknown_interval",
+            format!(
+                "plan `{}` has no `{}` price (see GET /v1/config)",
+                plan.id,
+                req.interval.as_str()
+            ),
+        )
+    })?;
+    let price_id = price.price_id.clone().ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "plan {} has no Stripe price id for {}",
+            plan.id,
+            req.interval.as_str()
+        ))
+    })?;
+    let allowlist = &state.settings.stripe.allowed_price_ids;
+    if !allowlist.is_empty() && !allowlist.contains(&price_id) {
+        return Err(ApiError::forbidden(
+            "price_not_allowed",
+            format!(
+                "price `{price_id}` of plan `{}` is not in STRIPE_ALLOWED_PRICE_IDS",
+                plan.id
+            ),
+        ));
+    }
+    if req.quantity == 0
+        || req.quantity > 10_000
+        || (req.quantity > 1 && plan.kind != PlanKind::Subscription)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_quantity",
+            "quantity must be 1 (one-time plans) or 1..=10000",
+        ));
+    }
+    let checkout = &state.settings.checkout;
+    let success_url = checked_redirect(
+        state,
+        req.success_url,
+        &checkout.default_success_url,
+        "success_url",
+    )?;
+    let cancel_url = checked_redirect(
+        state,
+        req.cancel_url,
+        &checkout.default_cancel_url,
+        "cancel_url",
+    )?;
+
+    let subject = Subject::user(&caller.subject);
+    if state.checkout_limiter.check_key(&subject.key()).is_err() {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "at most {} checkouts a minute; try again shortly",
+                checkout.rate_limit_per_minute
+            ),
+        ));
+    }
+
+    let key = subject.key();
+    let stored = state
+        .db
+        .run(move |conn| db::state::load(conn, &key))
+        .await?;
+    match plan.kind {
+        PlanKind::Subscription => {
+            if let Some(s) = stored
+                .subscriptions
+                .iter()
+                .find(|s| STANDING.contains(&s.status.as_str()))
+            {
+                return Err(ApiError::conflict(
+                    "subscription_exists",
+                    format!(
+                        "subscription {} is {}: change plans through POST /v1/portal or /v1/subscription/change",
+                        s.stripe_subscription_id, s.status
+                    ),
+                ));
+            }
+        }
+        PlanKind::Lifetime => {
+            if stored
+                .purchases
+                .iter()
+                .any(|p| p.plan_id == plan.id && p.status == "paid")
+            {
+                return Err(ApiError::conflict(
+                    "already_purchased",
+                    format!("plan `{}` is already yours for life", plan.id),
+                ));
+            }
+        }
+        PlanKind::CreditPack => {}
+    }
+
+    let customer_id = ensure_customer(state, stripe, &subject, caller.email.as_deref()).await?;
+    let promotion_code_id = match req
+        .promo_code
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
+        None => None,
+        Some(code) => Some(
+            stripe
+                .promotion_code_id(code)
+                .await
+                .map_err(gateway_error)?
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "unknown_promotion_code",
+                        format!("promotion code `{code}` is not active"),
+                    )
+                })?,
+        ),
+    };
+    let meta = HashMap::from([
+        (metadata::SUBJECT.to_owned(), subject.key()),
+        (metadata::PLAN.to_owned(), plan.id.clone()),
+        (metadata::KIND.to_owned(), plan.kind.as_str().to_owned()),
+        (
+            metadata::INTERVAL.to_owned(),
+            req.interval.as_str().to_owned(),
+        ),
+    ]);
+    let new = NewCheckout {
+        customer_id,
+        price_id,
+        mode: if plan.kind == PlanKind::Subscription {
+            CheckoutMode::Subscription
+        } else {
+            CheckoutMode::Payment
+        },
+        quantity: req.quantity,
+        trial_days: plan.trial_days,
+        promotion_code_id,
+        success_url,
+        cancel_url,
+        client_reference_id: subject.key(),
+        metadata: meta,
+        idempotency_key: format!("tollgate-checkout-{}", uuid::Uuid::new_v4()),
+    };
+    let session = stripe
+        .create_checkout_session(new)
+        .await
+        .map_err(gateway_error)?;
+    tracing::info!(%subject, plan = %plan.id, session = %session.id, "checkout started");
+    Ok(session)
+}
+
+/// The subject's Stripe customer, created on first need and reused for ever after.
+async fn ensure_customer(
+    state: &AppState,
+    stripe: &StripeGateway,
+    subject: &Subject,
+    email: Option<&str>,
+) -> Result<String, ApiError> {
+    let (s, e, now) = (subject.clone(), email.map(str::to_owned), state.now());
+    let row = state
+        .db
+        .run(move |conn| customers::ensure(conn, &s, e.as_deref(), now))
+        .await?;
+    if let Some(id) = row.stripe_customer_id {
+        return Ok(id);
+    }
+    // Deterministic idempotency key: concurrent first checkouts get the same customer.
+    let created = stripe
+        .create_customer(&subject.key(), email)
+        .await
+        .map_err(gateway_error)?;
+    let (s, now) = (subject.clone(), state.now());
+    let stored = state
+        .db
+        .run(move |conn| customers::attach_stripe_customer(conn, &s, &created, now))
+        .await?;
+    Ok(stored)
+}
+
+/// After the redirect back: reads the session from Stripe, checks it is the caller's, and syncs
+/// at once, so the user is active whether or not the webhook has arrived.
+pub async fn verify_checkout(
+    state: &AppState,
+    caller: &Caller,
+    session_id: &str,
+) -> Result<Subject, ApiError> {
+    let stripe = stripe(state)?;
+    if !session_id.starts_with("cs_") || session_id.len() > 255 {
+        return Err(ApiError::bad_request(
+            "invalid_session_id",
+            "session_id must be a Checkout Session id (cs_...)",
+        ));
+    }
+    let session = stripe
+        .checkout_session(session_id)
+        .await
+        .map_err(gateway_error)?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "checkout_session_not_found",
+                format!("Stripe has no Checkout Session `{session_id}`"),
+            )
+        })?;
+    let subject = Subject::user(&caller.subject);
+    let owner = session
+        .metadata
+        .get(metadata::SUBJECT)
+        .or(session.client_reference_id.as_ref());
+    if owner != Some(&subject.key()) {
+        return Err(ApiError::forbidden(
+            "not_your_session",
+            "this Checkout Session belongs to someone else",
+        ));
+    }
+    let Some(customer_id) = session.customer_id.clone() else {
+        // Not completed yet: nothing to sync; the status says what is there.
+        return Ok(subject);
+    };
+    let cause = SyncCause {
+        checkout: Some(session),
+        ..Default::default()
+    };
+    sync_customer(state, stripe, &customer_id, cause)
+        .await
+        .map_err(ApiError::upstream)?;
+    Ok(subject)
+}
+
+pub async fn open_portal(
+    state: &AppState,
+    caller: &Caller,
+    return_url: Option<String>,
+) -> Result<String, ApiError> {
+    let stripe = stripe(state)?;
+    let return_url = checked_redirect(
+        state,
+        return_url,
+        &state.settings.checkout.default_portal_return_url,
+        "return_url",
+    )?;
+    let subject = Subject::user(&caller.subject);
+    let s = subject.clone();
+    let row = state.db.run(move |conn| customers::find(conn, &s)).await?;
+    let customer_id = row.and_then(|r| r.stripe_customer_id).ok_or_else(|| {
+        ApiError::not_found(
+            "no_billing_account",
+            "you have no Stripe customer yet: start a checkout first",
+        )
+    })?;
+    stripe
+        .create_portal_session(&customer_id, &return_url)
+        .await
+        .map_err(gateway_error)
+}

@@ -1,0 +1,7 @@
+//! Use cases: each combines the pure billing rules with the database and Stripe boundaries.
+//! Handlers call these and only map their results to HTTP.
+
+pub mod checkout;
+pub mod status;
+pub mod sync;
+pub mod webhooks;

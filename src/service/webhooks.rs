@@ -1,0 +1,95 @@
+//! Applying a verified Stripe event: store it by id, then re-read what it concerns.
+
+use crate::db::events;
+use crate::startup::AppState;
+use crate::stripe::webhook::VerifiedEvent;
+use crate::stripe::StripeGateway;
+
+use super::sync::{sync_customer, SyncCause};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    Processed,
+    /// Seen and processed before: nothing changed.
+    Duplicate,
+}
+
+/// Event types that change what Tollgate stores (everything else is recorded and acknowledged).
+const CUSTOMER_EVENTS: &[&str] = &[
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.subscription.trial_will_end",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+    "customer.deleted",
+];
+
+pub async fn handle_event(
+    state: &AppState,
+    stripe: &StripeGateway,
+    event: &VerifiedEvent,
+    payload: &str,
+) -> anyhow::Result<EventOutcome> {
+    let now = state.now();
+    let (stored, body) = (event.clone(), payload.to_owned());
+    let already = state
+        .db
+        .run(move |conn| events::record(conn, &stored, &body, now))
+        .await?;
+    if already {
+        return Ok(EventOutcome::Duplicate);
+    }
+    match apply(state, stripe, event).await {
+        Ok(()) => Ok(EventOutcome::Processed),
+        Err(e) => {
+            let (id, msg) = (event.id.clone(), format!("{e:#}"));
+            if let Err(log_err) = state
+                .db
+                .run(move |conn| events::mark_failed(conn, &id, &msg))
+                .await
+            {
+                tracing::error!(error = ?log_err, "could not record the event failure");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn apply(
+    state: &AppState,
+    stripe: &StripeGateway,
+    event: &VerifiedEvent,
+) -> anyhow::Result<()> {
+    let customer = event
+        .customer_id()
+        .filter(|_| CUSTOMER_EVENTS.contains(&event.event_type.as_str()));
+    let Some(customer) = customer else {
+        let (id, now) = (event.id.clone(), state.now());
+        return state
+            .db
+            .run(move |conn| events::mark_processed(conn, &id, now))
+            .await;
+    };
+    let mut cause = SyncCause {
+        event_id: Some(&event.id),
+        ..Default::default()
+    };
+    if event.event_type.starts_with("checkout.session.") {
+        // The event's copy may be stale: read the session as it is now.
+        if let Some(session_id) = event.object_id() {
+            cause.checkout = stripe.checkout_session(&session_id).await?;
+        }
+    }
+    if event.event_type == "invoice.payment_failed" {
+        cause.payment_failed_at = Some(event.created);
+    }
+    sync_customer(state, stripe, &customer, cause).await?;
+    Ok(())
+}

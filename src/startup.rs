@@ -1,0 +1,157 @@
+//! Building the application: state, routes, middleware, and the bound server.
+
+use std::net::TcpListener;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{Compress, DefaultHeaders};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use secrecy::ExposeSecret;
+use tracing_actix_web::TracingLogger;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::billing::catalog::Catalog;
+use crate::config::Settings;
+use crate::db::Database;
+use crate::error;
+use crate::identity::IdentityVerifier;
+use crate::stripe::StripeGateway;
+
+/// The source of "now"; tests may pin it.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Shared by every request; holds nothing a replica could not rebuild from config.
+pub struct AppState {
+    pub settings: Settings,
+    pub catalog: Catalog,
+    pub db: Database,
+    /// `None` while no Stripe key is configured.
+    pub stripe: Option<StripeGateway>,
+    pub identity: IdentityVerifier,
+    pub checkout_limiter: DefaultKeyedRateLimiter<String>,
+    clock: Clock,
+}
+
+impl AppState {
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.clock)()
+    }
+}
+
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+/// Opens the database (migrating it) and builds the shared state.
+pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState> {
+    let catalog = Catalog::from_settings(&settings).map_err(|problems| {
+        anyhow::anyhow!(
+            "invalid plans: {}",
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    let db = Database::connect(
+        settings.database.url.expose_secret(),
+        settings.database.max_connections,
+        Duration::from_secs(settings.database.connect_timeout_seconds),
+    )?;
+    let applied = db.migrate()?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "applied migrations");
+    }
+    let stripe = StripeGateway::from_settings(&settings.stripe)?;
+    if stripe.is_none() {
+        tracing::warn!("Stripe is not configured (STRIPE_SECRET_KEY unset): checkout, portal and webhooks answer 503");
+    }
+    let identity = IdentityVerifier::new(settings.auth.clone(), settings.exemptions.clone())?;
+    let per_minute = NonZeroU32::new(settings.checkout.rate_limit_per_minute)
+        .context("checkout.rate_limit_per_minute must be at least 1")?;
+    let checkout_limiter = RateLimiter::keyed(Quota::per_minute(per_minute));
+    Ok(AppState {
+        settings,
+        catalog,
+        db,
+        stripe,
+        identity,
+        checkout_limiter,
+        clock,
+    })
+}
+
+/// A bound, not yet running server; `port()` tells where it listens (tests bind port 0).
+pub struct Application {
+    port: u16,
+    server: Server,
+    pub state: web::Data<AppState>,
+}
+
+impl Application {
+    pub fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, system_clock())
+    }
+
+    pub fn build_with_clock(settings: Settings, clock: Clock) -> anyhow::Result<Application> {
+        let address = format!("{}:{}", settings.server.host, settings.server.port);
+        let listener = TcpListener::bind(&address)
+            .with_context(|| format!("could not listen on {address} (server.host/server.port)"))?;
+        let port = listener.local_addr()?.port();
+        let max_body = settings.server.max_body_bytes;
+        let state = web::Data::new(build_state(settings, clock)?);
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            let (app, api) = App::new()
+                .into_utoipa_app()
+                .openapi(crate::api::base_openapi())
+                .app_data(app_state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .error_handler(error::json_error_handler),
+                )
+                .app_data(web::PayloadConfig::new(max_body))
+                .app_data(web::QueryConfig::default().error_handler(error::query_error_handler))
+                .app_data(web::PathConfig::default().error_handler(error::path_error_handler))
+                .configure(crate::api::routes)
+                .split_for_parts();
+            app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
+                .service(web::redirect("/docs", "/docs/"))
+                .default_service(web::to(not_found))
+                .wrap(Compress::default())
+                .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
+                .wrap(TracingLogger::default())
+        })
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn not_found(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
+    error::problem_response(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no endpoint {} {} (see /docs)", req.method(), req.path()),
+    )
+}

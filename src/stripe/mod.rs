@@ -1,0 +1,383 @@
+//! The Stripe boundary. Everything that speaks to Stripe goes through [`StripeGateway`], which
+//! is configured with the API base URL (tests point it at a local fake). Stripe's types stop
+//! here: callers get the plain snapshots below.
+
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use stripe::{Client, ClientBuilder, StripeError};
+use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
+use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_billing::subscription::{ListSubscription, ListSubscriptionStatus};
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionDiscounts, CreateCheckoutSessionLineItems,
+    CreateCheckoutSessionSubscriptionData, RetrieveCheckoutSession,
+};
+use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
+use stripe_product::promotion_code::ListPromotionCode;
+use stripe_shared::{CheckoutSessionMode, CheckoutSessionPaymentStatus};
+
+use crate::config::StripeSettings;
+
+/// Metadata keys Tollgate writes on Stripe objects.
+pub mod metadata {
+    pub const SUBJECT: &str = "tollgate_subject";
+    pub const PLAN: &str = "tollgate_plan";
+    pub const KIND: &str = "tollgate_kind";
+    pub const INTERVAL: &str = "tollgate_interval";
+}
+
+/// A Stripe subscription as Tollgate needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriptionSnapshot {
+    pub id: String,
+    pub customer_id: String,
+    pub status: String,
+    pub price_id: Option<String>,
+    pub quantity: u64,
+    /// From the subscription's items (API 2025+: periods live on items).
+    pub current_period_start: Option<DateTime<Utc>>,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub trial_start: Option<DateTime<Utc>>,
+    pub trial_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub cancel_at: Option<DateTime<Utc>>,
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub latest_invoice_id: Option<String>,
+    pub created: DateTime<Utc>,
+    pub metadata: HashMap<String, String>,
+}
+
+/// A Checkout Session as Tollgate needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckoutSessionSnapshot {
+    pub id: String,
+    pub url: Option<String>,
+    pub customer_id: Option<String>,
+    pub client_reference_id: Option<String>,
+    pub metadata: HashMap<String, String>,
+    pub mode: CheckoutMode,
+    /// `open`, `complete` or `expired`.
+    pub status: Option<String>,
+    pub paid: bool,
+    pub subscription_id: Option<String>,
+    pub payment_intent_id: Option<String>,
+    pub amount_total: Option<i64>,
+    pub currency: Option<String>,
+    pub created: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckoutMode {
+    Subscription,
+    Payment,
+    Other,
+}
+
+/// What a new Checkout Session asks Stripe for.
+#[derive(Debug, Clone)]
+pub struct NewCheckout {
+    pub customer_id: String,
+    pub price_id: String,
+    pub mode: CheckoutMode,
+    pub quantity: u64,
+    pub trial_days: u32,
+    /// A promotion code id (`promo_...`); without one, customers may type a code.
+    pub promotion_code_id: Option<String>,
+    pub success_url: String,
+    pub cancel_url: String,
+    pub client_reference_id: String,
+    pub metadata: HashMap<String, String>,
+    pub idempotency_key: String,
+}
+
+#[derive(Clone)]
+pub struct StripeGateway {
+    client: Client,
+}
+
+/// A failure talking to Stripe, with Stripe's own refusals kept apart from outages.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("Stripe refused the request ({status}): {message}")]
+    Refused {
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<StripeError> for GatewayError {
+    fn from(e: StripeError) -> Self {
+        match e {
+            StripeError::Stripe(errors, status)
+                if (400..500).contains(&status) && status != 429 =>
+            {
+                GatewayError::Refused {
+                    status,
+                    code: errors.code.as_ref().map(|c| c.as_str().to_owned()),
+                    message: errors.message.clone().unwrap_or_default(),
+                }
+            }
+            other => {
+                GatewayError::Other(anyhow::Error::new(other).context("Stripe request failed"))
+            }
+        }
+    }
+}
+
+impl GatewayError {
+    fn is_not_found(&self) -> bool {
+        matches!(self, GatewayError::Refused { status: 404, .. })
+    }
+}
+
+fn ts(t: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(t, 0).unwrap_or_default()
+}
+
+impl StripeGateway {
+    /// `None` when no secret key is configured (endpoints then answer `stripe_not_configured`).
+    pub fn from_settings(settings: &StripeSettings) -> anyhow::Result<Option<StripeGateway>> {
+        let Some(key) = &settings.secret_key else {
+            return Ok(None);
+        };
+        let mut base = settings.api_base.clone();
+        if !base.ends_with('/') {
+            base.push('/');
+        }
+        let client = ClientBuilder::new(key.expose_secret())
+            .url(base)
+            .timeout(Duration::from_secs(settings.timeout_seconds))
+            // Network failures and 5xx are retried with the same idempotency key.
+            .request_strategy(RequestStrategy::ExponentialBackoff(3))
+            .build()
+            .context("building the Stripe client")?;
+        Ok(Some(StripeGateway { client }))
+    }
+
+    /// Creates the subject's Stripe customer. The idempotency key is derived from the subject,
+    /// so concurrent first checkouts (also on other replicas) get the same customer back.
+    pub async fn create_customer(
+        &self,
+        subject_key: &str,
+        email: Option<&str>,
+    ) -> Result<String, GatewayError> {
+        let mut req = CreateCustomer::new().metadata(HashMap::from([(
+            metadata::SUBJECT.to_owned(),
+            subject_key.to_owned(),
+        )]));
+        if let Some(email) = email {
+            req = req.email(email);
+        }
+        let customer = req
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(idempotency_key(&format!(
+                "tollgate-customer-{subject_key}"
+            ))?))
+            .send(&self.client)
+            .await?;
+        Ok(customer.id.as_str().to_owned())
+    }
+
+    /// The subject recorded on a Stripe customer; `None` for a deleted or foreign customer.
+    pub async fn customer_subject(
+        &self,
+        customer_id: &str,
+    ) -> Result<Option<String>, GatewayError> {
+        match RetrieveCustomer::new(customer_id).send(&self.client).await {
+            Ok(RetrieveCustomerReturned::Customer(c)) => {
+                Ok(c.metadata.and_then(|m| m.get(metadata::SUBJECT).cloned()))
+            }
+            Ok(RetrieveCustomerReturned::DeletedCustomer(_)) => Ok(None),
+            Err(e) => {
+                let e = GatewayError::from(e);
+                if e.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// The id of the active promotion code customers type as `code`.
+    pub async fn promotion_code_id(&self, code: &str) -> Result<Option<String>, GatewayError> {
+        let list = ListPromotionCode::new()
+            .code(code)
+            .active(true)
+            .limit(1)
+            .send(&self.client)
+            .await?;
+        Ok(list
+            .data
+            .into_iter()
+            .next()
+            .map(|p| p.id.as_str().to_owned()))
+    }
+
+    pub async fn create_checkout_session(
+        &self,
+        new: NewCheckout,
+    ) -> Result<CheckoutSessionSnapshot, GatewayError> {
+        let mut item = CreateCheckoutSessionLineItems::new();
+        item.price = Some(new.price_id.clone());
+        item.quantity = Some(new.quantity);
+        let mut req = CreateCheckoutSession::new()
+            .customer(new.customer_id.clone())
+            .client_reference_id(new.client_reference_id.clone())
+            .metadata(new.metadata.clone())
+            .line_items(vec![item])
+            .success_url(new.success_url.clone())
+            .cancel_url(new.cancel_url.clone());
+        req = match new.mode {
+            CheckoutMode::Subscription => {
+                let mut data = CreateCheckoutSessionSubscriptionData::new();
+                data.metadata = Some(new.metadata.clone());
+                if new.trial_days > 0 {
+                    data.trial_period_days = Some(new.trial_days);
+                }
+                req.mode(CheckoutSessionMode::Subscription)
+                    .subscription_data(data)
+            }
+            _ => req.mode(CheckoutSessionMode::Payment),
+        };
+        req = match &new.promotion_code_id {
+            Some(id) => {
+                let mut discount = CreateCheckoutSessionDiscounts::new();
+                discount.promotion_code = Some(id.clone());
+                req.discounts(vec![discount])
+            }
+            None => req.allow_promotion_codes(true),
+        };
+        let session = req
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(idempotency_key(
+                &new.idempotency_key,
+            )?))
+            .send(&self.client)
+            .await?;
+        Ok(checkout_snapshot(session))
+    }
+
+    /// `None` when Stripe has no such session.
+    pub async fn checkout_session(
+        &self,
+        id: &str,
+    ) -> Result<Option<CheckoutSessionSnapshot>, GatewayError> {
+        match RetrieveCheckoutSession::new(id).send(&self.client).await {
+            Ok(session) => Ok(Some(checkout_snapshot(session))),
+            Err(e) => {
+                let e = GatewayError::from(e);
+                if e.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Every subscription of the customer, in any status (paginated).
+    pub async fn customer_subscriptions(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<SubscriptionSnapshot>, GatewayError> {
+        let mut out = Vec::new();
+        let mut starting_after: Option<String> = None;
+        loop {
+            let mut req = ListSubscription::new()
+                .customer(customer_id)
+                .status(ListSubscriptionStatus::All)
+                .limit(100);
+            if let Some(after) = &starting_after {
+                req = req.starting_after(after.clone());
+            }
+            let page = req.send(&self.client).await?;
+            out.extend(page.data.into_iter().map(subscription_snapshot));
+            if !page.has_more {
+                break;
+            }
+            match out.last() {
+                Some(last) => starting_after = Some(last.id.clone()),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn create_portal_session(
+        &self,
+        customer_id: &str,
+        return_url: &str,
+    ) -> Result<String, GatewayError> {
+        let session = CreateBillingPortalSession::new()
+            .customer(customer_id)
+            .return_url(return_url)
+            .send(&self.client)
+            .await?;
+        Ok(session.url)
+    }
+}
+
+fn idempotency_key(key: &str) -> Result<IdempotencyKey, GatewayError> {
+    IdempotencyKey::new(key)
+        .map_err(|e| GatewayError::Other(anyhow::anyhow!("idempotency key: {e:?}")))
+}
+
+fn checkout_snapshot(s: stripe_shared::CheckoutSession) -> CheckoutSessionSnapshot {
+    CheckoutSessionSnapshot {
+        id: s.id.as_str().to_owned(),
+        url: s.url,
+        customer_id: s.customer.map(|c| c.id().as_str().to_owned()),
+        client_reference_id: s.client_reference_id,
+        metadata: s.metadata.unwrap_or_default(),
+        mode: match s.mode {
+            CheckoutSessionMode::Subscription => CheckoutMode::Subscription,
+            CheckoutSessionMode::Payment => CheckoutMode::Payment,
+            _ => CheckoutMode::Other,
+        },
+        status: s.status.map(|st| st.as_str().to_owned()),
+        paid: matches!(
+            s.payment_status,
+            CheckoutSessionPaymentStatus::Paid | CheckoutSessionPaymentStatus::NoPaymentRequired
+        ),
+        subscription_id: s.subscription.map(|x| x.id().as_str().to_owned()),
+        payment_intent_id: s.payment_intent.map(|x| x.id().as_str().to_owned()),
+        amount_total: s.amount_total,
+        currency: s.currency.map(|c| c.to_string()),
+        created: ts(s.created),
+    }
+}
+
+fn subscription_snapshot(s: stripe_shared::Subscription) -> SubscriptionSnapshot {
+    let item = s.items.data.first();
+    SubscriptionSnapshot {
+        id: s.id.as_str().to_owned(),
+        customer_id: s.customer.id().as_str().to_owned(),
+        status: s.status.as_str().to_owned(),
+        price_id: item.map(|i| i.price.id.as_str().to_owned()),
+        quantity: item.and_then(|i| i.quantity).unwrap_or(1),
+        current_period_start: item.map(|i| ts(i.current_period_start)),
+        current_period_end: item.map(|i| ts(i.current_period_end)),
+        trial_start: s.trial_start.map(ts),
+        trial_end: s.trial_end.map(ts),
+        cancel_at_period_end: s.cancel_at_period_end,
+        cancel_at: s.cancel_at.map(ts),
+        canceled_at: s.canceled_at.map(ts),
+        ended_at: s.ended_at.map(ts),
+        latest_invoice_id: s
+            .latest_invoice
+            .and_then(|i| i.id().as_ref().map(|id| id.as_str().to_owned())),
+        created: ts(s.created),
+        metadata: s.metadata,
+    }
+}

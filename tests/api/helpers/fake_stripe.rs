@@ -1,0 +1,301 @@
+//! A stateful fake of the Stripe API on a local HTTP server. Its answers start from Stripe's
+//! own published example objects (tests/fixtures/stripe, from stripe-mock's fixtures) with the
+//! fields a test depends on set, so they carry every field a real answer has.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/stripe/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A request the fake received: method, path, form fields and headers of interest.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path: String,
+    pub form: HashMap<String, String>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: usize,
+    customers: HashMap<String, Value>,
+    idempotent: HashMap<String, Value>,
+    sessions: HashMap<String, Value>,
+    subscriptions: Vec<Value>,
+    promotion_codes: HashMap<String, String>,
+    received: Vec<Received>,
+}
+
+#[derive(Clone)]
+pub struct FakeStripe {
+    pub server: Arc<MockServer>,
+    state: Arc<Mutex<State>>,
+    /// The next N subscription listings answer 500.
+    failing_lists: Arc<AtomicUsize>,
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+impl FakeStripe {
+    pub async fn start() -> FakeStripe {
+        let server = MockServer::start().await;
+        let fake = FakeStripe { server: Arc::new(server), state: Arc::default(), failing_lists: Arc::default() };
+        Mock::given(wiremock::matchers::any()).respond_with(fake.clone()).mount(&fake.server).await;
+        fake
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("{}/", self.server.uri())
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    pub fn received_on(&self, method: &str, path: &str) -> Vec<Received> {
+        self.received().into_iter().filter(|r| r.method == method && r.path == path).collect()
+    }
+
+    pub fn fail_subscription_lists(&self, times: usize) {
+        self.failing_lists.store(times, Ordering::SeqCst);
+    }
+
+    pub fn add_promotion_code(&self, code: &str, id: &str) {
+        self.state.lock().unwrap().promotion_codes.insert(code.to_owned(), id.to_owned());
+    }
+
+    pub fn customer_count(&self) -> usize {
+        self.state.lock().unwrap().customers.len()
+    }
+
+    /// Completes a Checkout Session as Stripe would after payment: the session becomes
+    /// complete and paid and, in subscription mode, a subscription is created for its price.
+    pub fn complete_checkout(&self, session_id: &str) -> Option<String> {
+        let mut st = self.state.lock().unwrap();
+        st.next_id += 1;
+        let n = st.next_id;
+        let session = st.sessions.get_mut(session_id).expect("session exists");
+        session["status"] = json!("complete");
+        session["payment_status"] = json!("paid");
+        let mode = session["mode"].as_str().unwrap().to_owned();
+        let customer = session["customer"].as_str().unwrap().to_owned();
+        if mode == "payment" {
+            session["payment_intent"] = json!(format!("pi_test_{n}"));
+            return None;
+        }
+        let price = session["_price"].as_str().unwrap().to_owned();
+        let interval = if price.contains("yearly") { "year" } else { "month" };
+        let trial_days = session["_trial_days"].as_u64().unwrap_or(0);
+        let quantity = session["_quantity"].as_u64().unwrap_or(1);
+        let metadata = session["metadata"].clone();
+        let sub_id = format!("sub_test_{n}");
+        session["subscription"] = json!(sub_id);
+        let mut sub = subscription(&sub_id, &customer, &price, interval, if trial_days > 0 { "trialing" } else { "active" });
+        sub["metadata"] = metadata;
+        sub["items"]["data"][0]["quantity"] = json!(quantity);
+        if trial_days > 0 {
+            let end = now() + trial_days as i64 * 86_400;
+            sub["trial_start"] = json!(now());
+            sub["trial_end"] = json!(end);
+            sub["items"]["data"][0]["current_period_end"] = json!(end);
+        }
+        st.subscriptions.push(sub);
+        Some(sub_id)
+    }
+
+    /// Changes a stored subscription (Stripe's truth) with `f`.
+    pub fn update_subscription(&self, id: &str, f: impl FnOnce(&mut Value)) -> Value {
+        let mut st = self.state.lock().unwrap();
+        let sub = st.subscriptions.iter_mut().find(|s| s["id"] == id).expect("subscription exists");
+        f(sub);
+        sub.clone()
+    }
+
+    pub fn subscription(&self, id: &str) -> Value {
+        self.update_subscription(id, |_| {})
+    }
+
+    pub fn session(&self, id: &str) -> Value {
+        self.state.lock().unwrap().sessions[id].clone()
+    }
+
+    fn next(&self, st: &mut State) -> usize {
+        st.next_id += 1;
+        st.next_id
+    }
+
+    fn handle(&self, req: &Request) -> ResponseTemplate {
+        let path = req.url.path().to_owned();
+        let method = req.method.to_string();
+        let form: HashMap<String, String> = if method == "GET" {
+            req.url.query_pairs().into_owned().collect()
+        } else {
+            serde_urlencoded::from_bytes::<Vec<(String, String)>>(&req.body).unwrap_or_default().into_iter().collect()
+        };
+        let idempotency_key = req.headers.get("Idempotency-Key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut st = self.state.lock().unwrap();
+        st.received.push(Received { method: method.clone(), path: path.clone(), form: form.clone(), idempotency_key: idempotency_key.clone() });
+        if let Some(key) = &idempotency_key {
+            if let Some(previous) = st.idempotent.get(key) {
+                return ResponseTemplate::new(200).set_body_json(previous.clone());
+            }
+        }
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let response = match (method.as_str(), segments.as_slice()) {
+            ("POST", ["v1", "customers"]) => {
+                let n = self.next(&mut st);
+                let mut c = fixture("customer");
+                let id = format!("cus_test_{n}");
+                c["id"] = json!(id);
+                c["email"] = form.get("email").map_or(Value::Null, |e| json!(e));
+                c["metadata"] = metadata(&form);
+                st.customers.insert(id, c.clone());
+                Ok(c)
+            }
+            ("GET", ["v1", "customers", id]) => st.customers.get(*id).cloned().ok_or(404),
+            ("POST", ["v1", "checkout", "sessions"]) => {
+                let n = self.next(&mut st);
+                let id = format!("cs_test_{n}");
+                let mut s = fixture("checkout_session");
+                s["id"] = json!(id);
+                s["object"] = json!("checkout.session");
+                s["url"] = json!(format!("https://checkout.stripe.com/c/pay/{id}"));
+                s["customer"] = form.get("customer").map_or(Value::Null, |c| json!(c));
+                s["client_reference_id"] = form.get("client_reference_id").map_or(Value::Null, |c| json!(c));
+                s["mode"] = json!(form.get("mode").cloned().unwrap_or_default());
+                s["metadata"] = metadata(&form);
+                s["status"] = json!("open");
+                s["payment_status"] = json!("unpaid");
+                s["subscription"] = Value::Null;
+                s["payment_intent"] = Value::Null;
+                s["created"] = json!(now());
+                s["success_url"] = form.get("success_url").map_or(Value::Null, |c| json!(c));
+                s["cancel_url"] = form.get("cancel_url").map_or(Value::Null, |c| json!(c));
+                let price = form.get("line_items[0][price]").cloned().unwrap_or_default();
+                s["amount_total"] = json!(if price == "price_lifetime" { 19900 } else { 900 });
+                s["currency"] = json!("usd");
+                let mut stored = s.clone();
+                stored["_price"] = json!(price);
+                stored["_trial_days"] = json!(form.get("subscription_data[trial_period_days]").and_then(|d| d.parse::<u64>().ok()).unwrap_or(0));
+                stored["_quantity"] = json!(form.get("line_items[0][quantity]").and_then(|d| d.parse::<u64>().ok()).unwrap_or(1));
+                st.sessions.insert(id, stored);
+                Ok(s)
+            }
+            ("GET", ["v1", "checkout", "sessions", id]) => st.sessions.get(*id).cloned().map(public).ok_or(404),
+            ("GET", ["v1", "subscriptions"]) => {
+                if self.failing_lists.load(Ordering::SeqCst) > 0 {
+                    self.failing_lists.fetch_sub(1, Ordering::SeqCst);
+                    return error(500, "api_error", "fake outage");
+                }
+                let customer = form.get("customer").cloned().unwrap_or_default();
+                let data: Vec<Value> = st.subscriptions.iter().filter(|s| s["customer"] == customer.as_str()).cloned().collect();
+                Ok(json!({"object": "list", "data": data, "has_more": false, "url": "/v1/subscriptions"}))
+            }
+            ("POST", ["v1", "billing_portal", "sessions"]) => {
+                let n = self.next(&mut st);
+                let mut p = fixture("billing_portal_session");
+                p["id"] = json!(format!("bps_test_{n}"));
+                p["customer"] = json!(form.get("customer").cloned().unwrap_or_default());
+                p["return_url"] = form.get("return_url").map_or(Value::Null, |c| json!(c));
+                p["url"] = json!(format!("https://billing.stripe.com/p/session/test_{n}"));
+                Ok(p)
+            }
+            ("GET", ["v1", "promotion_codes"]) => {
+                let code = form.get("code").cloned().unwrap_or_default();
+                let data: Vec<Value> = st
+                    .promotion_codes
+                    .get(&code)
+                    .map(|id| {
+                        let mut p = fixture("promotion_code");
+                        p["id"] = json!(id);
+                        p["code"] = json!(code);
+                        p["active"] = json!(true);
+                        vec![p]
+                    })
+                    .unwrap_or_default();
+                Ok(json!({"object": "list", "data": data, "has_more": false, "url": "/v1/promotion_codes"}))
+            }
+            _ => Err(404),
+        };
+        match response {
+            Ok(body) => {
+                if let Some(key) = idempotency_key {
+                    st.idempotent.insert(key, body.clone());
+                }
+                ResponseTemplate::new(200).set_body_json(body)
+            }
+            Err(status) => error(status, "invalid_request_error", &format!("No such resource: {path}")),
+        }
+    }
+}
+
+impl Respond for FakeStripe {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        self.handle(request)
+    }
+}
+
+fn error(status: u16, kind: &str, message: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({
+        "error": {"type": kind, "code": if status == 404 { "resource_missing" } else { "api_error" }, "message": message}
+    }))
+}
+
+/// `metadata[key]=value` form fields as a JSON object.
+fn metadata(form: &HashMap<String, String>) -> Value {
+    let map: serde_json::Map<String, Value> = form
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')).map(|k| (k.to_owned(), json!(v))))
+        .collect();
+    Value::Object(map)
+}
+
+/// Drops the fake's private bookkeeping fields.
+fn public(mut v: Value) -> Value {
+    if let Some(obj) = v.as_object_mut() {
+        obj.retain(|k, _| !k.starts_with('_'));
+    }
+    v
+}
+
+/// A subscription shaped like Stripe's example, for one price, with a current period around now.
+pub fn subscription(id: &str, customer: &str, price: &str, interval: &str, status: &str) -> Value {
+    let mut s = fixture("subscription");
+    let start = now() - 3600;
+    let end = start + if interval == "year" { 365 * 86_400 } else { 30 * 86_400 };
+    s["id"] = json!(id);
+    s["customer"] = json!(customer);
+    s["status"] = json!(status);
+    s["created"] = json!(start);
+    s["start_date"] = json!(start);
+    s["billing_cycle_anchor"] = json!(start);
+    s["cancel_at"] = Value::Null;
+    s["cancel_at_period_end"] = json!(false);
+    s["canceled_at"] = Value::Null;
+    s["ended_at"] = Value::Null;
+    s["trial_start"] = Value::Null;
+    s["trial_end"] = Value::Null;
+    s["pause_collection"] = Value::Null;
+    s["latest_invoice"] = json!(format!("in_{id}"));
+    let item = &mut s["items"]["data"][0];
+    item["id"] = json!(format!("si_{id}"));
+    item["subscription"] = json!(id);
+    item["price"]["id"] = json!(price);
+    item["price"]["recurring"]["interval"] = json!(interval);
+    item["plan"]["id"] = json!(price);
+    item["plan"]["interval"] = json!(interval);
+    item["current_period_start"] = json!(start);
+    item["current_period_end"] = json!(end);
+    s["items"]["url"] = json!(format!("/v1/subscription_items?subscription={id}"));
+    s
+}

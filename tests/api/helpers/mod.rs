@@ -1,0 +1,294 @@
+//! `spawn_app()`: Tollgate on port 0 with its own fresh database (SQLite file, or a new
+//! PostgreSQL database when `TOLLGATE_TEST_POSTGRES_URL` is set), a fake Stripe and a fake
+//! identity provider, both real HTTP servers on localhost.
+
+pub mod fake_stripe;
+pub mod idp;
+
+use std::sync::OnceLock;
+
+use diesel::{Connection, RunQueryDsl};
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use serde_json::Value;
+use tollgate::config::Settings;
+use tollgate::startup::Application;
+
+pub use fake_stripe::FakeStripe;
+pub use idp::Idp;
+
+pub const WEBHOOK_SECRET: &str = "whsec_test_current";
+pub const OLD_WEBHOOK_SECRET: &str = "whsec_test_previous";
+pub const AUDIENCE: &str = "tollgate-tests";
+pub const APP_ORIGIN: &str = "https://app.example.com";
+
+/// The plans every black-box test runs against.
+pub const TEST_PLANS: &str = r#"
+[[plans]]
+id = "free"
+name = "Free"
+features = ["basic"]
+
+[[plans]]
+id = "pro"
+name = "Pro"
+rank = 10
+aliases = ["professional"]
+features = ["basic", "export"]
+prices = [
+  { interval = "month", price_id = "price_pro_monthly", amount = 900, currency = "usd" },
+  { interval = "year", price_id = "price_pro_yearly", amount = 9000, currency = "usd" },
+]
+
+[[plans]]
+id = "maker"
+name = "Maker"
+rank = 5
+trial_days = 3
+features = ["basic"]
+prices = [{ interval = "month", price_id = "price_maker_monthly", amount = 1299, currency = "usd" }]
+
+[[plans]]
+id = "lifetime"
+name = "Lifetime"
+rank = 20
+kind = "lifetime"
+features = ["basic", "export", "lifetime"]
+prices = [{ interval = "once", price_id = "price_lifetime", amount = 19900, currency = "usd" }]
+
+[[plans]]
+id = "legacy"
+name = "Legacy"
+rank = 1
+features = ["basic"]
+prices = [{ interval = "month", price_id = "price_legacy_not_allowed", amount = 500, currency = "usd" }]
+"#;
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub stripe: FakeStripe,
+    pub idp: Idp,
+    pub app: actix_web::web::Data<tollgate::startup::AppState>,
+    _db: TestDatabase,
+}
+
+/// Knobs a test may turn before the app starts.
+pub struct Options {
+    pub stripe_configured: bool,
+    pub saas: bool,
+    /// Extra TOML merged last (e.g. `[exemptions]`).
+    pub extra_toml: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { stripe_configured: true, saas: true, extra_toml: String::new() }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    init_logs();
+    let stripe = FakeStripe::start().await;
+    let idp = Idp::start().await;
+    let db = TestDatabase::create();
+    let base = Toml::file_exact(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"));
+    let mut figment = Figment::new()
+        .merge(base)
+        .merge(("saas", options.saas))
+        .merge(("server.host", "127.0.0.1"))
+        .merge(("server.port", 0))
+        .merge(("database.url", db.url.clone()))
+        .merge(("database.max_connections", 6))
+        .merge(("stripe.api_base", stripe.base_url()))
+        .merge(("stripe.publishable_key", "pk_test_tollgate"))
+        .merge(("stripe.allowed_price_ids", vec!["price_pro_monthly", "price_pro_yearly", "price_maker_monthly", "price_lifetime"]))
+        .merge(("checkout.allowed_redirect_origins", vec![APP_ORIGIN]))
+        .merge(("checkout.default_success_url", format!("{APP_ORIGIN}/billing/success?session_id={{CHECKOUT_SESSION_ID}}")))
+        .merge(("checkout.default_cancel_url", format!("{APP_ORIGIN}/pricing")))
+        .merge(("checkout.default_portal_return_url", format!("{APP_ORIGIN}/account")))
+        .merge(("checkout.rate_limit_per_minute", 5))
+        .merge(("auth.issuer", idp.issuer()))
+        .merge(("auth.jwks_url", idp.jwks_url()))
+        .merge(("auth.audience", vec![AUDIENCE]))
+        .merge(("auth.jwks_refetch_min_seconds", 0))
+        .merge(Toml::string(TEST_PLANS))
+        .merge(Toml::string(&options.extra_toml));
+    if options.stripe_configured {
+        figment = figment
+            .merge(("stripe.secret_key", "sk_test_tollgate"))
+            .merge(("stripe.webhook_secrets", vec![OLD_WEBHOOK_SECRET, WEBHOOK_SECRET]));
+    }
+    let settings = Settings::extract(figment).expect("test configuration is valid");
+    let app = Application::build(settings).expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state.clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp { address, http: reqwest::Client::new(), stripe, idp, app: state, _db: db }
+}
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            tollgate::telemetry::init(false);
+        }
+    });
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut req = self.http.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    pub fn user_token(&self, user_id: &str) -> String {
+        self.idp.user_token(user_id)
+    }
+
+    pub async fn checkout(&self, token: &str, body: Value) -> reqwest::Response {
+        self.post_json("/v1/checkout", Some(token), &body).await
+    }
+
+    pub async fn status(&self, token: &str) -> Value {
+        let res = self.get("/v1/status", Some(token)).await;
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    pub async fn verify(&self, token: &str, session_id: &str) -> reqwest::Response {
+        self.get(&format!("/v1/checkout/verify?session_id={session_id}"), Some(token)).await
+    }
+
+    /// Checkout, complete it on the fake Stripe and verify: the user is then subscribed.
+    pub async fn subscribe(&self, user_id: &str, plan: &str, interval: &str) -> (String, Value) {
+        let token = self.user_token(user_id);
+        let res = self.checkout(&token, serde_json::json!({"plan": plan, "interval": interval})).await;
+        assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+        let session: Value = res.json().await.unwrap();
+        let session_id = session["session_id"].as_str().unwrap().to_owned();
+        self.stripe.complete_checkout(&session_id);
+        let res = self.verify(&token, &session_id).await;
+        assert_eq!(res.status(), 200);
+        (session_id, res.json().await.unwrap())
+    }
+
+    /// Sends an event signed with `secret` at `timestamp` (now when `None`).
+    pub async fn send_webhook(&self, event: &Value, secret: &str, timestamp: Option<i64>) -> reqwest::Response {
+        let body = event.to_string();
+        let t = timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let header = format!("t={t},v1={}", sign(secret, t, &body));
+        self.http
+            .post(self.url("/v1/webhooks/stripe"))
+            .header("Stripe-Signature", header)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn webhook(&self, event: &Value) -> reqwest::Response {
+        self.send_webhook(event, WEBHOOK_SECRET, None).await
+    }
+
+    /// Runs a query against the app's own database.
+    pub async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut tollgate::db::DbConnection) -> anyhow::Result<T> + Send + 'static,
+    ) -> T {
+        self.app.db.run(f).await.unwrap()
+    }
+
+    pub async fn count(&self, table: &'static str) -> i64 {
+        self.db(move |conn| {
+            #[derive(diesel::QueryableByName)]
+            struct Count {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let rows: Vec<Count> = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}")).load(conn)?;
+            Ok(rows[0].n)
+        })
+        .await
+    }
+}
+
+/// Stripe's scheme: HMAC-SHA256 over `{t}.{body}`, hex. Computed here independently of the
+/// library the service uses.
+pub fn sign(secret: &str, timestamp: i64, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// An event envelope shaped like Stripe's, around `object`.
+pub fn event(id: &str, event_type: &str, object: Value) -> Value {
+    serde_json::json!({
+        "id": id,
+        "object": "event",
+        "api_version": "2026-09-30.endive",
+        "created": chrono::Utc::now().timestamp(),
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "type": event_type,
+        "data": {"object": object},
+    })
+}
+
+/// A fresh database for one test.
+pub struct TestDatabase {
+    pub url: String,
+    admin: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    fn create() -> TestDatabase {
+        match std::env::var("TOLLGATE_TEST_POSTGRES_URL") {
+            Ok(server) if !server.is_empty() => {
+                let name = format!("tollgate_test_{}", uuid::Uuid::new_v4().simple());
+                let admin_url = format!("{}/postgres", server.trim_end_matches('/'));
+                let mut conn = diesel::PgConnection::establish(&admin_url).expect("PostgreSQL reachable at TOLLGATE_TEST_POSTGRES_URL");
+                diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).unwrap();
+                TestDatabase { url: format!("{}/{name}", server.trim_end_matches('/')), admin: Some((admin_url, name)), _dir: None }
+            }
+            _ => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+                TestDatabase { url, admin: None, _dir: Some(dir) }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((admin_url, name)) = &self.admin {
+            if let Ok(mut conn) = diesel::PgConnection::establish(admin_url) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn);
+            }
+        }
+    }
+}
