@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/stripe/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/stripe/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -49,8 +52,15 @@ pub fn now() -> i64 {
 impl FakeStripe {
     pub async fn start() -> FakeStripe {
         let server = MockServer::start().await;
-        let fake = FakeStripe { server: Arc::new(server), state: Arc::default(), failing_lists: Arc::default() };
-        Mock::given(wiremock::matchers::any()).respond_with(fake.clone()).mount(&fake.server).await;
+        let fake = FakeStripe {
+            server: Arc::new(server),
+            state: Arc::default(),
+            failing_lists: Arc::default(),
+        };
+        Mock::given(wiremock::matchers::any())
+            .respond_with(fake.clone())
+            .mount(&fake.server)
+            .await;
         fake
     }
 
@@ -63,7 +73,10 @@ impl FakeStripe {
     }
 
     pub fn received_on(&self, method: &str, path: &str) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.method == method && r.path == path).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.method == method && r.path == path)
+            .collect()
     }
 
     pub fn fail_subscription_lists(&self, times: usize) {
@@ -71,7 +84,11 @@ impl FakeStripe {
     }
 
     pub fn add_promotion_code(&self, code: &str, id: &str) {
-        self.state.lock().unwrap().promotion_codes.insert(code.to_owned(), id.to_owned());
+        self.state
+            .lock()
+            .unwrap()
+            .promotion_codes
+            .insert(code.to_owned(), id.to_owned());
     }
 
     pub fn customer_count(&self) -> usize {
@@ -94,13 +111,23 @@ impl FakeStripe {
             return None;
         }
         let price = session["_price"].as_str().unwrap().to_owned();
-        let interval = if price.contains("yearly") { "year" } else { "month" };
+        let interval = if price.contains("yearly") {
+            "year"
+        } else {
+            "month"
+        };
         let trial_days = session["_trial_days"].as_u64().unwrap_or(0);
         let quantity = session["_quantity"].as_u64().unwrap_or(1);
         let metadata = session["metadata"].clone();
         let sub_id = format!("sub_test_{n}");
         session["subscription"] = json!(sub_id);
-        let mut sub = subscription(&sub_id, &customer, &price, interval, if trial_days > 0 { "trialing" } else { "active" });
+        let mut sub = subscription(
+            &sub_id,
+            &customer,
+            &price,
+            interval,
+            if trial_days > 0 { "trialing" } else { "active" },
+        );
         sub["metadata"] = metadata;
         sub["items"]["data"][0]["quantity"] = json!(quantity);
         if trial_days > 0 {
@@ -116,7 +143,11 @@ impl FakeStripe {
     /// Changes a stored subscription (Stripe's truth) with `f`.
     pub fn update_subscription(&self, id: &str, f: impl FnOnce(&mut Value)) -> Value {
         let mut st = self.state.lock().unwrap();
-        let sub = st.subscriptions.iter_mut().find(|s| s["id"] == id).expect("subscription exists");
+        let sub = st
+            .subscriptions
+            .iter_mut()
+            .find(|s| s["id"] == id)
+            .expect("subscription exists");
         f(sub);
         sub.clone()
     }
@@ -140,11 +171,23 @@ impl FakeStripe {
         let form: HashMap<String, String> = if method == "GET" {
             req.url.query_pairs().into_owned().collect()
         } else {
-            serde_urlencoded::from_bytes::<Vec<(String, String)>>(&req.body).unwrap_or_default().into_iter().collect()
+            serde_urlencoded::from_bytes::<Vec<(String, String)>>(&req.body)
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
         };
-        let idempotency_key = req.headers.get("Idempotency-Key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let idempotency_key = req
+            .headers
+            .get("Idempotency-Key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut st = self.state.lock().unwrap();
-        st.received.push(Received { method: method.clone(), path: path.clone(), form: form.clone(), idempotency_key: idempotency_key.clone() });
+        st.received.push(Received {
+            method: method.clone(),
+            path: path.clone(),
+            form: form.clone(),
+            idempotency_key: idempotency_key.clone(),
+        });
         if let Some(key) = &idempotency_key {
             if let Some(previous) = st.idempotent.get(key) {
                 return ResponseTemplate::new(200).set_body_json(previous.clone());
@@ -171,7 +214,9 @@ impl FakeStripe {
                 s["object"] = json!("checkout.session");
                 s["url"] = json!(format!("https://checkout.stripe.com/c/pay/{id}"));
                 s["customer"] = form.get("customer").map_or(Value::Null, |c| json!(c));
-                s["client_reference_id"] = form.get("client_reference_id").map_or(Value::Null, |c| json!(c));
+                s["client_reference_id"] = form
+                    .get("client_reference_id")
+                    .map_or(Value::Null, |c| json!(c));
                 s["mode"] = json!(form.get("mode").cloned().unwrap_or_default());
                 s["metadata"] = metadata(&form);
                 s["status"] = json!("open");
@@ -181,25 +226,47 @@ impl FakeStripe {
                 s["created"] = json!(now());
                 s["success_url"] = form.get("success_url").map_or(Value::Null, |c| json!(c));
                 s["cancel_url"] = form.get("cancel_url").map_or(Value::Null, |c| json!(c));
-                let price = form.get("line_items[0][price]").cloned().unwrap_or_default();
-                s["amount_total"] = json!(if price == "price_lifetime" { 19900 } else { 900 });
+                let price = form
+                    .get("line_items[0][price]")
+                    .cloned()
+                    .unwrap_or_default();
+                s["amount_total"] = json!(if price == "price_lifetime" {
+                    19900
+                } else {
+                    900
+                });
                 s["currency"] = json!("usd");
                 let mut stored = s.clone();
                 stored["_price"] = json!(price);
-                stored["_trial_days"] = json!(form.get("subscription_data[trial_period_days]").and_then(|d| d.parse::<u64>().ok()).unwrap_or(0));
-                stored["_quantity"] = json!(form.get("line_items[0][quantity]").and_then(|d| d.parse::<u64>().ok()).unwrap_or(1));
+                stored["_trial_days"] = json!(form
+                    .get("subscription_data[trial_period_days]")
+                    .and_then(|d| d.parse::<u64>().ok())
+                    .unwrap_or(0));
+                stored["_quantity"] = json!(form
+                    .get("line_items[0][quantity]")
+                    .and_then(|d| d.parse::<u64>().ok())
+                    .unwrap_or(1));
                 st.sessions.insert(id, stored);
                 Ok(s)
             }
-            ("GET", ["v1", "checkout", "sessions", id]) => st.sessions.get(*id).cloned().map(public).ok_or(404),
+            ("GET", ["v1", "checkout", "sessions", id]) => {
+                st.sessions.get(*id).cloned().map(public).ok_or(404)
+            }
             ("GET", ["v1", "subscriptions"]) => {
                 if self.failing_lists.load(Ordering::SeqCst) > 0 {
                     self.failing_lists.fetch_sub(1, Ordering::SeqCst);
                     return error(500, "api_error", "fake outage");
                 }
                 let customer = form.get("customer").cloned().unwrap_or_default();
-                let data: Vec<Value> = st.subscriptions.iter().filter(|s| s["customer"] == customer.as_str()).cloned().collect();
-                Ok(json!({"object": "list", "data": data, "has_more": false, "url": "/v1/subscriptions"}))
+                let data: Vec<Value> = st
+                    .subscriptions
+                    .iter()
+                    .filter(|s| s["customer"] == customer.as_str())
+                    .cloned()
+                    .collect();
+                Ok(
+                    json!({"object": "list", "data": data, "has_more": false, "url": "/v1/subscriptions"}),
+                )
             }
             ("POST", ["v1", "billing_portal", "sessions"]) => {
                 let n = self.next(&mut st);
@@ -223,7 +290,9 @@ impl FakeStripe {
                         vec![p]
                     })
                     .unwrap_or_default();
-                Ok(json!({"object": "list", "data": data, "has_more": false, "url": "/v1/promotion_codes"}))
+                Ok(
+                    json!({"object": "list", "data": data, "has_more": false, "url": "/v1/promotion_codes"}),
+                )
             }
             _ => Err(404),
         };
@@ -234,7 +303,11 @@ impl FakeStripe {
                 }
                 ResponseTemplate::new(200).set_body_json(body)
             }
-            Err(status) => error(status, "invalid_request_error", &format!("No such resource: {path}")),
+            Err(status) => error(
+                status,
+                "invalid_request_error",
+                &format!("No such resource: {path}"),
+            ),
         }
     }
 }
@@ -255,7 +328,11 @@ fn error(status: u16, kind: &str, message: &str) -> ResponseTemplate {
 fn metadata(form: &HashMap<String, String>) -> Value {
     let map: serde_json::Map<String, Value> = form
         .iter()
-        .filter_map(|(k, v)| k.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')).map(|k| (k.to_owned(), json!(v))))
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[")
+                .and_then(|k| k.strip_suffix(']'))
+                .map(|k| (k.to_owned(), json!(v)))
+        })
         .collect();
     Value::Object(map)
 }
@@ -272,7 +349,12 @@ fn public(mut v: Value) -> Value {
 pub fn subscription(id: &str, customer: &str, price: &str, interval: &str, status: &str) -> Value {
     let mut s = fixture("subscription");
     let start = now() - 3600;
-    let end = start + if interval == "year" { 365 * 86_400 } else { 30 * 86_400 };
+    let end = start
+        + if interval == "year" {
+            365 * 86_400
+        } else {
+            30 * 86_400
+        };
     s["id"] = json!(id);
     s["customer"] = json!(customer);
     s["status"] = json!(status);
@@ -298,4 +380,15 @@ pub fn subscription(id: &str, customer: &str, price: &str, interval: &str, statu
     item["current_period_end"] = json!(end);
     s["items"]["url"] = json!(format!("/v1/subscription_items?subscription={id}"));
     s
+}
+
+/// An invoice shaped like Stripe's example, for a subscription's customer.
+pub fn invoice(id: &str, customer: &str, status: &str) -> Value {
+    let mut i = fixture("invoice");
+    i["id"] = json!(id);
+    i["object"] = json!("invoice");
+    i["customer"] = json!(customer);
+    i["status"] = json!(status);
+    i["created"] = json!(now());
+    i
 }

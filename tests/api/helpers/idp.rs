@@ -19,8 +19,11 @@ pub struct SigningKey {
 
 impl SigningKey {
     pub fn generate(kid: &str) -> SigningKey {
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .unwrap();
+        let pair =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
         // Uncompressed point: 0x04 || x || y.
         let point = pair.public_key().as_ref();
         let jwk = json!({
@@ -28,7 +31,11 @@ impl SigningKey {
             "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
             "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
         });
-        SigningKey { kid: kid.to_owned(), encoding: EncodingKey::from_ec_der(pkcs8.as_ref()), jwk }
+        SigningKey {
+            kid: kid.to_owned(),
+            encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwk,
+        }
     }
 
     pub fn sign(&self, claims: &Value) -> String {

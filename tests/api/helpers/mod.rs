@@ -83,7 +83,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { stripe_configured: true, saas: true, extra_toml: String::new() }
+        Options {
+            stripe_configured: true,
+            saas: true,
+            extra_toml: String::new(),
+        }
     }
 }
 
@@ -106,11 +110,28 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .merge(("database.max_connections", 6))
         .merge(("stripe.api_base", stripe.base_url()))
         .merge(("stripe.publishable_key", "pk_test_tollgate"))
-        .merge(("stripe.allowed_price_ids", vec!["price_pro_monthly", "price_pro_yearly", "price_maker_monthly", "price_lifetime"]))
+        .merge((
+            "stripe.allowed_price_ids",
+            vec![
+                "price_pro_monthly",
+                "price_pro_yearly",
+                "price_maker_monthly",
+                "price_lifetime",
+            ],
+        ))
         .merge(("checkout.allowed_redirect_origins", vec![APP_ORIGIN]))
-        .merge(("checkout.default_success_url", format!("{APP_ORIGIN}/billing/success?session_id={{CHECKOUT_SESSION_ID}}")))
-        .merge(("checkout.default_cancel_url", format!("{APP_ORIGIN}/pricing")))
-        .merge(("checkout.default_portal_return_url", format!("{APP_ORIGIN}/account")))
+        .merge((
+            "checkout.default_success_url",
+            format!("{APP_ORIGIN}/billing/success?session_id={{CHECKOUT_SESSION_ID}}"),
+        ))
+        .merge((
+            "checkout.default_cancel_url",
+            format!("{APP_ORIGIN}/pricing"),
+        ))
+        .merge((
+            "checkout.default_portal_return_url",
+            format!("{APP_ORIGIN}/account"),
+        ))
         .merge(("checkout.rate_limit_per_minute", 5))
         .merge(("auth.issuer", idp.issuer()))
         .merge(("auth.jwks_url", idp.jwks_url()))
@@ -121,14 +142,24 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     if options.stripe_configured {
         figment = figment
             .merge(("stripe.secret_key", "sk_test_tollgate"))
-            .merge(("stripe.webhook_secrets", vec![OLD_WEBHOOK_SECRET, WEBHOOK_SECRET]));
+            .merge((
+                "stripe.webhook_secrets",
+                vec![OLD_WEBHOOK_SECRET, WEBHOOK_SECRET],
+            ));
     }
     let settings = Settings::extract(figment).expect("test configuration is valid");
     let app = Application::build(settings).expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state.clone();
     tokio::spawn(app.run_until_stopped());
-    TestApp { address, http: reqwest::Client::new(), stripe, idp, app: state, _db: db }
+    TestApp {
+        address,
+        http: reqwest::Client::new(),
+        stripe,
+        idp,
+        app: state,
+        _db: db,
+    }
 }
 
 fn init_logs() {
@@ -153,7 +184,12 @@ impl TestApp {
         req.send().await.expect("request sent")
     }
 
-    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
         let mut req = self.http.post(self.url(path)).json(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -176,13 +212,22 @@ impl TestApp {
     }
 
     pub async fn verify(&self, token: &str, session_id: &str) -> reqwest::Response {
-        self.get(&format!("/v1/checkout/verify?session_id={session_id}"), Some(token)).await
+        self.get(
+            &format!("/v1/checkout/verify?session_id={session_id}"),
+            Some(token),
+        )
+        .await
     }
 
     /// Checkout, complete it on the fake Stripe and verify: the user is then subscribed.
     pub async fn subscribe(&self, user_id: &str, plan: &str, interval: &str) -> (String, Value) {
         let token = self.user_token(user_id);
-        let res = self.checkout(&token, serde_json::json!({"plan": plan, "interval": interval})).await;
+        let res = self
+            .checkout(
+                &token,
+                serde_json::json!({"plan": plan, "interval": interval}),
+            )
+            .await;
         assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
         let session: Value = res.json().await.unwrap();
         let session_id = session["session_id"].as_str().unwrap().to_owned();
@@ -193,7 +238,12 @@ impl TestApp {
     }
 
     /// Sends an event signed with `secret` at `timestamp` (now when `None`).
-    pub async fn send_webhook(&self, event: &Value, secret: &str, timestamp: Option<i64>) -> reqwest::Response {
+    pub async fn send_webhook(
+        &self,
+        event: &Value,
+        secret: &str,
+        timestamp: Option<i64>,
+    ) -> reqwest::Response {
         let body = event.to_string();
         let t = timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp());
         let header = format!("t={t},v1={}", sign(secret, t, &body));
@@ -226,7 +276,8 @@ impl TestApp {
                 #[diesel(sql_type = diesel::sql_types::BigInt)]
                 n: i64,
             }
-            let rows: Vec<Count> = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}")).load(conn)?;
+            let rows: Vec<Count> =
+                diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}")).load(conn)?;
             Ok(rows[0].n)
         })
         .await
@@ -270,14 +321,25 @@ impl TestDatabase {
             Ok(server) if !server.is_empty() => {
                 let name = format!("tollgate_test_{}", uuid::Uuid::new_v4().simple());
                 let admin_url = format!("{}/postgres", server.trim_end_matches('/'));
-                let mut conn = diesel::PgConnection::establish(&admin_url).expect("PostgreSQL reachable at TOLLGATE_TEST_POSTGRES_URL");
-                diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut conn).unwrap();
-                TestDatabase { url: format!("{}/{name}", server.trim_end_matches('/')), admin: Some((admin_url, name)), _dir: None }
+                let mut conn = diesel::PgConnection::establish(&admin_url)
+                    .expect("PostgreSQL reachable at TOLLGATE_TEST_POSTGRES_URL");
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .unwrap();
+                TestDatabase {
+                    url: format!("{}/{name}", server.trim_end_matches('/')),
+                    admin: Some((admin_url, name)),
+                    _dir: None,
+                }
             }
             _ => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}", dir.path().join("tollgate.db").display());
-                TestDatabase { url, admin: None, _dir: Some(dir) }
+                TestDatabase {
+                    url,
+                    admin: None,
+                    _dir: Some(dir),
+                }
             }
         }
     }
@@ -287,7 +349,8 @@ impl Drop for TestDatabase {
     fn drop(&mut self) {
         if let Some((admin_url, name)) = &self.admin {
             if let Ok(mut conn) = diesel::PgConnection::establish(admin_url) {
-                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn);
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn);
             }
         }
     }

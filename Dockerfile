@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1
+
+# Build stage. pq-sys (libpq) and libsqlite3-sys are built from bundled sources; libpq links
+# the system OpenSSL (libssl-dev). cmake and clang cover aws-lc-sys on platforms where it does
+# not build with cc alone.
+FROM rust:1-bookworm AS builder
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends pkg-config libssl-dev cmake clang \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+# Migrations are embedded at compile time; the binary needs no files besides its config.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked \
+ && cp target/release/tollgate /usr/local/bin/tollgate
+
+# Runtime stage.
+FROM debian:bookworm-slim
+# libssl3: libpq is linked against the system OpenSSL. curl: for the health check.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 curl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin tollgate
+WORKDIR /app
+COPY --from=builder /usr/local/bin/tollgate /usr/local/bin/tollgate
+COPY config/ /app/config/
+# data/ holds the SQLite database when DATABASE_URL is not set; mount a volume here to keep it.
+RUN mkdir -p /app/data && chown tollgate:tollgate /app/data
+USER tollgate
+EXPOSE 8080
+# Readiness: the process answers and the database is reachable.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD curl -fsS "http://127.0.0.1:${TOLLGATE_SERVER__PORT:-8080}/readyz" >/dev/null || exit 1
+# Reads config/default.toml from /app; pass `--config /app/config/examples/<file>.toml`
+# (or mount your own file) to use another one. Environment variables override the file.
+ENTRYPOINT ["/usr/local/bin/tollgate"]
+CMD ["serve"]

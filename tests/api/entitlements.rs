@@ -1,0 +1,109 @@
+use serde_json::{json, Value};
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn a_service_with_the_read_scope_sees_what_the_user_sees() {
+    let app = spawn_app().await;
+    let (_, user_status) = app.subscribe("user-1", "pro", "year").await;
+    let service = app.idp.service_token("openid billing:read");
+    let res = app
+        .get("/v1/entitlements?user_id=user-1", Some(&service))
+        .await;
+    assert_eq!(res.status(), 200);
+    let entitlements: Value = res.json().await.unwrap();
+    assert_eq!(entitlements, user_status);
+    assert_eq!(entitlements["plan"], "pro");
+    assert_eq!(entitlements["interval"], "year");
+
+    let res = app
+        .get("/v1/entitlements?user_id=nobody", Some(&service))
+        .await;
+    let nobody: Value = res.json().await.unwrap();
+    assert_eq!(
+        (nobody["access"].as_bool(), nobody["reason"].as_str()),
+        (Some(false), Some("free"))
+    );
+}
+
+#[tokio::test]
+async fn one_feature_answers_allowed_and_reason() {
+    let app = spawn_app().await;
+    app.subscribe("user-1", "pro", "month").await;
+    let service = app.idp.service_token("billing:read");
+    let ask =
+        |user: &str, feature: &str| format!("/v1/entitlements?user_id={user}&feature={feature}");
+    let cases = [
+        (
+            "user-1",
+            "export",
+            json!({"feature": "export", "allowed": true, "reason": "active", "plan": "pro"}),
+        ),
+        (
+            "user-1",
+            "lifetime",
+            json!({"feature": "lifetime", "allowed": false, "reason": "not_in_plan", "plan": "pro"}),
+        ),
+        (
+            "user-2",
+            "export",
+            json!({"feature": "export", "allowed": false, "reason": "free", "plan": "free"}),
+        ),
+        (
+            "user-2",
+            "basic",
+            json!({"feature": "basic", "allowed": true, "reason": "free", "plan": "free"}),
+        ),
+    ];
+    for (user, feature, expected) in cases {
+        let body: Value = app
+            .get(&ask(user, feature), Some(&service))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body, expected, "{user} {feature}");
+    }
+}
+
+#[tokio::test]
+async fn scopes_may_come_as_a_list_claim() {
+    let app = spawn_app().await;
+    let mut claims = app.idp.claims("svc");
+    claims["scope"] = json!(["billing:read"]);
+    let res = app
+        .get(
+            "/v1/entitlements?user_id=user-1",
+            Some(&app.idp.token(&claims)),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn without_the_scope_it_is_403_and_without_a_token_401() {
+    let app = spawn_app().await;
+    let user = app.user_token("user-1");
+    let res = app
+        .get("/v1/entitlements?user_id=user-1", Some(&user))
+        .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "missing_scope");
+    let write_only = app.idp.service_token("billing:write");
+    assert_eq!(
+        app.get("/v1/entitlements?user_id=user-1", Some(&write_only))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        app.get("/v1/entitlements?user_id=user-1", None)
+            .await
+            .status(),
+        401
+    );
+    let service = app.idp.service_token("billing:read");
+    let res = app.get("/v1/entitlements", Some(&service)).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "invalid_query");
+}

@@ -1,0 +1,10 @@
+//! Black-box tests over HTTP: each test spawns Tollgate on port 0 with its own database, a
+//! fake Stripe and a fake identity provider (see `helpers`).
+
+mod helpers;
+
+mod auth;
+mod checkout;
+mod entitlements;
+mod ops;
+mod webhooks;

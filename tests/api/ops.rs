@@ -1,0 +1,171 @@
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, spawn_app_with, Options};
+
+#[tokio::test]
+async fn health_readiness_config_and_docs_answer() {
+    let app = spawn_app().await;
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/v1/config",
+        "/openapi.json",
+        "/docs/",
+    ] {
+        assert_eq!(app.get(path, None).await.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn config_shows_plans_and_publishable_key_but_no_secret() {
+    let app = spawn_app().await;
+    let res = app.get("/v1/config", None).await;
+    let body = res.text().await.unwrap();
+    assert!(!body.contains("sk_test"), "secret key leaked: {body}");
+    assert!(!body.contains("whsec_"), "webhook secret leaked: {body}");
+    let config: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(config["publishable_key"], "pk_test_tollgate");
+    assert_eq!(config["saas"], true);
+    assert_eq!(config["free_plan"], "free");
+    let ids: Vec<&str> = config["plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["free", "pro", "maker", "lifetime", "legacy"]);
+    let pro = &config["plans"][1];
+    assert_eq!(
+        pro["prices"][0],
+        serde_json::json!({"interval": "month", "price_id": "price_pro_monthly", "amount": 900, "currency": "usd"})
+    );
+    assert_eq!(config["plans"][2]["trial_days"], 3);
+    assert_eq!(config["plans"][3]["kind"], "lifetime");
+}
+
+#[tokio::test]
+async fn without_stripe_keys_stripe_endpoints_answer_503_and_the_rest_works() {
+    let app = spawn_app_with(Options {
+        stripe_configured: false,
+        ..Default::default()
+    })
+    .await;
+    let token = app.user_token("u1");
+    let res = app
+        .checkout(
+            &token,
+            serde_json::json!({"plan": "pro", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["code"], "stripe_not_configured");
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("STRIPE_SECRET_KEY"));
+
+    for res in [
+        app.post_json("/v1/portal", Some(&token), &serde_json::json!({}))
+            .await,
+        app.verify(&token, "cs_test_1").await,
+        app.webhook(&crate::helpers::event(
+            "evt_1",
+            "invoice.paid",
+            serde_json::json!({"id": "in_1", "customer": "cus_1"}),
+        ))
+        .await,
+    ] {
+        assert_eq!(res.status(), 503);
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["code"],
+            "stripe_not_configured"
+        );
+    }
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["access"].as_bool(), status["reason"].as_str()),
+        (Some(false), Some("free"))
+    );
+    let config: Value = app.get("/v1/config", None).await.json().await.unwrap();
+    assert_eq!(config["stripe_configured"], false);
+}
+
+#[tokio::test]
+async fn unknown_paths_and_bad_bodies_are_problem_documents() {
+    let app = spawn_app().await;
+    let res = app.get("/v1/nope", None).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "not_found");
+
+    let token = app.user_token("u1");
+    let res = app
+        .http
+        .post(app.url("/v1/checkout"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "invalid_body");
+
+    let res = app
+        .checkout(&token, serde_json::json!({"plan": 7, "interval": "month"}))
+        .await;
+    assert_eq!(res.status(), 400);
+    let res = app
+        .checkout(
+            &token,
+            serde_json::json!({"plan": "pro", "interval": "weekly"}),
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+
+    let huge = serde_json::json!({"plan": "x".repeat(300_000), "interval": "month"});
+    let res = app.checkout(&token, huge).await;
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "body_too_large");
+
+    let res = app.get("/v1/checkout/verify", Some(&token)).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "invalid_query");
+    assert_eq!(
+        app.stripe.received().len(),
+        0,
+        "bad input must not reach Stripe"
+    );
+}
+
+#[tokio::test]
+async fn served_openapi_document_equals_the_committed_one() {
+    let app = spawn_app().await;
+    let served: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(path).expect("openapi/openapi.json is committed"),
+    )
+    .expect("openapi/openapi.json is JSON");
+    assert!(
+        served == committed,
+        "openapi/openapi.json is out of date: regenerate it with `cargo run -- openapi > openapi/openapi.json`"
+    );
+    for path in [
+        "/v1/config",
+        "/v1/checkout",
+        "/v1/checkout/verify",
+        "/v1/portal",
+        "/v1/status",
+        "/v1/entitlements",
+        "/v1/webhooks/stripe",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            served["paths"].get(path).is_some(),
+            "{path} is not documented"
+        );
+    }
+}

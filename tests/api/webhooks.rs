@@ -1,0 +1,432 @@
+use serde_json::{json, Value};
+
+use crate::helpers::fake_stripe::{invoice, now};
+use crate::helpers::{event, spawn_app, TestApp, OLD_WEBHOOK_SECRET, WEBHOOK_SECRET};
+
+/// Checkout completed on Stripe, but only the webhook tells Tollgate (no verify).
+async fn subscribed_by_webhook(app: &TestApp, user: &str) -> (String, String) {
+    let token = app.user_token(user);
+    let res = app
+        .checkout(&token, json!({"plan": "pro", "interval": "month"}))
+        .await;
+    let session_id = res.json::<Value>().await.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sub_id = app.stripe.complete_checkout(&session_id).unwrap();
+    let session = app.stripe.session(&session_id);
+    let res = app
+        .webhook(&event(
+            "evt_checkout",
+            "checkout.session.completed",
+            session,
+        ))
+        .await;
+    assert_eq!(res.status(), 200);
+    (sub_id, token)
+}
+
+async fn processed(app: &TestApp, event_id: &'static str) -> (bool, i32, Option<String>) {
+    app.db(move |conn| {
+        let s = tollgate::db::events::status(conn, event_id)?.expect("event stored");
+        Ok((s.processed_at.is_some(), s.attempts, s.last_error))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn checkout_completed_webhook_activates_the_subscription() {
+    let app = spawn_app().await;
+    let (sub_id, token) = subscribed_by_webhook(&app, "user-1").await;
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["access"].as_bool(), status["reason"].as_str()),
+        (Some(true), Some("active"))
+    );
+    assert_eq!(status["subscription_id"], sub_id.as_str());
+    assert_eq!(processed(&app, "evt_checkout").await, (true, 1, None));
+    // The handler re-read the session and the subscriptions from Stripe.
+    let session_reads = app
+        .stripe
+        .received()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/v1/checkout/sessions/"))
+        .count();
+    assert_eq!(session_reads, 1);
+    assert!(!app
+        .stripe
+        .received_on("GET", "/v1/subscriptions")
+        .is_empty());
+}
+
+#[tokio::test]
+async fn forged_and_stale_signatures_are_refused_and_store_nothing() {
+    let app = spawn_app().await;
+    let e = event(
+        "evt_forged",
+        "invoice.paid",
+        invoice("in_1", "cus_test_1", "paid"),
+    );
+    let res = app.send_webhook(&e, "whsec_attacker", None).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["code"],
+        "invalid_signature"
+    );
+
+    let res = app
+        .send_webhook(&e, WEBHOOK_SECRET, Some(now() - 301))
+        .await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["code"],
+        "stale_signature"
+    );
+
+    let res = app
+        .http
+        .post(app.url("/v1/webhooks/stripe"))
+        .body(e.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["code"],
+        "missing_signature"
+    );
+
+    // A valid signature over a body that was then altered.
+    let body = e.to_string();
+    let t = now();
+    let header = format!(
+        "t={t},v1={}",
+        crate::helpers::sign(WEBHOOK_SECRET, t, &body)
+    );
+    let tampered = body.replace("evt_forged", "evt_tampered");
+    let res = app
+        .http
+        .post(app.url("/v1/webhooks/stripe"))
+        .header("Stripe-Signature", header)
+        .body(tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+
+    assert_eq!(app.count("stripe_events").await, 0);
+    assert!(app.stripe.received().is_empty());
+}
+
+#[tokio::test]
+async fn the_previous_secret_still_verifies_during_rotation() {
+    let app = spawn_app().await;
+    let res = app
+        .send_webhook(
+            &event(
+                "evt_old_secret",
+                "product.created",
+                json!({"id": "prod_1", "object": "product"}),
+            ),
+            OLD_WEBHOOK_SECRET,
+            None,
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(processed(&app, "evt_old_secret").await.0, true);
+}
+
+#[tokio::test]
+async fn a_duplicate_event_answers_2xx_and_changes_nothing() {
+    let app = spawn_app().await;
+    let (sub_id, token) = subscribed_by_webhook(&app, "user-1").await;
+    let updated = event(
+        "evt_update",
+        "customer.subscription.updated",
+        app.stripe.subscription(&sub_id),
+    );
+    let first: Value = app.webhook(&updated).await.json().await.unwrap();
+    assert_eq!(first, json!({"received": true, "duplicate": false}));
+
+    // Stripe's truth moves on; a redelivery of the same event id must not re-apply anything.
+    app.stripe
+        .update_subscription(&sub_id, |s| s["status"] = json!("canceled"));
+    let lists_before = app.stripe.received_on("GET", "/v1/subscriptions").len();
+    let again = app.webhook(&updated).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(
+        again.json::<Value>().await.unwrap(),
+        json!({"received": true, "duplicate": true})
+    );
+    assert_eq!(
+        app.stripe.received_on("GET", "/v1/subscriptions").len(),
+        lists_before
+    );
+    assert_eq!(app.status(&token).await["reason"], "active");
+    assert_eq!(app.count("stripe_events").await, 2);
+}
+
+#[tokio::test]
+async fn a_failed_stripe_read_answers_5xx_and_the_retry_succeeds() {
+    let app = spawn_app().await;
+    let (sub_id, token) = subscribed_by_webhook(&app, "user-1").await;
+    app.stripe
+        .update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
+    app.stripe.fail_subscription_lists(10);
+    let e = event(
+        "evt_retry",
+        "customer.subscription.updated",
+        app.stripe.subscription(&sub_id),
+    );
+    let res = app.webhook(&e).await;
+    assert_eq!(res.status(), 500);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "internal_error");
+    let (done, attempts, error) = processed(&app, "evt_retry").await;
+    assert!(!done);
+    assert_eq!(attempts, 1);
+    assert!(error.is_some());
+    assert_eq!(app.status(&token).await["cancel_at_period_end"], false);
+
+    app.stripe.fail_subscription_lists(0);
+    let res = app.webhook(&e).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["duplicate"], false);
+    assert_eq!(processed(&app, "evt_retry").await, (true, 2, None));
+    let status = app.status(&token).await;
+    assert_eq!(
+        (
+            status["reason"].as_str(),
+            status["cancel_at_period_end"].as_bool()
+        ),
+        (Some("canceling"), Some(true))
+    );
+}
+
+#[tokio::test]
+async fn renewal_moves_the_period_end() {
+    let app = spawn_app().await;
+    let (sub_id, token) = subscribed_by_webhook(&app, "user-1").await;
+    let next_end = now() + 60 * 86_400;
+    app.stripe.update_subscription(&sub_id, |s| {
+        s["items"]["data"][0]["current_period_start"] = json!(now());
+        s["items"]["data"][0]["current_period_end"] = json!(next_end);
+    });
+    let mut inv = invoice("in_renewal", "cus_test_1", "paid");
+    inv["subscription"] = json!(sub_id);
+    assert_eq!(
+        app.webhook(&event("evt_paid", "invoice.paid", inv))
+            .await
+            .status(),
+        200
+    );
+    let status = app.status(&token).await;
+    let shown =
+        chrono::DateTime::parse_from_rfc3339(status["current_period_end"].as_str().unwrap())
+            .unwrap();
+    assert_eq!(shown.timestamp(), next_end);
+    assert_eq!(status["reason"], "active");
+}
+
+#[tokio::test]
+async fn cancellation_at_period_end_keeps_access_then_deletion_ends_it() {
+    let app = spawn_app().await;
+    let (sub_id, token) = subscribed_by_webhook(&app, "user-1").await;
+    let sub = app.stripe.update_subscription(&sub_id, |s| {
+        s["cancel_at_period_end"] = json!(true);
+        s["canceled_at"] = json!(now());
+    });
+    assert_eq!(
+        app.webhook(&event("evt_cancel", "customer.subscription.updated", sub))
+            .await
+            .status(),
+        200
+    );
+    let status = app.status(&token).await;
+    assert_eq!(
+        (
+            status["access"].as_bool(),
+            status["reason"].as_str(),
+            status["cancel_at_period_end"].as_bool()
+        ),
+        (Some(true), Some("canceling"), Some(true))
+    );
+
+    let sub = app.stripe.update_subscription(&sub_id, |s| {
+        s["status"] = json!("canceled");
+        s["ended_at"] = json!(now());
+    });
+    assert_eq!(
+        app.webhook(&event("evt_deleted", "customer.subscription.deleted", sub))
+            .await
+            .status(),
+        200
+    );
+    let status = app.status(&token).await;
+    assert_eq!(
+        (
+            status["access"].as_bool(),
+            status["reason"].as_str(),
+            status["plan"].as_str()
+        ),
+        (Some(false), Some("canceled"), Some("free"))
+    );
+}
+
+#[tokio::test]
+async fn payment_failure_gives_a_grace_period_that_then_expires() {
+    let app = spawn_app().await;
+    let (sub_id, token) = subscribed_by_webhook(&app, "user-1").await;
+    app.stripe
+        .update_subscription(&sub_id, |s| s["status"] = json!("past_due"));
+    let failed = event(
+        "evt_failed",
+        "invoice.payment_failed",
+        invoice("in_failed", "cus_test_1", "open"),
+    );
+    let failed_at = failed["created"].as_i64().unwrap();
+    assert_eq!(app.webhook(&failed).await.status(), 200);
+    let status = app.status(&token).await;
+    assert_eq!(
+        (
+            status["access"].as_bool(),
+            status["reason"].as_str(),
+            status["status"].as_str()
+        ),
+        (Some(true), Some("grace"), Some("past_due"))
+    );
+    let grace_until =
+        chrono::DateTime::parse_from_rfc3339(status["grace_until"].as_str().unwrap()).unwrap();
+    assert_eq!(grace_until.timestamp(), failed_at + 24 * 3600);
+
+    // Payment succeeds: active again, no grace.
+    app.stripe
+        .update_subscription(&sub_id, |s| s["status"] = json!("active"));
+    assert_eq!(
+        app.webhook(&event(
+            "evt_recovered",
+            "invoice.payment_succeeded",
+            invoice("in_failed", "cus_test_1", "paid")
+        ))
+        .await
+        .status(),
+        200
+    );
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["reason"].as_str(), status["grace_until"].as_str()),
+        (Some("active"), None)
+    );
+}
+
+#[tokio::test]
+async fn a_failure_reported_more_than_the_grace_period_ago_ends_access() {
+    let app = spawn_app().await;
+    let (sub_id, token) = subscribed_by_webhook(&app, "user-1").await;
+    app.stripe
+        .update_subscription(&sub_id, |s| s["status"] = json!("past_due"));
+    let mut failed = event(
+        "evt_old_failure",
+        "invoice.payment_failed",
+        invoice("in_failed", "cus_test_1", "open"),
+    );
+    failed["created"] = json!(now() - 2 * 86_400);
+    assert_eq!(app.webhook(&failed).await.status(), 200);
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["access"].as_bool(), status["reason"].as_str()),
+        (Some(false), Some("grace_expired"))
+    );
+}
+
+#[tokio::test]
+async fn trial_will_end_and_unknown_events_are_recorded_and_acknowledged() {
+    let app = spawn_app().await;
+    let (sub_id, _) = subscribed_by_webhook(&app, "user-1").await;
+    let res = app
+        .webhook(&event(
+            "evt_trial",
+            "customer.subscription.trial_will_end",
+            app.stripe.subscription(&sub_id),
+        ))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(processed(&app, "evt_trial").await.0, true);
+    let res = app
+        .webhook(&event(
+            "evt_unknown",
+            "radar.early_fraud_warning.created",
+            json!({"id": "issfr_1", "object": "radar.early_fraud_warning"}),
+        ))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(processed(&app, "evt_unknown").await.0, true);
+}
+
+#[tokio::test]
+async fn events_for_customers_tollgate_did_not_create_are_acknowledged_and_ignored() {
+    let app = spawn_app().await;
+    let res = app
+        .webhook(&event(
+            "evt_foreign",
+            "invoice.paid",
+            invoice("in_x", "cus_foreign", "paid"),
+        ))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(processed(&app, "evt_foreign").await.0, true);
+    assert_eq!(app.count("customers").await, 0);
+    assert_eq!(app.count("subscriptions").await, 0);
+}
+
+#[tokio::test]
+async fn lifetime_purchase_by_webhook_grants_lifetime_access() {
+    let app = spawn_app().await;
+    let token = app.user_token("user-1");
+    let res = app
+        .checkout(&token, json!({"plan": "lifetime", "interval": "once"}))
+        .await;
+    let session_id = res.json::<Value>().await.unwrap()["session_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.stripe.complete_checkout(&session_id);
+    let res = app
+        .webhook(&event(
+            "evt_lifetime",
+            "checkout.session.completed",
+            app.stripe.session(&session_id),
+        ))
+        .await;
+    assert_eq!(res.status(), 200);
+    let status = app.status(&token).await;
+    assert_eq!(
+        (
+            status["access"].as_bool(),
+            status["reason"].as_str(),
+            status["lifetime"].as_bool()
+        ),
+        (Some(true), Some("lifetime"), Some(true))
+    );
+}
+
+#[tokio::test]
+async fn malformed_but_signed_bodies_are_refused() {
+    let app = spawn_app().await;
+    let body = "{\"not\": \"an event\"}";
+    let t = now();
+    let header = format!("t={t},v1={}", crate::helpers::sign(WEBHOOK_SECRET, t, body));
+    let res = app
+        .http
+        .post(app.url("/v1/webhooks/stripe"))
+        .header("Stripe-Signature", header)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["code"],
+        "invalid_payload"
+    );
+    assert_eq!(app.count("stripe_events").await, 0);
+}
