@@ -89,6 +89,7 @@ impl StripeSettings {
 #[serde(deny_unknown_fields)]
 pub struct CheckoutSettings {
     /// Origins (scheme://host[:port]) that success, cancel and return URLs may point to.
+    #[serde(deserialize_with = "string_list")]
     pub allowed_redirect_origins: Vec<String>,
     pub default_success_url: String,
     pub default_cancel_url: String,
@@ -250,10 +251,14 @@ impl Settings {
                     .unwrap_or_default();
                 key.into()
             });
-        Self::extract(
-            base.merge(plain)
-                .merge(Env::prefixed("TOLLGATE_").split("__")),
-        )
+        // TOLLGATE_CONFIG names the file and TOLLGATE_TEST_* belong to the test suite.
+        let prefixed = Env::prefixed("TOLLGATE_")
+            .filter(|k| {
+                let k = k.as_str().to_ascii_lowercase();
+                k != "config" && !k.starts_with("test_")
+            })
+            .split("__");
+        Self::extract(base.merge(plain).merge(prefixed))
     }
 
     /// Extracts and validates exactly what `figment` holds (no environment layering).
@@ -419,18 +424,39 @@ fn empty_secret_is_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret
         .map(SecretString::from))
 }
 
+/// A scalar as environment variables give it: `12345` arrives as a number, not a string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Scalar {
+    fn into_string(self) -> String {
+        match self {
+            Scalar::Text(s) => s,
+            Scalar::Integer(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum StringOrList {
-    One(String),
-    Many(Vec<String>),
+    One(Scalar),
+    Many(Vec<Scalar>),
 }
 
 /// Accepts a TOML list or one comma-separated string (as environment variables give).
 fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let items = match StringOrList::deserialize(d)? {
-        StringOrList::One(s) => s.split(',').map(str::to_owned).collect(),
-        StringOrList::Many(v) => v,
+    let items: Vec<String> = match StringOrList::deserialize(d)? {
+        StringOrList::One(s) => s.into_string().split(',').map(str::to_owned).collect(),
+        StringOrList::Many(v) => v.into_iter().map(Scalar::into_string).collect(),
     };
     Ok(items
         .into_iter()
@@ -444,4 +470,155 @@ fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::
         .into_iter()
         .map(SecretString::from)
         .collect())
+}
+
+#[cfg(test)]
+// figment's Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    const DEFAULT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
+
+    fn load() -> Result<Settings, ConfigError> {
+        Settings::load(Path::new(DEFAULT))
+    }
+
+    fn problems(result: Result<Settings, ConfigError>) -> String {
+        match result {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("expected the configuration to be refused"),
+        }
+    }
+
+    #[test]
+    fn the_committed_default_loads_without_any_environment() {
+        Jail::expect_with(|_| {
+            let s = load().map_err(|e| e.to_string())?;
+            assert!(s.saas);
+            assert_eq!(s.server.port, 8080);
+            assert!(s.database.url.expose_secret().starts_with("sqlite://"));
+            assert!(!s.stripe.is_configured());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_seeds_plain_environment_names_set_their_keys() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SAAS", "false");
+            jail.set_env("DATABASE_URL", "postgres://u:p@db/tollgate");
+            jail.set_env("STRIPE_SECRET_KEY", "sk_test_123");
+            jail.set_env("STRIPE_PUBLISHABLE_KEY", "pk_test_123");
+            jail.set_env("STRIPE_WEBHOOK_SECRET", "whsec_new, whsec_old");
+            jail.set_env("STRIPE_ALLOWED_PRICE_IDS", "price_m,price_y,price_l");
+            jail.set_env("STRIPE_MONTHLY_PRICE_ID", "price_m");
+            jail.set_env("STRIPE_YEARLY_PRICE_ID", "price_y");
+            jail.set_env("STRIPE_LIFETIME_PRICE_ID", "price_l");
+            let s = load().map_err(|e| e.to_string())?;
+            assert!(!s.saas);
+            assert_eq!(s.database.url.expose_secret(), "postgres://u:p@db/tollgate");
+            assert_eq!(
+                s.stripe
+                    .secret_key
+                    .as_ref()
+                    .map(|k| k.expose_secret().to_owned())
+                    .as_deref(),
+                Some("sk_test_123")
+            );
+            assert_eq!(s.stripe.publishable_key.as_deref(), Some("pk_test_123"));
+            let secrets: Vec<_> = s
+                .stripe
+                .webhook_secrets
+                .iter()
+                .map(|w| w.expose_secret().to_owned())
+                .collect();
+            assert_eq!(secrets, ["whsec_new", "whsec_old"]);
+            assert_eq!(
+                s.stripe.allowed_price_ids,
+                ["price_m", "price_y", "price_l"]
+            );
+            let pro = s.plans.iter().find(|p| p.id == "pro").unwrap();
+            assert_eq!(pro.prices[0].price_id.as_deref(), Some("price_m"));
+            assert_eq!(pro.prices[1].price_id.as_deref(), Some("price_y"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tollgate_prefixed_variables_override_nested_keys() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TOLLGATE_SERVER__PORT", "9000");
+            jail.set_env("TOLLGATE_AUTH__AUDIENCE", "api-a,api-b");
+            jail.set_env("TOLLGATE_EXEMPTIONS__SUBJECTS", "12345");
+            jail.set_env(
+                "TOLLGATE_CHECKOUT__ALLOWED_REDIRECT_ORIGINS",
+                "http://localhost:3000,https://app.example.com",
+            );
+            // Not keys: the file's own name and the test suite's settings.
+            jail.set_env("TOLLGATE_CONFIG", "/etc/tollgate.toml");
+            jail.set_env("TOLLGATE_TEST_POSTGRES_URL", "postgres://x");
+            let s = load().map_err(|e| e.to_string())?;
+            assert_eq!(s.server.port, 9000);
+            assert_eq!(s.auth.audience, ["api-a", "api-b"]);
+            assert_eq!(s.exemptions.subjects, ["12345"]);
+            assert_eq!(s.checkout.allowed_redirect_origins.len(), 2);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn mistakes_are_refused_naming_the_key_and_the_fix() {
+        Jail::expect_with(|jail| {
+            jail.set_env("STRIPE_SECRET_KEY", "sk_test_123");
+            let text = problems(load());
+            assert!(
+                text.contains("stripe.webhook_secrets") && text.contains("STRIPE_WEBHOOK_SECRET"),
+                "{text}"
+            );
+            assert!(text.contains("STRIPE_MONTHLY_PRICE_ID"), "{text}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "mysql://db");
+            jail.set_env("STRIPE_PUBLISHABLE_KEY", "sk_live_oops");
+            jail.set_env("TOLLGATE_BILLING__FREE_PLAN", "gratis");
+            jail.set_env(
+                "TOLLGATE_CHECKOUT__DEFAULT_SUCCESS_URL",
+                "https://evil.example.net/",
+            );
+            let text = problems(load());
+            for needle in [
+                "database.url",
+                "stripe.publishable_key",
+                "billing.free_plan",
+                "checkout.default_success_url",
+            ] {
+                assert!(text.contains(needle), "{needle} missing from: {text}");
+            }
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("TOLLGATE_SERVER__PROT", "1");
+            let text = problems(load());
+            assert!(text.contains("prot"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        Jail::expect_with(|jail| {
+            jail.set_env("STRIPE_SECRET_KEY", "sk_test_supersecret");
+            jail.set_env("STRIPE_WEBHOOK_SECRET", "whsec_supersecret");
+            jail.set_env("STRIPE_MONTHLY_PRICE_ID", "price_m");
+            jail.set_env("STRIPE_YEARLY_PRICE_ID", "price_y");
+            jail.set_env("STRIPE_LIFETIME_PRICE_ID", "price_l");
+            let s = load().map_err(|e| e.to_string())?;
+            let printed = format!("{s:?}");
+            assert!(!printed.contains("supersecret"), "{printed}");
+            Ok(())
+        });
+    }
 }

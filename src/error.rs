@@ -175,3 +175,43 @@ pub fn path_error_handler(
 ) -> actix_web::Error {
     ApiError::bad_request("invalid_path", err.to_string()).into()
 }
+
+/// A safety net: any error response that is not already a problem document (actix's own
+/// plain-text 413 for an oversized webhook body, 405, ...) is rewritten as one.
+pub fn problem_safety_net<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    use actix_web::http::header::CONTENT_TYPE;
+    use actix_web::middleware::ErrorHandlerResponse;
+    let is_problem = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if is_problem {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_client_error() => "bad_request",
+        _ => "internal_error",
+    };
+    let detail = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "the request body is larger than server.max_body_bytes".to_owned()
+        }
+        s if s.is_client_error() => format!(
+            "the request was refused: {}",
+            s.canonical_reason().unwrap_or("error")
+        ),
+        _ => "An internal error occurred; it has been logged.".to_owned(),
+    };
+    let (req, _) = res.into_parts();
+    let response = problem_response(status, code, detail);
+    Ok(ErrorHandlerResponse::Response(
+        actix_web::dev::ServiceResponse::new(req, response).map_into_right_body(),
+    ))
+}

@@ -144,9 +144,16 @@ pub struct PortalOut {
 pub async fn create_portal(
     state: web::Data<AppState>,
     user: EndUser,
-    body: Option<web::Json<PortalIn>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.map(web::Json::into_inner).unwrap_or_default();
+    // The body is optional, but one that is sent must be right.
+    let body: PortalIn = if body.iter().all(u8::is_ascii_whitespace) {
+        PortalIn::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("the JSON body does not fit: {e}"))
+        })?
+    };
     let url = flow::open_portal(&state, &user.0, body.return_url).await?;
     Ok(HttpResponse::Ok().json(PortalOut { url }))
 }

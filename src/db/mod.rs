@@ -173,9 +173,15 @@ impl Database {
     pub fn migrate(&self) -> anyhow::Result<Vec<String>> {
         let mut conn = self.pool.get().context("database connection")?;
         let applied = match &mut *conn {
-            DbConnection::Pg(c) => c
-                .run_pending_migrations(PG_MIGRATIONS)
-                .map(|v| v.iter().map(|m| m.to_string()).collect()),
+            DbConnection::Pg(c) => {
+                // Replicas starting together migrate one at a time.
+                diesel::sql_query("SELECT pg_advisory_lock(7406921473)").execute(c)?;
+                let result = c
+                    .run_pending_migrations(PG_MIGRATIONS)
+                    .map(|v| v.iter().map(|m| m.to_string()).collect());
+                diesel::sql_query("SELECT pg_advisory_unlock(7406921473)").execute(c)?;
+                result
+            }
             DbConnection::Sqlite(c) => c
                 .run_pending_migrations(SQLITE_MIGRATIONS)
                 .map(|v| v.iter().map(|m| m.to_string()).collect()),
@@ -252,7 +258,7 @@ fn advisory(conn: &mut DbConnection, function: &str, key: &str) -> anyhow::Resul
         diesel::sql_query(format!("SELECT {function}(hashtextextended($1, 0))"))
             .bind::<diesel::sql_types::Text, _>(key)
             .execute(pg)
-            .with_context(|| format!("{function}"))?;
+            .with_context(|| function.to_owned())?;
     }
     Ok(())
 }

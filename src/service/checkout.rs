@@ -52,7 +52,16 @@ fn gateway_error(e: GatewayError) -> ApiError {
     }
 }
 
+/// The Stripe gateway, unless billing is switched off (`SAAS=false`: nothing asks Stripe) or
+/// no key is configured.
 pub fn stripe(state: &AppState) -> Result<&StripeGateway, ApiError> {
+    if !state.settings.saas {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "billing_disabled",
+            "billing is switched off (SAAS=false): everyone has access and nothing is sold",
+        ));
+    }
     state
         .stripe
         .as_ref()
@@ -170,7 +179,7 @@ pub async fn start_checkout(
                 return Err(ApiError::conflict(
                     "subscription_exists",
                     format!(
-                        "subscription {} is {}: change plans through POST /v1/portal or /v1/subscription/change",
+                        "subscription {} is {}: change plans through the customer portal (POST /v1/portal)",
                         s.stripe_subscription_id, s.status
                     ),
                 ));
@@ -191,7 +200,6 @@ pub async fn start_checkout(
         PlanKind::CreditPack => {}
     }
 
-    let customer_id = ensure_customer(state, stripe, &subject, caller.email.as_deref()).await?;
     let promotion_code_id = match req
         .promo_code
         .as_deref()
@@ -212,6 +220,8 @@ pub async fn start_checkout(
                 })?,
         ),
     };
+    // Only now, with every refusal behind us, does the subject get a Stripe customer.
+    let customer_id = ensure_customer(state, stripe, &subject, caller.email.as_deref()).await?;
     let meta = HashMap::from([
         (metadata::SUBJECT.to_owned(), subject.key()),
         (metadata::PLAN.to_owned(), plan.id.clone()),

@@ -169,3 +169,56 @@ async fn served_openapi_document_equals_the_committed_one() {
         );
     }
 }
+
+#[tokio::test]
+async fn with_saas_off_nothing_asks_stripe() {
+    let app = spawn_app_with(Options {
+        saas: false,
+        ..Default::default()
+    })
+    .await;
+    let token = app.user_token("u1");
+    let res = app
+        .checkout(
+            &token,
+            serde_json::json!({"plan": "pro", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["code"],
+        "billing_disabled"
+    );
+    let res = app
+        .post_json("/v1/portal", Some(&token), &serde_json::json!({}))
+        .await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["code"],
+        "billing_disabled"
+    );
+    assert!(app.stripe.received().is_empty());
+}
+
+#[tokio::test]
+async fn an_oversized_webhook_body_is_a_problem_document() {
+    let app = spawn_app().await;
+    let res = app
+        .http
+        .post(app.url("/v1/webhooks/stripe"))
+        .header("Stripe-Signature", "t=1,v1=00")
+        .body(vec![b' '; 300_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "body_too_large");
+    let res = app
+        .http
+        .delete(app.url("/v1/checkout"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error());
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+}

@@ -133,7 +133,7 @@ async fn the_previous_secret_still_verifies_during_rotation() {
         )
         .await;
     assert_eq!(res.status(), 200);
-    assert_eq!(processed(&app, "evt_old_secret").await.0, true);
+    assert!(processed(&app, "evt_old_secret").await.0);
 }
 
 #[tokio::test]
@@ -350,7 +350,7 @@ async fn trial_will_end_and_unknown_events_are_recorded_and_acknowledged() {
         ))
         .await;
     assert_eq!(res.status(), 200);
-    assert_eq!(processed(&app, "evt_trial").await.0, true);
+    assert!(processed(&app, "evt_trial").await.0);
     let res = app
         .webhook(&event(
             "evt_unknown",
@@ -359,7 +359,7 @@ async fn trial_will_end_and_unknown_events_are_recorded_and_acknowledged() {
         ))
         .await;
     assert_eq!(res.status(), 200);
-    assert_eq!(processed(&app, "evt_unknown").await.0, true);
+    assert!(processed(&app, "evt_unknown").await.0);
 }
 
 #[tokio::test]
@@ -373,7 +373,7 @@ async fn events_for_customers_tollgate_did_not_create_are_acknowledged_and_ignor
         ))
         .await;
     assert_eq!(res.status(), 200);
-    assert_eq!(processed(&app, "evt_foreign").await.0, true);
+    assert!(processed(&app, "evt_foreign").await.0);
     assert_eq!(app.count("customers").await, 0);
     assert_eq!(app.count("subscriptions").await, 0);
 }
