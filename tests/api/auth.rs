@@ -192,3 +192,63 @@ async fn with_saas_off_everyone_has_access() {
         .unwrap();
     assert_eq!(res["allowed"], true);
 }
+
+#[tokio::test]
+async fn keys_are_found_through_oidc_discovery_when_no_jwks_url_is_set() {
+    let app = spawn_app_with(Options {
+        oidc_discovery: true,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        app.get("/v1/status", Some(&app.user_token("user-1")))
+            .await
+            .status(),
+        200
+    );
+    let requests = app.idp.server.received_requests().await.unwrap();
+    assert!(requests
+        .iter()
+        .any(|r| r.url.path() == "/.well-known/openid-configuration"));
+}
+
+#[tokio::test]
+async fn hs256_tokens_verify_with_the_shared_secret_when_configured() {
+    let secret = "a-shared-secret-of-at-least-32-bytes!!";
+    let app = spawn_app_with(Options {
+        extra_toml: format!("[auth]\nhs256_secret = \"{secret}\"\n"),
+        ..Default::default()
+    })
+    .await;
+    let claims = app.idp.claims("supabase-user");
+    let sign = |alg, key: &[u8]| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(alg),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(key),
+        )
+        .unwrap()
+    };
+    let good = sign(jsonwebtoken::Algorithm::HS256, secret.as_bytes());
+    assert_eq!(app.get("/v1/status", Some(&good)).await.status(), 200);
+    let wrong_secret = sign(
+        jsonwebtoken::Algorithm::HS256,
+        b"another-secret-of-at-least-32-bytes!!",
+    );
+    assert_eq!(
+        refusal(&app, Some(&wrong_secret)).await,
+        (401, "invalid_token".into())
+    );
+    let other_alg = sign(jsonwebtoken::Algorithm::HS384, secret.as_bytes());
+    assert_eq!(
+        refusal(&app, Some(&other_alg)).await,
+        (401, "invalid_token".into())
+    );
+    // The JWKS keys keep working beside it.
+    assert_eq!(
+        app.get("/v1/status", Some(&app.user_token("user-1")))
+            .await
+            .status(),
+        200
+    );
+}

@@ -12,7 +12,13 @@ async fn health_readiness_config_and_docs_answer() {
         "/openapi.json",
         "/docs/",
     ] {
-        assert_eq!(app.get(path, None).await.status(), 200, "{path}");
+        let res = app.get(path, None).await;
+        assert_eq!(res.status(), 200, "{path}");
+        let id = res
+            .headers()
+            .get("x-request-id")
+            .expect("every response names its request id");
+        assert_eq!(id.to_str().unwrap().len(), 36, "{path}: a UUID");
     }
 }
 

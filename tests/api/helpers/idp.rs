@@ -64,6 +64,15 @@ impl Idp {
         self.server.reset().await;
         let jwks = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
         Mock::given(method("GET"))
+            .and(path("/.well-known/openid-configuration"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "issuer": self.issuer(),
+                "jwks_uri": self.jwks_url(),
+                "id_token_signing_alg_values_supported": ["ES256"],
+            })))
+            .mount(&self.server)
+            .await;
+        Mock::given(method("GET"))
             .and(path("/.well-known/jwks.json"))
             .respond_with(ResponseTemplate::new(200).set_body_json(jwks))
             .mount(&self.server)

@@ -79,6 +79,8 @@ pub struct Options {
     pub saas: bool,
     /// Extra TOML merged last (e.g. `[exemptions]`).
     pub extra_toml: String,
+    /// Leave `auth.jwks_url` unset: keys are found through OIDC discovery from the issuer.
+    pub oidc_discovery: bool,
 }
 
 impl Default for Options {
@@ -87,6 +89,7 @@ impl Default for Options {
             stripe_configured: true,
             saas: true,
             extra_toml: String::new(),
+            oidc_discovery: false,
         }
     }
 }
@@ -134,11 +137,13 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         ))
         .merge(("checkout.rate_limit_per_minute", 5))
         .merge(("auth.issuer", idp.issuer()))
-        .merge(("auth.jwks_url", idp.jwks_url()))
         .merge(("auth.audience", vec![AUDIENCE]))
         .merge(("auth.jwks_refetch_min_seconds", 0))
         .merge(Toml::string(TEST_PLANS))
         .merge(Toml::string(&options.extra_toml));
+    if !options.oidc_discovery {
+        figment = figment.merge(("auth.jwks_url", idp.jwks_url()));
+    }
     if options.stripe_configured {
         figment = figment
             .merge(("stripe.secret_key", "sk_test_tollgate"))
