@@ -13,7 +13,10 @@ use secrecy::ExposeSecret;
 use stripe::{Client, ClientBuilder, StripeError};
 use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
-use stripe_billing::subscription::{ListSubscription, ListSubscriptionStatus};
+use stripe_billing::subscription::{
+    ListSubscription, ListSubscriptionStatus, ResumeSubscription, RetrieveSubscription,
+    UpdateSubscription, UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior,
+};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionDiscounts, CreateCheckoutSessionLineItems,
     CreateCheckoutSessionSubscriptionData, RetrieveCheckoutSession,
@@ -134,9 +137,11 @@ impl From<StripeError> for GatewayError {
     }
 }
 
-impl GatewayError {
-    fn is_not_found(&self) -> bool {
-        matches!(self, GatewayError::Refused { status: 404, .. })
+/// A retrieval whose object Stripe does not have answers `None`; other failures stay errors.
+fn not_found_as_none<T>(e: StripeError) -> Result<Option<T>, GatewayError> {
+    match GatewayError::from(e) {
+        GatewayError::Refused { status: 404, .. } => Ok(None),
+        other => Err(other),
     }
 }
 
@@ -198,14 +203,7 @@ impl StripeGateway {
                 Ok(c.metadata.and_then(|m| m.get(metadata::SUBJECT).cloned()))
             }
             Ok(RetrieveCustomerReturned::DeletedCustomer(_)) => Ok(None),
-            Err(e) => {
-                let e = GatewayError::from(e);
-                if e.is_not_found() {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) => not_found_as_none(e),
         }
     }
 
@@ -275,14 +273,7 @@ impl StripeGateway {
     ) -> Result<Option<CheckoutSessionSnapshot>, GatewayError> {
         match RetrieveCheckoutSession::new(id).send(&self.client).await {
             Ok(session) => Ok(Some(checkout_snapshot(session))),
-            Err(e) => {
-                let e = GatewayError::from(e);
-                if e.is_not_found() {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
+            Err(e) => not_found_as_none(e),
         }
     }
 
@@ -312,6 +303,55 @@ impl StripeGateway {
             }
         }
         Ok(out)
+    }
+
+    /// Schedules (`true`) or withdraws (`false`) the subscription's cancellation at period end.
+    pub async fn set_cancel_at_period_end(
+        &self,
+        subscription_id: &str,
+        cancel: bool,
+    ) -> Result<(), GatewayError> {
+        UpdateSubscription::new(subscription_id)
+            .cancel_at_period_end(cancel)
+            .send(&self.client)
+            .await?;
+        Ok(())
+    }
+
+    /// Resumes a paused subscription (Stripe invoices from now on).
+    pub async fn resume_paused(&self, subscription_id: &str) -> Result<(), GatewayError> {
+        ResumeSubscription::new(subscription_id)
+            .send(&self.client)
+            .await?;
+        Ok(())
+    }
+
+    /// Moves the subscription's item to another price, prorated as Stripe computes it.
+    pub async fn change_price(
+        &self,
+        subscription_id: &str,
+        price_id: &str,
+        quantity: Option<u64>,
+    ) -> Result<(), GatewayError> {
+        let current = RetrieveSubscription::new(subscription_id)
+            .send(&self.client)
+            .await?;
+        let item_id = current
+            .items
+            .data
+            .first()
+            .map(|i| i.id.as_str().to_owned())
+            .ok_or_else(|| anyhow::anyhow!("subscription {subscription_id} has no items"))?;
+        let mut item = UpdateSubscriptionItems::new();
+        item.id = Some(item_id);
+        item.price = Some(price_id.to_owned());
+        item.quantity = quantity;
+        UpdateSubscription::new(subscription_id)
+            .items(vec![item])
+            .proration_behavior(UpdateSubscriptionProrationBehavior::CreateProrations)
+            .send(&self.client)
+            .await?;
+        Ok(())
     }
 
     pub async fn create_portal_session(

@@ -5,15 +5,8 @@ use crate::helpers::{event, spawn_app, TestApp, OLD_WEBHOOK_SECRET, WEBHOOK_SECR
 
 /// Checkout completed on Stripe, but only the webhook tells Tollgate (no verify).
 async fn subscribed_by_webhook(app: &TestApp, user: &str) -> (String, String) {
-    let token = app.user_token(user);
-    let res = app
-        .checkout(&token, json!({"plan": "pro", "interval": "month"}))
-        .await;
-    let session_id = res.json::<Value>().await.unwrap()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let sub_id = app.stripe.complete_checkout(&session_id).unwrap();
+    let (token, session_id, sub_id) = app.paid_checkout(user, "pro", "month").await;
+    let sub_id = sub_id.unwrap();
     let session = app.stripe.session(&session_id);
     let res = app
         .webhook(&event(
@@ -381,15 +374,8 @@ async fn events_for_customers_tollgate_did_not_create_are_acknowledged_and_ignor
 #[tokio::test]
 async fn lifetime_purchase_by_webhook_grants_lifetime_access() {
     let app = spawn_app().await;
-    let token = app.user_token("user-1");
-    let res = app
-        .checkout(&token, json!({"plan": "lifetime", "interval": "once"}))
-        .await;
-    let session_id = res.json::<Value>().await.unwrap()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.stripe.complete_checkout(&session_id);
+    let (token, session_id, _) = app.paid_checkout("user-1", "lifetime", "once").await;
+
     let res = app
         .webhook(&event(
             "evt_lifetime",

@@ -224,8 +224,14 @@ impl TestApp {
         .await
     }
 
-    /// Checkout, complete it on the fake Stripe and verify: the user is then subscribed.
-    pub async fn subscribe(&self, user_id: &str, plan: &str, interval: &str) -> (String, Value) {
+    /// Starts a checkout and completes it on the fake Stripe (as paying does), without telling
+    /// Tollgate: the user's token, the session id and the new subscription's id.
+    pub async fn paid_checkout(
+        &self,
+        user_id: &str,
+        plan: &str,
+        interval: &str,
+    ) -> (String, String, Option<String>) {
         let token = self.user_token(user_id);
         let res = self
             .checkout(
@@ -236,7 +242,13 @@ impl TestApp {
         assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
         let session: Value = res.json().await.unwrap();
         let session_id = session["session_id"].as_str().unwrap().to_owned();
-        self.stripe.complete_checkout(&session_id);
+        let subscription_id = self.stripe.complete_checkout(&session_id);
+        (token, session_id, subscription_id)
+    }
+
+    /// Checkout, complete it on the fake Stripe and verify: the user is then subscribed.
+    pub async fn subscribe(&self, user_id: &str, plan: &str, interval: &str) -> (String, Value) {
+        let (token, session_id, _) = self.paid_checkout(user_id, plan, interval).await;
         let res = self.verify(&token, &session_id).await;
         assert_eq!(res.status(), 200);
         (session_id, res.json().await.unwrap())
