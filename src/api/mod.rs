@@ -7,6 +7,7 @@ mod config;
 mod entitlements;
 mod ops;
 mod status;
+mod subscription;
 mod webhooks;
 
 use actix_web::App;
@@ -61,6 +62,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(checkout::verify_checkout)
         .service(checkout::create_portal)
         .service(status::get_status)
+        .service(subscription::cancel_subscription)
+        .service(subscription::resume_subscription)
+        .service(subscription::change_subscription)
         .service(entitlements::get_entitlements)
         .service(webhooks::stripe_webhook);
 }

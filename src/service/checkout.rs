@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use actix_web::http::StatusCode;
 
-use crate::billing::catalog::{Interval, PlanKind};
+use crate::billing::catalog::{Interval, Plan, PlanKind};
 use crate::billing::redirect;
 use crate::billing::subject::Subject;
 use crate::db::{self, customers};
@@ -28,17 +28,11 @@ pub struct CheckoutRequest {
     pub quantity: u64,
 }
 
-/// Statuses in which a subscription still stands: a new one would bill twice.
-const STANDING: &[&str] = &[
-    "active",
-    "trialing",
-    "past_due",
-    "unpaid",
-    "paused",
-    "incomplete",
-];
+/// Statuses in which a subscription still stands: a new one would bill twice. (`incomplete`
+/// is left out: its first payment failed, and checking out again is the way on.)
+pub(crate) const STANDING: &[&str] = &["active", "trialing", "past_due", "unpaid", "paused"];
 
-fn gateway_error(e: GatewayError) -> ApiError {
+pub(crate) fn gateway_error(e: GatewayError) -> ApiError {
     match e {
         GatewayError::Refused {
             status,
@@ -90,25 +84,26 @@ fn checked_redirect(
     }
 }
 
-pub async fn start_checkout(
-    state: &AppState,
-    caller: &Caller,
-    req: CheckoutRequest,
-) -> Result<CheckoutSessionSnapshot, ApiError> {
-    let stripe = stripe(state)?;
-    let plan = state.catalog.plan(&req.plan).ok_or_else(|| {
+/// The plan named (by id or alias) and its Stripe price for `interval`, checked against the
+/// allowlist: what a checkout or a plan change may ask Stripe for.
+pub fn priced_plan<'a>(
+    state: &'a AppState,
+    name: &str,
+    interval: Interval,
+) -> Result<(&'a Plan, String), ApiError> {
+    let plan = state.catalog.plan(name).ok_or_else(|| {
         ApiError::unprocessable(
             "unknown_plan",
-            format!("there is no plan `{}` (see GET /v1/config)", req.plan),
+            format!("there is no plan `{name}` (see GET /v1/config)"),
         )
     })?;
-    let price = plan.price(req.interval).ok_or_else(|| {
+    let price = plan.price(interval).ok_or_else(|| {
         ApiError::unprocessable(
             "unknown_interval",
             format!(
                 "plan `{}` has no `{}` price (see GET /v1/config)",
                 plan.id,
-                req.interval.as_str()
+                interval.as_str()
             ),
         )
     })?;
@@ -116,7 +111,7 @@ pub async fn start_checkout(
         ApiError::Internal(anyhow::anyhow!(
             "plan {} has no Stripe price id for {}",
             plan.id,
-            req.interval.as_str()
+            interval.as_str()
         ))
     })?;
     let allowlist = &state.settings.stripe.allowed_price_ids;
@@ -129,6 +124,16 @@ pub async fn start_checkout(
             ),
         ));
     }
+    Ok((plan, price_id))
+}
+
+pub async fn start_checkout(
+    state: &AppState,
+    caller: &Caller,
+    req: CheckoutRequest,
+) -> Result<CheckoutSessionSnapshot, ApiError> {
+    let stripe = stripe(state)?;
+    let (plan, price_id) = priced_plan(state, &req.plan, req.interval)?;
     if req.quantity == 0
         || req.quantity > 10_000
         || (req.quantity > 1 && plan.kind != PlanKind::Subscription)

@@ -2,6 +2,7 @@
 //! Handlers call these and only map their results to HTTP.
 
 pub mod checkout;
+pub mod manage;
 pub mod status;
 pub mod sync;
 pub mod webhooks;

@@ -7,4 +7,5 @@ mod auth;
 mod checkout;
 mod entitlements;
 mod ops;
+mod subscription;
 mod webhooks;

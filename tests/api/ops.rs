@@ -166,6 +166,9 @@ async fn served_openapi_document_equals_the_committed_one() {
         "/v1/status",
         "/v1/entitlements",
         "/v1/webhooks/stripe",
+        "/v1/subscription/cancel",
+        "/v1/subscription/resume",
+        "/v1/subscription/change",
         "/healthz",
         "/readyz",
     ] {

@@ -268,6 +268,57 @@ impl FakeStripe {
                     json!({"object": "list", "data": data, "has_more": false, "url": "/v1/subscriptions"}),
                 )
             }
+            ("GET", ["v1", "subscriptions", id]) => st
+                .subscriptions
+                .iter()
+                .find(|s| s["id"] == *id)
+                .cloned()
+                .ok_or(404),
+            ("POST", ["v1", "subscriptions", id]) => {
+                match st.subscriptions.iter_mut().find(|s| s["id"] == *id) {
+                    None => Err(404),
+                    Some(sub) => {
+                        if let Some(cancel) = form.get("cancel_at_period_end") {
+                            sub["cancel_at_period_end"] = json!(cancel == "true");
+                            sub["canceled_at"] = if cancel == "true" {
+                                json!(now())
+                            } else {
+                                Value::Null
+                            };
+                        }
+                        if let Some(price) = form.get("items[0][price]") {
+                            assert_eq!(
+                                form.get("items[0][id]"),
+                                sub["items"]["data"][0]["id"]
+                                    .as_str()
+                                    .map(str::to_owned)
+                                    .as_ref()
+                            );
+                            let interval = if price.contains("yearly") {
+                                "year"
+                            } else {
+                                "month"
+                            };
+                            let item = &mut sub["items"]["data"][0];
+                            item["price"]["id"] = json!(price);
+                            item["price"]["recurring"]["interval"] = json!(interval);
+                            item["plan"]["id"] = json!(price);
+                            item["plan"]["interval"] = json!(interval);
+                        }
+                        Ok(sub.clone())
+                    }
+                }
+            }
+            ("POST", ["v1", "subscriptions", id, "resume"]) => {
+                match st.subscriptions.iter_mut().find(|s| s["id"] == *id) {
+                    None => Err(404),
+                    Some(sub) => {
+                        sub["status"] = json!("active");
+                        sub["pause_collection"] = Value::Null;
+                        Ok(sub.clone())
+                    }
+                }
+            }
             ("POST", ["v1", "billing_portal", "sessions"]) => {
                 let n = self.next(&mut st);
                 let mut p = fixture("billing_portal_session");
