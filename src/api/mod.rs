@@ -6,6 +6,7 @@ mod checkout;
 mod config;
 mod entitlements;
 mod ops;
+mod payments;
 mod status;
 mod subscription;
 mod webhooks;
@@ -62,6 +63,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(checkout::verify_checkout)
         .service(checkout::create_portal)
         .service(status::get_status)
+        .service(payments::list_payments)
         .service(subscription::cancel_subscription)
         .service(subscription::resume_subscription)
         .service(subscription::change_subscription)

@@ -2,6 +2,7 @@
 //! r2d2, the backend picked from the URL scheme. The few statements that differ per backend
 //! (upserts, locks) live here and nowhere else.
 
+pub mod audit;
 pub mod customers;
 pub mod events;
 pub mod schema;

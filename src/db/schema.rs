@@ -81,6 +81,22 @@ diesel::table! {
         description -> Nullable<Text>,
         occurred_at -> Timestamp,
         created_at -> Timestamp,
+        amount_refunded -> BigInt,
+        payment_intent_id -> Nullable<Text>,
+        disputed -> Bool,
+    }
+}
+
+diesel::table! {
+    audit_log (audit_id) {
+        audit_id -> Text,
+        subject -> Text,
+        entity -> Text,
+        entity_id -> Text,
+        action -> Text,
+        changes -> Text,
+        source -> Text,
+        recorded_at -> Timestamp,
     }
 }
 
@@ -89,5 +105,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     subscriptions,
     purchases,
     stripe_events,
-    payments
+    payments,
+    audit_log
 );

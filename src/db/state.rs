@@ -4,6 +4,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
+use super::audit::{self, Origin};
 use super::schema::{payments, purchases, subscriptions};
 use super::{from_db_time, on_backend, to_db_time, DbConnection};
 use crate::billing::access::{
@@ -12,7 +13,7 @@ use crate::billing::access::{
 use crate::billing::catalog::PlanKind;
 
 /// A subscription as stored.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize)]
 #[diesel(table_name = subscriptions)]
 pub struct SubscriptionRow {
     pub stripe_subscription_id: String,
@@ -54,7 +55,7 @@ impl SubscriptionRow {
     }
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize)]
 #[diesel(table_name = purchases)]
 pub struct PurchaseRow {
     pub checkout_session_id: String,
@@ -128,23 +129,36 @@ pub fn upsert_subscription(
     conn: &mut DbConnection,
     mut row: SubscriptionRow,
     failure_seen_at: DateTime<Utc>,
+    origin: Origin<'_>,
 ) -> anyhow::Result<()> {
+    let stored: Option<SubscriptionRow> = subscriptions::table
+        .find(&row.stripe_subscription_id)
+        .select(SubscriptionRow::as_select())
+        .first(conn)
+        .optional()?;
     let delinquent = matches!(row.status.as_str(), "past_due" | "unpaid");
     row.payment_failed_at = if delinquent {
-        let stored: Option<Option<NaiveDateTime>> = subscriptions::table
-            .find(&row.stripe_subscription_id)
-            .select(subscriptions::payment_failed_at)
-            .first(conn)
-            .optional()?;
         let same_period =
             |t: &NaiveDateTime| row.current_period_start.is_none_or(|start| *t >= start);
-        match stored.flatten().filter(same_period) {
+        match stored
+            .as_ref()
+            .and_then(|s| s.payment_failed_at)
+            .filter(same_period)
+        {
             Some(t) => Some(t),
             None => Some(to_db_time(failure_seen_at)),
         }
     } else {
         None
     };
+    let (subject, id) = (row.subject.clone(), row.stripe_subscription_id.clone());
+    audit::record_change(
+        conn,
+        (&subject, "subscription", &id),
+        stored.as_ref(),
+        &row,
+        origin,
+    )?;
     let insert = diesel::insert_into(subscriptions::table).values(&row);
     on_backend!(conn, |c| insert
         .on_conflict(subscriptions::stripe_subscription_id)
@@ -175,42 +189,156 @@ pub fn upsert_subscription(
 }
 
 /// Records a one-time purchase; a stored refund or dispute is never overwritten by `paid`.
-pub fn upsert_purchase(conn: &mut DbConnection, row: PurchaseRow) -> anyhow::Result<()> {
+pub fn upsert_purchase(
+    conn: &mut DbConnection,
+    row: PurchaseRow,
+    origin: Origin<'_>,
+) -> anyhow::Result<()> {
+    let stored: Option<PurchaseRow> = purchases::table
+        .find(&row.checkout_session_id)
+        .select(PurchaseRow::as_select())
+        .first(conn)
+        .optional()?;
+    if stored.is_some() {
+        return Ok(());
+    }
+    audit::record_change(
+        conn,
+        (&row.subject, "purchase", &row.checkout_session_id),
+        None,
+        &row,
+        origin,
+    )?;
     let insert = diesel::insert_into(purchases::table).values(&row);
+    on_backend!(conn, |c| insert.on_conflict_do_nothing().execute(c))?;
+    Ok(())
+}
+
+/// Marks the paid purchases a payment intent paid for as `refunded` or `disputed`.
+pub fn revoke_purchases(
+    conn: &mut DbConnection,
+    payment_intent_id: &str,
+    status: PurchaseStatus,
+    origin: Origin<'_>,
+) -> anyhow::Result<()> {
+    let paid: Vec<PurchaseRow> = purchases::table
+        .filter(purchases::payment_intent_id.eq(payment_intent_id))
+        .filter(purchases::status.eq(PurchaseStatus::Paid.as_str()))
+        .select(PurchaseRow::as_select())
+        .load(conn)?;
+    for before in paid {
+        let mut after = before.clone();
+        after.status = status.as_str().to_owned();
+        after.updated_at = to_db_time(origin.now);
+        audit::record_change(
+            conn,
+            (&before.subject, "purchase", &before.checkout_session_id),
+            Some(&before),
+            &after,
+            origin,
+        )?;
+        diesel::update(purchases::table.find(&before.checkout_session_id))
+            .set((
+                purchases::status.eq(&after.status),
+                purchases::updated_at.eq(after.updated_at),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
+/// One charge of the subject's, as the payments history shows it.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize)]
+#[diesel(table_name = payments)]
+pub struct PaymentRow {
+    pub payment_id: String,
+    pub subject: String,
+    pub stripe_customer_id: Option<String>,
+    pub kind: String,
+    pub amount: i64,
+    pub amount_refunded: i64,
+    pub currency: String,
+    /// `paid`, `pending`, `failed`, `refunded`, `partially_refunded` or `disputed`.
+    pub status: String,
+    pub disputed: bool,
+    pub payment_intent_id: Option<String>,
+    pub description: Option<String>,
+    pub occurred_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+}
+
+/// Upserts a payment as Stripe now shows it (refunds and disputes update it).
+pub fn upsert_payment(
+    conn: &mut DbConnection,
+    row: PaymentRow,
+    origin: Origin<'_>,
+) -> anyhow::Result<()> {
+    let stored: Option<PaymentRow> = payments::table
+        .find(&row.payment_id)
+        .select(PaymentRow::as_select())
+        .first(conn)
+        .optional()?;
+    audit::record_change(
+        conn,
+        (&row.subject, "payment", &row.payment_id),
+        stored.as_ref(),
+        &row,
+        origin,
+    )?;
+    let insert = diesel::insert_into(payments::table).values(&row);
     on_backend!(conn, |c| insert
-        .on_conflict(purchases::checkout_session_id)
+        .on_conflict(payments::payment_id)
         .do_update()
         .set((
-            purchases::stripe_customer_id.eq(excluded(purchases::stripe_customer_id)),
-            purchases::payment_intent_id.eq(excluded(purchases::payment_intent_id)),
-            purchases::amount.eq(excluded(purchases::amount)),
-            purchases::currency.eq(excluded(purchases::currency)),
-            purchases::updated_at.eq(excluded(purchases::updated_at)),
+            payments::amount.eq(excluded(payments::amount)),
+            payments::amount_refunded.eq(excluded(payments::amount_refunded)),
+            payments::status.eq(excluded(payments::status)),
+            payments::disputed.eq(excluded(payments::disputed)),
+            payments::description.eq(excluded(payments::description)),
         ))
         .execute(c))?;
     Ok(())
 }
 
-/// Records money received for a one-time purchase in the payments history (once).
-pub fn record_payment(
+/// A page of the subject's payments, newest first, after `cursor` (the last page's last
+/// `(occurred_at, payment_id)`).
+pub fn list_payments(
     conn: &mut DbConnection,
-    payment_id: &str,
-    purchase: &PurchaseRow,
-    description: &str,
-    now: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    let insert = diesel::insert_into(payments::table).values((
-        payments::payment_id.eq(payment_id),
-        payments::subject.eq(&purchase.subject),
-        payments::stripe_customer_id.eq(&purchase.stripe_customer_id),
-        payments::kind.eq("one_time"),
-        payments::amount.eq(purchase.amount),
-        payments::currency.eq(&purchase.currency),
-        payments::status.eq("paid"),
-        payments::description.eq(description),
-        payments::occurred_at.eq(purchase.purchased_at),
-        payments::created_at.eq(to_db_time(now)),
-    ));
-    on_backend!(conn, |c| insert.on_conflict_do_nothing().execute(c))?;
-    Ok(())
+    subject_key: &str,
+    limit: i64,
+    cursor: Option<(NaiveDateTime, String)>,
+) -> anyhow::Result<Vec<PaymentRow>> {
+    let mut query = payments::table
+        .filter(payments::subject.eq(subject_key))
+        .order((payments::occurred_at.desc(), payments::payment_id.desc()))
+        .limit(limit)
+        .select(PaymentRow::as_select())
+        .into_boxed();
+    if let Some((at, id)) = cursor {
+        query = query.filter(
+            payments::occurred_at.lt(at).or(payments::occurred_at
+                .eq(at)
+                .and(payments::payment_id.lt(id))),
+        );
+    }
+    Ok(query.load(conn)?)
+}
+
+/// The Stripe customer behind a recorded charge or payment intent.
+pub fn customer_of_payment(
+    conn: &mut DbConnection,
+    charge_id: Option<&str>,
+    payment_intent_id: Option<&str>,
+) -> anyhow::Result<Option<String>> {
+    let found: Option<Option<String>> = payments::table
+        .filter(
+            payments::payment_id
+                .nullable()
+                .eq(charge_id)
+                .or(payments::payment_intent_id.eq(payment_intent_id)),
+        )
+        .select(payments::stripe_customer_id)
+        .first(conn)
+        .optional()?;
+    Ok(found.flatten())
 }

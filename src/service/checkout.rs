@@ -328,10 +328,8 @@ pub async fn verify_checkout(
         // Not completed yet: nothing to sync; the status says what is there.
         return Ok(subject);
     };
-    let cause = SyncCause {
-        checkout: Some(session),
-        ..Default::default()
-    };
+    let mut cause = SyncCause::call("api:checkout.verify");
+    cause.checkout = Some(session);
     sync_customer(state, stripe, &customer_id, cause)
         .await
         .map_err(ApiError::upstream)?;

@@ -30,11 +30,16 @@ async fn standing_subscription(
         .ok_or_else(|| ApiError::not_found("no_subscription", "you have no subscription to manage"))
 }
 
-async fn resync(state: &AppState, sub: &SubscriptionRow) -> Result<(), ApiError> {
+async fn resync(state: &AppState, sub: &SubscriptionRow, source: &str) -> Result<(), ApiError> {
     let stripe = stripe(state)?;
-    sync_customer(state, stripe, &sub.stripe_customer_id, SyncCause::default())
-        .await
-        .map_err(ApiError::upstream)?;
+    sync_customer(
+        state,
+        stripe,
+        &sub.stripe_customer_id,
+        SyncCause::call(source),
+    )
+    .await
+    .map_err(ApiError::upstream)?;
     Ok(())
 }
 
@@ -50,7 +55,7 @@ pub async fn cancel(state: &AppState, caller: &Caller) -> Result<Subject, ApiErr
             .map_err(gateway_error)?;
         tracing::info!(%subject, subscription = %sub.stripe_subscription_id, "cancel at period end");
     }
-    resync(state, &sub).await?;
+    resync(state, &sub, "api:subscription.cancel").await?;
     Ok(subject)
 }
 
@@ -70,7 +75,7 @@ pub async fn resume(state: &AppState, caller: &Caller) -> Result<Subject, ApiErr
             .await
             .map_err(gateway_error)?;
     }
-    resync(state, &sub).await?;
+    resync(state, &sub, "api:subscription.resume").await?;
     Ok(subject)
 }
 
@@ -98,6 +103,6 @@ pub async fn change(
             .map_err(gateway_error)?;
         tracing::info!(%subject, subscription = %sub.stripe_subscription_id, plan = %plan.id, "plan changed");
     }
-    resync(state, &sub).await?;
+    resync(state, &sub, "api:subscription.change").await?;
     Ok(subject)
 }

@@ -5,12 +5,17 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
+use crate::billing::access::PurchaseStatus;
 use crate::billing::catalog::{Interval, PlanKind};
 use crate::billing::subject::Subject;
-use crate::db::state::{PurchaseRow, SubscriptionRow};
+use crate::db::audit::Origin;
+use crate::db::state::{PaymentRow, PurchaseRow, SubscriptionRow};
 use crate::db::{self, customers, events, to_db_time};
 use crate::startup::AppState;
-use crate::stripe::{metadata, CheckoutMode, CheckoutSessionSnapshot, StripeGateway};
+use crate::stripe::{
+    metadata, ChargeSnapshot, CheckoutMode, CheckoutSessionSnapshot, StripeGateway,
+    SubscriptionSnapshot,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncOutcome {
@@ -22,15 +27,34 @@ pub enum SyncOutcome {
     UnknownCustomer,
 }
 
-/// What started the sync, for the grace period and the event log.
-#[derive(Debug, Clone, Default)]
+/// What started the sync, for the grace period, the event log and the audit log.
+#[derive(Debug, Clone)]
 pub struct SyncCause<'a> {
+    /// The event (`event:evt_... type`) or call (`verify`, `api:subscription.cancel`) behind it.
+    pub source: String,
     /// The event being applied; marked processed in the same transaction.
     pub event_id: Option<&'a str>,
     /// When a payment failure was reported (the grace period starts no later than this).
     pub payment_failed_at: Option<DateTime<Utc>>,
     /// A completed Checkout Session to record as a purchase, if it is one.
     pub checkout: Option<CheckoutSessionSnapshot>,
+}
+
+impl SyncCause<'_> {
+    pub fn call(source: &str) -> Self {
+        SyncCause {
+            source: source.to_owned(),
+            event_id: None,
+            payment_failed_at: None,
+            checkout: None,
+        }
+    }
+}
+
+/// Everything Stripe holds for one customer that Tollgate mirrors.
+struct StripeState {
+    subscriptions: Vec<SubscriptionSnapshot>,
+    charges: Vec<ChargeSnapshot>,
 }
 
 pub async fn sync_customer(
@@ -43,78 +67,174 @@ pub async fn sync_customer(
     state
         .db
         .with_customer_lock(&lock_key, || async {
-            let Some(subject) = subject_of(state, stripe, stripe_customer_id, cause.checkout.as_ref()).await? else {
+            let subject = subject_of(state, stripe, stripe_customer_id, cause.checkout.as_ref()).await?;
+            let Some(subject) = subject else {
                 if let Some(event_id) = cause.event_id {
-                    let event_id = event_id.to_owned();
-                    let now = state.now();
+                    let (event_id, now) = (event_id.to_owned(), state.now());
                     state.db.run(move |conn| events::mark_processed(conn, &event_id, now)).await?;
                 }
                 return Ok(SyncOutcome::UnknownCustomer);
             };
-            let snapshots = stripe.customer_subscriptions(stripe_customer_id).await?;
-            let now = state.now();
-            let rows: Vec<SubscriptionRow> = snapshots
-                .into_iter()
-                .map(|s| {
-                    let (plan_id, interval) = match s.price_id.as_deref().and_then(|p| state.catalog.by_price_id(p)) {
-                        Some((plan, price)) => (Some(plan.id.clone()), Some(price.interval.as_str().to_owned())),
-                        None => (None, None),
-                    };
-                    SubscriptionRow {
-                        stripe_subscription_id: s.id,
-                        subject: subject.key(),
-                        stripe_customer_id: s.customer_id,
-                        status: s.status,
-                        plan_id,
-                        price_id: s.price_id,
-                        price_interval: interval,
-                        quantity: i64::try_from(s.quantity).unwrap_or(i64::MAX),
-                        current_period_start: s.current_period_start.map(to_db_time),
-                        current_period_end: s.current_period_end.map(to_db_time),
-                        trial_start: s.trial_start.map(to_db_time),
-                        trial_end: s.trial_end.map(to_db_time),
-                        cancel_at_period_end: s.cancel_at_period_end,
-                        cancel_at: s.cancel_at.map(to_db_time),
-                        canceled_at: s.canceled_at.map(to_db_time),
-                        ended_at: s.ended_at.map(to_db_time),
-                        latest_invoice_id: s.latest_invoice_id,
-                        payment_failed_at: None,
-                        stripe_created_at: to_db_time(s.created),
-                        synced_at: to_db_time(now),
-                    }
-                })
-                .collect();
-            let purchase = cause.checkout.as_ref().and_then(|session| purchase_row(state, &subject, session, now));
-            let count = rows.len();
-            let failure_seen_at = cause.payment_failed_at.map_or(now, |t| t.min(now));
-            let event_id = cause.event_id.map(str::to_owned);
-            let customer_id = stripe_customer_id.to_owned();
-            let link_subject = subject.clone();
-            state
-                .db
-                .run(move |conn| {
-                    db::write_transaction(conn, |conn| {
-                        customers::link(conn, &link_subject, &customer_id, now)?;
-                        for row in rows {
-                            db::state::upsert_subscription(conn, row, failure_seen_at)?;
-                        }
-                        if let Some((row, payment_id)) = purchase {
-                            db::state::upsert_purchase(conn, row.clone())?;
-                            if let Some(payment_id) = payment_id {
-                                db::state::record_payment(conn, &payment_id, &row, &format!("{} purchase", row.plan_id), now)?;
-                            }
-                        }
-                        if let Some(event_id) = &event_id {
-                            events::mark_processed(conn, event_id, now)?;
-                        }
-                        Ok(())
-                    })
-                })
-                .await?;
-            tracing::info!(customer = %stripe_customer_id, %subject, subscriptions = count, "synced from Stripe");
+            let (subscriptions, charges) = tokio::try_join!(
+                stripe.customer_subscriptions(stripe_customer_id),
+                stripe.customer_charges(stripe_customer_id),
+            )?;
+            let count = subscriptions.len();
+            write(state, &subject, stripe_customer_id, StripeState { subscriptions, charges }, &cause).await?;
+            tracing::info!(customer = %stripe_customer_id, %subject, subscriptions = count, source = %cause.source, "synced from Stripe");
             Ok(SyncOutcome::Synced { subject, subscriptions: count })
         })
         .await
+}
+
+/// Stores what Stripe holds, in one transaction that also marks the event processed.
+async fn write(
+    state: &AppState,
+    subject: &Subject,
+    stripe_customer_id: &str,
+    stripe_state: StripeState,
+    cause: &SyncCause<'_>,
+) -> anyhow::Result<()> {
+    let now = state.now();
+    let subject_key = subject.key();
+    let subscriptions: Vec<SubscriptionRow> = stripe_state
+        .subscriptions
+        .into_iter()
+        .map(|s| subscription_row(state, &subject_key, s, now))
+        .collect();
+    let payments: Vec<PaymentRow> = stripe_state
+        .charges
+        .iter()
+        .map(|c| payment_row(&subject_key, stripe_customer_id, c, now))
+        .collect();
+    // Refunds and disputes revoke the one-time purchases their payment paid for.
+    let revocations: Vec<(String, PurchaseStatus)> = stripe_state
+        .charges
+        .iter()
+        .filter_map(|c| {
+            let status = if c.disputed {
+                PurchaseStatus::Disputed
+            } else if c.refunded {
+                PurchaseStatus::Refunded
+            } else {
+                return None;
+            };
+            Some((c.payment_intent_id.clone()?, status))
+        })
+        .collect();
+    let purchase = cause
+        .checkout
+        .as_ref()
+        .and_then(|session| purchase_row(state, subject, session, now));
+    let failure_seen_at = cause.payment_failed_at.map_or(now, |t| t.min(now));
+    let event_id = cause.event_id.map(str::to_owned);
+    let source = cause.source.clone();
+    let (subject, customer_id) = (subject.clone(), stripe_customer_id.to_owned());
+    state
+        .db
+        .run(move |conn| {
+            db::write_transaction(conn, |conn| {
+                let origin = Origin {
+                    source: &source,
+                    now,
+                };
+                customers::link(conn, &subject, &customer_id, now)?;
+                for row in subscriptions {
+                    db::state::upsert_subscription(conn, row, failure_seen_at, origin)?;
+                }
+                if let Some(row) = purchase {
+                    db::state::upsert_purchase(conn, row, origin)?;
+                }
+                for row in payments {
+                    db::state::upsert_payment(conn, row, origin)?;
+                }
+                for (payment_intent, status) in &revocations {
+                    db::state::revoke_purchases(conn, payment_intent, *status, origin)?;
+                }
+                if let Some(event_id) = &event_id {
+                    events::mark_processed(conn, event_id, now)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+}
+
+fn subscription_row(
+    state: &AppState,
+    subject_key: &str,
+    s: SubscriptionSnapshot,
+    now: DateTime<Utc>,
+) -> SubscriptionRow {
+    let (plan_id, interval) = match s
+        .price_id
+        .as_deref()
+        .and_then(|p| state.catalog.by_price_id(p))
+    {
+        Some((plan, price)) => (
+            Some(plan.id.clone()),
+            Some(price.interval.as_str().to_owned()),
+        ),
+        None => (None, None),
+    };
+    SubscriptionRow {
+        stripe_subscription_id: s.id,
+        subject: subject_key.to_owned(),
+        stripe_customer_id: s.customer_id,
+        status: s.status,
+        plan_id,
+        price_id: s.price_id,
+        price_interval: interval,
+        quantity: i64::try_from(s.quantity).unwrap_or(i64::MAX),
+        current_period_start: s.current_period_start.map(to_db_time),
+        current_period_end: s.current_period_end.map(to_db_time),
+        trial_start: s.trial_start.map(to_db_time),
+        trial_end: s.trial_end.map(to_db_time),
+        cancel_at_period_end: s.cancel_at_period_end,
+        cancel_at: s.cancel_at.map(to_db_time),
+        canceled_at: s.canceled_at.map(to_db_time),
+        ended_at: s.ended_at.map(to_db_time),
+        latest_invoice_id: s.latest_invoice_id,
+        payment_failed_at: None,
+        stripe_created_at: to_db_time(s.created),
+        synced_at: to_db_time(now),
+    }
+}
+
+fn payment_row(
+    subject_key: &str,
+    stripe_customer_id: &str,
+    c: &ChargeSnapshot,
+    now: DateTime<Utc>,
+) -> PaymentRow {
+    let status = if c.disputed {
+        "disputed"
+    } else if c.refunded {
+        "refunded"
+    } else if c.amount_refunded > 0 {
+        "partially_refunded"
+    } else {
+        match c.status.as_str() {
+            "succeeded" => "paid",
+            "pending" => "pending",
+            _ => "failed",
+        }
+    };
+    PaymentRow {
+        payment_id: c.id.clone(),
+        subject: subject_key.to_owned(),
+        stripe_customer_id: Some(stripe_customer_id.to_owned()),
+        kind: "charge".to_owned(),
+        amount: c.amount,
+        amount_refunded: c.amount_refunded,
+        currency: c.currency.clone(),
+        status: status.to_owned(),
+        disputed: c.disputed,
+        payment_intent_id: c.payment_intent_id.clone(),
+        description: c.description.clone(),
+        occurred_at: to_db_time(c.created),
+        created_at: to_db_time(now),
+    }
 }
 
 /// The subject a Stripe customer belongs to: ours if we linked it, else the one written in its
@@ -145,13 +265,13 @@ async fn subject_of(
     Ok(from_stripe.and_then(|k| Subject::parse_key(&k)))
 }
 
-/// The purchase a paid one-time Checkout Session stands for, with its payment id.
+/// The purchase a paid one-time Checkout Session stands for.
 fn purchase_row(
     state: &AppState,
     subject: &Subject,
     session: &CheckoutSessionSnapshot,
     now: DateTime<Utc>,
-) -> Option<(PurchaseRow, Option<String>)> {
+) -> Option<PurchaseRow> {
     if session.mode != CheckoutMode::Payment || !session.paid {
         return None;
     }
@@ -163,7 +283,7 @@ fn purchase_row(
         return None;
     }
     let price = plan.price(Interval::Once);
-    let row = PurchaseRow {
+    Some(PurchaseRow {
         checkout_session_id: session.id.clone(),
         subject: subject.key(),
         stripe_customer_id: session.customer_id.clone(),
@@ -179,13 +299,8 @@ fn purchase_row(
             .clone()
             .or(price.map(|p| p.currency.clone()))
             .unwrap_or_else(|| "usd".into()),
-        status: "paid".into(),
+        status: PurchaseStatus::Paid.as_str().to_owned(),
         purchased_at: to_db_time(session.created.min(now)),
         updated_at: to_db_time(now),
-    };
-    let payment_id = session
-        .payment_intent_id
-        .clone()
-        .or_else(|| Some(session.id.clone()));
-    Some((row, payment_id))
+    })
 }

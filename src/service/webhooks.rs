@@ -1,6 +1,6 @@
 //! Applying a verified Stripe event: store it by id, then re-read what it concerns.
 
-use crate::db::events;
+use crate::db::{self, events};
 use crate::startup::AppState;
 use crate::stripe::webhook::VerifiedEvent;
 use crate::stripe::StripeGateway;
@@ -29,6 +29,11 @@ const CUSTOMER_EVENTS: &[&str] = &[
     "invoice.payment_succeeded",
     "invoice.payment_failed",
     "customer.deleted",
+    "charge.succeeded",
+    "charge.failed",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.closed",
 ];
 
 pub async fn handle_event(
@@ -67,9 +72,14 @@ async fn apply(
     stripe: &StripeGateway,
     event: &VerifiedEvent,
 ) -> anyhow::Result<()> {
-    let customer = event
-        .customer_id()
-        .filter(|_| CUSTOMER_EVENTS.contains(&event.event_type.as_str()));
+    let customer = if CUSTOMER_EVENTS.contains(&event.event_type.as_str()) {
+        match event.customer_id() {
+            Some(id) => Some(id),
+            None => customer_of_payment(state, event).await?,
+        }
+    } else {
+        None
+    };
     let Some(customer) = customer else {
         let (id, now) = (event.id.clone(), state.now());
         return state
@@ -77,10 +87,8 @@ async fn apply(
             .run(move |conn| events::mark_processed(conn, &id, now))
             .await;
     };
-    let mut cause = SyncCause {
-        event_id: Some(&event.id),
-        ..Default::default()
-    };
+    let mut cause = SyncCause::call(&format!("event:{} {}", event.id, event.event_type));
+    cause.event_id = Some(&event.id);
     if event.event_type.starts_with("checkout.session.") {
         // The event's copy may be stale: read the session as it is now.
         if let Some(session_id) = event.object_id() {
@@ -92,4 +100,29 @@ async fn apply(
     }
     sync_customer(state, stripe, &customer, cause).await?;
     Ok(())
+}
+
+/// A dispute names its charge and payment intent but not the customer: find the customer
+/// through the payment Tollgate recorded.
+async fn customer_of_payment(
+    state: &AppState,
+    event: &VerifiedEvent,
+) -> anyhow::Result<Option<String>> {
+    let field = |name: &str| {
+        event
+            .object
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let (charge, payment_intent) = (field("charge"), field("payment_intent"));
+    if charge.is_none() && payment_intent.is_none() {
+        return Ok(None);
+    }
+    state
+        .db
+        .run(move |conn| {
+            db::state::customer_of_payment(conn, charge.as_deref(), payment_intent.as_deref())
+        })
+        .await
 }

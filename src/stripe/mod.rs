@@ -21,6 +21,7 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionDiscounts, CreateCheckoutSessionLineItems,
     CreateCheckoutSessionSubscriptionData, RetrieveCheckoutSession,
 };
+use stripe_core::charge::ListCharge;
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
 use stripe_product::promotion_code::ListPromotionCode;
 use stripe_shared::{CheckoutSessionMode, CheckoutSessionPaymentStatus};
@@ -55,6 +56,22 @@ pub struct SubscriptionSnapshot {
     pub latest_invoice_id: Option<String>,
     pub created: DateTime<Utc>,
     pub metadata: HashMap<String, String>,
+}
+
+/// A charge: one payment attempt, with what was refunded and whether it is disputed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChargeSnapshot {
+    pub id: String,
+    pub amount: i64,
+    pub amount_refunded: i64,
+    pub currency: String,
+    /// `succeeded`, `pending` or `failed`.
+    pub status: String,
+    pub refunded: bool,
+    pub disputed: bool,
+    pub payment_intent_id: Option<String>,
+    pub description: Option<String>,
+    pub created: DateTime<Utc>,
 }
 
 /// A Checkout Session as Tollgate needs it.
@@ -303,6 +320,34 @@ impl StripeGateway {
             }
         }
         Ok(out)
+    }
+
+    /// The customer's newest charges (one page of 100): payments, refunds and disputes.
+    pub async fn customer_charges(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<ChargeSnapshot>, GatewayError> {
+        let page = ListCharge::new()
+            .customer(customer_id)
+            .limit(100)
+            .send(&self.client)
+            .await?;
+        Ok(page
+            .data
+            .into_iter()
+            .map(|c| ChargeSnapshot {
+                id: c.id.as_str().to_owned(),
+                amount: c.amount,
+                amount_refunded: c.amount_refunded,
+                currency: c.currency.to_string(),
+                status: c.status.as_str().to_owned(),
+                refunded: c.refunded,
+                disputed: c.disputed,
+                payment_intent_id: c.payment_intent.map(|p| p.id().as_str().to_owned()),
+                description: c.description,
+                created: ts(c.created),
+            })
+            .collect())
     }
 
     /// Schedules (`true`) or withdraws (`false`) the subscription's cancellation at period end.

@@ -7,5 +7,6 @@ mod auth;
 mod checkout;
 mod entitlements;
 mod ops;
+mod payments;
 mod subscription;
 mod webhooks;

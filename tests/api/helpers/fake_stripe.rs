@@ -33,6 +33,7 @@ struct State {
     idempotent: HashMap<String, Value>,
     sessions: HashMap<String, Value>,
     subscriptions: Vec<Value>,
+    charges: Vec<Value>,
     promotion_codes: HashMap<String, String>,
     received: Vec<Received>,
 }
@@ -106,8 +107,16 @@ impl FakeStripe {
         session["payment_status"] = json!("paid");
         let mode = session["mode"].as_str().unwrap().to_owned();
         let customer = session["customer"].as_str().unwrap().to_owned();
+        let amount = session["amount_total"].as_i64().unwrap_or(0);
+        let charge = charge(
+            &format!("ch_test_{n}"),
+            &customer,
+            &format!("pi_test_{n}"),
+            amount,
+        );
         if mode == "payment" {
             session["payment_intent"] = json!(format!("pi_test_{n}"));
+            st.charges.push(charge);
             return None;
         }
         let price = session["_price"].as_str().unwrap().to_owned();
@@ -137,7 +146,20 @@ impl FakeStripe {
             sub["items"]["data"][0]["current_period_end"] = json!(end);
         }
         st.subscriptions.push(sub);
+        st.charges.push(charge);
         Some(sub_id)
+    }
+
+    /// Changes the charge paid through `payment_intent` (Stripe's truth) with `f`.
+    pub fn update_charge(&self, payment_intent: &str, f: impl FnOnce(&mut Value)) -> Value {
+        let mut st = self.state.lock().unwrap();
+        let charge = st
+            .charges
+            .iter_mut()
+            .find(|c| c["payment_intent"] == payment_intent)
+            .expect("charge exists");
+        f(charge);
+        charge.clone()
     }
 
     /// Changes a stored subscription (Stripe's truth) with `f`.
@@ -267,6 +289,17 @@ impl FakeStripe {
                 Ok(
                     json!({"object": "list", "data": data, "has_more": false, "url": "/v1/subscriptions"}),
                 )
+            }
+            ("GET", ["v1", "charges"]) => {
+                let customer = form.get("customer").cloned().unwrap_or_default();
+                let mut data: Vec<Value> = st
+                    .charges
+                    .iter()
+                    .filter(|c| c["customer"] == customer.as_str())
+                    .cloned()
+                    .collect();
+                data.reverse();
+                Ok(json!({"object": "list", "data": data, "has_more": false, "url": "/v1/charges"}))
             }
             ("GET", ["v1", "subscriptions", id]) => st
                 .subscriptions
@@ -442,4 +475,25 @@ pub fn invoice(id: &str, customer: &str, status: &str) -> Value {
     i["status"] = json!(status);
     i["created"] = json!(now());
     i
+}
+
+/// A succeeded charge shaped like Stripe's example.
+pub fn charge(id: &str, customer: &str, payment_intent: &str, amount: i64) -> Value {
+    let mut c = fixture("charge");
+    c["id"] = json!(id);
+    c["object"] = json!("charge");
+    c["customer"] = json!(customer);
+    c["payment_intent"] = json!(payment_intent);
+    c["amount"] = json!(amount);
+    c["amount_captured"] = json!(amount);
+    c["amount_refunded"] = json!(0);
+    c["currency"] = json!("usd");
+    c["status"] = json!("succeeded");
+    c["paid"] = json!(true);
+    c["captured"] = json!(true);
+    c["refunded"] = json!(false);
+    c["disputed"] = json!(false);
+    c["created"] = json!(now());
+    c["description"] = json!("Tollgate test charge");
+    c
 }

@@ -1,0 +1,112 @@
+//! `GET /v1/payments`: the caller's payment history, newest first.
+
+use actix_web::{get, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::billing::subject::Subject;
+use crate::db::{self, from_db_time};
+use crate::error::{ApiError, Problem};
+use crate::identity::EndUser;
+use crate::startup::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PaymentsQuery {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentOut {
+    /// Stripe charge id.
+    pub id: String,
+    /// In the currency's minor unit (cents).
+    pub amount: i64,
+    pub amount_refunded: i64,
+    pub currency: String,
+    /// `paid`, `pending`, `failed`, `refunded`, `partially_refunded` or `disputed`.
+    pub status: String,
+    pub description: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PaymentsOut {
+    pub data: Vec<PaymentOut>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn parse_cursor(cursor: &str) -> Option<(chrono::NaiveDateTime, String)> {
+    let (ts, id) = cursor.split_once(':')?;
+    let at = DateTime::from_timestamp(ts.parse().ok()?, 0)?.naive_utc();
+    (!id.is_empty()).then(|| (at, id.to_owned()))
+}
+
+/// The caller's payments (charges, with refunds and disputes), newest first.
+#[utoipa::path(
+    tag = "frontend",
+    operation_id = "v1.payments.list",
+    security(("bearer" = [])),
+    params(PaymentsQuery),
+    responses(
+        (status = 200, body = PaymentsOut),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/payments")]
+#[tracing::instrument(skip_all, fields(caller))]
+pub async fn list_payments(
+    state: web::Data<AppState>,
+    user: EndUser,
+    query: web::Query<PaymentsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be 1 to 100",
+        ));
+    }
+    let cursor = match &query.cursor {
+        None => None,
+        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "cursor must be a next_cursor this endpoint returned",
+            )
+        })?),
+    };
+    let key = Subject::user(&user.0.subject).key();
+    // One more than asked tells whether another page follows.
+    let mut rows = state
+        .db
+        .run(move |conn| db::state::list_payments(conn, &key, limit + 1, cursor))
+        .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| {
+            rows.last()
+                .map(|r| format!("{}:{}", r.occurred_at.and_utc().timestamp(), r.payment_id))
+        })
+        .flatten();
+    let data = rows
+        .into_iter()
+        .map(|r| PaymentOut {
+            id: r.payment_id,
+            amount: r.amount,
+            amount_refunded: r.amount_refunded,
+            currency: r.currency,
+            status: r.status,
+            description: r.description,
+            occurred_at: from_db_time(r.occurred_at),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(PaymentsOut { data, next_cursor }))
+}

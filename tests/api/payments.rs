@@ -1,0 +1,191 @@
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{event, spawn_app, TestApp};
+
+async fn payments(app: &TestApp, token: &str, query: &str) -> Value {
+    let res = app.get(&format!("/v1/payments{query}"), Some(token)).await;
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+async fn audit(app: &TestApp, entity_id: &str) -> Vec<tollgate::db::audit::AuditRow> {
+    let id = entity_id.to_owned();
+    app.db(move |conn| tollgate::db::audit::for_entity(conn, &id))
+        .await
+}
+
+#[tokio::test]
+async fn payments_are_listed_newest_first_page_by_page_and_only_to_their_owner() {
+    let app = spawn_app().await;
+    app.subscribe("user-1", "pro", "month").await;
+    app.subscribe("user-1", "lifetime", "once").await;
+    let token = app.user_token("user-1");
+
+    let all = payments(&app, &token, "").await;
+    let data = all["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(all["next_cursor"], Value::Null);
+    let amounts: HashSet<i64> = data.iter().map(|p| p["amount"].as_i64().unwrap()).collect();
+    assert_eq!(amounts, HashSet::from([900, 19900]));
+    assert!(data
+        .iter()
+        .all(|p| p["status"] == "paid" && p["currency"] == "usd" && p["amount_refunded"] == 0));
+
+    let first = payments(&app, &token, "?limit=1").await;
+    assert_eq!(first["data"].as_array().unwrap().len(), 1);
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a second page follows")
+        .to_owned();
+    let second = payments(&app, &token, &format!("?limit=1&cursor={cursor}")).await;
+    assert_eq!(second["data"].as_array().unwrap().len(), 1);
+    assert_eq!(second["next_cursor"], Value::Null);
+    assert_ne!(first["data"][0]["id"], second["data"][0]["id"]);
+    assert_eq!(
+        vec![first["data"][0].clone(), second["data"][0].clone()],
+        *data
+    );
+
+    let other = payments(&app, &app.user_token("user-2"), "").await;
+    assert_eq!(other["data"], json!([]));
+}
+
+#[tokio::test]
+async fn bad_paging_parameters_are_refused() {
+    let app = spawn_app().await;
+    let token = app.user_token("user-1");
+    for (query, code) in [
+        ("?limit=0", "invalid_limit"),
+        ("?limit=101", "invalid_limit"),
+        ("?cursor=nonsense", "invalid_cursor"),
+        ("?limit=x", "invalid_query"),
+    ] {
+        let res = app.get(&format!("/v1/payments{query}"), Some(&token)).await;
+        assert_eq!(res.status(), 400, "{query}");
+        assert_eq!(res.json::<Value>().await.unwrap()["code"], code, "{query}");
+    }
+}
+
+#[tokio::test]
+async fn a_refund_revokes_the_lifetime_purchase_it_refunds() {
+    let app = spawn_app().await;
+    let (session_id, status) = app.subscribe("user-1", "lifetime", "once").await;
+    assert_eq!(status["reason"], "lifetime");
+    let payment_intent = app.stripe.session(&session_id)["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let charge = app.stripe.update_charge(&payment_intent, |c| {
+        c["refunded"] = json!(true);
+        c["amount_refunded"] = c["amount"].clone();
+    });
+    let res = app
+        .webhook(&event("evt_refund", "charge.refunded", charge))
+        .await;
+    assert_eq!(res.status(), 200);
+
+    let token = app.user_token("user-1");
+    let status = app.status(&token).await;
+    assert_eq!(
+        (
+            status["access"].as_bool(),
+            status["reason"].as_str(),
+            status["lifetime"].as_bool()
+        ),
+        (Some(false), Some("refunded"), Some(false))
+    );
+    let history = payments(&app, &token, "").await;
+    assert_eq!(history["data"][0]["status"], "refunded");
+    assert_eq!(history["data"][0]["amount_refunded"], 19900);
+
+    let trail = audit(&app, &session_id).await;
+    assert_eq!(trail.len(), 2, "{trail:?}");
+    assert_eq!(
+        (trail[0].action.as_str(), trail[0].source.as_str()),
+        ("created", "api:checkout.verify")
+    );
+    assert_eq!(
+        (trail[1].action.as_str(), trail[1].source.as_str()),
+        ("updated", "event:evt_refund charge.refunded")
+    );
+    let changes: Value = serde_json::from_str(&trail[1].changes).unwrap();
+    assert_eq!(changes["status"], json!(["paid", "refunded"]));
+}
+
+#[tokio::test]
+async fn a_dispute_revokes_the_purchase_even_though_it_names_no_customer() {
+    let app = spawn_app().await;
+    let (session_id, _) = app.subscribe("user-1", "lifetime", "once").await;
+    let payment_intent = app.stripe.session(&session_id)["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let charge = app
+        .stripe
+        .update_charge(&payment_intent, |c| c["disputed"] = json!(true));
+    let dispute = json!({
+        "id": "du_test_1", "object": "dispute", "amount": 19900, "currency": "usd",
+        "charge": charge["id"], "payment_intent": payment_intent, "status": "needs_response", "reason": "fraudulent",
+    });
+    assert_eq!(
+        app.webhook(&event("evt_dispute", "charge.dispute.created", dispute))
+            .await
+            .status(),
+        200
+    );
+    let status = app.status(&app.user_token("user-1")).await;
+    assert_eq!(
+        (status["access"].as_bool(), status["reason"].as_str()),
+        (Some(false), Some("refunded"))
+    );
+    assert_eq!(
+        payments(&app, &app.user_token("user-1"), "").await["data"][0]["status"],
+        "disputed"
+    );
+}
+
+#[tokio::test]
+async fn every_subscription_change_leaves_an_audit_row_naming_its_source() {
+    let app = spawn_app().await;
+    let (_, status) = app.subscribe("user-1", "pro", "month").await;
+    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let sub = app
+        .stripe
+        .update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
+    app.webhook(&event(
+        "evt_cancel",
+        "customer.subscription.updated",
+        sub.clone(),
+    ))
+    .await;
+    // A redelivery under another event id finds nothing to change: no new row.
+    app.webhook(&event(
+        "evt_cancel_again",
+        "customer.subscription.updated",
+        sub,
+    ))
+    .await;
+
+    let trail = audit(&app, &sub_id).await;
+    assert_eq!(trail.len(), 2, "{trail:?}");
+    assert_eq!(
+        (
+            trail[0].action.as_str(),
+            trail[0].source.as_str(),
+            trail[0].subject.as_str()
+        ),
+        ("created", "api:checkout.verify", "user:user-1")
+    );
+    assert_eq!(
+        (trail[1].action.as_str(), trail[1].source.as_str()),
+        ("updated", "event:evt_cancel customer.subscription.updated")
+    );
+    let changes: Value = serde_json::from_str(&trail[1].changes).unwrap();
+    assert_eq!(
+        changes.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["cancel_at_period_end"]
+    );
+    assert_eq!(changes["cancel_at_period_end"], json!([false, true]));
+}
