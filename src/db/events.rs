@@ -76,3 +76,7 @@ pub fn status(conn: &mut DbConnection, event_id: &str) -> anyhow::Result<Option<
         .first(conn)
         .optional()?)
 }
+
+pub fn is_processed(conn: &mut DbConnection, event_id: &str) -> anyhow::Result<bool> {
+    Ok(status(conn, event_id)?.is_some_and(|s| s.processed_at.is_some()))
+}

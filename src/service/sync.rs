@@ -25,6 +25,8 @@ pub enum SyncOutcome {
     },
     /// The Stripe customer belongs to no subject Tollgate knows (created elsewhere).
     UnknownCustomer,
+    /// The event was processed (by another replica) while this one waited for the lock.
+    AlreadyProcessed,
 }
 
 /// What started the sync, for the grace period, the event log and the audit log.
@@ -67,6 +69,15 @@ pub async fn sync_customer(
     state
         .db
         .with_customer_lock(&lock_key, || async {
+            // Under the lock, a delivery of the same event to another replica has either
+            // finished (then this one is a duplicate) or not started.
+            if let Some(event_id) = cause.event_id {
+                let id = event_id.to_owned();
+                let done = state.db.run(move |conn| events::is_processed(conn, &id)).await?;
+                if done {
+                    return Ok(SyncOutcome::AlreadyProcessed);
+                }
+            }
             let subject = subject_of(state, stripe, stripe_customer_id, cause.checkout.as_ref()).await?;
             let Some(subject) = subject else {
                 if let Some(event_id) = cause.event_id {

@@ -5,7 +5,7 @@ use crate::startup::AppState;
 use crate::stripe::webhook::VerifiedEvent;
 use crate::stripe::StripeGateway;
 
-use super::sync::{sync_customer, SyncCause};
+use super::sync::{sync_customer, SyncCause, SyncOutcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventOutcome {
@@ -52,7 +52,8 @@ pub async fn handle_event(
         return Ok(EventOutcome::Duplicate);
     }
     match apply(state, stripe, event).await {
-        Ok(()) => Ok(EventOutcome::Processed),
+        Ok(SyncOutcome::AlreadyProcessed) => Ok(EventOutcome::Duplicate),
+        Ok(_) => Ok(EventOutcome::Processed),
         Err(e) => {
             let (id, msg) = (event.id.clone(), format!("{e:#}"));
             if let Err(log_err) = state
@@ -71,7 +72,7 @@ async fn apply(
     state: &AppState,
     stripe: &StripeGateway,
     event: &VerifiedEvent,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<SyncOutcome> {
     let customer = if CUSTOMER_EVENTS.contains(&event.event_type.as_str()) {
         match event.customer_id() {
             Some(id) => Some(id),
@@ -85,7 +86,8 @@ async fn apply(
         return state
             .db
             .run(move |conn| events::mark_processed(conn, &id, now))
-            .await;
+            .await
+            .map(|()| SyncOutcome::UnknownCustomer);
     };
     let mut cause = SyncCause::call(&format!("event:{} {}", event.id, event.event_type));
     cause.event_id = Some(&event.id);
@@ -98,8 +100,7 @@ async fn apply(
     if event.event_type == "invoice.payment_failed" {
         cause.payment_failed_at = Some(event.created);
     }
-    sync_customer(state, stripe, &customer, cause).await?;
-    Ok(())
+    sync_customer(state, stripe, &customer, cause).await
 }
 
 /// A dispute names its charge and payment intent but not the customer: find the customer

@@ -7,6 +7,7 @@ mod auth;
 mod checkout;
 mod entitlements;
 mod ops;
+mod ordering;
 mod payments;
 mod subscription;
 mod webhooks;

@@ -70,6 +70,7 @@ pub struct TestApp {
     pub stripe: FakeStripe,
     pub idp: Idp,
     pub app: actix_web::web::Data<tollgate::startup::AppState>,
+    settings: Settings,
     _db: TestDatabase,
 }
 
@@ -153,7 +154,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             ));
     }
     let settings = Settings::extract(figment).expect("test configuration is valid");
-    let app = Application::build(settings).expect("app builds");
+    let app = Application::build(settings.clone()).expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state.clone();
     tokio::spawn(app.run_until_stopped());
@@ -163,6 +164,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         stripe,
         idp,
         app: state,
+        settings,
         _db: db,
     }
 }
@@ -254,9 +256,35 @@ impl TestApp {
         (session_id, res.json().await.unwrap())
     }
 
+    /// A second Tollgate on the same database, fake Stripe and identity provider (another
+    /// replica); returns its base address.
+    pub async fn another_instance(&self) -> String {
+        let app = Application::build(self.settings.clone()).expect("second instance builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        address
+    }
+
     /// Sends an event signed with `secret` at `timestamp` (now when `None`).
     pub async fn send_webhook(
         &self,
+        event: &Value,
+        secret: &str,
+        timestamp: Option<i64>,
+    ) -> reqwest::Response {
+        self.send_webhook_to(&self.address, event, secret, timestamp)
+            .await
+    }
+
+    /// Sends a correctly signed event to the instance at `base`.
+    pub async fn webhook_to(&self, base: &str, event: &Value) -> reqwest::Response {
+        self.send_webhook_to(base, event, WEBHOOK_SECRET, None)
+            .await
+    }
+
+    async fn send_webhook_to(
+        &self,
+        base: &str,
         event: &Value,
         secret: &str,
         timestamp: Option<i64>,
@@ -265,13 +293,17 @@ impl TestApp {
         let t = timestamp.unwrap_or_else(|| chrono::Utc::now().timestamp());
         let header = format!("t={t},v1={}", sign(secret, t, &body));
         self.http
-            .post(self.url("/v1/webhooks/stripe"))
+            .post(format!("{base}/v1/webhooks/stripe"))
             .header("Stripe-Signature", header)
             .header("Content-Type", "application/json")
             .body(body)
             .send()
             .await
             .unwrap()
+    }
+
+    pub fn uses_postgres(&self) -> bool {
+        self.app.db.backend() == tollgate::db::Backend::Postgres
     }
 
     pub async fn webhook(&self, event: &Value) -> reqwest::Response {
