@@ -34,6 +34,7 @@ pub struct Settings {
     pub stripe: StripeSettings,
     pub checkout: CheckoutSettings,
     pub billing: BillingSettings,
+    pub reconcile: ReconcileSettings,
     pub auth: AuthSettings,
     #[serde(default)]
     pub exemptions: ExemptionSettings,
@@ -107,6 +108,13 @@ pub struct BillingSettings {
     pub grace_period_hours: u32,
     /// Trial length for plans that do not set `trial_days`.
     pub default_trial_days: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// Every this many seconds one replica re-reads every customer from Stripe; 0: never.
+    pub interval_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

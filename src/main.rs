@@ -34,6 +34,18 @@ enum Command {
     CheckConfig,
     /// Print the OpenAPI document (what /openapi.json serves).
     Openapi,
+    /// Re-read customers from Stripe and repair drift (missed or failed webhooks).
+    Sync {
+        /// Every customer, with a progress bar.
+        #[arg(long, conflicts_with_all = ["user", "subject"])]
+        all: bool,
+        /// One user, by identity-provider id.
+        #[arg(long, conflicts_with = "subject")]
+        user: Option<String>,
+        /// One subject, by its stored key (`user:...`, `tenant:...`).
+        #[arg(long)]
+        subject: Option<String>,
+    },
 }
 
 #[actix_web::main]
@@ -66,6 +78,7 @@ async fn main() -> std::process::ExitCode {
             println!("configuration is valid ({} plans)", settings.plans.len());
             Ok(())
         }
+        Command::Sync { all, user, subject } => sync(settings, all, user, subject).await,
         Command::Openapi => unreachable!("handled above"),
     };
     match result {
@@ -93,5 +106,63 @@ fn migrate(settings: &Settings) -> anyhow::Result<()> {
     )?;
     let applied = db.migrate()?;
     println!("applied {} migration(s)", applied.len());
+    Ok(())
+}
+
+async fn sync(
+    settings: Settings,
+    all: bool,
+    user: Option<String>,
+    subject: Option<String>,
+) -> anyhow::Result<()> {
+    use tollgate::billing::subject::Subject;
+    use tollgate::service::reconcile;
+
+    let state = tollgate::startup::build_state(settings, tollgate::startup::system_clock())?;
+    let stripe = state
+        .stripe
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("Stripe is not configured: set STRIPE_SECRET_KEY"))?;
+    let target = match (all, user, subject) {
+        (true, _, _) => None,
+        (false, Some(user), _) => Some(Subject::user(user)),
+        (false, None, Some(key)) => Some(Subject::parse_key(&key).ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{key}` is not a subject key (user:<id>, tenant:<id>, membership:<tenant>:<user>)"
+            )
+        })?),
+        (false, None, None) => anyhow::bail!("say what to sync: --all, --user ID or --subject KEY"),
+    };
+    let report = match target {
+        Some(subject) => reconcile::reconcile_subject(&state, stripe, &subject)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{subject} has no Stripe customer"))?,
+        None => {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} customers {elapsed_precise}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let report = reconcile::reconcile_all(&state, stripe, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })
+            .await?;
+            bar.finish();
+            report
+        }
+    };
+    println!(
+        "re-read {} customer(s): {} had drifted ({} record(s) repaired), {} failed",
+        report.customers, report.drifted, report.changes, report.failed
+    );
+    if report.failed > 0 {
+        anyhow::bail!(
+            "{} customer(s) could not be re-read; see the log",
+            report.failed
+        );
+    }
     Ok(())
 }

@@ -14,6 +14,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use secrecy::ExposeSecret;
 use tracing_actix_web::{RequestId, TracingLogger};
 use utoipa_actix_web::AppExt;
@@ -38,6 +39,7 @@ pub struct AppState {
     pub stripe: Option<StripeGateway>,
     pub identity: IdentityVerifier,
     pub checkout_limiter: DefaultKeyedRateLimiter<String>,
+    pub metrics: PrometheusHandle,
     clock: Clock,
 }
 
@@ -87,8 +89,23 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
         stripe,
         identity,
         checkout_limiter,
+        metrics: metrics_handle()?,
         clock,
     })
+}
+
+/// The process's one metrics recorder (installed on first use; several apps in one test
+/// process share it).
+fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|()| handle)
+        })
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("a metrics recorder was installed elsewhere"))
 }
 
 /// A bound, not yet running server; `port()` tells where it listens (tests bind port 0).
@@ -150,6 +167,13 @@ impl Application {
         })
         .listen(listener)?
         .run();
+        let interval = state.settings.reconcile.interval_seconds;
+        if interval > 0 && state.settings.saas && state.stripe.is_some() {
+            tokio::spawn(crate::service::reconcile::run_schedule(
+                state.clone(),
+                Duration::from_secs(interval),
+            ));
+        }
         Ok(Application {
             port,
             server,

@@ -2,6 +2,7 @@
 //! Every endpoint carries `#[utoipa::path]`; the document is collected from the routes
 //! themselves, so what is served and what is documented cannot drift apart.
 
+mod admin;
 mod checkout;
 mod config;
 mod entitlements;
@@ -68,7 +69,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(subscription::resume_subscription)
         .service(subscription::change_subscription)
         .service(entitlements::get_entitlements)
-        .service(webhooks::stripe_webhook);
+        .service(webhooks::stripe_webhook)
+        .service(admin::admin_sync)
+        .service(ops::metrics);
 }
 
 /// The OpenAPI document of the routes above (what `/openapi.json` serves).

@@ -57,7 +57,15 @@ pub async fn stripe_webhook(
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
-    let outcome = handle_event(&state, gateway, &event, payload).await?;
+    let outcome = handle_event(&state, gateway, &event, payload).await;
+    let label = match &outcome {
+        Ok(EventOutcome::Processed) => "processed",
+        Ok(EventOutcome::Duplicate) => "duplicate",
+        Err(_) => "failed",
+    };
+    metrics::counter!("tollgate_webhook_events_total", "type" => event.event_type.clone(), "outcome" => label)
+        .increment(1);
+    let outcome = outcome?;
     Ok(HttpResponse::Ok().json(WebhookOut {
         received: true,
         duplicate: outcome == EventOutcome::Duplicate,

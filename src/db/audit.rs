@@ -68,17 +68,21 @@ pub struct Origin<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Records the change from `before` to `after` of one entity, if there is one.
+/// Records the change from `before` to `after` of one entity, if there is one; tells whether
+/// there was.
 pub fn record_change<T: serde::Serialize>(
     conn: &mut DbConnection,
     (subject, entity, entity_id): (&str, &'static str, &str),
     before: Option<&T>,
     after: &T,
     origin: Origin<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let before = before.map(serde_json::to_value).transpose()?;
     let after = serde_json::to_value(after)?;
-    if let Some(changes) = changes(before.as_ref(), &after) {
+    let Some(changes) = changes(before.as_ref(), &after) else {
+        return Ok(false);
+    };
+    {
         let action = if before.is_some() {
             "updated"
         } else {
@@ -98,7 +102,7 @@ pub fn record_change<T: serde::Serialize>(
             origin.now,
         )?;
     }
-    Ok(())
+    Ok(true)
 }
 
 #[derive(Debug, Clone, Queryable, serde::Serialize)]

@@ -94,3 +94,32 @@ pub fn link(
     attach_stripe_customer(conn, subject, stripe_customer_id, now)?;
     Ok(())
 }
+
+/// How many subjects have a Stripe customer.
+pub fn count_linked(conn: &mut DbConnection) -> anyhow::Result<i64> {
+    Ok(customers::table
+        .filter(customers::stripe_customer_id.is_not_null())
+        .count()
+        .get_result(conn)?)
+}
+
+/// A page of `(subject, stripe_customer_id)` after `after` (by subject), for reconciliation.
+pub fn linked_page(
+    conn: &mut DbConnection,
+    after: Option<&str>,
+    limit: i64,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut query = customers::table
+        .filter(customers::stripe_customer_id.is_not_null())
+        .order(customers::subject.asc())
+        .limit(limit)
+        .select((
+            customers::subject,
+            customers::stripe_customer_id.assume_not_null(),
+        ))
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(customers::subject.gt(after.to_owned()));
+    }
+    Ok(query.load(conn)?)
+}

@@ -254,6 +254,52 @@ impl Database {
     }
 }
 
+impl Database {
+    /// Runs `work` unless another replica holds the lock named `name` (PostgreSQL: a session
+    /// advisory lock, tried without waiting); `None` when it was held elsewhere. On SQLite, a
+    /// single instance, it always runs.
+    pub async fn exclusively<T, Fut>(
+        &self,
+        name: &str,
+        work: impl FnOnce() -> Fut,
+    ) -> anyhow::Result<Option<T>>
+    where
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        if self.backend == Backend::Sqlite {
+            return work().await.map(Some);
+        }
+        let pool = self.pool.clone();
+        let lock_key = name.to_owned();
+        let conn = actix_web::web::block(move || -> anyhow::Result<Option<PooledConnection>> {
+            let mut conn = pool.get().context("database connection")?;
+            #[derive(diesel::QueryableByName)]
+            struct Locked {
+                #[diesel(sql_type = diesel::sql_types::Bool)]
+                locked: bool,
+            }
+            let DbConnection::Pg(pg) = &mut *conn else {
+                return Ok(Some(conn));
+            };
+            let rows: Vec<Locked> =
+                diesel::sql_query("SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked")
+                    .bind::<diesel::sql_types::Text, _>(&lock_key)
+                    .load(pg)?;
+            Ok(rows.first().is_some_and(|r| r.locked).then_some(conn))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("blocking task failed: {e}"))??;
+        let Some(conn) = conn else { return Ok(None) };
+        let guard = AdvisoryGuard {
+            conn: Some(conn),
+            key: name.to_owned(),
+        };
+        let result = work().await;
+        guard.release().await;
+        result.map(Some)
+    }
+}
+
 fn advisory(conn: &mut DbConnection, function: &str, key: &str) -> anyhow::Result<()> {
     if let DbConnection::Pg(pg) = conn {
         diesel::sql_query(format!("SELECT {function}(hashtextextended($1, 0))"))

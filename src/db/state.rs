@@ -122,7 +122,7 @@ pub fn load(conn: &mut DbConnection, subject_key: &str) -> anyhow::Result<Subjec
     })
 }
 
-/// Upserts Stripe's current view of a subscription. `payment_failed_at` (the start of the grace
+/// Upserts Stripe's current view of a subscription; tells whether anything changed. `payment_failed_at` (the start of the grace
 /// period) is kept from the stored row while the subscription stays delinquent in the same
 /// period, so that re-syncing never extends a grace period.
 pub fn upsert_subscription(
@@ -130,7 +130,7 @@ pub fn upsert_subscription(
     mut row: SubscriptionRow,
     failure_seen_at: DateTime<Utc>,
     origin: Origin<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let stored: Option<SubscriptionRow> = subscriptions::table
         .find(&row.stripe_subscription_id)
         .select(SubscriptionRow::as_select())
@@ -152,7 +152,7 @@ pub fn upsert_subscription(
         None
     };
     let (subject, id) = (row.subject.clone(), row.stripe_subscription_id.clone());
-    audit::record_change(
+    let changed = audit::record_change(
         conn,
         (&subject, "subscription", &id),
         stored.as_ref(),
@@ -185,7 +185,7 @@ pub fn upsert_subscription(
             subscriptions::synced_at.eq(excluded(subscriptions::synced_at)),
         ))
         .execute(c))?;
-    Ok(())
+    Ok(changed)
 }
 
 /// Records a one-time purchase; a stored refund or dispute is never overwritten by `paid`.
@@ -193,14 +193,14 @@ pub fn upsert_purchase(
     conn: &mut DbConnection,
     row: PurchaseRow,
     origin: Origin<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let stored: Option<PurchaseRow> = purchases::table
         .find(&row.checkout_session_id)
         .select(PurchaseRow::as_select())
         .first(conn)
         .optional()?;
     if stored.is_some() {
-        return Ok(());
+        return Ok(false);
     }
     audit::record_change(
         conn,
@@ -211,7 +211,7 @@ pub fn upsert_purchase(
     )?;
     let insert = diesel::insert_into(purchases::table).values(&row);
     on_backend!(conn, |c| insert.on_conflict_do_nothing().execute(c))?;
-    Ok(())
+    Ok(true)
 }
 
 /// Marks the paid purchases a payment intent paid for as `refunded` or `disputed`.
@@ -220,12 +220,13 @@ pub fn revoke_purchases(
     payment_intent_id: &str,
     status: PurchaseStatus,
     origin: Origin<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let paid: Vec<PurchaseRow> = purchases::table
         .filter(purchases::payment_intent_id.eq(payment_intent_id))
         .filter(purchases::status.eq(PurchaseStatus::Paid.as_str()))
         .select(PurchaseRow::as_select())
         .load(conn)?;
+    let revoked = paid.len();
     for before in paid {
         let mut after = before.clone();
         after.status = status.as_str().to_owned();
@@ -244,7 +245,7 @@ pub fn revoke_purchases(
             ))
             .execute(conn)?;
     }
-    Ok(())
+    Ok(revoked)
 }
 
 /// One charge of the subject's, as the payments history shows it.
@@ -272,13 +273,13 @@ pub fn upsert_payment(
     conn: &mut DbConnection,
     row: PaymentRow,
     origin: Origin<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let stored: Option<PaymentRow> = payments::table
         .find(&row.payment_id)
         .select(PaymentRow::as_select())
         .first(conn)
         .optional()?;
-    audit::record_change(
+    let changed = audit::record_change(
         conn,
         (&row.subject, "payment", &row.payment_id),
         stored.as_ref(),
@@ -297,7 +298,7 @@ pub fn upsert_payment(
             payments::description.eq(excluded(payments::description)),
         ))
         .execute(c))?;
-    Ok(())
+    Ok(changed)
 }
 
 /// A page of the subject's payments, newest first, after `cursor` (the last page's last

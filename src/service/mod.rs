@@ -3,6 +3,7 @@
 
 pub mod checkout;
 pub mod manage;
+pub mod reconcile;
 pub mod status;
 pub mod sync;
 pub mod webhooks;

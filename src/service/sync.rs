@@ -22,6 +22,8 @@ pub enum SyncOutcome {
     Synced {
         subject: Subject,
         subscriptions: usize,
+        /// How many stored records this sync changed: drift, when nothing else had told us.
+        changes: usize,
     },
     /// The Stripe customer belongs to no subject Tollgate knows (created elsewhere).
     UnknownCustomer,
@@ -91,9 +93,9 @@ pub async fn sync_customer(
                 stripe.customer_charges(stripe_customer_id),
             )?;
             let count = subscriptions.len();
-            write(state, &subject, stripe_customer_id, StripeState { subscriptions, charges }, &cause).await?;
+            let changes = write(state, &subject, stripe_customer_id, StripeState { subscriptions, charges }, &cause).await?;
             tracing::info!(customer = %stripe_customer_id, %subject, subscriptions = count, source = %cause.source, "synced from Stripe");
-            Ok(SyncOutcome::Synced { subject, subscriptions: count })
+            Ok(SyncOutcome::Synced { subject, subscriptions: count, changes })
         })
         .await
 }
@@ -105,7 +107,7 @@ async fn write(
     stripe_customer_id: &str,
     stripe_state: StripeState,
     cause: &SyncCause<'_>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<usize> {
     let now = state.now();
     let subject_key = subject.key();
     let subscriptions: Vec<SubscriptionRow> = stripe_state
@@ -150,22 +152,28 @@ async fn write(
                     now,
                 };
                 customers::link(conn, &subject, &customer_id, now)?;
+                let mut changes = 0;
                 for row in subscriptions {
-                    db::state::upsert_subscription(conn, row, failure_seen_at, origin)?;
+                    changes += usize::from(db::state::upsert_subscription(
+                        conn,
+                        row,
+                        failure_seen_at,
+                        origin,
+                    )?);
                 }
                 if let Some(row) = purchase {
-                    db::state::upsert_purchase(conn, row, origin)?;
+                    changes += usize::from(db::state::upsert_purchase(conn, row, origin)?);
                 }
                 for row in payments {
-                    db::state::upsert_payment(conn, row, origin)?;
+                    changes += usize::from(db::state::upsert_payment(conn, row, origin)?);
                 }
                 for (payment_intent, status) in &revocations {
-                    db::state::revoke_purchases(conn, payment_intent, *status, origin)?;
+                    changes += db::state::revoke_purchases(conn, payment_intent, *status, origin)?;
                 }
                 if let Some(event_id) = &event_id {
                     events::mark_processed(conn, event_id, now)?;
                 }
-                Ok(())
+                Ok(changes)
             })
         })
         .await

@@ -9,5 +9,6 @@ mod entitlements;
 mod ops;
 mod ordering;
 mod payments;
+mod reconcile;
 mod subscription;
 mod webhooks;

@@ -71,7 +71,7 @@ pub struct TestApp {
     pub idp: Idp,
     pub app: actix_web::web::Data<tollgate::startup::AppState>,
     settings: Settings,
-    _db: TestDatabase,
+    database: TestDatabase,
 }
 
 /// Knobs a test may turn before the app starts.
@@ -165,7 +165,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         idp,
         app: state,
         settings,
-        _db: db,
+        database: db,
     }
 }
 
@@ -300,6 +300,10 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database.url.clone()
     }
 
     pub fn uses_postgres(&self) -> bool {
