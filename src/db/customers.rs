@@ -13,6 +13,7 @@ pub struct CustomerRow {
     pub subject: String,
     pub stripe_customer_id: Option<String>,
     pub email: Option<String>,
+    pub updated_at: chrono::NaiveDateTime,
 }
 
 /// Makes sure the subject has a row (no Stripe customer yet); concurrent calls are harmless.
@@ -122,4 +123,23 @@ pub fn linked_page(
         query = query.filter(customers::subject.gt(after.to_owned()));
     }
     Ok(query.load(conn)?)
+}
+
+/// Forgets a Stripe customer that was deleted on Stripe: the subject's next checkout creates a
+/// new one. Returns the subject it belonged to.
+pub fn unlink(
+    conn: &mut DbConnection,
+    stripe_customer_id: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<String>> {
+    let Some(row) = find_by_stripe_id(conn, stripe_customer_id)? else {
+        return Ok(None);
+    };
+    diesel::update(customers::table.find(&row.subject))
+        .set((
+            customers::stripe_customer_id.eq(None::<String>),
+            customers::updated_at.eq(to_db_time(now)),
+        ))
+        .execute(conn)?;
+    Ok(Some(row.subject))
 }

@@ -343,3 +343,44 @@ pub fn customer_of_payment(
         .optional()?;
     Ok(found.flatten())
 }
+
+/// Marks every subscription of a deleted Stripe customer ended (Stripe cancels them when it
+/// deletes the customer); tells how many changed.
+pub fn end_subscriptions_of(
+    conn: &mut DbConnection,
+    stripe_customer_id: &str,
+    origin: Origin<'_>,
+) -> anyhow::Result<usize> {
+    let standing: Vec<SubscriptionRow> = subscriptions::table
+        .filter(subscriptions::stripe_customer_id.eq(stripe_customer_id))
+        .filter(subscriptions::status.ne("canceled"))
+        .select(SubscriptionRow::as_select())
+        .load(conn)?;
+    let now = to_db_time(origin.now);
+    for before in &standing {
+        let mut after = before.clone();
+        after.status = "canceled".to_owned();
+        after.ended_at = Some(before.ended_at.unwrap_or(now));
+        after.canceled_at = Some(before.canceled_at.unwrap_or(now));
+        audit::record_change(
+            conn,
+            (
+                &before.subject,
+                "subscription",
+                &before.stripe_subscription_id,
+            ),
+            Some(before),
+            &after,
+            origin,
+        )?;
+        diesel::update(subscriptions::table.find(&before.stripe_subscription_id))
+            .set((
+                subscriptions::status.eq(&after.status),
+                subscriptions::ended_at.eq(after.ended_at),
+                subscriptions::canceled_at.eq(after.canceled_at),
+                subscriptions::synced_at.eq(now),
+            ))
+            .execute(conn)?;
+    }
+    Ok(standing.len())
+}

@@ -276,9 +276,11 @@ async fn ensure_customer(
     if let Some(id) = row.stripe_customer_id {
         return Ok(id);
     }
-    // Deterministic idempotency key: concurrent first checkouts get the same customer.
+    // Deterministic idempotency key: concurrent first checkouts get the same customer. The
+    // row's last change tells a new customer apart from one deleted on Stripe.
+    let generation = row.updated_at.and_utc().timestamp_micros();
     let created = stripe
-        .create_customer(&subject.key(), email)
+        .create_customer(&subject.key(), generation, email)
         .await
         .map_err(gateway_error)?;
     let (s, now) = (subject.clone(), state.now());

@@ -13,7 +13,7 @@ use crate::db::state::{PaymentRow, PurchaseRow, SubscriptionRow};
 use crate::db::{self, customers, events, to_db_time};
 use crate::startup::AppState;
 use crate::stripe::{
-    metadata, ChargeSnapshot, CheckoutMode, CheckoutSessionSnapshot, StripeGateway,
+    metadata, ChargeSnapshot, CheckoutMode, CheckoutSessionSnapshot, CustomerLookup, StripeGateway,
     SubscriptionSnapshot,
 };
 
@@ -42,6 +42,8 @@ pub struct SyncCause<'a> {
     pub payment_failed_at: Option<DateTime<Utc>>,
     /// A completed Checkout Session to record as a purchase, if it is one.
     pub checkout: Option<CheckoutSessionSnapshot>,
+    /// Stripe said the customer was deleted (checked again before acting on it).
+    pub customer_deleted: bool,
 }
 
 impl SyncCause<'_> {
@@ -51,6 +53,7 @@ impl SyncCause<'_> {
             event_id: None,
             payment_failed_at: None,
             checkout: None,
+            customer_deleted: false,
         }
     }
 }
@@ -80,6 +83,9 @@ pub async fn sync_customer(
                     return Ok(SyncOutcome::AlreadyProcessed);
                 }
             }
+            if cause.customer_deleted && stripe.customer(stripe_customer_id).await? == CustomerLookup::Gone {
+                return forget_customer(state, stripe_customer_id, &cause).await;
+            }
             let subject = subject_of(state, stripe, stripe_customer_id, cause.checkout.as_ref()).await?;
             let Some(subject) = subject else {
                 if let Some(event_id) = cause.event_id {
@@ -98,6 +104,63 @@ pub async fn sync_customer(
             Ok(SyncOutcome::Synced { subject, subscriptions: count, changes })
         })
         .await
+}
+
+/// A customer deleted on Stripe: its subscriptions end and the subject is unlinked from it,
+/// so that a later checkout creates a new customer.
+async fn forget_customer(
+    state: &AppState,
+    stripe_customer_id: &str,
+    cause: &SyncCause<'_>,
+) -> anyhow::Result<SyncOutcome> {
+    let now = state.now();
+    let (customer_id, source, event_id) = (
+        stripe_customer_id.to_owned(),
+        cause.source.clone(),
+        cause.event_id.map(str::to_owned),
+    );
+    let forgotten = state
+        .db
+        .run(move |conn| {
+            db::write_transaction(conn, |conn| {
+                let origin = Origin {
+                    source: &source,
+                    now,
+                };
+                let ended = db::state::end_subscriptions_of(conn, &customer_id, origin)?;
+                let subject = customers::unlink(conn, &customer_id, now)?;
+                if let Some(subject) = &subject {
+                    let changes = serde_json::json!({"stripe_customer_id": [customer_id, null]});
+                    let entry = db::audit::Entry {
+                        subject,
+                        entity: "customer",
+                        entity_id: &customer_id,
+                        action: "deleted",
+                        changes,
+                        source: &source,
+                    };
+                    db::audit::record(conn, entry, now)?;
+                }
+                if let Some(event_id) = &event_id {
+                    events::mark_processed(conn, event_id, now)?;
+                }
+                Ok(subject.map(|s| (s, ended)))
+            })
+        })
+        .await?;
+    Ok(
+        match forgotten.and_then(|(key, ended)| Subject::parse_key(&key).map(|s| (s, ended))) {
+            Some((subject, ended)) => {
+                tracing::info!(customer = %stripe_customer_id, %subject, "customer deleted on Stripe: unlinked");
+                SyncOutcome::Synced {
+                    subject,
+                    subscriptions: ended,
+                    changes: ended + 1,
+                }
+            }
+            None => SyncOutcome::UnknownCustomer,
+        },
+    )
 }
 
 /// Stores what Stripe holds, in one transaction that also marks the event processed.
@@ -280,7 +343,10 @@ async fn subject_of(
     {
         return Ok(Some(subject));
     }
-    let from_stripe = stripe.customer_subject(stripe_customer_id).await?;
+    let from_stripe = match stripe.customer(stripe_customer_id).await? {
+        CustomerLookup::Live { subject } => subject,
+        CustomerLookup::Gone => None,
+    };
     Ok(from_stripe.and_then(|k| Subject::parse_key(&k)))
 }
 

@@ -97,6 +97,7 @@ async fn apply(
             cause.checkout = stripe.checkout_session(&session_id).await?;
         }
     }
+    cause.customer_deleted = event.event_type == "customer.deleted";
     if event.event_type == "invoice.payment_failed" {
         cause.payment_failed_at = Some(event.created);
     }

@@ -58,6 +58,15 @@ pub struct SubscriptionSnapshot {
     pub metadata: HashMap<String, String>,
 }
 
+/// A Stripe customer as Tollgate needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomerLookup {
+    /// It exists; `subject` is the one Tollgate wrote on it (none on foreign customers).
+    Live { subject: Option<String> },
+    /// Deleted, or never existed.
+    Gone,
+}
+
 /// A charge: one payment attempt, with what was refunded and whether it is disputed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChargeSnapshot {
@@ -188,9 +197,12 @@ impl StripeGateway {
 
     /// Creates the subject's Stripe customer. The idempotency key is derived from the subject,
     /// so concurrent first checkouts (also on other replicas) get the same customer back.
+    /// `generation` distinguishes a customer created after an earlier one was deleted (the same
+    /// key would otherwise replay the deleted customer for 24 hours).
     pub async fn create_customer(
         &self,
         subject_key: &str,
+        generation: i64,
         email: Option<&str>,
     ) -> Result<String, GatewayError> {
         let mut req = CreateCustomer::new().metadata(HashMap::from([(
@@ -203,24 +215,21 @@ impl StripeGateway {
         let customer = req
             .customize()
             .request_strategy(RequestStrategy::Idempotent(idempotency_key(&format!(
-                "tollgate-customer-{subject_key}"
+                "tollgate-customer-{subject_key}-{generation}"
             ))?))
             .send(&self.client)
             .await?;
         Ok(customer.id.as_str().to_owned())
     }
 
-    /// The subject recorded on a Stripe customer; `None` for a deleted or foreign customer.
-    pub async fn customer_subject(
-        &self,
-        customer_id: &str,
-    ) -> Result<Option<String>, GatewayError> {
+    /// Whether the customer still exists on Stripe, and the subject recorded on it.
+    pub async fn customer(&self, customer_id: &str) -> Result<CustomerLookup, GatewayError> {
         match RetrieveCustomer::new(customer_id).send(&self.client).await {
-            Ok(RetrieveCustomerReturned::Customer(c)) => {
-                Ok(c.metadata.and_then(|m| m.get(metadata::SUBJECT).cloned()))
-            }
-            Ok(RetrieveCustomerReturned::DeletedCustomer(_)) => Ok(None),
-            Err(e) => not_found_as_none(e),
+            Ok(RetrieveCustomerReturned::Customer(c)) => Ok(CustomerLookup::Live {
+                subject: c.metadata.and_then(|m| m.get(metadata::SUBJECT).cloned()),
+            }),
+            Ok(RetrieveCustomerReturned::DeletedCustomer(_)) => Ok(CustomerLookup::Gone),
+            Err(e) => not_found_as_none::<()>(e).map(|_| CustomerLookup::Gone),
         }
     }
 

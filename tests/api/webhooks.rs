@@ -416,3 +416,71 @@ async fn malformed_but_signed_bodies_are_refused() {
     );
     assert_eq!(app.count("stripe_events").await, 0);
 }
+
+#[tokio::test]
+async fn a_deleted_customer_ends_access_and_the_next_checkout_creates_a_new_one() {
+    let app = spawn_app().await;
+    let (sub_id, token) = subscribed_by_webhook(&app, "user-1").await;
+    let customer = app.stripe.delete_customer("cus_test_1");
+    let res = app
+        .webhook(&event("evt_customer_deleted", "customer.deleted", customer))
+        .await;
+    assert_eq!(res.status(), 200);
+    let status = app.status(&token).await;
+    assert_eq!(
+        (
+            status["access"].as_bool(),
+            status["reason"].as_str(),
+            status["subscription_id"].as_str()
+        ),
+        (Some(false), Some("canceled"), Some(sub_id.as_str()))
+    );
+    let linked = app
+        .db(|conn| {
+            Ok(tollgate::db::customers::find(
+                conn,
+                &tollgate::billing::subject::Subject::user("user-1"),
+            )?
+            .unwrap()
+            .stripe_customer_id)
+        })
+        .await;
+    assert_eq!(linked, None);
+    let trail = app
+        .db(|conn| tollgate::db::audit::for_entity(conn, "cus_test_1"))
+        .await;
+    assert_eq!((trail.len(), trail[0].action.as_str()), (1, "deleted"));
+
+    // Subscribing again creates a fresh customer (a new idempotency key, not a replay).
+    let (_, status) = app.subscribe("user-1", "pro", "month").await;
+    assert_eq!(status["reason"], "active");
+    let created = app.stripe.received_on("POST", "/v1/customers");
+    assert_eq!(created.len(), 2);
+    assert_ne!(created[0].idempotency_key, created[1].idempotency_key);
+    assert_eq!(app.stripe.customer_count(), 1);
+}
+
+#[tokio::test]
+async fn a_stale_customer_deleted_event_for_a_live_customer_only_resyncs() {
+    let app = spawn_app().await;
+    let (_, token) = subscribed_by_webhook(&app, "user-1").await;
+    let customer = json!({"id": "cus_test_1", "object": "customer"});
+    assert_eq!(
+        app.webhook(&event("evt_not_really", "customer.deleted", customer))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(app.status(&token).await["reason"], "active");
+    let linked = app
+        .db(|conn| {
+            Ok(tollgate::db::customers::find(
+                conn,
+                &tollgate::billing::subject::Subject::user("user-1"),
+            )?
+            .unwrap()
+            .stripe_customer_id)
+        })
+        .await;
+    assert_eq!(linked.as_deref(), Some("cus_test_1"));
+}

@@ -30,6 +30,7 @@ pub struct Received {
 struct State {
     next_id: usize,
     customers: HashMap<String, Value>,
+    deleted_customers: Vec<String>,
     idempotent: HashMap<String, Value>,
     sessions: HashMap<String, Value>,
     subscriptions: Vec<Value>,
@@ -150,6 +151,20 @@ impl FakeStripe {
         Some(sub_id)
     }
 
+    /// Deletes a customer as Stripe does: its subscriptions are canceled and retrieving it
+    /// answers a deleted-customer object.
+    pub fn delete_customer(&self, id: &str) -> Value {
+        let mut st = self.state.lock().unwrap();
+        let customer = st.customers.remove(id).expect("customer exists");
+        st.deleted_customers.push(id.to_owned());
+        for sub in st.subscriptions.iter_mut().filter(|s| s["customer"] == id) {
+            sub["status"] = json!("canceled");
+            sub["ended_at"] = json!(now());
+            sub["canceled_at"] = json!(now());
+        }
+        customer
+    }
+
     /// Changes the charge paid through `payment_intent` (Stripe's truth) with `f`.
     pub fn update_charge(&self, payment_intent: &str, f: impl FnOnce(&mut Value)) -> Value {
         let mut st = self.state.lock().unwrap();
@@ -227,7 +242,13 @@ impl FakeStripe {
                 st.customers.insert(id, c.clone());
                 Ok(c)
             }
-            ("GET", ["v1", "customers", id]) => st.customers.get(*id).cloned().ok_or(404),
+            ("GET", ["v1", "customers", id]) => match st.customers.get(*id) {
+                Some(c) => Ok(c.clone()),
+                None if st.deleted_customers.iter().any(|d| d == id) => {
+                    Ok(json!({"id": id, "object": "customer", "deleted": true}))
+                }
+                None => Err(404),
+            },
             ("POST", ["v1", "checkout", "sessions"]) => {
                 let n = self.next(&mut st);
                 let id = format!("cs_test_{n}");
