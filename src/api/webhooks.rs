@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, Problem};
 use crate::service::checkout::stripe;
-use crate::service::webhooks::{handle_event, EventOutcome};
+use crate::service::webhooks::{handle_event, record_only, EventOutcome};
 use crate::startup::AppState;
 use crate::stripe::webhook::{verify, WebhookRejection};
 
@@ -37,7 +37,12 @@ pub async fn stripe_webhook(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let gateway = stripe(&state)?;
+    // With billing off, events are still checked and stored (see `record_only`).
+    let gateway = match stripe(&state) {
+        Ok(gateway) => Some(gateway),
+        Err(_) if !state.settings.saas && !state.settings.stripe.webhook_secrets.is_empty() => None,
+        Err(e) => return Err(e),
+    };
     let payload = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_payload", "the body is not UTF-8"))?;
     let signature = req
@@ -57,7 +62,10 @@ pub async fn stripe_webhook(
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
-    let outcome = handle_event(&state, gateway, &event, payload).await;
+    let outcome = match gateway {
+        Some(gateway) => handle_event(&state, gateway, &event, payload).await,
+        None => record_only(&state, &event, payload).await,
+    };
     let label = match &outcome {
         Ok(EventOutcome::Processed) => "processed",
         Ok(EventOutcome::Duplicate) => "duplicate",

@@ -122,13 +122,14 @@ pub fn load(conn: &mut DbConnection, subject_key: &str) -> anyhow::Result<Subjec
     })
 }
 
-/// Upserts Stripe's current view of a subscription; tells whether anything changed. `payment_failed_at` (the start of the grace
+/// Upserts Stripe's current view of a subscription; tells whether anything changed.
+/// `payment_failed_at` (the start of the grace
 /// period) is kept from the stored row while the subscription stays delinquent in the same
 /// period, so that re-syncing never extends a grace period.
 pub fn upsert_subscription(
     conn: &mut DbConnection,
     mut row: SubscriptionRow,
-    failure_seen_at: DateTime<Utc>,
+    failure_reported_at: Option<DateTime<Utc>>,
     origin: Origin<'_>,
 ) -> anyhow::Result<bool> {
     let stored: Option<SubscriptionRow> = subscriptions::table
@@ -146,7 +147,15 @@ pub fn upsert_subscription(
             .filter(same_period)
         {
             Some(t) => Some(t),
-            None => Some(to_db_time(failure_seen_at)),
+            // First seen delinquent: when a payment failure was reported, else when the
+            // period's invoice was due (its start), so that a late discovery never grants a
+            // fresh grace period.
+            None => Some(
+                failure_reported_at
+                    .map(to_db_time)
+                    .or(row.current_period_start)
+                    .unwrap_or_else(|| to_db_time(origin.now)),
+            ),
         }
     } else {
         None

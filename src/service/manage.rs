@@ -4,8 +4,8 @@
 
 use crate::billing::catalog::{Interval, PlanKind};
 use crate::billing::subject::Subject;
-use crate::db;
 use crate::db::state::SubscriptionRow;
+use crate::db::{self, customers};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::startup::AppState;
@@ -14,10 +14,20 @@ use super::checkout::{gateway_error, priced_plan, stripe, STANDING};
 use super::sync::{sync_customer, SyncCause};
 
 /// The subscription the caller manages: the newest one that still stands.
+/// Re-read from Stripe first: the decision (is it already canceling? which price?) must not
+/// rest on a stale copy.
 async fn standing_subscription(
     state: &AppState,
     subject: &Subject,
+    source: &str,
 ) -> Result<SubscriptionRow, ApiError> {
+    let s = subject.clone();
+    let customer = state.db.run(move |conn| customers::find(conn, &s)).await?;
+    if let Some(customer_id) = customer.and_then(|c| c.stripe_customer_id) {
+        sync_customer(state, stripe(state)?, &customer_id, SyncCause::call(source))
+            .await
+            .map_err(ApiError::upstream)?;
+    }
     let key = subject.key();
     let stored = state
         .db
@@ -47,15 +57,16 @@ async fn resync(state: &AppState, sub: &SubscriptionRow, source: &str) -> Result
 pub async fn cancel(state: &AppState, caller: &Caller) -> Result<Subject, ApiError> {
     let stripe = stripe(state)?;
     let subject = Subject::user(&caller.subject);
-    let sub = standing_subscription(state, &subject).await?;
+    const SOURCE: &str = "api:subscription.cancel";
+    let sub = standing_subscription(state, &subject, SOURCE).await?;
     if !sub.cancel_at_period_end {
         stripe
             .set_cancel_at_period_end(&sub.stripe_subscription_id, true)
             .await
             .map_err(gateway_error)?;
         tracing::info!(%subject, subscription = %sub.stripe_subscription_id, "cancel at period end");
+        resync(state, &sub, SOURCE).await?;
     }
-    resync(state, &sub, "api:subscription.cancel").await?;
     Ok(subject)
 }
 
@@ -63,19 +74,21 @@ pub async fn cancel(state: &AppState, caller: &Caller) -> Result<Subject, ApiErr
 pub async fn resume(state: &AppState, caller: &Caller) -> Result<Subject, ApiError> {
     let stripe = stripe(state)?;
     let subject = Subject::user(&caller.subject);
-    let sub = standing_subscription(state, &subject).await?;
+    const SOURCE: &str = "api:subscription.resume";
+    let sub = standing_subscription(state, &subject, SOURCE).await?;
     if sub.status == "paused" {
         stripe
             .resume_paused(&sub.stripe_subscription_id)
             .await
             .map_err(gateway_error)?;
+        resync(state, &sub, SOURCE).await?;
     } else if sub.cancel_at_period_end {
         stripe
             .set_cancel_at_period_end(&sub.stripe_subscription_id, false)
             .await
             .map_err(gateway_error)?;
+        resync(state, &sub, SOURCE).await?;
     }
-    resync(state, &sub, "api:subscription.resume").await?;
     Ok(subject)
 }
 
@@ -95,14 +108,15 @@ pub async fn change(
         ));
     }
     let subject = Subject::user(&caller.subject);
-    let sub = standing_subscription(state, &subject).await?;
+    const SOURCE: &str = "api:subscription.change";
+    let sub = standing_subscription(state, &subject, SOURCE).await?;
     if sub.price_id.as_deref() != Some(price_id.as_str()) {
         stripe
             .change_price(&sub.stripe_subscription_id, &price_id, None)
             .await
             .map_err(gateway_error)?;
         tracing::info!(%subject, subscription = %sub.stripe_subscription_id, plan = %plan.id, "plan changed");
+        resync(state, &sub, SOURCE).await?;
     }
-    resync(state, &sub, "api:subscription.change").await?;
     Ok(subject)
 }

@@ -202,7 +202,7 @@ async fn write(
         .checkout
         .as_ref()
         .and_then(|session| purchase_row(state, subject, session, now));
-    let failure_seen_at = cause.payment_failed_at.map_or(now, |t| t.min(now));
+    let failure_reported_at = cause.payment_failed_at.map(|t| t.min(now));
     let event_id = cause.event_id.map(str::to_owned);
     let source = cause.source.clone();
     let (subject, customer_id) = (subject.clone(), stripe_customer_id.to_owned());
@@ -220,7 +220,7 @@ async fn write(
                     changes += usize::from(db::state::upsert_subscription(
                         conn,
                         row,
-                        failure_seen_at,
+                        failure_reported_at,
                         origin,
                     )?);
                 }

@@ -76,7 +76,7 @@ async fn apply(
     let customer = if CUSTOMER_EVENTS.contains(&event.event_type.as_str()) {
         match event.customer_id() {
             Some(id) => Some(id),
-            None => customer_of_payment(state, event).await?,
+            None => customer_of_payment(state, stripe, event).await?,
         }
     } else {
         None
@@ -105,9 +105,10 @@ async fn apply(
 }
 
 /// A dispute names its charge and payment intent but not the customer: find the customer
-/// through the payment Tollgate recorded.
+/// through the payment Tollgate recorded, or else ask Stripe for the charge.
 async fn customer_of_payment(
     state: &AppState,
+    stripe: &StripeGateway,
     event: &VerifiedEvent,
 ) -> anyhow::Result<Option<String>> {
     let field = |name: &str| {
@@ -121,10 +122,38 @@ async fn customer_of_payment(
     if charge.is_none() && payment_intent.is_none() {
         return Ok(None);
     }
-    state
+    let charge_id = charge.clone();
+    let recorded = state
         .db
         .run(move |conn| {
             db::state::customer_of_payment(conn, charge.as_deref(), payment_intent.as_deref())
+        })
+        .await?;
+    match (recorded, charge_id) {
+        (Some(customer), _) => Ok(Some(customer)),
+        (None, Some(charge)) => Ok(stripe.charge_customer(&charge).await?),
+        (None, None) => Ok(None),
+    }
+}
+
+/// With billing off (`SAAS=false`) nothing asks Stripe: a signed event is stored and
+/// acknowledged (so Stripe keeps the endpoint), and `tollgate sync --all` catches up once
+/// billing is switched on.
+pub async fn record_only(
+    state: &AppState,
+    event: &VerifiedEvent,
+    payload: &str,
+) -> anyhow::Result<EventOutcome> {
+    let now = state.now();
+    let (stored, body) = (event.clone(), payload.to_owned());
+    state
+        .db
+        .run(move |conn| {
+            if events::record(conn, &stored, &body, now)? {
+                return Ok(EventOutcome::Duplicate);
+            }
+            events::mark_processed(conn, &stored.id, now)?;
+            Ok(EventOutcome::Processed)
         })
         .await
 }

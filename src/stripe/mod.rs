@@ -21,7 +21,7 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionDiscounts, CreateCheckoutSessionLineItems,
     CreateCheckoutSessionSubscriptionData, RetrieveCheckoutSession,
 };
-use stripe_core::charge::ListCharge;
+use stripe_core::charge::{ListCharge, RetrieveCharge};
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
 use stripe_product::promotion_code::ListPromotionCode;
 use stripe_shared::{CheckoutSessionMode, CheckoutSessionPaymentStatus};
@@ -357,6 +357,15 @@ impl StripeGateway {
                 created: ts(c.created),
             })
             .collect())
+    }
+
+    /// The customer a charge belongs to (`None` when Stripe has no such charge or it has no
+    /// customer).
+    pub async fn charge_customer(&self, charge_id: &str) -> Result<Option<String>, GatewayError> {
+        match RetrieveCharge::new(charge_id).send(&self.client).await {
+            Ok(charge) => Ok(charge.customer.map(|c| c.id().as_str().to_owned())),
+            Err(e) => not_found_as_none(e),
+        }
     }
 
     /// Schedules (`true`) or withdraws (`false`) the subscription's cancellation at period end.

@@ -205,6 +205,24 @@ async fn with_saas_off_nothing_asks_stripe() {
         res.json::<Value>().await.unwrap()["code"],
         "billing_disabled"
     );
+    // Webhooks are still checked, stored and acknowledged, so Stripe keeps the endpoint.
+    let e = crate::helpers::event(
+        "evt_off",
+        "invoice.paid",
+        serde_json::json!({"id": "in_1", "object": "invoice", "customer": "cus_1"}),
+    );
+    let res = app.webhook(&e).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["duplicate"], false);
+    assert_eq!(
+        app.webhook(&e).await.json::<Value>().await.unwrap()["duplicate"],
+        true
+    );
+    assert_eq!(
+        app.send_webhook(&e, "whsec_forged", None).await.status(),
+        400
+    );
+    assert_eq!(app.count("stripe_events").await, 1);
     assert!(app.stripe.received().is_empty());
 }
 

@@ -189,3 +189,38 @@ async fn every_subscription_change_leaves_an_audit_row_naming_its_source() {
     );
     assert_eq!(changes["cancel_at_period_end"], json!([false, true]));
 }
+
+#[tokio::test]
+async fn a_dispute_of_a_charge_tollgate_never_recorded_is_routed_through_stripe() {
+    let app = spawn_app().await;
+    let (session_id, _) = app.subscribe("user-1", "lifetime", "once").await;
+    app.db(|conn| {
+        use diesel::RunQueryDsl;
+        diesel::sql_query("DELETE FROM payments").execute(conn)?;
+        Ok(())
+    })
+    .await;
+    let payment_intent = app.stripe.session(&session_id)["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let charge = app
+        .stripe
+        .update_charge(&payment_intent, |c| c["disputed"] = json!(true));
+    let dispute = json!({"id": "du_test_2", "object": "dispute", "charge": charge["id"], "payment_intent": "pi_unknown", "status": "needs_response"});
+    assert_eq!(
+        app.webhook(&event(
+            "evt_dispute_unrecorded",
+            "charge.dispute.created",
+            dispute
+        ))
+        .await
+        .status(),
+        200
+    );
+    let status = app.status(&app.user_token("user-1")).await;
+    assert_eq!(
+        (status["access"].as_bool(), status["reason"].as_str()),
+        (Some(false), Some("refunded"))
+    );
+}

@@ -214,3 +214,23 @@ async fn without_a_subscription_there_is_nothing_to_manage() {
         401
     );
 }
+
+#[tokio::test]
+async fn decisions_rest_on_stripes_state_not_a_stale_copy() {
+    let app = spawn_app().await;
+    let (_, status) = app.subscribe("user-1", "pro", "month").await;
+    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    // Canceled in the portal; the webhook has not arrived.
+    app.stripe
+        .update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
+    let token = app.user_token("user-1");
+    let res = app
+        .post_json("/v1/subscription/cancel", Some(&token), &json!({}))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["reason"], "canceling");
+    assert!(app
+        .stripe
+        .received_on("POST", &format!("/v1/subscriptions/{sub_id}"))
+        .is_empty());
+}

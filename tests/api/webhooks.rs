@@ -484,3 +484,33 @@ async fn a_stale_customer_deleted_event_for_a_live_customer_only_resyncs() {
         .await;
     assert_eq!(linked.as_deref(), Some("cus_test_1"));
 }
+
+#[tokio::test]
+async fn a_failure_discovered_late_counts_grace_from_the_period_start() {
+    let app = spawn_app().await;
+    let (sub_id, token) = subscribed_by_webhook(&app, "user-1").await;
+    // The renewal failed two days ago; only a subscription update (no payment_failed) arrives.
+    let sub = app.stripe.update_subscription(&sub_id, |s| {
+        s["status"] = json!("past_due");
+        s["items"]["data"][0]["current_period_start"] = json!(now() - 2 * 86_400);
+    });
+    assert_eq!(
+        app.webhook(&event("evt_late", "customer.subscription.updated", sub))
+            .await
+            .status(),
+        200
+    );
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["access"].as_bool(), status["reason"].as_str()),
+        (Some(false), Some("grace_expired"))
+    );
+    // A later payment_failed event of the same period does not restart the grace period.
+    let failed = event(
+        "evt_late_failed",
+        "invoice.payment_failed",
+        invoice("in_late", "cus_test_1", "open"),
+    );
+    assert_eq!(app.webhook(&failed).await.status(), 200);
+    assert_eq!(app.status(&token).await["reason"], "grace_expired");
+}

@@ -311,6 +311,12 @@ impl FakeStripe {
                     json!({"object": "list", "data": data, "has_more": false, "url": "/v1/subscriptions"}),
                 )
             }
+            ("GET", ["v1", "charges", id]) => st
+                .charges
+                .iter()
+                .find(|c| c["id"] == *id)
+                .cloned()
+                .ok_or(404),
             ("GET", ["v1", "charges"]) => {
                 let customer = form.get("customer").cloned().unwrap_or_default();
                 let mut data: Vec<Value> = st
