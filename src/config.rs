@@ -186,6 +186,10 @@ pub struct PlanSettings {
     pub quotas: BTreeMap<String, QuotaSettings>,
     #[serde(default)]
     pub trial_days: Option<u32>,
+    /// `false`: the trial starts without a card; without one at its end Stripe pauses the
+    /// subscription (no access) until the customer adds one.
+    #[serde(default = "yes")]
+    pub trial_requires_card: bool,
     #[serde(default)]
     pub prices: Vec<PriceSettings>,
 }
@@ -422,6 +426,10 @@ impl Settings {
             Err(ConfigError::Invalid(problems))
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn empty_secret_is_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {

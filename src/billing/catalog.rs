@@ -119,6 +119,8 @@ pub struct Plan {
     pub features: Vec<String>,
     pub quotas: BTreeMap<String, Quota>,
     pub trial_days: u32,
+    /// Whether checkout collects a card before a trial.
+    pub trial_requires_card: bool,
     pub prices: Vec<Price>,
 }
 
@@ -264,6 +266,7 @@ impl Catalog {
                 } else {
                     0
                 },
+                trial_requires_card: p.trial_requires_card,
                 prices,
             });
         }

@@ -21,6 +21,7 @@ pub(crate) mod test_support {
             features: features.iter().map(|f| f.to_string()).collect(),
             quotas: BTreeMap::new(),
             trial_days: 0,
+            trial_requires_card: true,
             prices,
         }
     }

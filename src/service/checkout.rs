@@ -246,6 +246,7 @@ pub async fn start_checkout(
         },
         quantity: req.quantity,
         trial_days: plan.trial_days,
+        trial_without_card: !plan.trial_requires_card,
         promotion_code_id,
         success_url,
         cancel_url,

@@ -19,7 +19,11 @@ use stripe_billing::subscription::{
 };
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionDiscounts, CreateCheckoutSessionLineItems,
-    CreateCheckoutSessionSubscriptionData, RetrieveCheckoutSession,
+    CreateCheckoutSessionPaymentMethodCollection, CreateCheckoutSessionSubscriptionData,
+    CreateCheckoutSessionSubscriptionDataTrialSettings,
+    CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehavior,
+    CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehaviorMissingPaymentMethod,
+    RetrieveCheckoutSession,
 };
 use stripe_core::charge::{ListCharge, RetrieveCharge};
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
@@ -117,6 +121,8 @@ pub struct NewCheckout {
     pub mode: CheckoutMode,
     pub quantity: u64,
     pub trial_days: u32,
+    /// Start the trial without collecting a card (Stripe pauses it at the end without one).
+    pub trial_without_card: bool,
     /// A promotion code id (`promo_...`); without one, customers may type a code.
     pub promotion_code_id: Option<String>,
     pub success_url: String,
@@ -268,6 +274,16 @@ impl StripeGateway {
                 data.metadata = Some(new.metadata.clone());
                 if new.trial_days > 0 {
                     data.trial_period_days = Some(new.trial_days);
+                    if new.trial_without_card {
+                        data.trial_settings = Some(CreateCheckoutSessionSubscriptionDataTrialSettings::new(
+                            CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehavior::new(
+                                CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehaviorMissingPaymentMethod::Pause,
+                            ),
+                        ));
+                        req = req.payment_method_collection(
+                            CreateCheckoutSessionPaymentMethodCollection::IfRequired,
+                        );
+                    }
                 }
                 req.mode(CheckoutSessionMode::Subscription)
                     .subscription_data(data)

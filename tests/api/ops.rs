@@ -39,14 +39,17 @@ async fn config_shows_plans_and_publishable_key_but_no_secret() {
         .iter()
         .map(|p| p["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["free", "pro", "maker", "lifetime", "legacy"]);
+    assert_eq!(
+        ids,
+        ["free", "pro", "maker", "starter", "lifetime", "legacy"]
+    );
     let pro = &config["plans"][1];
     assert_eq!(
         pro["prices"][0],
         serde_json::json!({"interval": "month", "price_id": "price_pro_monthly", "amount": 900, "currency": "usd"})
     );
     assert_eq!(config["plans"][2]["trial_days"], 3);
-    assert_eq!(config["plans"][3]["kind"], "lifetime");
+    assert_eq!(config["plans"][4]["kind"], "lifetime");
 }
 
 #[tokio::test]

@@ -234,3 +234,121 @@ async fn decisions_rest_on_stripes_state_not_a_stale_copy() {
         .received_on("POST", &format!("/v1/subscriptions/{sub_id}"))
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_trial_without_a_card_pauses_at_its_end_and_resumes_when_a_card_is_added() {
+    let app = spawn_app().await;
+    let (_, status) = app.subscribe("user-1", "starter", "month").await;
+    let form = &app.stripe.received_on("POST", "/v1/checkout/sessions")[0].form;
+    assert_eq!(form["subscription_data[trial_period_days]"], "7");
+    assert_eq!(form["payment_method_collection"], "if_required");
+    assert_eq!(
+        form["subscription_data[trial_settings][end_behavior][missing_payment_method]"],
+        "pause"
+    );
+    assert_eq!(status["reason"], "trialing");
+    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+
+    // The trial ends with no card on file: Stripe pauses the subscription.
+    let paused = app
+        .stripe
+        .update_subscription(&sub_id, |s| s["status"] = json!("paused"));
+    app.webhook(&event(
+        "evt_trial_paused",
+        "customer.subscription.paused",
+        paused,
+    ))
+    .await;
+    let token = app.user_token("user-1");
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["access"].as_bool(), status["reason"].as_str()),
+        (Some(false), Some("paused"))
+    );
+
+    // The customer adds a card in the portal; Stripe resumes it.
+    let resumed = app
+        .stripe
+        .update_subscription(&sub_id, |s| s["status"] = json!("active"));
+    app.webhook(&event(
+        "evt_trial_resumed",
+        "customer.subscription.resumed",
+        resumed,
+    ))
+    .await;
+    assert_eq!(app.status(&token).await["reason"], "active");
+}
+
+#[tokio::test]
+async fn a_trial_with_a_card_becomes_active_when_it_converts() {
+    let app = spawn_app().await;
+    let (_, status) = app.subscribe("user-1", "maker", "month").await;
+    assert!(!app.stripe.received_on("POST", "/v1/checkout/sessions")[0]
+        .form
+        .contains_key("payment_method_collection"));
+    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let converted = app.stripe.update_subscription(&sub_id, |s| {
+        s["status"] = json!("active");
+        s["trial_end"] = json!(crate::helpers::fake_stripe::now() - 60);
+    });
+    app.webhook(&event(
+        "evt_converted",
+        "customer.subscription.updated",
+        converted,
+    ))
+    .await;
+    let status = app.status(&app.user_token("user-1")).await;
+    assert_eq!(
+        (
+            status["access"].as_bool(),
+            status["reason"].as_str(),
+            status["plan"].as_str()
+        ),
+        (Some(true), Some("active"), Some("maker"))
+    );
+}
+
+#[tokio::test]
+async fn a_plan_change_made_in_the_portal_arrives_by_webhook() {
+    let app = spawn_app().await;
+    let (_, status) = app.subscribe("user-1", "pro", "month").await;
+    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let downgraded = app.stripe.update_subscription(&sub_id, |s| {
+        s["items"]["data"][0]["price"]["id"] = json!("price_maker_monthly");
+        s["items"]["data"][0]["plan"]["id"] = json!("price_maker_monthly");
+    });
+    app.webhook(&event(
+        "evt_portal_change",
+        "customer.subscription.updated",
+        downgraded,
+    ))
+    .await;
+    let status = app.status(&app.user_token("user-1")).await;
+    assert_eq!(
+        (status["plan"].as_str(), status["features"].clone()),
+        (Some("maker"), json!(["basic"]))
+    );
+}
+
+#[tokio::test]
+async fn a_past_due_user_whose_grace_ended_can_still_open_the_portal_to_pay() {
+    let app = spawn_app().await;
+    let (_, status) = app.subscribe("user-1", "pro", "month").await;
+    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let sub = app.stripe.update_subscription(&sub_id, |s| {
+        s["status"] = json!("past_due");
+        s["items"]["data"][0]["current_period_start"] =
+            json!(crate::helpers::fake_stripe::now() - 3 * 86_400);
+    });
+    app.webhook(&event("evt_overdue", "customer.subscription.updated", sub))
+        .await;
+    let token = app.user_token("user-1");
+    assert_eq!(app.status(&token).await["reason"], "grace_expired");
+    let res = app.post_json("/v1/portal", Some(&token), &json!({})).await;
+    assert_eq!(res.status(), 200);
+    // And a new checkout is refused: the way out is paying the open invoice.
+    let res = app
+        .checkout(&token, json!({"plan": "pro", "interval": "month"}))
+        .await;
+    assert_eq!(res.status(), 409);
+}

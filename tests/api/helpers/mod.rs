@@ -49,6 +49,15 @@ features = ["basic"]
 prices = [{ interval = "month", price_id = "price_maker_monthly", amount = 1299, currency = "usd" }]
 
 [[plans]]
+id = "starter"
+name = "Starter"
+rank = 3
+trial_days = 7
+trial_requires_card = false
+features = ["basic"]
+prices = [{ interval = "month", price_id = "price_starter_monthly", amount = 500, currency = "usd" }]
+
+[[plans]]
 id = "lifetime"
 name = "Lifetime"
 rank = 20
@@ -120,6 +129,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
                 "price_pro_monthly",
                 "price_pro_yearly",
                 "price_maker_monthly",
+                "price_starter_monthly",
                 "price_lifetime",
             ],
         ))
