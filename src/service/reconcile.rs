@@ -63,7 +63,7 @@ pub async fn reconcile_subject(
     };
     let mut report = ReconcileReport::default();
     report.add(
-        sync_customer(state, stripe, &customer_id, SyncCause::call("reconcile")).await,
+        sync_customer(state, stripe, &customer_id, SyncCause::reconcile()).await,
         &customer_id,
     );
     record_metrics(&report);
@@ -89,7 +89,7 @@ pub async fn reconcile_all(
         after = Some(last.clone());
         for (_, customer_id) in &page {
             report.add(
-                sync_customer(state, stripe, customer_id, SyncCause::call("reconcile")).await,
+                sync_customer(state, stripe, customer_id, SyncCause::reconcile()).await,
                 customer_id,
             );
             progress(report.customers, total.max(report.customers));

@@ -44,9 +44,19 @@ pub struct SyncCause<'a> {
     pub checkout: Option<CheckoutSessionSnapshot>,
     /// Stripe said the customer was deleted (checked again before acting on it).
     pub customer_deleted: bool,
+    /// Reconciliation: read every charge page and every completed Checkout Session too.
+    pub full: bool,
 }
 
 impl SyncCause<'_> {
+    /// A full re-read by reconciliation.
+    pub fn reconcile() -> Self {
+        SyncCause {
+            full: true,
+            ..SyncCause::call("reconcile")
+        }
+    }
+
     pub fn call(source: &str) -> Self {
         SyncCause {
             source: source.to_owned(),
@@ -54,6 +64,7 @@ impl SyncCause<'_> {
             payment_failed_at: None,
             checkout: None,
             customer_deleted: false,
+            full: false,
         }
     }
 }
@@ -62,6 +73,8 @@ impl SyncCause<'_> {
 struct StripeState {
     subscriptions: Vec<SubscriptionSnapshot>,
     charges: Vec<ChargeSnapshot>,
+    /// Completed Checkout Sessions (read by reconciliation only).
+    sessions: Vec<CheckoutSessionSnapshot>,
 }
 
 pub async fn sync_customer(
@@ -94,12 +107,19 @@ pub async fn sync_customer(
                 }
                 return Ok(SyncOutcome::UnknownCustomer);
             };
-            let (subscriptions, charges) = tokio::try_join!(
+            let (subscriptions, charges, sessions) = tokio::try_join!(
                 stripe.customer_subscriptions(stripe_customer_id),
-                stripe.customer_charges(stripe_customer_id),
+                stripe.customer_charges(stripe_customer_id, cause.full),
+                async {
+                    if cause.full {
+                        stripe.customer_completed_sessions(stripe_customer_id).await
+                    } else {
+                        Ok(Vec::new())
+                    }
+                },
             )?;
             let count = subscriptions.len();
-            let changes = write(state, &subject, stripe_customer_id, StripeState { subscriptions, charges }, &cause).await?;
+            let changes = write(state, &subject, stripe_customer_id, StripeState { subscriptions, charges, sessions }, &cause).await?;
             tracing::info!(customer = %stripe_customer_id, %subject, subscriptions = count, source = %cause.source, "synced from Stripe");
             Ok(SyncOutcome::Synced { subject, subscriptions: count, changes })
         })
@@ -198,10 +218,12 @@ async fn write(
             Some((c.payment_intent_id.clone()?, status))
         })
         .collect();
-    let purchase = cause
+    let purchases: Vec<PurchaseRow> = cause
         .checkout
-        .as_ref()
-        .and_then(|session| purchase_row(state, subject, session, now));
+        .iter()
+        .chain(stripe_state.sessions.iter())
+        .filter_map(|session| purchase_row(state, subject, session, now))
+        .collect();
     let failure_reported_at = cause.payment_failed_at.map(|t| t.min(now));
     let event_id = cause.event_id.map(str::to_owned);
     let source = cause.source.clone();
@@ -224,7 +246,7 @@ async fn write(
                         origin,
                     )?);
                 }
-                if let Some(row) = purchase {
+                for row in purchases {
                     changes += usize::from(db::state::upsert_purchase(conn, row, origin)?);
                 }
                 for row in payments {

@@ -23,7 +23,7 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSessionSubscriptionDataTrialSettings,
     CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehavior,
     CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehaviorMissingPaymentMethod,
-    RetrieveCheckoutSession,
+    ListCheckoutSession, RetrieveCheckoutSession,
 };
 use stripe_core::charge::{ListCharge, RetrieveCharge};
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
@@ -347,20 +347,21 @@ impl StripeGateway {
         Ok(out)
     }
 
-    /// The customer's newest charges (one page of 100): payments, refunds and disputes.
+    /// The customer's charges (payments, refunds and disputes), newest first: one page of 100,
+    /// or every page when `all` (reconciliation).
     pub async fn customer_charges(
         &self,
         customer_id: &str,
+        all: bool,
     ) -> Result<Vec<ChargeSnapshot>, GatewayError> {
-        let page = ListCharge::new()
-            .customer(customer_id)
-            .limit(100)
-            .send(&self.client)
-            .await?;
-        Ok(page
-            .data
-            .into_iter()
-            .map(|c| ChargeSnapshot {
+        let mut out: Vec<ChargeSnapshot> = Vec::new();
+        loop {
+            let mut req = ListCharge::new().customer(customer_id).limit(100);
+            if let Some(last) = out.last() {
+                req = req.starting_after(last.id.clone());
+            }
+            let page = req.send(&self.client).await?;
+            out.extend(page.data.into_iter().map(|c| ChargeSnapshot {
                 id: c.id.as_str().to_owned(),
                 amount: c.amount,
                 amount_refunded: c.amount_refunded,
@@ -371,8 +372,34 @@ impl StripeGateway {
                 payment_intent_id: c.payment_intent.map(|p| p.id().as_str().to_owned()),
                 description: c.description,
                 created: ts(c.created),
-            })
-            .collect())
+            }));
+            if !all || !page.has_more || out.is_empty() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The customer's completed Checkout Sessions (every page): reconciliation records
+    /// one-time purchases whose webhook was lost and whose buyer never came back to verify.
+    pub async fn customer_completed_sessions(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<CheckoutSessionSnapshot>, GatewayError> {
+        let mut out: Vec<CheckoutSessionSnapshot> = Vec::new();
+        loop {
+            let mut req = ListCheckoutSession::new()
+                .customer(customer_id)
+                .status(stripe_shared::CheckoutSessionStatus::Complete)
+                .limit(100);
+            if let Some(last) = out.last() {
+                req = req.starting_after(last.id.clone());
+            }
+            let page = req.send(&self.client).await?;
+            out.extend(page.data.into_iter().map(checkout_snapshot));
+            if !page.has_more || out.is_empty() {
+                return Ok(out);
+            }
+        }
     }
 
     /// The customer a charge belongs to (`None` when Stripe has no such charge or it has no

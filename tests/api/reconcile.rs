@@ -197,3 +197,30 @@ async fn the_sync_command_repairs_drift_from_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--all, --user ID or --subject KEY"));
 }
+
+#[tokio::test]
+async fn reconciliation_records_a_purchase_whose_webhook_was_lost() {
+    let app = spawn_app().await;
+    // Paid on Stripe; the webhook never came and the buyer never returned to verify.
+    let (token, _, _) = app.paid_checkout("user-1", "lifetime", "once").await;
+    assert_eq!(app.status(&token).await["reason"], "free");
+    let admin = app.idp.service_token("billing:admin");
+    let report: Value = app
+        .post_json(
+            "/v1/admin/sync",
+            Some(&admin),
+            &json!({"user_id": "user-1"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["drifted"], 1);
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["access"].as_bool(), status["reason"].as_str()),
+        (Some(true), Some("lifetime"))
+    );
+    let sessions = app.stripe.received_on("GET", "/v1/checkout/sessions");
+    assert_eq!(sessions[0].form["status"], "complete");
+}

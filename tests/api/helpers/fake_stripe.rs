@@ -292,6 +292,21 @@ impl FakeStripe {
                 st.sessions.insert(id, stored);
                 Ok(s)
             }
+            ("GET", ["v1", "checkout", "sessions"]) => {
+                let customer = form.get("customer").cloned().unwrap_or_default();
+                let status = form.get("status").cloned();
+                let data: Vec<Value> = st
+                    .sessions
+                    .values()
+                    .filter(|s| s["customer"] == customer.as_str())
+                    .filter(|s| status.as_ref().is_none_or(|st| s["status"] == st.as_str()))
+                    .cloned()
+                    .map(public)
+                    .collect();
+                Ok(
+                    json!({"object": "list", "data": data, "has_more": false, "url": "/v1/checkout/sessions"}),
+                )
+            }
             ("GET", ["v1", "checkout", "sessions", id]) => {
                 st.sessions.get(*id).cloned().map(public).ok_or(404)
             }
