@@ -64,8 +64,7 @@ fn truth(sub: &Value) -> (String, bool, i64, Option<String>) {
 /// Stripe already holding the final state; after every delivery the stored state is Stripe's.
 async fn replay(order: Vec<usize>, again: Vec<usize>, final_kind: usize) {
     let app = spawn_app().await;
-    let (_, status) = app.subscribe("user-1", "pro", "month").await;
-    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
 
     // The events a lifecycle sends, each carrying the (now stale) object of its moment.
     let initial = app.stripe.subscription(&sub_id);
@@ -142,8 +141,7 @@ async fn two_instances_receiving_the_same_events_process_each_once() {
         return;
     }
     let other = app.another_instance().await;
-    let (_, status) = app.subscribe("user-1", "pro", "month").await;
-    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
     let sub = app
         .stripe
         .update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));

@@ -8,8 +8,7 @@ use crate::helpers::{spawn_app, spawn_app_with, Options, TestApp, WEBHOOK_SECRET
 
 /// Subscribes user-1, then changes Stripe's truth behind Tollgate's back (no webhook).
 async fn drifted(app: &TestApp) -> String {
-    let (_, status) = app.subscribe("user-1", "pro", "month").await;
-    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
     app.stripe
         .update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
     assert_eq!(

@@ -5,8 +5,7 @@ use crate::helpers::{event, spawn_app};
 #[tokio::test]
 async fn cancel_then_resume_round_trips_through_stripe() {
     let app = spawn_app().await;
-    let (_, status) = app.subscribe("user-1", "pro", "month").await;
-    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
     let token = app.user_token("user-1");
 
     let res = app
@@ -63,8 +62,7 @@ async fn cancel_then_resume_round_trips_through_stripe() {
 #[tokio::test]
 async fn a_paused_subscription_is_resumed() {
     let app = spawn_app().await;
-    let (_, status) = app.subscribe("user-1", "pro", "month").await;
-    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
     let paused = app
         .stripe
         .update_subscription(&sub_id, |s| s["status"] = json!("paused"));
@@ -99,8 +97,7 @@ async fn a_paused_subscription_is_resumed() {
 #[tokio::test]
 async fn change_moves_to_the_new_price_with_proration() {
     let app = spawn_app().await;
-    let (_, status) = app.subscribe("user-1", "maker", "month").await;
-    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let sub_id = app.subscribed("user-1", "maker", "month").await;
     let token = app.user_token("user-1");
     let res = app
         .post_json(
@@ -142,8 +139,7 @@ async fn change_moves_to_the_new_price_with_proration() {
 #[tokio::test]
 async fn bad_changes_are_refused_before_stripe() {
     let app = spawn_app().await;
-    let (_, status) = app.subscribe("user-1", "pro", "month").await;
-    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
     let token = app.user_token("user-1");
     for (body, http, code) in [
         (
@@ -218,8 +214,7 @@ async fn without_a_subscription_there_is_nothing_to_manage() {
 #[tokio::test]
 async fn decisions_rest_on_stripes_state_not_a_stale_copy() {
     let app = spawn_app().await;
-    let (_, status) = app.subscribe("user-1", "pro", "month").await;
-    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
     // Canceled in the portal; the webhook has not arrived.
     app.stripe
         .update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
@@ -253,7 +248,7 @@ async fn a_trial_without_a_card_pauses_at_its_end_and_resumes_when_a_card_is_add
     let paused = app
         .stripe
         .update_subscription(&sub_id, |s| s["status"] = json!("paused"));
-    app.webhook(&event(
+    app.webhook_ok(&event(
         "evt_trial_paused",
         "customer.subscription.paused",
         paused,
@@ -270,7 +265,7 @@ async fn a_trial_without_a_card_pauses_at_its_end_and_resumes_when_a_card_is_add
     let resumed = app
         .stripe
         .update_subscription(&sub_id, |s| s["status"] = json!("active"));
-    app.webhook(&event(
+    app.webhook_ok(&event(
         "evt_trial_resumed",
         "customer.subscription.resumed",
         resumed,
@@ -291,7 +286,7 @@ async fn a_trial_with_a_card_becomes_active_when_it_converts() {
         s["status"] = json!("active");
         s["trial_end"] = json!(crate::helpers::fake_stripe::now() - 60);
     });
-    app.webhook(&event(
+    app.webhook_ok(&event(
         "evt_converted",
         "customer.subscription.updated",
         converted,
@@ -311,13 +306,12 @@ async fn a_trial_with_a_card_becomes_active_when_it_converts() {
 #[tokio::test]
 async fn a_plan_change_made_in_the_portal_arrives_by_webhook() {
     let app = spawn_app().await;
-    let (_, status) = app.subscribe("user-1", "pro", "month").await;
-    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
     let downgraded = app.stripe.update_subscription(&sub_id, |s| {
         s["items"]["data"][0]["price"]["id"] = json!("price_maker_monthly");
         s["items"]["data"][0]["plan"]["id"] = json!("price_maker_monthly");
     });
-    app.webhook(&event(
+    app.webhook_ok(&event(
         "evt_portal_change",
         "customer.subscription.updated",
         downgraded,
@@ -333,14 +327,13 @@ async fn a_plan_change_made_in_the_portal_arrives_by_webhook() {
 #[tokio::test]
 async fn a_past_due_user_whose_grace_ended_can_still_open_the_portal_to_pay() {
     let app = spawn_app().await;
-    let (_, status) = app.subscribe("user-1", "pro", "month").await;
-    let sub_id = status["subscription_id"].as_str().unwrap().to_owned();
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
     let sub = app.stripe.update_subscription(&sub_id, |s| {
         s["status"] = json!("past_due");
         s["items"]["data"][0]["current_period_start"] =
             json!(crate::helpers::fake_stripe::now() - 3 * 86_400);
     });
-    app.webhook(&event("evt_overdue", "customer.subscription.updated", sub))
+    app.webhook_ok(&event("evt_overdue", "customer.subscription.updated", sub))
         .await;
     let token = app.user_token("user-1");
     assert_eq!(app.status(&token).await["reason"], "grace_expired");

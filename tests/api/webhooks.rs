@@ -206,12 +206,8 @@ async fn renewal_moves_the_period_end() {
     });
     let mut inv = invoice("in_renewal", "cus_test_1", "paid");
     inv["subscription"] = json!(sub_id);
-    assert_eq!(
-        app.webhook(&event("evt_paid", "invoice.paid", inv))
-            .await
-            .status(),
-        200
-    );
+    app.webhook_ok(&event("evt_paid", "invoice.paid", inv))
+        .await;
     let status = app.status(&token).await;
     let shown =
         chrono::DateTime::parse_from_rfc3339(status["current_period_end"].as_str().unwrap())
@@ -228,12 +224,8 @@ async fn cancellation_at_period_end_keeps_access_then_deletion_ends_it() {
         s["cancel_at_period_end"] = json!(true);
         s["canceled_at"] = json!(now());
     });
-    assert_eq!(
-        app.webhook(&event("evt_cancel", "customer.subscription.updated", sub))
-            .await
-            .status(),
-        200
-    );
+    app.webhook_ok(&event("evt_cancel", "customer.subscription.updated", sub))
+        .await;
     let status = app.status(&token).await;
     assert_eq!(
         (
@@ -248,12 +240,8 @@ async fn cancellation_at_period_end_keeps_access_then_deletion_ends_it() {
         s["status"] = json!("canceled");
         s["ended_at"] = json!(now());
     });
-    assert_eq!(
-        app.webhook(&event("evt_deleted", "customer.subscription.deleted", sub))
-            .await
-            .status(),
-        200
-    );
+    app.webhook_ok(&event("evt_deleted", "customer.subscription.deleted", sub))
+        .await;
     let status = app.status(&token).await;
     assert_eq!(
         (
@@ -277,7 +265,7 @@ async fn payment_failure_gives_a_grace_period_that_then_expires() {
         invoice("in_failed", "cus_test_1", "open"),
     );
     let failed_at = failed["created"].as_i64().unwrap();
-    assert_eq!(app.webhook(&failed).await.status(), 200);
+    app.webhook_ok(&failed).await;
     let status = app.status(&token).await;
     assert_eq!(
         (
@@ -294,16 +282,12 @@ async fn payment_failure_gives_a_grace_period_that_then_expires() {
     // Payment succeeds: active again, no grace.
     app.stripe
         .update_subscription(&sub_id, |s| s["status"] = json!("active"));
-    assert_eq!(
-        app.webhook(&event(
-            "evt_recovered",
-            "invoice.payment_succeeded",
-            invoice("in_failed", "cus_test_1", "paid")
-        ))
-        .await
-        .status(),
-        200
-    );
+    app.webhook_ok(&event(
+        "evt_recovered",
+        "invoice.payment_succeeded",
+        invoice("in_failed", "cus_test_1", "paid"),
+    ))
+    .await;
     let status = app.status(&token).await;
     assert_eq!(
         (status["reason"].as_str(), status["grace_until"].as_str()),
@@ -323,7 +307,7 @@ async fn a_failure_reported_more_than_the_grace_period_ago_ends_access() {
         invoice("in_failed", "cus_test_1", "open"),
     );
     failed["created"] = json!(now() - 2 * 86_400);
-    assert_eq!(app.webhook(&failed).await.status(), 200);
+    app.webhook_ok(&failed).await;
     let status = app.status(&token).await;
     assert_eq!(
         (status["access"].as_bool(), status["reason"].as_str()),
@@ -465,12 +449,8 @@ async fn a_stale_customer_deleted_event_for_a_live_customer_only_resyncs() {
     let app = spawn_app().await;
     let (_, token) = subscribed_by_webhook(&app, "user-1").await;
     let customer = json!({"id": "cus_test_1", "object": "customer"});
-    assert_eq!(
-        app.webhook(&event("evt_not_really", "customer.deleted", customer))
-            .await
-            .status(),
-        200
-    );
+    app.webhook_ok(&event("evt_not_really", "customer.deleted", customer))
+        .await;
     assert_eq!(app.status(&token).await["reason"], "active");
     let linked = app
         .db(|conn| {
@@ -494,12 +474,8 @@ async fn a_failure_discovered_late_counts_grace_from_the_period_start() {
         s["status"] = json!("past_due");
         s["items"]["data"][0]["current_period_start"] = json!(now() - 2 * 86_400);
     });
-    assert_eq!(
-        app.webhook(&event("evt_late", "customer.subscription.updated", sub))
-            .await
-            .status(),
-        200
-    );
+    app.webhook_ok(&event("evt_late", "customer.subscription.updated", sub))
+        .await;
     let status = app.status(&token).await;
     assert_eq!(
         (status["access"].as_bool(), status["reason"].as_str()),
@@ -511,6 +487,6 @@ async fn a_failure_discovered_late_counts_grace_from_the_period_start() {
         "invoice.payment_failed",
         invoice("in_late", "cus_test_1", "open"),
     );
-    assert_eq!(app.webhook(&failed).await.status(), 200);
+    app.webhook_ok(&failed).await;
     assert_eq!(app.status(&token).await["reason"], "grace_expired");
 }

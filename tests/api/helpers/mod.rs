@@ -258,6 +258,22 @@ impl TestApp {
         (token, session_id, subscription_id)
     }
 
+    /// Subscribes `user_id` (checkout, payment, verify) and returns the subscription's id.
+    pub async fn subscribed(&self, user_id: &str, plan: &str, interval: &str) -> String {
+        let (_, status) = self.subscribe(user_id, plan, interval).await;
+        status["subscription_id"]
+            .as_str()
+            .expect("a subscription")
+            .to_owned()
+    }
+
+    /// Sends a correctly signed event and expects it to be acknowledged.
+    pub async fn webhook_ok(&self, event: &Value) -> Value {
+        let res = self.webhook(event).await;
+        assert_eq!(res.status(), 200, "webhook {} refused", event["id"]);
+        res.json().await.unwrap()
+    }
+
     /// Checkout, complete it on the fake Stripe and verify: the user is then subscribed.
     pub async fn subscribe(&self, user_id: &str, plan: &str, interval: &str) -> (String, Value) {
         let (token, session_id, _) = self.paid_checkout(user_id, plan, interval).await;
