@@ -91,6 +91,9 @@ pub struct SubscriptionFacts {
     pub cancel_at: Option<DateTime<Utc>>,
     /// When the first payment of the current period failed (start of the grace period).
     pub payment_failed_at: Option<DateTime<Utc>>,
+    /// The payment for the current period was refunded or is disputed: the period it paid for
+    /// grants nothing (a later period's paid invoice clears it).
+    pub period_payment_revoked: Option<PurchaseStatus>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -126,6 +129,8 @@ pub enum Reason {
     Unpaid,
     Incomplete,
     Paused,
+    /// The payment was refunded, or is contested by an open or lost chargeback (SPEC's list of
+    /// reasons has no separate one for disputes; the purchase and payment say `disputed`).
     Refunded,
     /// No paid plan at all.
     Free,
@@ -274,6 +279,12 @@ fn subscription_verdict<'a>(
                 return verdict(false, Reason::Canceled, None);
             }
         }
+        match s.period_payment_revoked {
+            Some(PurchaseStatus::Refunded | PurchaseStatus::Disputed) => {
+                return verdict(false, Reason::Refunded, None)
+            }
+            Some(PurchaseStatus::Paid) | None => {}
+        }
     }
 
     match &s.status {
@@ -367,6 +378,7 @@ mod tests {
             cancel_at_period_end: false,
             cancel_at: None,
             payment_failed_at: None,
+            period_payment_revoked: None,
             created_at: now() - Duration::days(40),
         }
     }
@@ -541,13 +553,46 @@ mod tests {
             (a.access, a.reason, a.plan_id.as_str(), a.lifetime),
             (true, Reason::Lifetime, "lifetime", true)
         );
-        for status in [PurchaseStatus::Refunded, PurchaseStatus::Disputed] {
+        for (status, reason) in [
+            (PurchaseStatus::Refunded, Reason::Refunded),
+            (PurchaseStatus::Disputed, Reason::Refunded),
+        ] {
             let a = eval(&[], &[lifetime(status)]);
-            assert_eq!(
-                (a.access, a.reason, a.lifetime),
-                (false, Reason::Refunded, false)
-            );
+            assert_eq!((a.access, a.reason, a.lifetime), (false, reason, false));
         }
+    }
+
+    #[test]
+    fn a_revoked_period_payment_ends_the_periods_access_in_every_paying_status() {
+        for status in [
+            SubscriptionStatus::Active,
+            SubscriptionStatus::Trialing,
+            SubscriptionStatus::PastDue,
+        ] {
+            for (revoked, reason) in [
+                (PurchaseStatus::Refunded, Reason::Refunded),
+                (PurchaseStatus::Disputed, Reason::Refunded),
+            ] {
+                let mut s = sub(status.clone());
+                // Within the grace period, so that only the revocation refuses.
+                s.payment_failed_at = Some(now() - Duration::hours(1));
+                s.period_payment_revoked = Some(revoked);
+                let a = eval(&[s.clone()], &[]);
+                assert_eq!((a.access, a.reason), (false, reason), "{status:?}");
+                assert_eq!(a.subscription_id.as_deref(), Some("sub_1"));
+                // A paid period payment (or none recorded) leaves the status to decide.
+                s.period_payment_revoked = Some(PurchaseStatus::Paid);
+                assert!(eval(&[s], &[]).access, "{status:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_revoked_subscription_payment_does_not_hide_a_lifetime_purchase() {
+        let mut s = sub(SubscriptionStatus::Active);
+        s.period_payment_revoked = Some(PurchaseStatus::Refunded);
+        let a = eval(&[s], &[lifetime(PurchaseStatus::Paid)]);
+        assert_eq!((a.access, a.reason), (true, Reason::Lifetime));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod catalog;
+pub mod payment;
 pub mod redirect;
 pub mod subject;
 

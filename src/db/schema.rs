@@ -35,6 +35,7 @@ diesel::table! {
         payment_failed_at -> Nullable<Timestamp>,
         stripe_created_at -> Timestamp,
         synced_at -> Timestamp,
+        period_payment_revoked -> Nullable<Text>,
     }
 }
 

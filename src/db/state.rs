@@ -36,6 +36,8 @@ pub struct SubscriptionRow {
     pub payment_failed_at: Option<NaiveDateTime>,
     pub stripe_created_at: NaiveDateTime,
     pub synced_at: NaiveDateTime,
+    /// `refunded` or `disputed` when the current period's payment was taken back.
+    pub period_payment_revoked: Option<String>,
 }
 
 impl SubscriptionRow {
@@ -50,6 +52,10 @@ impl SubscriptionRow {
             cancel_at_period_end: self.cancel_at_period_end,
             cancel_at: self.cancel_at.map(from_db_time),
             payment_failed_at: self.payment_failed_at.map(from_db_time),
+            period_payment_revoked: self
+                .period_payment_revoked
+                .as_deref()
+                .and_then(PurchaseStatus::parse),
             created_at: from_db_time(self.stripe_created_at),
         }
     }
@@ -192,6 +198,8 @@ pub fn upsert_subscription(
             subscriptions::payment_failed_at.eq(excluded(subscriptions::payment_failed_at)),
             subscriptions::stripe_created_at.eq(excluded(subscriptions::stripe_created_at)),
             subscriptions::synced_at.eq(excluded(subscriptions::synced_at)),
+            subscriptions::period_payment_revoked
+                .eq(excluded(subscriptions::period_payment_revoked)),
         ))
         .execute(c))?;
     Ok(changed)
@@ -223,22 +231,24 @@ pub fn upsert_purchase(
     Ok(true)
 }
 
-/// Marks the paid purchases a payment intent paid for as `refunded` or `disputed`.
-pub fn revoke_purchases(
+/// Brings the purchases a payment intent paid for to the payment's standing: a refund or a
+/// dispute revokes them, a won dispute restores them; a refund is final. Tells how many changed.
+pub fn set_purchase_standing(
     conn: &mut DbConnection,
     payment_intent_id: &str,
-    status: PurchaseStatus,
+    standing: PurchaseStatus,
     origin: Origin<'_>,
 ) -> anyhow::Result<usize> {
-    let paid: Vec<PurchaseRow> = purchases::table
+    let stale: Vec<PurchaseRow> = purchases::table
         .filter(purchases::payment_intent_id.eq(payment_intent_id))
-        .filter(purchases::status.eq(PurchaseStatus::Paid.as_str()))
+        .filter(purchases::status.ne(standing.as_str()))
+        .filter(purchases::status.ne(PurchaseStatus::Refunded.as_str()))
         .select(PurchaseRow::as_select())
         .load(conn)?;
-    let revoked = paid.len();
-    for before in paid {
+    let changed = stale.len();
+    for before in stale {
         let mut after = before.clone();
-        after.status = status.as_str().to_owned();
+        after.status = standing.as_str().to_owned();
         after.updated_at = to_db_time(origin.now);
         audit::record_change(
             conn,
@@ -254,7 +264,7 @@ pub fn revoke_purchases(
             ))
             .execute(conn)?;
     }
-    Ok(revoked)
+    Ok(changed)
 }
 
 /// One charge of the subject's, as the payments history shows it.

@@ -70,7 +70,8 @@ pub async fn cancel(state: &AppState, caller: &Caller) -> Result<Subject, ApiErr
     Ok(subject)
 }
 
-/// Withdraws a scheduled cancellation, or resumes a paused subscription. Idempotent.
+/// Withdraws a scheduled cancellation (at period end or on a date), or resumes a paused
+/// subscription. Idempotent.
 pub async fn resume(state: &AppState, caller: &Caller) -> Result<Subject, ApiError> {
     let stripe = stripe(state)?;
     let subject = Subject::user(&caller.subject);
@@ -83,8 +84,16 @@ pub async fn resume(state: &AppState, caller: &Caller) -> Result<Subject, ApiErr
             .map_err(gateway_error)?;
         resync(state, &sub, SOURCE).await?;
     } else if sub.cancel_at_period_end {
+        // Stripe also unsets the `cancel_at` it derived from the period end.
         stripe
             .set_cancel_at_period_end(&sub.stripe_subscription_id, false)
+            .await
+            .map_err(gateway_error)?;
+        resync(state, &sub, SOURCE).await?;
+    } else if sub.cancel_at.is_some() {
+        // A cancellation scheduled for a date (the portal or the API set `cancel_at`).
+        stripe
+            .clear_cancel_at(&sub.stripe_subscription_id)
             .await
             .map_err(gateway_error)?;
         resync(state, &sub, SOURCE).await?;

@@ -5,6 +5,8 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 
+use std::collections::HashMap;
+
 use crate::billing::access::PurchaseStatus;
 use crate::billing::catalog::{Interval, PlanKind};
 use crate::billing::subject::Subject;
@@ -46,6 +48,8 @@ pub struct SyncCause<'a> {
     pub customer_deleted: bool,
     /// Reconciliation: read every charge page and every completed Checkout Session too.
     pub full: bool,
+    /// A charge the event concerns: read even when it is not among the newest charges.
+    pub charge_id: Option<String>,
 }
 
 impl SyncCause<'_> {
@@ -65,6 +69,7 @@ impl SyncCause<'_> {
             checkout: None,
             customer_deleted: false,
             full: false,
+            charge_id: None,
         }
     }
 }
@@ -73,6 +78,8 @@ impl SyncCause<'_> {
 struct StripeState {
     subscriptions: Vec<SubscriptionSnapshot>,
     charges: Vec<ChargeSnapshot>,
+    /// Subscriptions whose current period's payment was refunded or is disputed.
+    revoked_periods: HashMap<String, PurchaseStatus>,
     /// Completed Checkout Sessions (read by reconciliation only).
     sessions: Vec<CheckoutSessionSnapshot>,
 }
@@ -107,7 +114,7 @@ pub async fn sync_customer(
                 }
                 return Ok(SyncOutcome::UnknownCustomer);
             };
-            let (subscriptions, charges, sessions) = tokio::try_join!(
+            let (subscriptions, mut charges, sessions) = tokio::try_join!(
                 stripe.customer_subscriptions(stripe_customer_id),
                 stripe.customer_charges(stripe_customer_id, cause.full),
                 async {
@@ -118,12 +125,51 @@ pub async fn sync_customer(
                     }
                 },
             )?;
+            if let Some(id) = cause.charge_id.as_deref().filter(|id| !charges.iter().any(|c| c.id == *id)) {
+                let older = stripe.charge(id).await?;
+                charges.extend(older.filter(|c| c.customer_id.as_deref() == Some(stripe_customer_id)));
+            }
+            let revoked_periods = revoked_periods(stripe, &subscriptions, &charges).await?;
             let count = subscriptions.len();
-            let changes = write(state, &subject, stripe_customer_id, StripeState { subscriptions, charges, sessions }, &cause).await?;
+            let stripe_state = StripeState { subscriptions, charges, revoked_periods, sessions };
+            let changes = write(state, &subject, stripe_customer_id, stripe_state, &cause).await?;
             tracing::info!(customer = %stripe_customer_id, %subject, subscriptions = count, source = %cause.source, "synced from Stripe");
             Ok(SyncOutcome::Synced { subject, subscriptions: count, changes })
         })
         .await
+}
+
+/// The subscriptions whose current period was paid by a charge since refunded or disputed.
+/// Only asked of Stripe when one of the customer's charges is taken back: the link from a
+/// charge to the period it paid for is the subscription's period invoice.
+async fn revoked_periods(
+    stripe: &StripeGateway,
+    subscriptions: &[SubscriptionSnapshot],
+    charges: &[ChargeSnapshot],
+) -> anyhow::Result<HashMap<String, PurchaseStatus>> {
+    let taken_back: Vec<(&ChargeSnapshot, PurchaseStatus)> = charges
+        .iter()
+        .map(|c| (c, c.standing()))
+        .filter(|(_, standing)| *standing != PurchaseStatus::Paid)
+        .collect();
+    let mut revoked = HashMap::new();
+    if taken_back.is_empty() {
+        return Ok(revoked);
+    }
+    let paying = subscriptions
+        .iter()
+        .filter(|s| matches!(s.status.as_str(), "active" | "trialing" | "past_due"));
+    for sub in paying {
+        let paid_by = stripe.period_payments(&sub.id).await?;
+        let standing = taken_back
+            .iter()
+            .find(|(charge, _)| paid_by.iter().any(|id| charge.is_paid_by(id)))
+            .map(|(_, standing)| *standing);
+        if let Some(standing) = standing {
+            revoked.insert(sub.id.clone(), standing);
+        }
+    }
+    Ok(revoked)
 }
 
 /// A customer deleted on Stripe: its subscriptions end and the subject is unlinked from it,
@@ -193,30 +239,30 @@ async fn write(
 ) -> anyhow::Result<usize> {
     let now = state.now();
     let subject_key = subject.key();
+    let revoked_periods = stripe_state.revoked_periods;
     let subscriptions: Vec<SubscriptionRow> = stripe_state
         .subscriptions
         .into_iter()
-        .map(|s| subscription_row(state, &subject_key, s, now))
+        .map(|s| {
+            let revoked = revoked_periods.get(&s.id).map(|r| r.as_str().to_owned());
+            SubscriptionRow {
+                period_payment_revoked: revoked,
+                ..subscription_row(state, &subject_key, s, now)
+            }
+        })
         .collect();
     let payments: Vec<PaymentRow> = stripe_state
         .charges
         .iter()
         .map(|c| payment_row(&subject_key, stripe_customer_id, c, now))
         .collect();
-    // Refunds and disputes revoke the one-time purchases their payment paid for.
-    let revocations: Vec<(String, PurchaseStatus)> = stripe_state
+    // Refunds and disputes revoke the one-time purchases their payment paid for; a won
+    // dispute restores them.
+    let standings: Vec<(String, PurchaseStatus)> = stripe_state
         .charges
         .iter()
-        .filter_map(|c| {
-            let status = if c.disputed {
-                PurchaseStatus::Disputed
-            } else if c.refunded {
-                PurchaseStatus::Refunded
-            } else {
-                return None;
-            };
-            Some((c.payment_intent_id.clone()?, status))
-        })
+        .filter(|c| c.disputed || c.standing() != PurchaseStatus::Paid)
+        .filter_map(|c| Some((c.payment_intent_id.clone()?, c.standing())))
         .collect();
     let purchases: Vec<PurchaseRow> = cause
         .checkout
@@ -252,8 +298,9 @@ async fn write(
                 for row in payments {
                     changes += usize::from(db::state::upsert_payment(conn, row, origin)?);
                 }
-                for (payment_intent, status) in &revocations {
-                    changes += db::state::revoke_purchases(conn, payment_intent, *status, origin)?;
+                for (payment_intent, standing) in &standings {
+                    changes +=
+                        db::state::set_purchase_standing(conn, payment_intent, *standing, origin)?;
                 }
                 if let Some(event_id) = &event_id {
                     events::mark_processed(conn, event_id, now)?;
@@ -302,6 +349,7 @@ fn subscription_row(
         payment_failed_at: None,
         stripe_created_at: to_db_time(s.created),
         synced_at: to_db_time(now),
+        period_payment_revoked: None,
     }
 }
 
@@ -311,7 +359,7 @@ fn payment_row(
     c: &ChargeSnapshot,
     now: DateTime<Utc>,
 ) -> PaymentRow {
-    let status = if c.disputed {
+    let status = if c.standing() == PurchaseStatus::Disputed {
         "disputed"
     } else if c.refunded {
         "refunded"

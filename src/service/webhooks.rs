@@ -98,6 +98,19 @@ async fn apply(
         }
     }
     cause.customer_deleted = event.event_type == "customer.deleted";
+    // A charge's own events name it (a dispute through its `charge`): the sync reads it even
+    // when it is older than the page of charges it reads.
+    cause.charge_id = if event.event_type.starts_with("charge.dispute.") {
+        event
+            .object
+            .get("charge")
+            .and_then(|c| c.as_str())
+            .map(str::to_owned)
+    } else if event.event_type.starts_with("charge.") {
+        event.object_id()
+    } else {
+        None
+    };
     if event.event_type == "invoice.payment_failed" {
         cause.payment_failed_at = Some(event.created);
     }
@@ -131,7 +144,7 @@ async fn customer_of_payment(
         .await?;
     match (recorded, charge_id) {
         (Some(customer), _) => Ok(Some(customer)),
-        (None, Some(charge)) => Ok(stripe.charge_customer(&charge).await?),
+        (None, Some(charge)) => Ok(stripe.charge(&charge).await?.and_then(|c| c.customer_id)),
         (None, None) => Ok(None),
     }
 }

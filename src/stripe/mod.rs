@@ -13,6 +13,7 @@ use secrecy::ExposeSecret;
 use stripe::{Client, ClientBuilder, StripeError};
 use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
+use stripe_billing::invoice::ListInvoice;
 use stripe_billing::subscription::{
     ListSubscription, ListSubscriptionStatus, ResumeSubscription, RetrieveSubscription,
     UpdateSubscription, UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior,
@@ -25,10 +26,12 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehaviorMissingPaymentMethod,
     ListCheckoutSession, RetrieveCheckoutSession,
 };
+use stripe_client_core::{RequestBuilder, StripeMethod};
 use stripe_core::charge::{ListCharge, RetrieveCharge};
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
+use stripe_core::dispute::ListDispute;
 use stripe_product::promotion_code::ListPromotionCode;
-use stripe_shared::{CheckoutSessionMode, CheckoutSessionPaymentStatus};
+use stripe_shared::{CheckoutSessionMode, CheckoutSessionPaymentStatus, InvoiceBillingReason};
 
 use crate::config::StripeSettings;
 
@@ -81,10 +84,30 @@ pub struct ChargeSnapshot {
     /// `succeeded`, `pending` or `failed`.
     pub status: String,
     pub refunded: bool,
+    /// Stripe's flag; it stays `true` after a dispute is won, so see `dispute_status`.
     pub disputed: bool,
+    /// The status of the charge's newest dispute (read only for disputed charges).
+    pub dispute_status: Option<String>,
+    pub customer_id: Option<String>,
     pub payment_intent_id: Option<String>,
     pub description: Option<String>,
     pub created: DateTime<Utc>,
+}
+
+impl ChargeSnapshot {
+    /// What the charge still pays for after refunds and disputes.
+    pub fn standing(&self) -> crate::billing::access::PurchaseStatus {
+        crate::billing::payment::standing(
+            self.refunded,
+            self.disputed,
+            self.dispute_status.as_deref(),
+        )
+    }
+
+    /// Whether `id` names this charge or its payment intent.
+    pub fn is_paid_by(&self, id: &str) -> bool {
+        self.id == id || self.payment_intent_id.as_deref() == Some(id)
+    }
 }
 
 /// A Checkout Session as Tollgate needs it.
@@ -348,7 +371,7 @@ impl StripeGateway {
     }
 
     /// The customer's charges (payments, refunds and disputes), newest first: one page of 100,
-    /// or every page when `all` (reconciliation).
+    /// or every page when `all` (reconciliation). Disputed charges carry their dispute's status.
     pub async fn customer_charges(
         &self,
         customer_id: &str,
@@ -361,22 +384,85 @@ impl StripeGateway {
                 req = req.starting_after(last.id.clone());
             }
             let page = req.send(&self.client).await?;
-            out.extend(page.data.into_iter().map(|c| ChargeSnapshot {
-                id: c.id.as_str().to_owned(),
-                amount: c.amount,
-                amount_refunded: c.amount_refunded,
-                currency: c.currency.to_string(),
-                status: c.status.as_str().to_owned(),
-                refunded: c.refunded,
-                disputed: c.disputed,
-                payment_intent_id: c.payment_intent.map(|p| p.id().as_str().to_owned()),
-                description: c.description,
-                created: ts(c.created),
-            }));
-            if !all || !page.has_more || out.is_empty() {
-                return Ok(out);
+            let fetched = page.data.is_empty();
+            out.extend(page.data.into_iter().map(charge_snapshot));
+            if !all || !page.has_more || fetched {
+                break;
             }
         }
+        for charge in out.iter_mut().filter(|c| c.disputed) {
+            charge.dispute_status = self.dispute_status(&charge.id).await?;
+        }
+        Ok(out)
+    }
+
+    /// One charge, with its dispute's status (`None` when Stripe has no such charge).
+    pub async fn charge(&self, charge_id: &str) -> Result<Option<ChargeSnapshot>, GatewayError> {
+        let mut charge = match RetrieveCharge::new(charge_id).send(&self.client).await {
+            Ok(charge) => charge_snapshot(charge),
+            Err(e) => return not_found_as_none(e),
+        };
+        if charge.disputed {
+            charge.dispute_status = self.dispute_status(&charge.id).await?;
+        }
+        Ok(Some(charge))
+    }
+
+    /// The status of the charge's newest dispute.
+    async fn dispute_status(&self, charge_id: &str) -> Result<Option<String>, GatewayError> {
+        let page = ListDispute::new()
+            .charge(charge_id)
+            .limit(10)
+            .send(&self.client)
+            .await?;
+        // Stripe lists newest first.
+        Ok(page
+            .data
+            .into_iter()
+            .next()
+            .map(|d| d.status.as_str().to_owned()))
+    }
+
+    /// The charges and payment intents that paid the invoice for the subscription's current
+    /// period: its newest invoice that opened a period (`subscription_create` or
+    /// `subscription_cycle`; proration invoices pay for no period), among its last 10.
+    /// API 2025+ links payments to invoices through the invoice's `payments`, not
+    /// `charge.invoice`.
+    pub async fn period_payments(
+        &self,
+        subscription_id: &str,
+    ) -> Result<Vec<String>, GatewayError> {
+        let page = ListInvoice::new()
+            .subscription(subscription_id)
+            .limit(10)
+            .expand(vec!["data.payments".to_owned()])
+            .send(&self.client)
+            .await?;
+        // Stripe lists newest first.
+        let period_invoice = page.data.into_iter().find(|i| {
+            matches!(
+                i.billing_reason,
+                Some(
+                    InvoiceBillingReason::SubscriptionCreate
+                        | InvoiceBillingReason::SubscriptionCycle
+                )
+            )
+        });
+        let Some(invoice) = period_invoice else {
+            return Ok(Vec::new());
+        };
+        let payments = invoice.payments.map(|l| l.data).unwrap_or_default();
+        Ok(payments
+            .into_iter()
+            .filter(|p| p.status == "paid")
+            .flat_map(|p| {
+                [
+                    p.payment.charge.map(|c| c.id().as_str().to_owned()),
+                    p.payment.payment_intent.map(|i| i.id().as_str().to_owned()),
+                ]
+            })
+            .flatten()
+            .collect())
     }
 
     /// The customer's completed Checkout Sessions (every page): reconciliation records
@@ -402,13 +488,22 @@ impl StripeGateway {
         }
     }
 
-    /// The customer a charge belongs to (`None` when Stripe has no such charge or it has no
-    /// customer).
-    pub async fn charge_customer(&self, charge_id: &str) -> Result<Option<String>, GatewayError> {
-        match RetrieveCharge::new(charge_id).send(&self.client).await {
-            Ok(charge) => Ok(charge.customer.map(|c| c.id().as_str().to_owned())),
-            Err(e) => not_found_as_none(e),
+    /// Withdraws a cancellation scheduled for a date (`cancel_at`). Stripe unsets a field sent
+    /// empty, which the typed request cannot express.
+    pub async fn clear_cancel_at(&self, subscription_id: &str) -> Result<(), GatewayError> {
+        #[derive(serde::Serialize)]
+        struct Unset {
+            cancel_at: &'static str,
         }
+        RequestBuilder::new(
+            StripeMethod::Post,
+            format!("/subscriptions/{subscription_id}"),
+        )
+        .form(&Unset { cancel_at: "" })
+        .customize::<stripe_shared::Subscription>()
+        .send(&self.client)
+        .await?;
+        Ok(())
     }
 
     /// Schedules (`true`) or withdraws (`false`) the subscription's cancellation at period end.
@@ -477,6 +572,23 @@ impl StripeGateway {
 fn idempotency_key(key: &str) -> Result<IdempotencyKey, GatewayError> {
     IdempotencyKey::new(key)
         .map_err(|e| GatewayError::Other(anyhow::anyhow!("idempotency key: {e:?}")))
+}
+
+fn charge_snapshot(c: stripe_shared::Charge) -> ChargeSnapshot {
+    ChargeSnapshot {
+        id: c.id.as_str().to_owned(),
+        amount: c.amount,
+        amount_refunded: c.amount_refunded,
+        currency: c.currency.to_string(),
+        status: c.status.as_str().to_owned(),
+        refunded: c.refunded,
+        disputed: c.disputed,
+        dispute_status: None,
+        customer_id: c.customer.map(|x| x.id().as_str().to_owned()),
+        payment_intent_id: c.payment_intent.map(|p| p.id().as_str().to_owned()),
+        description: c.description,
+        created: ts(c.created),
+    }
 }
 
 fn checkout_snapshot(s: stripe_shared::CheckoutSession) -> CheckoutSessionSnapshot {

@@ -77,10 +77,7 @@ async fn a_refund_revokes_the_lifetime_purchase_it_refunds() {
         .as_str()
         .unwrap()
         .to_owned();
-    let charge = app.stripe.update_charge(&payment_intent, |c| {
-        c["refunded"] = json!(true);
-        c["amount_refunded"] = c["amount"].clone();
-    });
+    let charge = app.stripe.refund(&payment_intent);
     let res = app
         .webhook(&event("evt_refund", "charge.refunded", charge))
         .await;
@@ -122,13 +119,7 @@ async fn a_dispute_revokes_the_purchase_even_though_it_names_no_customer() {
         .as_str()
         .unwrap()
         .to_owned();
-    let charge = app
-        .stripe
-        .update_charge(&payment_intent, |c| c["disputed"] = json!(true));
-    let dispute = json!({
-        "id": "du_test_1", "object": "dispute", "amount": 19900, "currency": "usd",
-        "charge": charge["id"], "payment_intent": payment_intent, "status": "needs_response", "reason": "fraudulent",
-    });
+    let dispute = app.stripe.dispute(&payment_intent, "needs_response");
     app.webhook_ok(&event("evt_dispute", "charge.dispute.created", dispute))
         .await;
     let status = app.status(&app.user_token("user-1")).await;
@@ -199,10 +190,8 @@ async fn a_dispute_of_a_charge_tollgate_never_recorded_is_routed_through_stripe(
         .as_str()
         .unwrap()
         .to_owned();
-    let charge = app
-        .stripe
-        .update_charge(&payment_intent, |c| c["disputed"] = json!(true));
-    let dispute = json!({"id": "du_test_2", "object": "dispute", "charge": charge["id"], "payment_intent": "pi_unknown", "status": "needs_response"});
+    let mut dispute = app.stripe.dispute(&payment_intent, "needs_response");
+    dispute["payment_intent"] = json!("pi_unknown");
     app.webhook_ok(&event(
         "evt_dispute_unrecorded",
         "charge.dispute.created",
@@ -214,4 +203,183 @@ async fn a_dispute_of_a_charge_tollgate_never_recorded_is_routed_through_stripe(
         (status["access"].as_bool(), status["reason"].as_str()),
         (Some(false), Some("refunded"))
     );
+}
+
+fn access(status: &Value) -> (Option<bool>, Option<&str>) {
+    (status["access"].as_bool(), status["reason"].as_str())
+}
+
+#[tokio::test]
+async fn a_won_dispute_restores_the_purchase_a_lost_one_keeps_it_revoked() {
+    let app = spawn_app().await;
+    let token = app.user_token("user-1");
+    let (session_id, _) = app.subscribe("user-1", "lifetime", "once").await;
+    let payment_intent = app.stripe.session(&session_id)["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let opened = app.stripe.dispute(&payment_intent, "needs_response");
+    app.webhook_ok(&event("evt_opened", "charge.dispute.created", opened))
+        .await;
+    assert_eq!(
+        access(&app.status(&token).await),
+        (Some(false), Some("refunded"))
+    );
+
+    // Stripe keeps `charge.disputed = true` after a win: the dispute's status decides.
+    let won = app.stripe.dispute(&payment_intent, "won");
+    app.webhook_ok(&event("evt_won", "charge.dispute.closed", won))
+        .await;
+    let status = app.status(&token).await;
+    assert_eq!(access(&status), (Some(true), Some("lifetime")));
+    assert_eq!(
+        payments(&app, &token, "").await["data"][0]["status"],
+        "paid"
+    );
+    let trail = audit(&app, &session_id).await;
+    let last: Value = serde_json::from_str(&trail.last().unwrap().changes).unwrap();
+    assert_eq!(last["status"], json!(["disputed", "paid"]));
+    assert_eq!(
+        trail.last().unwrap().source,
+        "event:evt_won charge.dispute.closed"
+    );
+
+    // A second purchase whose dispute is lost stays revoked; the first still grants.
+    let (second, _) = app.subscribe("user-2", "lifetime", "once").await;
+    let second_intent = app.stripe.session(&second)["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.stripe.dispute(&second_intent, "needs_response");
+    let lost = app.stripe.dispute(&second_intent, "lost");
+    app.webhook_ok(&event("evt_lost", "charge.dispute.closed", lost))
+        .await;
+    assert_eq!(
+        access(&app.status(&app.user_token("user-2")).await),
+        (Some(false), Some("refunded"))
+    );
+    assert_eq!(
+        access(&app.status(&token).await),
+        (Some(true), Some("lifetime"))
+    );
+}
+
+#[tokio::test]
+async fn a_refunded_renewal_ends_the_period_it_paid_for_until_the_next_one_is_paid() {
+    let app = spawn_app().await;
+    let token = app.user_token("user-1");
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let first_payment = app.stripe.latest_payment_intent(&sub_id);
+    let renewal = app.stripe.renew(&sub_id);
+    app.webhook_ok(&event("evt_renewed", "invoice.paid", renewal))
+        .await;
+    assert_eq!(
+        access(&app.status(&token).await),
+        (Some(true), Some("active"))
+    );
+
+    // Refunding the previous period's payment takes back nothing still granted.
+    let old = app.stripe.refund(&first_payment);
+    app.webhook_ok(&event("evt_old_refund", "charge.refunded", old))
+        .await;
+    assert_eq!(
+        access(&app.status(&token).await),
+        (Some(true), Some("active"))
+    );
+
+    // Refunding the payment for the current period ends that period's access, although the
+    // subscription stays active on Stripe.
+    let current = app
+        .stripe
+        .refund(&app.stripe.latest_payment_intent(&sub_id));
+    app.webhook_ok(&event("evt_refund", "charge.refunded", current))
+        .await;
+    let status = app.status(&token).await;
+    assert_eq!(access(&status), (Some(false), Some("refunded")));
+    assert_eq!(status["subscription_id"], sub_id.as_str());
+    assert_eq!(app.stripe.subscription(&sub_id)["status"], "active");
+    let trail = audit(&app, &sub_id).await;
+    let last: Value = serde_json::from_str(&trail.last().unwrap().changes).unwrap();
+    assert_eq!(last["period_payment_revoked"], json!([null, "refunded"]));
+
+    // The next paid period grants again.
+    let next = app.stripe.renew(&sub_id);
+    app.webhook_ok(&event("evt_next", "invoice.paid", next))
+        .await;
+    assert_eq!(
+        access(&app.status(&token).await),
+        (Some(true), Some("active"))
+    );
+}
+
+#[tokio::test]
+async fn a_disputed_subscription_payment_suspends_access_until_the_dispute_is_won() {
+    let app = spawn_app().await;
+    let token = app.user_token("user-1");
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let payment_intent = app.stripe.latest_payment_intent(&sub_id);
+
+    let opened = app.stripe.dispute(&payment_intent, "needs_response");
+    app.webhook_ok(&event("evt_opened", "charge.dispute.created", opened))
+        .await;
+    assert_eq!(
+        access(&app.status(&token).await),
+        (Some(false), Some("refunded"))
+    );
+
+    let won = app.stripe.dispute(&payment_intent, "won");
+    app.webhook_ok(&event("evt_won", "charge.dispute.closed", won))
+        .await;
+    assert_eq!(
+        access(&app.status(&token).await),
+        (Some(true), Some("active"))
+    );
+}
+
+#[tokio::test]
+async fn an_inquiry_withdraws_no_funds_and_revokes_nothing() {
+    let app = spawn_app().await;
+    let token = app.user_token("user-1");
+    let (session_id, _) = app.subscribe("user-1", "lifetime", "once").await;
+    let payment_intent = app.stripe.session(&session_id)["payment_intent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let inquiry = app
+        .stripe
+        .dispute(&payment_intent, "warning_needs_response");
+    app.webhook_ok(&event("evt_inquiry", "charge.dispute.created", inquiry))
+        .await;
+    assert_eq!(
+        access(&app.status(&token).await),
+        (Some(true), Some("lifetime"))
+    );
+}
+
+#[tokio::test]
+async fn a_refund_of_a_charge_older_than_the_newest_hundred_is_still_applied() {
+    let app = spawn_app().await;
+    let token = app.user_token("user-1");
+    let (session_id, _) = app.subscribe("user-1", "lifetime", "once").await;
+    let session = app.stripe.session(&session_id);
+    let payment_intent = session["payment_intent"].as_str().unwrap().to_owned();
+    // 120 newer charges push the purchase's charge off the first page of the charge list.
+    app.stripe
+        .add_charges(session["customer"].as_str().unwrap(), 120, 500);
+
+    let refunded = app.stripe.refund(&payment_intent);
+    app.webhook_ok(&event("evt_old_refund", "charge.refunded", refunded))
+        .await;
+    assert_eq!(
+        access(&app.status(&token).await),
+        (Some(false), Some("refunded"))
+    );
+    let retrieved = app
+        .stripe
+        .received()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/v1/charges/"))
+        .count();
+    assert_eq!(retrieved, 1, "the event's charge is read by id");
 }

@@ -60,6 +60,49 @@ async fn cancel_then_resume_round_trips_through_stripe() {
 }
 
 #[tokio::test]
+async fn resume_withdraws_a_cancellation_scheduled_for_a_date() {
+    let app = spawn_app().await;
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let token = app.user_token("user-1");
+    // The customer chose an end date in the portal: `cancel_at`, not `cancel_at_period_end`.
+    let end = crate::helpers::fake_stripe::now() + 5 * 86_400;
+    let sub = app.stripe.update_subscription(&sub_id, |s| {
+        s["cancel_at"] = json!(end);
+        s["canceled_at"] = json!(crate::helpers::fake_stripe::now());
+    });
+    app.webhook_ok(&event(
+        "evt_cancel_at",
+        "customer.subscription.updated",
+        sub,
+    ))
+    .await;
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["reason"].as_str(), status["cancel_at"].is_null()),
+        (Some("canceling"), false)
+    );
+
+    let res = app
+        .post_json("/v1/subscription/resume", Some(&token), &json!({}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let status: Value = res.json().await.unwrap();
+    assert_eq!(
+        (status["reason"].as_str(), status["cancel_at"].is_null()),
+        (Some("active"), true)
+    );
+    let updates = app
+        .stripe
+        .received_on("POST", &format!("/v1/subscriptions/{sub_id}"));
+    assert_eq!(updates.len(), 1);
+    assert_eq!(
+        updates[0].form.get("cancel_at").map(String::as_str),
+        Some("")
+    );
+    assert!(app.stripe.subscription(&sub_id)["cancel_at"].is_null());
+}
+
+#[tokio::test]
 async fn a_paused_subscription_is_resumed() {
     let app = spawn_app().await;
     let sub_id = app.subscribed("user-1", "pro", "month").await;

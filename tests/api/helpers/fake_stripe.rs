@@ -35,6 +35,9 @@ struct State {
     sessions: HashMap<String, Value>,
     subscriptions: Vec<Value>,
     charges: Vec<Value>,
+    /// Invoices with a private `_subscription` field, oldest first.
+    invoices: Vec<Value>,
+    disputes: Vec<Value>,
     promotion_codes: HashMap<String, String>,
     received: Vec<Received>,
 }
@@ -148,7 +151,121 @@ impl FakeStripe {
         }
         st.subscriptions.push(sub);
         st.charges.push(charge);
+        let invoice = period_invoice(
+            &format!("in_{sub_id}"),
+            &sub_id,
+            &customer,
+            "subscription_create",
+            &format!("pi_test_{n}"),
+            amount,
+        );
+        st.invoices.push(invoice);
         Some(sub_id)
+    }
+
+    /// Renews a subscription as Stripe does at the end of a period: a new period starts, and a
+    /// `subscription_cycle` invoice is paid by a new charge. Returns the paid invoice (for the
+    /// `invoice.paid` event).
+    pub fn renew(&self, sub_id: &str) -> Value {
+        let mut st = self.state.lock().unwrap();
+        st.next_id += 1;
+        let n = st.next_id;
+        let sub = st
+            .subscriptions
+            .iter_mut()
+            .find(|s| s["id"] == sub_id)
+            .expect("subscription exists");
+        let item = &mut sub["items"]["data"][0];
+        let start = item["current_period_end"].as_i64().unwrap().min(now());
+        let length = if item["price"]["recurring"]["interval"] == "year" {
+            365 * 86_400
+        } else {
+            30 * 86_400
+        };
+        item["current_period_start"] = json!(start);
+        item["current_period_end"] = json!(start + length);
+        let invoice_id = format!("in_test_{n}");
+        sub["latest_invoice"] = json!(invoice_id);
+        sub["status"] = json!("active");
+        let customer = sub["customer"].as_str().unwrap().to_owned();
+        let payment_intent = format!("pi_test_{n}");
+        st.charges.push(charge(
+            &format!("ch_test_{n}"),
+            &customer,
+            &payment_intent,
+            900,
+        ));
+        let invoice = period_invoice(
+            &invoice_id,
+            sub_id,
+            &customer,
+            "subscription_cycle",
+            &payment_intent,
+            900,
+        );
+        st.invoices.push(invoice.clone());
+        public(invoice)
+    }
+
+    /// The payment intent that paid the subscription's newest invoice.
+    pub fn latest_payment_intent(&self, sub_id: &str) -> String {
+        let st = self.state.lock().unwrap();
+        let invoice = st
+            .invoices
+            .iter()
+            .rev()
+            .find(|i| i["_subscription"] == sub_id)
+            .expect("the subscription has an invoice");
+        invoice["payments"]["data"][0]["payment"]["payment_intent"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Refunds the charge paid through `payment_intent` in full; returns the charge.
+    pub fn refund(&self, payment_intent: &str) -> Value {
+        self.update_charge(payment_intent, |c| {
+            c["refunded"] = json!(true);
+            c["amount_refunded"] = c["amount"].clone();
+        })
+    }
+
+    /// Opens a dispute on the charge paid through `payment_intent`, or moves its dispute to
+    /// `status` (`needs_response`, `won`, `lost`, ...); returns the dispute (for the event).
+    pub fn dispute(&self, payment_intent: &str, status: &str) -> Value {
+        let charge = self.update_charge(payment_intent, |c| c["disputed"] = json!(true));
+        let mut st = self.state.lock().unwrap();
+        if let Some(d) = st.disputes.iter_mut().find(|d| d["charge"] == charge["id"]) {
+            d["status"] = json!(status);
+            return d.clone();
+        }
+        st.next_id += 1;
+        let mut d = fixture("dispute");
+        d["id"] = json!(format!("du_test_{}", st.next_id));
+        d["charge"] = charge["id"].clone();
+        d["payment_intent"] = json!(payment_intent);
+        d["amount"] = charge["amount"].clone();
+        d["status"] = json!(status);
+        d["reason"] = json!("fraudulent");
+        d["created"] = json!(now());
+        st.disputes.push(d.clone());
+        d
+    }
+
+    /// Adds `n` paid charges of `amount` to the customer, newer than any before.
+    pub fn add_charges(&self, customer: &str, n: usize, amount: i64) {
+        let mut st = self.state.lock().unwrap();
+        for _ in 0..n {
+            st.next_id += 1;
+            let id = st.next_id;
+            let c = charge(
+                &format!("ch_test_{id}"),
+                customer,
+                &format!("pi_test_{id}"),
+                amount,
+            );
+            st.charges.push(c);
+        }
     }
 
     /// Deletes a customer as Stripe does: its subscriptions are canceled and retrieving it
@@ -341,7 +458,29 @@ impl FakeStripe {
                     .cloned()
                     .collect();
                 data.reverse();
-                Ok(json!({"object": "list", "data": data, "has_more": false, "url": "/v1/charges"}))
+                Ok(page(data, &form, "/v1/charges"))
+            }
+            ("GET", ["v1", "invoices"]) => {
+                let subscription = form.get("subscription").cloned().unwrap_or_default();
+                let mut data: Vec<Value> = st
+                    .invoices
+                    .iter()
+                    .filter(|i| i["_subscription"] == subscription.as_str())
+                    .cloned()
+                    .map(public)
+                    .collect();
+                data.reverse();
+                Ok(page(data, &form, "/v1/invoices"))
+            }
+            ("GET", ["v1", "disputes"]) => {
+                let charge = form.get("charge").cloned().unwrap_or_default();
+                let data: Vec<Value> = st
+                    .disputes
+                    .iter()
+                    .filter(|d| d["charge"] == charge.as_str())
+                    .cloned()
+                    .collect();
+                Ok(page(data, &form, "/v1/disputes"))
             }
             ("GET", ["v1", "subscriptions", id]) => st
                 .subscriptions
@@ -358,8 +497,19 @@ impl FakeStripe {
                             sub["canceled_at"] = if cancel == "true" {
                                 json!(now())
                             } else {
+                                sub["cancel_at"] = Value::Null;
                                 Value::Null
                             };
+                        }
+                        if let Some(at) = form.get("cancel_at") {
+                            // An empty value unsets the field, as Stripe does.
+                            sub["cancel_at"] = match at.as_str() {
+                                "" => Value::Null,
+                                t => json!(t.parse::<i64>().expect("a timestamp")),
+                            };
+                            if at.is_empty() {
+                                sub["canceled_at"] = Value::Null;
+                            }
                         }
                         if let Some(price) = form.get("items[0][price]") {
                             assert_eq!(
@@ -463,6 +613,21 @@ fn metadata(form: &HashMap<String, String>) -> Value {
     Value::Object(map)
 }
 
+/// One page of a list, newest first, honouring `limit` and `starting_after` as Stripe does.
+fn page(data: Vec<Value>, form: &HashMap<String, String>, url: &str) -> Value {
+    let limit = form
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(10);
+    let from = form
+        .get("starting_after")
+        .and_then(|after| data.iter().position(|v| v["id"] == after.as_str()))
+        .map_or(0, |i| i + 1);
+    let rest = &data[from.min(data.len())..];
+    let shown: Vec<Value> = rest.iter().take(limit).cloned().collect();
+    json!({"object": "list", "data": shown, "has_more": rest.len() > limit, "url": url})
+}
+
 /// Drops the fake's private bookkeeping fields.
 fn public(mut v: Value) -> Value {
     if let Some(obj) = v.as_object_mut() {
@@ -516,6 +681,41 @@ pub fn invoice(id: &str, customer: &str, status: &str) -> Value {
     i["customer"] = json!(customer);
     i["status"] = json!(status);
     i["created"] = json!(now());
+    i
+}
+
+/// A paid invoice that opened a subscription period, with its payment (API 2025+ links
+/// payments to invoices through `payments`, which the fake always includes).
+fn period_invoice(
+    id: &str,
+    subscription: &str,
+    customer: &str,
+    billing_reason: &str,
+    payment_intent: &str,
+    amount: i64,
+) -> Value {
+    let mut i = invoice(id, customer, "paid");
+    i["billing_reason"] = json!(billing_reason);
+    i["amount_paid"] = json!(amount);
+    i["parent"] = json!({
+        "type": "subscription_details",
+        "quote_details": null,
+        "subscription_details": {"metadata": {}, "subscription": subscription},
+    });
+    let mut payment = fixture("invoice_payment");
+    payment["id"] = json!(format!("inpay_{id}"));
+    payment["invoice"] = json!(id);
+    payment["currency"] = json!("usd");
+    payment["amount_paid"] = json!(amount);
+    payment["amount_requested"] = json!(amount);
+    payment["status"] = json!("paid");
+    payment["payment"] = json!({"type": "payment_intent", "payment_intent": payment_intent});
+    payment["status_transitions"]["paid_at"] = json!(now());
+    i["payments"] = json!({
+        "object": "list", "data": [payment], "has_more": false,
+        "url": format!("/v1/invoice_payments?invoice={id}"),
+    });
+    i["_subscription"] = json!(subscription);
     i
 }
 

@@ -1,0 +1,2 @@
+DROP INDEX purchases_payment_intent;
+ALTER TABLE subscriptions DROP COLUMN period_payment_revoked;
