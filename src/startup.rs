@@ -33,7 +33,7 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 /// Shared by every request; holds nothing a replica could not rebuild from config.
 pub struct AppState {
     pub settings: Settings,
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
     pub db: Database,
     /// `None` while no Stripe key is configured.
     pub stripe: Option<StripeGateway>,
@@ -84,7 +84,7 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
     let checkout_limiter = RateLimiter::keyed(Quota::per_minute(per_minute));
     Ok(AppState {
         settings,
-        catalog,
+        catalog: Arc::new(catalog),
         db,
         stripe,
         identity,

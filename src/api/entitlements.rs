@@ -29,6 +29,17 @@ pub struct FeatureOut {
     pub plan: String,
 }
 
+/// A user id as services pass it: 1 to 255 characters, not blank.
+pub(crate) fn checked_user_id(user_id: &str) -> Result<String, ApiError> {
+    if user_id.trim().is_empty() || user_id.len() > 255 {
+        return Err(ApiError::bad_request(
+            "invalid_user_id",
+            "user_id must be 1 to 255 characters",
+        ));
+    }
+    Ok(user_id.to_owned())
+}
+
 /// The user's access and features, as `GET /v1/status` shows them to the user; or whether one
 /// feature is allowed. Needs the read scope (`billing:read`).
 #[utoipa::path(
@@ -51,15 +62,10 @@ pub async fn get_entitlements(
     query: web::Query<EntitlementsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    if query.user_id.trim().is_empty() || query.user_id.len() > 255 {
-        return Err(ApiError::bad_request(
-            "invalid_user_id",
-            "user_id must be 1 to 255 characters",
-        ));
-    }
+    let user_id = checked_user_id(&query.user_id)?;
     // A service does not hold the user's role claims: only subject exemptions apply here.
-    let exempt = state.settings.exemptions.subjects.contains(&query.user_id);
-    let view = status_of(&state, &Subject::user(&query.user_id), exempt).await?;
+    let exempt = state.settings.exemptions.subjects.contains(&user_id);
+    let view = status_of(&state, &Subject::user(&user_id), exempt).await?;
     match query.feature {
         None => Ok(HttpResponse::Ok().json(StatusOut::from(view))),
         Some(feature) => {

@@ -10,6 +10,7 @@ mod ops;
 mod payments;
 mod status;
 mod subscription;
+mod usage;
 mod webhooks;
 
 use actix_web::App;
@@ -69,6 +70,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(subscription::resume_subscription)
         .service(subscription::change_subscription)
         .service(entitlements::get_entitlements)
+        .service(usage::create_usage)
         .service(webhooks::stripe_webhook)
         .service(admin::admin_sync)
         .service(ops::metrics);

@@ -10,6 +10,7 @@ use crate::billing::subject::Subject;
 use crate::db::from_db_time;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
+use crate::service::quotas::QuotaView;
 use crate::service::status::{status_of, StatusView};
 use crate::startup::AppState;
 
@@ -37,6 +38,9 @@ pub struct StatusOut {
     pub grace_until: Option<DateTime<Utc>>,
     /// Access comes from a one-time lifetime purchase.
     pub lifetime: bool,
+    /// The quotas in force: the plan's allowances and purchased credits, with what is used,
+    /// what is left and when the allowance resets.
+    pub quotas: Vec<QuotaView>,
 }
 
 impl From<StatusView> for StatusOut {
@@ -58,11 +62,12 @@ impl From<StatusView> for StatusOut {
             cancel_at: sub.and_then(|s| s.cancel_at).map(from_db_time),
             grace_until: v.access.grace_until,
             lifetime: v.access.lifetime,
+            quotas: v.quotas,
         }
     }
 }
 
-/// The caller's plan, access and reason, period end, trial end and cancellation.
+/// The caller's plan, access and reason, period end, trial end, cancellation and quotas.
 #[utoipa::path(
     tag = "frontend",
     operation_id = "v1.status.get",

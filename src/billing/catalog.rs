@@ -333,6 +333,18 @@ impl Catalog {
         })
     }
 
+    /// Whether any plan declares the quota `key`.
+    pub fn declares_quota(&self, key: &str) -> bool {
+        self.plans.iter().any(|p| p.quotas.contains_key(key))
+    }
+
+    /// Every quota key any plan declares (credit packs included), sorted.
+    pub fn quota_keys(&self) -> Vec<String> {
+        let keys: std::collections::BTreeSet<&String> =
+            self.plans.iter().flat_map(|p| p.quotas.keys()).collect();
+        keys.into_iter().cloned().collect()
+    }
+
     /// The highest-ranked plan that grants access (what exempt callers and SAAS=false get).
     pub fn top_plan(&self) -> &Plan {
         self.plans

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod catalog;
 pub mod payment;
+pub mod quota;
 pub mod redirect;
 pub mod subject;
 
@@ -10,7 +11,22 @@ pub mod subject;
 pub(crate) mod test_support {
     use std::collections::BTreeMap;
 
-    use super::catalog::{Catalog, Interval, Plan, PlanKind, Price};
+    use super::catalog::{
+        Catalog, Interval, Plan, PlanKind, Price, Quota, QuotaLimit, QuotaPeriod,
+    };
+
+    fn with_quotas(mut plan: Plan, quotas: &[(&str, u64, QuotaPeriod)]) -> Plan {
+        for (key, limit, period) in quotas {
+            plan.quotas.insert(
+                key.to_string(),
+                Quota {
+                    limit: QuotaLimit::Limited(*limit),
+                    period: *period,
+                },
+            );
+        }
+        plan
+    }
 
     fn plan(id: &str, rank: i32, kind: PlanKind, features: &[&str], prices: Vec<Price>) -> Plan {
         Plan {
@@ -36,11 +52,15 @@ pub(crate) mod test_support {
         }
     }
 
-    /// free < basic < pro < lifetime, plus a credit pack.
+    /// free < basic < pro < lifetime, plus a credit pack. Quotas: `credits` 10 a day on free,
+    /// 100 a day on pro, 100 per pack; `generations` 250 per billing period on pro.
     pub fn catalog() -> Catalog {
         Catalog::from_parts(
             vec![
-                plan("free", 0, PlanKind::Subscription, &["basic"], vec![]),
+                with_quotas(
+                    plan("free", 0, PlanKind::Subscription, &["basic"], vec![]),
+                    &[("credits", 10, QuotaPeriod::Day)],
+                ),
                 plan(
                     "basic",
                     1,
@@ -48,14 +68,20 @@ pub(crate) mod test_support {
                     &["basic"],
                     vec![price(Interval::Month, "price_basic_m")],
                 ),
-                plan(
-                    "pro",
-                    2,
-                    PlanKind::Subscription,
-                    &["export", "priority_support"],
-                    vec![
-                        price(Interval::Month, "price_pro_m"),
-                        price(Interval::Year, "price_pro_y"),
+                with_quotas(
+                    plan(
+                        "pro",
+                        2,
+                        PlanKind::Subscription,
+                        &["export", "priority_support"],
+                        vec![
+                            price(Interval::Month, "price_pro_m"),
+                            price(Interval::Year, "price_pro_y"),
+                        ],
+                    ),
+                    &[
+                        ("credits", 100, QuotaPeriod::Day),
+                        ("generations", 250, QuotaPeriod::BillingPeriod),
                     ],
                 ),
                 plan(
@@ -65,12 +91,15 @@ pub(crate) mod test_support {
                     &["export", "priority_support", "lifetime_badge"],
                     vec![price(Interval::Once, "price_life")],
                 ),
-                plan(
-                    "credits",
-                    0,
-                    PlanKind::CreditPack,
-                    &[],
-                    vec![price(Interval::Once, "price_credits")],
+                with_quotas(
+                    plan(
+                        "credits",
+                        0,
+                        PlanKind::CreditPack,
+                        &[],
+                        vec![price(Interval::Once, "price_credits")],
+                    ),
+                    &[("credits", 100, QuotaPeriod::None)],
                 ),
             ],
             "free",

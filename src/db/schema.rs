@@ -101,11 +101,40 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    quota_counters (subject, quota, bucket) {
+        subject -> Text,
+        quota -> Text,
+        bucket -> Text,
+        used -> BigInt,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    usage_ledger (subject, idempotency_key) {
+        subject -> Text,
+        idempotency_key -> Text,
+        quota -> Text,
+        amount -> BigInt,
+        granted -> Bool,
+        from_allowance -> BigInt,
+        from_balance -> BigInt,
+        bucket -> Text,
+        status_code -> Integer,
+        response -> Text,
+        caller -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
     subscriptions,
     purchases,
     stripe_events,
     payments,
-    audit_log
+    audit_log,
+    quota_counters,
+    usage_ledger
 );

@@ -3,6 +3,7 @@
 
 pub mod checkout;
 pub mod manage;
+pub mod quotas;
 pub mod reconcile;
 pub mod status;
 pub mod sync;

@@ -1,19 +1,23 @@
-//! A subject's status: stored state through the access function.
+//! A subject's status: stored state through the access function, with its quotas.
 
 use chrono::{DateTime, Utc};
 
 use crate::billing::access::{self, Access, AccessPolicy};
+use crate::billing::quota::{self, Applied, BillingPeriod, BALANCE_BUCKET};
 use crate::billing::subject::Subject;
-use crate::db::state::SubscriptionRow;
-use crate::db::{self, from_db_time};
+use crate::db::state::{SubjectState, SubscriptionRow};
+use crate::db::{self, from_db_time, DbConnection};
 use crate::startup::AppState;
 
-/// The verdict plus the facts of the subscription behind it.
+use super::quotas::QuotaView;
+
+/// The verdict plus the facts of the subscription behind it, and the quotas now in force.
 #[derive(Debug, Clone)]
 pub struct StatusView {
     pub access: Access,
     pub plan_name: String,
     pub subscription: Option<SubscriptionRow>,
+    pub quotas: Vec<QuotaView>,
 }
 
 impl StatusView {
@@ -31,46 +35,114 @@ impl StatusView {
     }
 }
 
+pub fn policy(state: &AppState) -> AccessPolicy {
+    AccessPolicy {
+        saas_enabled: state.settings.saas,
+        grace_period: chrono::Duration::hours(i64::from(state.settings.billing.grace_period_hours)),
+    }
+}
+
+/// The verdict on stored state, and the quotas it brings (decided on the blocking thread, with
+/// the connection the reads used).
+pub(crate) struct Evaluated {
+    pub stored: SubjectState,
+    pub access: Access,
+    pub applied: Vec<Applied>,
+}
+
+impl Evaluated {
+    pub fn subscription(&self) -> Option<&SubscriptionRow> {
+        let id = self.access.subscription_id.as_ref()?;
+        self.stored
+            .subscriptions
+            .iter()
+            .find(|s| &s.stripe_subscription_id == id)
+    }
+}
+
+pub(crate) fn evaluate(
+    conn: &mut DbConnection,
+    catalog: &crate::billing::catalog::Catalog,
+    policy: AccessPolicy,
+    subject_key: &str,
+    exempt: bool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Evaluated> {
+    let stored = db::state::load(conn, subject_key)?;
+    let purchases = stored.purchase_facts();
+    let verdict = access::evaluate(
+        catalog,
+        policy,
+        &stored.subscription_facts(),
+        &purchases,
+        exempt,
+        now,
+    );
+    let mut evaluated = Evaluated {
+        stored,
+        access: verdict,
+        applied: Vec::new(),
+    };
+    // A billing-period quota follows the period of the subscription that grants access.
+    let billing = evaluated
+        .subscription()
+        .filter(|_| evaluated.access.access)
+        .and_then(|s| {
+            Some(BillingPeriod {
+                start: from_db_time(s.current_period_start?),
+                end: s.current_period_end.map(from_db_time),
+            })
+        });
+    evaluated.applied = quota::applied(catalog, &evaluated.access, &purchases, billing, now);
+    Ok(evaluated)
+}
+
 pub async fn status_of(
     state: &AppState,
     subject: &Subject,
     exempt: bool,
 ) -> anyhow::Result<StatusView> {
     let key = subject.key();
-    let stored = state
+    let catalog = state.catalog.clone();
+    let (policy, now) = (policy(state), state.now());
+    state
         .db
-        .run(move |conn| db::state::load(conn, &key))
-        .await?;
-    let policy = AccessPolicy {
-        saas_enabled: state.settings.saas,
-        grace_period: chrono::Duration::hours(i64::from(state.settings.billing.grace_period_hours)),
-    };
-    let verdict = access::evaluate(
-        &state.catalog,
-        policy,
-        &stored.subscription_facts(),
-        &stored.purchase_facts(),
-        exempt,
-        state.now(),
-    );
-    let plan_name = state
-        .catalog
-        .plan(&verdict.plan_id)
-        .map(|p| p.name.clone())
-        .unwrap_or_default();
-    let subscription = verdict
-        .subscription_id
-        .as_ref()
-        .and_then(|id| {
-            stored
-                .subscriptions
+        .run(move |conn| {
+            let evaluated = evaluate(conn, &catalog, policy, &key, exempt, now)?;
+            let wanted: Vec<(String, String)> = evaluated
+                .applied
                 .iter()
-                .find(|s| &s.stripe_subscription_id == id)
+                .flat_map(|a| {
+                    [
+                        (a.key.clone(), a.window.bucket.clone()),
+                        (a.key.clone(), BALANCE_BUCKET.to_owned()),
+                    ]
+                })
+                .collect();
+            let used = db::quotas::used(conn, &key, &wanted)?;
+            let quotas = evaluated
+                .applied
+                .iter()
+                .map(|a| {
+                    let get = |bucket: &str| {
+                        used.get(&(a.key.clone(), bucket.to_owned()))
+                            .copied()
+                            .unwrap_or(0)
+                    };
+                    QuotaView::new(a, get(&a.window.bucket), get(BALANCE_BUCKET))
+                })
+                .collect();
+            let plan_name = catalog
+                .plan(&evaluated.access.plan_id)
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
+            let subscription = evaluated.subscription().cloned();
+            Ok(StatusView {
+                access: evaluated.access,
+                plan_name,
+                subscription,
+                quotas,
+            })
         })
-        .cloned();
-    Ok(StatusView {
-        access: verdict,
-        plan_name,
-        subscription,
-    })
+        .await
 }

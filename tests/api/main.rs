@@ -9,6 +9,7 @@ mod entitlements;
 mod ops;
 mod ordering;
 mod payments;
+mod quotas;
 mod reconcile;
 mod subscription;
 mod webhooks;

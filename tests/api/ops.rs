@@ -41,7 +41,15 @@ async fn config_shows_plans_and_publishable_key_but_no_secret() {
         .collect();
     assert_eq!(
         ids,
-        ["free", "pro", "maker", "starter", "lifetime", "legacy"]
+        [
+            "free",
+            "pro",
+            "maker",
+            "starter",
+            "lifetime",
+            "credits-10",
+            "legacy"
+        ]
     );
     let pro = &config["plans"][1];
     assert_eq!(
@@ -50,6 +58,11 @@ async fn config_shows_plans_and_publishable_key_but_no_secret() {
     );
     assert_eq!(config["plans"][2]["trial_days"], 3);
     assert_eq!(config["plans"][4]["kind"], "lifetime");
+    assert_eq!(config["plans"][5]["kind"], "credit_pack");
+    assert_eq!(
+        pro["quotas"]["generations"],
+        serde_json::json!({"limit": 5, "period": "billing_period"})
+    );
 }
 
 #[tokio::test]

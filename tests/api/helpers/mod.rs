@@ -5,7 +5,9 @@
 pub mod fake_stripe;
 pub mod idp;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::{DateTime, Utc};
 
 use diesel::{Connection, RunQueryDsl};
 use figment::providers::{Format, Toml};
@@ -28,6 +30,7 @@ pub const TEST_PLANS: &str = r#"
 id = "free"
 name = "Free"
 features = ["basic"]
+quotas = { credits = { limit = 3, period = "day" }, exports = { limit = 2, period = "month" } }
 
 [[plans]]
 id = "pro"
@@ -35,6 +38,7 @@ name = "Pro"
 rank = 10
 aliases = ["professional"]
 features = ["basic", "export"]
+quotas = { credits = { limit = 100, period = "day" }, generations = { limit = 5, period = "billing_period" } }
 prices = [
   { interval = "month", price_id = "price_pro_monthly", amount = 900, currency = "usd" },
   { interval = "year", price_id = "price_pro_yearly", amount = 9000, currency = "usd" },
@@ -63,7 +67,15 @@ name = "Lifetime"
 rank = 20
 kind = "lifetime"
 features = ["basic", "export", "lifetime"]
+quotas = { credits = { limit = "unlimited", period = "day" } }
 prices = [{ interval = "once", price_id = "price_lifetime", amount = 19900, currency = "usd" }]
+
+[[plans]]
+id = "credits-10"
+name = "10 credits"
+kind = "credit_pack"
+quotas = { credits = { limit = 10, period = "none" } }
+prices = [{ interval = "once", price_id = "price_credits_10", amount = 300, currency = "usd" }]
 
 [[plans]]
 id = "legacy"
@@ -81,6 +93,8 @@ pub struct TestApp {
     pub app: actix_web::web::Data<tollgate::startup::AppState>,
     settings: Settings,
     database: TestDatabase,
+    /// When set, the time every instance of this app sees as now.
+    pinned_now: Arc<Mutex<Option<DateTime<Utc>>>>,
 }
 
 /// Knobs a test may turn before the app starts.
@@ -131,6 +145,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
                 "price_maker_monthly",
                 "price_starter_monthly",
                 "price_lifetime",
+                "price_credits_10",
             ],
         ))
         .merge(("checkout.allowed_redirect_origins", vec![APP_ORIGIN]))
@@ -164,7 +179,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             ));
     }
     let settings = Settings::extract(figment).expect("test configuration is valid");
-    let app = Application::build(settings.clone()).expect("app builds");
+    let pinned_now: Arc<Mutex<Option<DateTime<Utc>>>> = Arc::default();
+    let app =
+        Application::build_with_clock(settings.clone(), clock(&pinned_now)).expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state.clone();
     tokio::spawn(app.run_until_stopped());
@@ -176,7 +193,14 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         app: state,
         settings,
         database: db,
+        pinned_now,
     }
+}
+
+/// A clock that answers the pinned time when one is set, else the real time.
+fn clock(pinned: &Arc<Mutex<Option<DateTime<Utc>>>>) -> tollgate::startup::Clock {
+    let pinned = pinned.clone();
+    Arc::new(move || pinned.lock().unwrap().unwrap_or_else(Utc::now))
 }
 
 fn init_logs() {
@@ -285,7 +309,8 @@ impl TestApp {
     /// A second Tollgate on the same database, fake Stripe and identity provider (another
     /// replica); returns its base address.
     pub async fn another_instance(&self) -> String {
-        let app = Application::build(self.settings.clone()).expect("second instance builds");
+        let app = Application::build_with_clock(self.settings.clone(), clock(&self.pinned_now))
+            .expect("second instance builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
         address
@@ -330,6 +355,11 @@ impl TestApp {
 
     pub fn database_url(&self) -> String {
         self.database.url.clone()
+    }
+
+    /// Pins the time every instance of this app sees (Stripe's fake keeps the real time).
+    pub fn set_now(&self, now: DateTime<Utc>) {
+        *self.pinned_now.lock().unwrap() = Some(now);
     }
 
     pub fn uses_postgres(&self) -> bool {

@@ -1,0 +1,2 @@
+DROP TABLE usage_ledger;
+DROP TABLE quota_counters;

@@ -1,0 +1,83 @@
+//! `POST /v1/usage`: sibling services spend a subject's quota.
+
+use actix_web::{post, web, HttpResponse};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::billing::subject::Subject;
+use crate::error::{ApiError, Problem};
+use crate::identity::{Service, WriteScope};
+use crate::service::quotas::{consume, UsageOut, UsageRefusal, UsageRequest};
+use crate::startup::AppState;
+
+use super::entitlements::checked_user_id;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageIn {
+    /// The identity provider's user id.
+    pub user_id: String,
+    /// The quota key, as the plans declare it (e.g. `credits`, `generations`).
+    pub quota: String,
+    /// How much to consume: all of it or nothing.
+    pub amount: u64,
+    /// Unique per logical consumption (1 to 255 characters); a retry with the same key gets
+    /// the first answer again and consumes nothing more.
+    pub idempotency_key: String,
+}
+
+/// Consumes `amount` of a quota for a user: atomically (all or nothing), never beyond the
+/// period's allowance plus purchased credits (also with many replicas), once per
+/// `idempotency_key`. Every consumption and refusal is written to the usage ledger.
+/// A replayed answer carries the header `Idempotent-Replayed: true`.
+#[utoipa::path(
+    tag = "services",
+    operation_id = "v1.usage.create",
+    security(("bearer" = [])),
+    request_body = UsageIn,
+    responses(
+        (status = 200, description = "granted; what is left", body = UsageOut),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`quota_exhausted`: nothing consumed", body = UsageRefusal, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks the write scope, or the subject has no access including this quota (`no_access`, `quota_not_in_plan`)", body = UsageRefusal, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency_key_reused` for another quota or amount", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_quota`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/usage")]
+#[tracing::instrument(skip_all)]
+pub async fn create_usage(
+    state: web::Data<AppState>,
+    service: Service<WriteScope>,
+    body: web::Json<UsageIn>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let user_id = checked_user_id(&body.user_id)?;
+    // A service does not hold the user's role claims: only subject exemptions apply here.
+    let exempt = state.settings.exemptions.subjects.contains(&user_id);
+    let answer = consume(
+        &state,
+        &Subject::user(&user_id),
+        exempt,
+        UsageRequest {
+            quota: body.quota,
+            amount: body.amount,
+            idempotency_key: body.idempotency_key,
+            caller: service.0.subject,
+        },
+    )
+    .await?;
+    let status = actix_web::http::StatusCode::from_u16(answer.status)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let mut response = HttpResponse::build(status);
+    response.content_type(if status.is_success() {
+        "application/json"
+    } else {
+        "application/problem+json"
+    });
+    if answer.replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(response.body(answer.body))
+}

@@ -1,0 +1,454 @@
+//! Quotas: which window a periodic allowance counts in, and whether a consumption fits.
+//!
+//! A quota is counted per subject, key and **window**. The window of a `day` quota is the UTC
+//! day, of a `month` quota the calendar month, of a `billing_period` quota the current period
+//! of the subscription that grants the plan (a paid renewal moves the period start, so the
+//! count restarts; a duplicate `invoice.paid` does not move it), and a `none` quota has one
+//! window for ever. Resets therefore need no job: a new window simply starts at zero.
+//! Purchased credits (credit packs) form a balance that never resets and is spent only after
+//! the periodic allowance.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+
+use super::access::{Access, PurchaseFacts, PurchaseStatus, Reason};
+use super::catalog::{Catalog, PlanKind, QuotaLimit, QuotaPeriod, Unlimited};
+
+/// The counter a consumption is added to, and when it starts again from zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Stable key of the window, stored with the counter (`day:2026-11-21`, `month:2026-11`,
+    /// `period:<unix start>`, `none`).
+    pub bucket: String,
+    pub resets_at: Option<DateTime<Utc>>,
+}
+
+/// The bucket key of the purchased balance (never resets).
+pub const BALANCE_BUCKET: &str = "balance";
+
+/// The subscription period a `billing_period` quota follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BillingPeriod {
+    pub start: DateTime<Utc>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// The window `now` falls in. A `billing_period` quota without a subscription period (a
+/// lifetime or free plan, or an exempt caller) counts by calendar month.
+pub fn window(period: QuotaPeriod, now: DateTime<Utc>, billing: Option<BillingPeriod>) -> Window {
+    match (period, billing) {
+        (QuotaPeriod::Day, _) => {
+            let day = now.date_naive();
+            Window {
+                bucket: format!("day:{day}"),
+                resets_at: Some(midnight(day + Duration::days(1))),
+            }
+        }
+        (QuotaPeriod::Month, _) | (QuotaPeriod::BillingPeriod, None) => {
+            let (y, m) = (now.year(), now.month());
+            let next = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            Window {
+                bucket: format!("month:{y:04}-{m:02}"),
+                resets_at: NaiveDate::from_ymd_opt(next.0, next.1, 1).map(midnight),
+            }
+        }
+        (QuotaPeriod::BillingPeriod, Some(p)) => Window {
+            bucket: format!("period:{}", p.start.timestamp()),
+            resets_at: p.end,
+        },
+        (QuotaPeriod::None, _) => Window {
+            bucket: "none".to_owned(),
+            resets_at: None,
+        },
+    }
+}
+
+fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap_or_default())
+}
+
+/// One quota as it applies to a subject now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub key: String,
+    /// The allowance per window; `None` when the plan in force has no such quota (only a
+    /// purchased balance can then be spent).
+    pub limit: Option<QuotaLimit>,
+    pub period: Option<QuotaPeriod>,
+    pub window: Window,
+    /// Credits bought for this quota by paid credit packs (refunded packs do not count).
+    pub purchased: u64,
+}
+
+/// The quotas of the plan in force, plus any quota with purchased credits. Callers with
+/// unconditional access (`SAAS=false`, exempt) get every quota of the catalog, unlimited.
+/// A `billing_period` quota follows `billing`, the period of the subscription that grants
+/// access.
+pub fn applied(
+    catalog: &Catalog,
+    access: &Access,
+    purchases: &[PurchaseFacts],
+    billing: Option<BillingPeriod>,
+    now: DateTime<Utc>,
+) -> Vec<Applied> {
+    let mut out: Vec<Applied> = Vec::new();
+    let unconditional = matches!(access.reason, Reason::SaasDisabled | Reason::Exempt);
+    if unconditional {
+        for key in catalog.quota_keys() {
+            out.push(Applied {
+                limit: Some(QuotaLimit::Unlimited(Unlimited)),
+                period: Some(QuotaPeriod::None),
+                window: window(QuotaPeriod::None, now, None),
+                purchased: purchased(catalog, purchases, &key),
+                key,
+            });
+        }
+        return out;
+    }
+    if let Some(plan) = catalog.plan(&access.plan_id) {
+        for (key, quota) in &plan.quotas {
+            out.push(Applied {
+                key: key.clone(),
+                limit: Some(quota.limit),
+                period: Some(quota.period),
+                window: window(quota.period, now, billing),
+                purchased: purchased(catalog, purchases, key),
+            });
+        }
+    }
+    for key in catalog.quota_keys() {
+        let bought = purchased(catalog, purchases, &key);
+        if bought > 0 && !out.iter().any(|a| a.key == key) {
+            out.push(Applied {
+                key,
+                limit: None,
+                period: None,
+                window: window(QuotaPeriod::None, now, None),
+                purchased: bought,
+            });
+        }
+    }
+    out
+}
+
+/// Credits the paid credit packs add to `key`.
+fn purchased(catalog: &Catalog, purchases: &[PurchaseFacts], key: &str) -> u64 {
+    purchases
+        .iter()
+        .filter(|p| p.kind == PlanKind::CreditPack && p.status == PurchaseStatus::Paid)
+        .filter_map(|p| catalog.plan(&p.plan_id)?.quotas.get(key))
+        .map(|q| match q.limit {
+            QuotaLimit::Limited(n) => n,
+            QuotaLimit::Unlimited(_) => 0,
+        })
+        .fold(0_u64, u64::saturating_add)
+}
+
+/// How much is left: `None` when unlimited.
+pub fn remaining(limit: Option<QuotaLimit>, used: u64, balance: u64) -> Option<u64> {
+    match limit {
+        Some(QuotaLimit::Unlimited(_)) => None,
+        Some(QuotaLimit::Limited(l)) => Some(l.saturating_sub(used).saturating_add(balance)),
+        None => Some(balance),
+    }
+}
+
+/// What a consumption takes from where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// All of `amount` is granted: first from the periodic allowance, the rest from the
+    /// purchased balance.
+    Granted {
+        from_allowance: u64,
+        from_balance: u64,
+    },
+    /// Nothing is consumed: the allowance and the balance together do not cover `amount`.
+    Refused,
+}
+
+/// Whether `amount` fits in what is left of the allowance (`limit`, of which `used` is spent in
+/// this window; `None` when the plan has no such quota) plus the purchased `balance`.
+/// All or nothing: a consumption is never granted in part.
+pub fn decide(amount: u64, limit: Option<QuotaLimit>, used: u64, balance: u64) -> Decision {
+    let left = match limit {
+        Some(QuotaLimit::Unlimited(_)) => {
+            return Decision::Granted {
+                from_allowance: amount,
+                from_balance: 0,
+            }
+        }
+        Some(QuotaLimit::Limited(l)) => l.saturating_sub(used),
+        None => 0,
+    };
+    let from_allowance = amount.min(left);
+    let from_balance = amount - from_allowance;
+    if from_balance <= balance {
+        Decision::Granted {
+            from_allowance,
+            from_balance,
+        }
+    } else {
+        Decision::Refused
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::test_support::catalog;
+
+    fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+    }
+
+    const TEN: Option<QuotaLimit> = Some(QuotaLimit::Limited(10));
+    const UNLIMITED: Option<QuotaLimit> = Some(QuotaLimit::Unlimited(Unlimited));
+
+    #[test]
+    fn a_day_window_is_the_utc_day_and_resets_at_midnight() {
+        let w = window(QuotaPeriod::Day, at(2026, 11, 21, 23), None);
+        assert_eq!(w.bucket, "day:2026-11-21");
+        assert_eq!(w.resets_at, Some(at(2026, 11, 22, 0)));
+        let next = window(QuotaPeriod::Day, at(2026, 11, 22, 0), None);
+        assert_ne!(next.bucket, w.bucket);
+    }
+
+    #[test]
+    fn a_month_window_is_the_calendar_month_also_across_the_year_end() {
+        let w = window(QuotaPeriod::Month, at(2026, 11, 30, 23), None);
+        assert_eq!(
+            (w.bucket.as_str(), w.resets_at),
+            ("month:2026-11", Some(at(2026, 12, 1, 0)))
+        );
+        let december = window(QuotaPeriod::Month, at(2026, 12, 31, 23), None);
+        assert_eq!(
+            (december.bucket.as_str(), december.resets_at),
+            ("month:2026-12", Some(at(2027, 1, 1, 0)))
+        );
+    }
+
+    #[test]
+    fn a_billing_period_window_follows_the_subscription_period() {
+        let period = BillingPeriod {
+            start: at(2026, 11, 3, 10),
+            end: Some(at(2026, 12, 3, 10)),
+        };
+        let w = window(
+            QuotaPeriod::BillingPeriod,
+            at(2026, 11, 21, 0),
+            Some(period),
+        );
+        assert_eq!(
+            w.bucket,
+            format!("period:{}", at(2026, 11, 3, 10).timestamp())
+        );
+        assert_eq!(w.resets_at, Some(at(2026, 12, 3, 10)));
+        // The same period (a duplicate renewal) is the same window; a new one is not.
+        let again = window(
+            QuotaPeriod::BillingPeriod,
+            at(2026, 11, 25, 0),
+            Some(period),
+        );
+        assert_eq!(again, w);
+        let renewed = BillingPeriod {
+            start: at(2026, 12, 3, 10),
+            end: Some(at(2027, 1, 3, 10)),
+        };
+        assert_ne!(
+            window(
+                QuotaPeriod::BillingPeriod,
+                at(2026, 12, 3, 11),
+                Some(renewed)
+            )
+            .bucket,
+            w.bucket
+        );
+    }
+
+    #[test]
+    fn a_billing_period_quota_without_a_period_counts_by_month() {
+        let w = window(QuotaPeriod::BillingPeriod, at(2026, 11, 21, 0), None);
+        assert_eq!(w.bucket, "month:2026-11");
+    }
+
+    #[test]
+    fn a_none_window_never_resets() {
+        let w = window(QuotaPeriod::None, at(2026, 11, 21, 0), None);
+        assert_eq!((w.bucket.as_str(), w.resets_at), ("none", None));
+        assert_eq!(window(QuotaPeriod::None, at(2030, 1, 1, 0), None), w);
+    }
+
+    #[test]
+    fn consumption_within_the_allowance_takes_from_it() {
+        assert_eq!(
+            decide(3, TEN, 5, 0),
+            Decision::Granted {
+                from_allowance: 3,
+                from_balance: 0
+            }
+        );
+        assert_eq!(
+            decide(5, TEN, 5, 0),
+            Decision::Granted {
+                from_allowance: 5,
+                from_balance: 0
+            }
+        );
+    }
+
+    #[test]
+    fn consumption_is_all_or_nothing() {
+        assert_eq!(decide(6, TEN, 5, 0), Decision::Refused);
+        assert_eq!(decide(1, TEN, 10, 0), Decision::Refused);
+        assert_eq!(decide(1, TEN, 12, 0), Decision::Refused);
+    }
+
+    #[test]
+    fn the_balance_is_spent_after_the_allowance() {
+        assert_eq!(
+            decide(8, TEN, 5, 100),
+            Decision::Granted {
+                from_allowance: 5,
+                from_balance: 3
+            }
+        );
+        assert_eq!(
+            decide(4, TEN, 10, 4),
+            Decision::Granted {
+                from_allowance: 0,
+                from_balance: 4
+            }
+        );
+        assert_eq!(decide(5, TEN, 10, 4), Decision::Refused);
+    }
+
+    #[test]
+    fn without_the_quota_in_the_plan_only_the_balance_counts() {
+        assert_eq!(
+            decide(2, None, 0, 2),
+            Decision::Granted {
+                from_allowance: 0,
+                from_balance: 2
+            }
+        );
+        assert_eq!(decide(3, None, 0, 2), Decision::Refused);
+    }
+
+    #[test]
+    fn unlimited_grants_everything_from_the_allowance() {
+        assert_eq!(
+            decide(u64::MAX, UNLIMITED, u64::MAX, 0),
+            Decision::Granted {
+                from_allowance: u64::MAX,
+                from_balance: 0
+            }
+        );
+    }
+
+    #[test]
+    fn remaining_adds_the_balance_to_what_is_left_of_the_allowance() {
+        assert_eq!(remaining(TEN, 4, 0), Some(6));
+        assert_eq!(remaining(TEN, 14, 3), Some(3));
+        assert_eq!(remaining(TEN, 4, 3), Some(9));
+        assert_eq!(remaining(None, 0, 7), Some(7));
+        assert_eq!(remaining(UNLIMITED, 1_000, 0), None);
+    }
+
+    fn access(plan: &str, reason: Reason) -> Access {
+        Access {
+            access: reason != Reason::Free,
+            reason,
+            plan_id: plan.into(),
+            features: vec![],
+            subscription_id: None,
+            grace_until: None,
+            lifetime: false,
+        }
+    }
+
+    fn pack(status: PurchaseStatus) -> PurchaseFacts {
+        PurchaseFacts {
+            plan_id: "credits".into(),
+            kind: PlanKind::CreditPack,
+            status,
+            purchased_at: at(2026, 11, 1, 0),
+        }
+    }
+
+    fn keys(applied: &[Applied]) -> Vec<(&str, Option<QuotaLimit>, u64)> {
+        applied
+            .iter()
+            .map(|a| (a.key.as_str(), a.limit, a.purchased))
+            .collect()
+    }
+
+    #[test]
+    fn the_plan_in_force_gives_its_quotas_in_their_windows() {
+        let now = at(2026, 11, 21, 12);
+        let period = BillingPeriod {
+            start: at(2026, 11, 3, 10),
+            end: Some(at(2026, 12, 3, 10)),
+        };
+        let pro = applied(
+            &catalog(),
+            &access("pro", Reason::Active),
+            &[],
+            Some(period),
+            now,
+        );
+        assert_eq!(
+            keys(&pro),
+            [
+                ("credits", Some(QuotaLimit::Limited(100)), 0),
+                ("generations", Some(QuotaLimit::Limited(250)), 0)
+            ]
+        );
+        assert_eq!(pro[0].window.bucket, "day:2026-11-21");
+        assert_eq!(
+            pro[1].window,
+            window(QuotaPeriod::BillingPeriod, now, Some(period))
+        );
+
+        let free = applied(&catalog(), &access("free", Reason::Free), &[], None, now);
+        assert_eq!(keys(&free), [("credits", Some(QuotaLimit::Limited(10)), 0)]);
+    }
+
+    #[test]
+    fn paid_credit_packs_add_to_the_balance_and_refunded_ones_do_not() {
+        let now = at(2026, 11, 21, 12);
+        let packs = [
+            pack(PurchaseStatus::Paid),
+            pack(PurchaseStatus::Paid),
+            pack(PurchaseStatus::Refunded),
+            pack(PurchaseStatus::Disputed),
+        ];
+        let free = applied(&catalog(), &access("free", Reason::Free), &packs, None, now);
+        assert_eq!(
+            keys(&free),
+            [("credits", Some(QuotaLimit::Limited(10)), 200)]
+        );
+        // A plan without the quota still lets the purchased balance be spent.
+        let basic = applied(
+            &catalog(),
+            &access("basic", Reason::Active),
+            &packs,
+            None,
+            now,
+        );
+        assert_eq!(keys(&basic), [("credits", None, 200)]);
+        let none = applied(&catalog(), &access("basic", Reason::Active), &[], None, now);
+        assert_eq!(keys(&none), []);
+    }
+
+    #[test]
+    fn unconditional_access_makes_every_quota_unlimited() {
+        let now = at(2026, 11, 21, 12);
+        for reason in [Reason::Exempt, Reason::SaasDisabled] {
+            let all = applied(&catalog(), &access("lifetime", reason), &[], None, now);
+            assert_eq!(
+                keys(&all),
+                [("credits", UNLIMITED, 0), ("generations", UNLIMITED, 0)],
+                "{reason:?}"
+            );
+        }
+    }
+}

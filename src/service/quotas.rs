@@ -1,0 +1,282 @@
+//! Quotas for sibling services: how much is left, and consuming it atomically and
+//! idempotently (`POST /v1/usage`).
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::billing::access::Reason;
+use crate::billing::catalog::{QuotaLimit, QuotaPeriod};
+use crate::billing::quota::{self, Applied, Decision};
+use crate::billing::subject::Subject;
+use crate::db::quotas::{Consumed, Consumption, Counted};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+use super::status::{evaluate, policy};
+
+/// One quota as the subject has it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct QuotaView {
+    pub key: String,
+    /// The allowance per period: a number, `"unlimited"`, or `null` when the plan in force has
+    /// no such quota (only purchased credits can then be spent).
+    pub limit: Option<QuotaLimit>,
+    /// `day`, `month`, `billing_period` or `none` (`null` with no allowance).
+    pub period: Option<QuotaPeriod>,
+    /// Used of the allowance in the current period.
+    pub used: u64,
+    /// Purchased credits left (credit packs; they never reset and are spent after the
+    /// allowance).
+    pub balance: u64,
+    /// Allowance left plus the balance; `null` when unlimited.
+    pub remaining: Option<u64>,
+    /// When the allowance starts again from zero (`null` if never).
+    pub resets_at: Option<DateTime<Utc>>,
+}
+
+impl QuotaView {
+    pub fn new(a: &Applied, used: u64, balance_spent: u64) -> QuotaView {
+        let balance = a.purchased.saturating_sub(balance_spent);
+        QuotaView {
+            key: a.key.clone(),
+            limit: a.limit,
+            period: a.period.filter(|_| a.limit.is_some()),
+            used,
+            balance,
+            remaining: quota::remaining(a.limit, used, balance),
+            resets_at: a.window.resets_at.filter(|_| a.limit.is_some()),
+        }
+    }
+}
+
+/// A consumption a service asks for.
+#[derive(Debug, Clone)]
+pub struct UsageRequest {
+    pub quota: String,
+    pub amount: u64,
+    pub idempotency_key: String,
+    /// The service's token subject (for the ledger).
+    pub caller: String,
+}
+
+/// The answer to a consumption, as first given (and replayed for the same key).
+#[derive(Debug, Clone)]
+pub struct UsageAnswer {
+    pub status: u16,
+    /// JSON (`UsageOut`, or a `UsageRefusal` problem document).
+    pub body: String,
+    pub replayed: bool,
+}
+
+/// A granted consumption.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageOut {
+    pub granted: bool,
+    pub quota: String,
+    pub amount: u64,
+    pub idempotency_key: String,
+    /// Taken from the periodic allowance.
+    pub from_allowance: u64,
+    /// Taken from purchased credits.
+    pub from_balance: u64,
+    #[serde(flatten)]
+    pub after: QuotaView,
+}
+
+/// A refused consumption: a problem document (`quota_exhausted`, `no_access`,
+/// `quota_not_in_plan`) that also says what is left. Nothing was consumed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageRefusal {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+    pub granted: bool,
+    pub quota: String,
+    pub amount: u64,
+    pub idempotency_key: String,
+    /// The access reason of the subject (e.g. `free`, `canceled`).
+    pub reason: Reason,
+    #[serde(flatten)]
+    pub after: QuotaView,
+}
+
+const MAX_AMOUNT: u64 = 1_000_000_000;
+
+/// Consumes `amount` of `quota` for the subject: all of it or nothing, never beyond the
+/// allowance plus purchased credits, once per idempotency key.
+pub async fn consume(
+    state: &AppState,
+    subject: &Subject,
+    exempt: bool,
+    req: UsageRequest,
+) -> Result<UsageAnswer, ApiError> {
+    if req.amount == 0 || req.amount > MAX_AMOUNT {
+        return Err(ApiError::bad_request(
+            "invalid_amount",
+            format!("amount must be 1 to {MAX_AMOUNT}"),
+        ));
+    }
+    let key = req.idempotency_key.trim();
+    if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "idempotency_key must be 1 to 255 printable characters",
+        ));
+    }
+    if !state.catalog.declares_quota(&req.quota) {
+        return Err(ApiError::unprocessable(
+            "unknown_quota",
+            format!("no plan declares the quota `{}`", req.quota),
+        ));
+    }
+    let subject_key = subject.key();
+    let catalog = state.catalog.clone();
+    let (policy, now) = (policy(state), state.now());
+    let request = req.clone();
+    let consumed = state
+        .db
+        .run(move |conn| {
+            let evaluated = evaluate(conn, &catalog, policy, &subject_key, exempt, now)?;
+            let applied = evaluated
+                .applied
+                .iter()
+                .find(|a| a.key == request.quota)
+                .cloned()
+                .unwrap_or_else(|| Applied {
+                    key: request.quota.clone(),
+                    limit: None,
+                    period: None,
+                    window: quota::window(QuotaPeriod::None, now, None),
+                    purchased: 0,
+                });
+            let consumption = Consumption {
+                subject: &subject_key,
+                quota: &request.quota,
+                amount: request.amount,
+                idempotency_key: &request.idempotency_key,
+                caller: &request.caller,
+                bucket: &applied.window.bucket,
+                limit: applied.limit,
+                purchased: applied.purchased,
+                now,
+            };
+            let reason = evaluated.access.reason;
+            let has_access = evaluated.access.access;
+            crate::db::quotas::consume(conn, &consumption, |decision, counted| {
+                respond(&request, &applied, reason, has_access, decision, counted)
+            })
+        })
+        .await?;
+    let (row, replayed) = match consumed {
+        Consumed::Fresh(row) => (row, false),
+        Consumed::Replay(row) => (row, true),
+    };
+    if replayed && (row.quota != req.quota || u64::try_from(row.amount).ok() != Some(req.amount)) {
+        return Err(ApiError::conflict(
+            "idempotency_key_reused",
+            "this idempotency_key was used for another quota or amount; use a new key",
+        ));
+    }
+    let outcome = match (replayed, row.status_code) {
+        (true, _) => "replayed",
+        (false, 200) => "granted",
+        (false, 402) => "exhausted",
+        (false, _) => "forbidden",
+    };
+    metrics::counter!("tollgate_usage_total", "outcome" => outcome).increment(1);
+    Ok(UsageAnswer {
+        status: u16::try_from(row.status_code).unwrap_or(500),
+        body: row.response,
+        replayed,
+    })
+}
+
+/// The answer for a decision: 200 with what is left, 402 when the allowance and credits do not
+/// cover the amount, 403 when the subject has neither the quota nor credits for it.
+fn respond(
+    req: &UsageRequest,
+    applied: &Applied,
+    reason: Reason,
+    has_access: bool,
+    decision: Decision,
+    counted: Counted,
+) -> (u16, String) {
+    let after = QuotaView::new(applied, counted.used, counted.balance_spent);
+    let (status, value) = match decision {
+        Decision::Granted {
+            from_allowance,
+            from_balance,
+        } => (
+            200,
+            serde_json::to_value(UsageOut {
+                granted: true,
+                quota: req.quota.clone(),
+                amount: req.amount,
+                idempotency_key: req.idempotency_key.clone(),
+                from_allowance,
+                from_balance,
+                after,
+            }),
+        ),
+        Decision::Refused => {
+            let (status, code, detail) = if applied.limit.is_none() && applied.purchased == 0 {
+                if has_access {
+                    (
+                        403,
+                        "quota_not_in_plan",
+                        format!(
+                            "the plan in force has no `{}` quota and no credits were bought for it",
+                            req.quota
+                        ),
+                    )
+                } else {
+                    (
+                        403,
+                        "no_access",
+                        format!("the subject has no access that includes `{}`", req.quota),
+                    )
+                }
+            } else {
+                (
+                    402,
+                    "quota_exhausted",
+                    format!(
+                        "{} of `{}` asked, {} left; nothing was consumed",
+                        req.amount,
+                        req.quota,
+                        after.remaining.unwrap_or(0)
+                    ),
+                )
+            };
+            let title = if status == 402 {
+                "Payment Required"
+            } else {
+                "Forbidden"
+            };
+            (
+                status,
+                serde_json::to_value(UsageRefusal {
+                    type_: format!("urn:tollgate:problem:{code}"),
+                    title: title.to_owned(),
+                    status,
+                    detail,
+                    code: code.to_owned(),
+                    granted: false,
+                    quota: req.quota.clone(),
+                    amount: req.amount,
+                    idempotency_key: req.idempotency_key.clone(),
+                    reason,
+                    after,
+                }),
+            )
+        }
+    };
+    let body = value
+        .map(|v| v.to_string())
+        .unwrap_or_else(|_| "{}".to_owned());
+    (status, body)
+}
