@@ -438,7 +438,7 @@ async fn seed_004_ai_generations() {
         quota(pro, "generations"),
         Quota {
             limit: QuotaLimit::Limited(250),
-            period: QuotaPeriod::BillingPeriod,
+            period: QuotaPeriod::BillingMonth,
         }
     );
     assert_eq!(
@@ -475,5 +475,5 @@ async fn seed_004_ai_generations() {
         .find(|p| p["id"] == pro.id.as_str())
         .expect("paid plan listed");
     assert_eq!(listed["quotas"]["generations"]["limit"], 250);
-    assert_eq!(listed["quotas"]["generations"]["period"], "billing_period");
+    assert_eq!(listed["quotas"]["generations"]["period"], "billing_month");
 }

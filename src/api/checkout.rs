@@ -9,7 +9,7 @@ use crate::billing::catalog::Interval;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
 use crate::service::checkout::{self as flow, CheckoutRequest};
-use crate::service::status::status_of;
+use crate::service::status::{status_of, Exemption};
 use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -109,7 +109,7 @@ pub async fn verify_checkout(
     query: web::Query<VerifyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let subject = flow::verify_checkout(&state, &user.0, &query.session_id).await?;
-    let view = status_of(&state, &subject, user.0.exempt).await?;
+    let view = status_of(&state, &subject, Exemption::Token(user.0.exempt)).await?;
     Ok(HttpResponse::Ok().json(StatusOut::from(view)))
 }
 

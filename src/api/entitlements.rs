@@ -8,7 +8,7 @@ use super::status::StatusOut;
 use crate::billing::subject::Subject;
 use crate::error::{ApiError, Problem};
 use crate::identity::{ReadScope, Service};
-use crate::service::status::status_of;
+use crate::service::status::{status_of, Exemption};
 use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -63,9 +63,9 @@ pub async fn get_entitlements(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let user_id = checked_user_id(&query.user_id)?;
-    // A service does not hold the user's role claims: only subject exemptions apply here.
-    let exempt = state.settings.exemptions.subjects.contains(&user_id);
-    let view = status_of(&state, &Subject::user(&user_id), exempt).await?;
+    let listed = state.settings.exemptions.subjects.contains(&user_id);
+    let exemption = Exemption::Remembered { listed };
+    let view = status_of(&state, &Subject::user(&user_id), exemption).await?;
     match query.feature {
         None => Ok(HttpResponse::Ok().json(StatusOut::from(view))),
         Some(feature) => {

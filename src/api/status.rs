@@ -11,7 +11,7 @@ use crate::db::from_db_time;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
 use crate::service::quotas::QuotaView;
-use crate::service::status::{status_of, StatusView};
+use crate::service::status::{status_of, Exemption, StatusView};
 use crate::startup::AppState;
 
 /// A subject's billing status.
@@ -83,6 +83,11 @@ pub async fn get_status(
     state: web::Data<AppState>,
     user: EndUser,
 ) -> Result<HttpResponse, ApiError> {
-    let view = status_of(&state, &Subject::user(&user.0.subject), user.0.exempt).await?;
+    let view = status_of(
+        &state,
+        &Subject::user(&user.0.subject),
+        Exemption::Token(user.0.exempt),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(StatusOut::from(view)))
 }

@@ -10,7 +10,7 @@ use crate::billing::subject::Subject;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
 use crate::service::manage;
-use crate::service::status::status_of;
+use crate::service::status::{status_of, Exemption};
 use crate::startup::AppState;
 
 async fn status_after(
@@ -18,7 +18,7 @@ async fn status_after(
     subject: Subject,
     user: &EndUser,
 ) -> Result<HttpResponse, ApiError> {
-    let view = status_of(state, &subject, user.0.exempt).await?;
+    let view = status_of(state, &subject, Exemption::Token(user.0.exempt)).await?;
     Ok(HttpResponse::Ok().json(StatusOut::from(view)))
 }
 

@@ -8,6 +8,7 @@ use crate::billing::subject::Subject;
 use crate::error::{ApiError, Problem};
 use crate::identity::{Service, WriteScope};
 use crate::service::quotas::{consume, UsageOut, UsageRefusal, UsageRequest};
+use crate::service::status::Exemption;
 use crate::startup::AppState;
 
 use super::entitlements::checked_user_id;
@@ -54,12 +55,11 @@ pub async fn create_usage(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let user_id = checked_user_id(&body.user_id)?;
-    // A service does not hold the user's role claims: only subject exemptions apply here.
-    let exempt = state.settings.exemptions.subjects.contains(&user_id);
+    let listed = state.settings.exemptions.subjects.contains(&user_id);
     let answer = consume(
         &state,
         &Subject::user(&user_id),
-        exempt,
+        Exemption::Remembered { listed },
         UsageRequest {
             quota: body.quota,
             amount: body.amount,

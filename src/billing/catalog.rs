@@ -69,9 +69,17 @@ impl PlanKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum QuotaPeriod {
+    /// The UTC day.
     Day,
+    /// The calendar month (UTC).
     Month,
+    /// The subscription's billing period: restarts when a paid invoice opens a new period.
     BillingPeriod,
+    /// A month of the billing period: restarts at each paid renewal and, within a longer
+    /// (yearly) period, at each monthly anniversary of its start ("250 a month" on monthly and
+    /// yearly prices alike).
+    BillingMonth,
+    /// Never resets.
     None,
 }
 

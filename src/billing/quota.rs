@@ -43,7 +43,21 @@ pub fn window(period: QuotaPeriod, now: DateTime<Utc>, billing: Option<BillingPe
                 resets_at: Some(midnight(day + Duration::days(1))),
             }
         }
-        (QuotaPeriod::Month, _) | (QuotaPeriod::BillingPeriod, None) => {
+        (QuotaPeriod::BillingPeriod, Some(p)) => Window {
+            bucket: format!("period:{}", p.start.timestamp()),
+            resets_at: p.end,
+        },
+        (QuotaPeriod::BillingMonth, Some(p)) => {
+            // The last monthly anniversary of the period start not after now.
+            let months = months_between(p.start, now);
+            let start = add_months(p.start, months);
+            let next = add_months(p.start, months + 1);
+            Window {
+                bucket: format!("billing_month:{}", start.timestamp()),
+                resets_at: Some(p.end.map_or(next, |end| next.min(end))),
+            }
+        }
+        (QuotaPeriod::Month | QuotaPeriod::BillingPeriod | QuotaPeriod::BillingMonth, _) => {
             let (y, m) = (now.year(), now.month());
             let next = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
             Window {
@@ -51,15 +65,27 @@ pub fn window(period: QuotaPeriod, now: DateTime<Utc>, billing: Option<BillingPe
                 resets_at: NaiveDate::from_ymd_opt(next.0, next.1, 1).map(midnight),
             }
         }
-        (QuotaPeriod::BillingPeriod, Some(p)) => Window {
-            bucket: format!("period:{}", p.start.timestamp()),
-            resets_at: p.end,
-        },
         (QuotaPeriod::None, _) => Window {
             bucket: "none".to_owned(),
             resets_at: None,
         },
     }
+}
+
+/// Whole months from `start` to `now` (0 when `now` is before the first anniversary).
+fn months_between(start: DateTime<Utc>, now: DateTime<Utc>) -> u32 {
+    let rough = (now.year() - start.year()) * 12 + now.month() as i32 - start.month() as i32;
+    let mut months = u32::try_from(rough.max(0)).unwrap_or(0);
+    while months > 0 && add_months(start, months) > now {
+        months -= 1;
+    }
+    months
+}
+
+/// `t` plus `n` calendar months; a day missing in the target month becomes its last day, as
+/// Stripe's billing anchors do.
+fn add_months(t: DateTime<Utc>, n: u32) -> DateTime<Utc> {
+    t.checked_add_months(chrono::Months::new(n)).unwrap_or(t)
 }
 
 fn midnight(day: NaiveDate) -> DateTime<Utc> {
@@ -266,8 +292,71 @@ mod tests {
 
     #[test]
     fn a_billing_period_quota_without_a_period_counts_by_month() {
-        let w = window(QuotaPeriod::BillingPeriod, at(2026, 11, 21, 0), None);
-        assert_eq!(w.bucket, "month:2026-11");
+        for period in [QuotaPeriod::BillingPeriod, QuotaPeriod::BillingMonth] {
+            let w = window(period, at(2026, 11, 21, 0), None);
+            assert_eq!(w.bucket, "month:2026-11");
+        }
+    }
+
+    #[test]
+    fn a_billing_month_restarts_monthly_from_a_yearly_periods_start() {
+        let yearly = BillingPeriod {
+            start: at(2026, 1, 31, 10),
+            end: Some(at(2027, 1, 31, 10)),
+        };
+        let first = window(QuotaPeriod::BillingMonth, at(2026, 2, 15, 0), Some(yearly));
+        assert_eq!(
+            first.bucket,
+            format!("billing_month:{}", at(2026, 1, 31, 10).timestamp())
+        );
+        // February has no 31st: the anniversary is its last day, as Stripe anchors it.
+        assert_eq!(first.resets_at, Some(at(2026, 2, 28, 10)));
+        let march = window(QuotaPeriod::BillingMonth, at(2026, 3, 30, 0), Some(yearly));
+        assert_eq!(
+            march.bucket,
+            format!("billing_month:{}", at(2026, 2, 28, 10).timestamp())
+        );
+        assert_eq!(march.resets_at, Some(at(2026, 3, 31, 10)));
+        let last = window(QuotaPeriod::BillingMonth, at(2027, 1, 20, 0), Some(yearly));
+        assert_eq!(
+            last.bucket,
+            format!("billing_month:{}", at(2026, 12, 31, 10).timestamp())
+        );
+        assert_eq!(last.resets_at, Some(at(2027, 1, 31, 10)));
+        // Just before an anniversary still counts in the month before it.
+        let edge = window(QuotaPeriod::BillingMonth, at(2026, 5, 31, 9), Some(yearly));
+        assert_eq!(
+            edge.bucket,
+            format!("billing_month:{}", at(2026, 4, 30, 10).timestamp())
+        );
+    }
+
+    #[test]
+    fn a_billing_month_of_a_monthly_period_is_the_period_and_restarts_on_renewal() {
+        let monthly = BillingPeriod {
+            start: at(2026, 11, 3, 10),
+            end: Some(at(2026, 12, 3, 10)),
+        };
+        let w = window(
+            QuotaPeriod::BillingMonth,
+            at(2026, 11, 21, 0),
+            Some(monthly),
+        );
+        assert_eq!(
+            w.bucket,
+            format!("billing_month:{}", at(2026, 11, 3, 10).timestamp())
+        );
+        assert_eq!(w.resets_at, Some(at(2026, 12, 3, 10)));
+        let renewed = BillingPeriod {
+            start: at(2026, 12, 3, 10),
+            end: Some(at(2027, 1, 3, 10)),
+        };
+        let next = window(
+            QuotaPeriod::BillingMonth,
+            at(2026, 12, 3, 11),
+            Some(renewed),
+        );
+        assert_ne!(next.bucket, w.bucket);
     }
 
     #[test]

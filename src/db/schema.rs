@@ -128,6 +128,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    role_exemptions (user_id) {
+        user_id -> Text,
+        seen_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
     subscriptions,
@@ -136,5 +143,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     payments,
     audit_log,
     quota_counters,
-    usage_ledger
+    usage_ledger,
+    role_exemptions
 );

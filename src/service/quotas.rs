@@ -13,7 +13,7 @@ use crate::db::quotas::{Consumed, Consumption, Counted};
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-use super::status::{evaluate, policy};
+use super::status::{evaluate, policy, Exemption};
 
 /// One quota as the subject has it now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -111,7 +111,7 @@ const MAX_AMOUNT: u64 = 1_000_000_000;
 pub async fn consume(
     state: &AppState,
     subject: &Subject,
-    exempt: bool,
+    exemption: Exemption,
     req: UsageRequest,
 ) -> Result<UsageAnswer, ApiError> {
     if req.amount == 0 || req.amount > MAX_AMOUNT {
@@ -134,13 +134,14 @@ pub async fn consume(
         ));
     }
     let subject_key = subject.key();
+    let subject = subject.clone();
     let catalog = state.catalog.clone();
     let (policy, now) = (policy(state), state.now());
     let request = req.clone();
     let consumed = state
         .db
         .run(move |conn| {
-            let evaluated = evaluate(conn, &catalog, policy, &subject_key, exempt, now)?;
+            let evaluated = evaluate(conn, &catalog, policy, &subject, exemption, now)?;
             let applied = evaluated
                 .applied
                 .iter()

@@ -35,6 +35,44 @@ impl StatusView {
     }
 }
 
+/// Where an exemption comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exemption {
+    /// The user's own token (end-user calls): what it says is also remembered, so that
+    /// services, which do not hold the user's claims, apply the same exemption.
+    Token(bool),
+    /// A service asks about a user: a listed subject, or what the user's own token showed
+    /// when last seen.
+    Remembered { listed: bool },
+}
+
+impl Exemption {
+    /// Whether the subject is exempt, remembering a token's word for services.
+    pub(crate) fn resolve(
+        self,
+        conn: &mut DbConnection,
+        subject: &Subject,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<bool> {
+        let Some(user_id) = subject.user_id() else {
+            return Ok(matches!(
+                self,
+                Exemption::Token(true) | Exemption::Remembered { listed: true }
+            ));
+        };
+        match self {
+            Exemption::Token(exempt) => {
+                db::quotas::remember_exemption(conn, user_id, exempt, now)?;
+                Ok(exempt)
+            }
+            Exemption::Remembered { listed: true } => Ok(true),
+            Exemption::Remembered { listed: false } => {
+                db::quotas::remembered_exemption(conn, user_id)
+            }
+        }
+    }
+}
+
 pub fn policy(state: &AppState) -> AccessPolicy {
     AccessPolicy {
         saas_enabled: state.settings.saas,
@@ -64,11 +102,12 @@ pub(crate) fn evaluate(
     conn: &mut DbConnection,
     catalog: &crate::billing::catalog::Catalog,
     policy: AccessPolicy,
-    subject_key: &str,
-    exempt: bool,
+    subject: &Subject,
+    exemption: Exemption,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Evaluated> {
-    let stored = db::state::load(conn, subject_key)?;
+    let exempt = exemption.resolve(conn, subject, now)?;
+    let stored = db::state::load(conn, &subject.key())?;
     let purchases = stored.purchase_facts();
     let verdict = access::evaluate(
         catalog,
@@ -100,15 +139,16 @@ pub(crate) fn evaluate(
 pub async fn status_of(
     state: &AppState,
     subject: &Subject,
-    exempt: bool,
+    exemption: Exemption,
 ) -> anyhow::Result<StatusView> {
     let key = subject.key();
+    let subject = subject.clone();
     let catalog = state.catalog.clone();
     let (policy, now) = (policy(state), state.now());
     state
         .db
         .run(move |conn| {
-            let evaluated = evaluate(conn, &catalog, policy, &key, exempt, now)?;
+            let evaluated = evaluate(conn, &catalog, policy, &subject, exemption, now)?;
             let wanted: Vec<(String, String)> = evaluated
                 .applied
                 .iter()

@@ -494,7 +494,7 @@ async fn status_shows_the_callers_own_quotas() {
         .iter()
         .map(|q| q["key"].as_str().unwrap())
         .collect();
-    assert_eq!(keys, ["credits", "generations"]);
+    assert_eq!(keys, ["credits", "generations", "images"]);
     assert_eq!(usage(&app, "user-1", "credits", 40, "s1").await.0, 200);
     let mine = app.status(&app.user_token("user-1")).await;
     assert_eq!(
@@ -507,4 +507,61 @@ async fn status_shows_the_callers_own_quotas() {
     // Another user's usage is not the caller's.
     let theirs = app.status(&app.user_token("user-2")).await;
     assert_eq!(theirs["quotas"][0]["used"], 0);
+}
+
+#[tokio::test]
+async fn a_grandfathered_role_seen_in_the_users_token_makes_service_calls_unlimited_until_it_is_gone(
+) {
+    let app = spawn_app().await;
+    // Before Tollgate has seen the user's own token, a service cannot know the role.
+    let (status, _) = usage(&app, "old-timer", "generations", 1, "before").await;
+    assert_eq!(status, 403);
+
+    let mut claims = app.idp.claims("old-timer");
+    claims["roles"] = json!(["demo"]);
+    assert_eq!(
+        app.status(&app.idp.token(&claims)).await["reason"],
+        "exempt"
+    );
+    let (status, body) = usage(&app, "old-timer", "generations", 10_000, "after").await;
+    assert_eq!((status, body["limit"].as_str()), (200, Some("unlimited")));
+    let service = app.idp.service_token("billing:read");
+    let seen: Value = app
+        .get("/v1/entitlements?user_id=old-timer", Some(&service))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["reason"], "exempt");
+
+    // The role was removed: the next token without it ends the exemption for services too.
+    assert_eq!(
+        app.status(&app.user_token("old-timer")).await["reason"],
+        "free"
+    );
+    let (status, _) = usage(&app, "old-timer", "generations", 1, "removed").await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn a_billing_month_quota_restarts_every_month_of_a_yearly_subscription() {
+    let app = spawn_app().await;
+    app.subscribed("user-1", "pro", "year").await;
+    assert_eq!(usage(&app, "user-1", "images", 2, "i1").await.0, 200);
+    let (status, refused) = usage(&app, "user-1", "images", 1, "i2").await;
+    assert_eq!(status, 402);
+    let resets_at = DateTime::parse_from_rfc3339(refused["resets_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+    // About a month after the period start, well before the yearly period ends.
+    let days = (resets_at - Utc::now()).num_days();
+    assert!((26..=31).contains(&days), "{resets_at}");
+
+    app.set_now(resets_at + chrono::Duration::seconds(1));
+    assert_eq!(usage(&app, "user-1", "images", 2, "i3").await.0, 200);
+    // The yearly period's other quotas are untouched: generations count for the whole year.
+    assert_eq!(usage(&app, "user-1", "generations", 5, "g1").await.0, 200);
+    app.set_now(resets_at + chrono::Duration::days(40));
+    assert_eq!(usage(&app, "user-1", "generations", 1, "g2").await.0, 402);
+    assert_eq!(usage(&app, "user-1", "images", 1, "i4").await.0, 200);
 }

@@ -1,2 +1,3 @@
+DROP TABLE role_exemptions;
 DROP TABLE usage_ledger;
 DROP TABLE quota_counters;

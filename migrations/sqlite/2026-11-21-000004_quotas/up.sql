@@ -28,3 +28,11 @@ CREATE TABLE usage_ledger (
     PRIMARY KEY (subject, idempotency_key)
 );
 CREATE INDEX usage_ledger_subject_time ON usage_ledger (subject, created_at);
+
+-- Users whose own token last showed an exempt role (e.g. a grandfathered group): services,
+-- which do not hold the user's claims, apply the exemption from here. Written when the user
+-- calls Tollgate; removed when a later token no longer shows the role.
+CREATE TABLE role_exemptions (
+    user_id TEXT PRIMARY KEY,
+    seen_at TIMESTAMP NOT NULL
+);

@@ -38,7 +38,7 @@ name = "Pro"
 rank = 10
 aliases = ["professional"]
 features = ["basic", "export"]
-quotas = { credits = { limit = 100, period = "day" }, generations = { limit = 5, period = "billing_period" } }
+quotas = { credits = { limit = 100, period = "day" }, generations = { limit = 5, period = "billing_period" }, images = { limit = 2, period = "billing_month" } }
 prices = [
   { interval = "month", price_id = "price_pro_monthly", amount = 900, currency = "usd" },
   { interval = "year", price_id = "price_pro_yearly", amount = 9000, currency = "usd" },
