@@ -120,16 +120,22 @@ impl ResponseError for ApiError {
     }
 }
 
-pub fn problem_response(status: StatusCode, code: &str, detail: String) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("application/problem+json")
-        .json(Problem {
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, detail: String) -> Problem {
+        Problem {
             type_: format!("urn:tollgate:problem:{code}"),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail,
             code: code.to_owned(),
-        })
+        }
+    }
+}
+
+pub fn problem_response(status: StatusCode, code: &str, detail: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/problem+json")
+        .json(Problem::new(status, code, detail))
 }
 
 /// Turns actix's extractor errors (bad JSON, wrong types, huge bodies, bad query strings)

@@ -10,7 +10,7 @@ use crate::billing::catalog::{QuotaLimit, QuotaPeriod};
 use crate::billing::quota::{self, Applied, Decision};
 use crate::billing::subject::Subject;
 use crate::db::quotas::{Consumed, Consumption, Counted};
-use crate::error::ApiError;
+use crate::error::{ApiError, Problem};
 use crate::startup::AppState;
 
 use super::status::{evaluate, policy, Exemption};
@@ -88,12 +88,8 @@ pub struct UsageOut {
 /// `quota_not_in_plan`) that also says what is left. Nothing was consumed.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UsageRefusal {
-    #[serde(rename = "type")]
-    pub type_: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    pub code: String,
+    #[serde(flatten)]
+    pub problem: Problem,
     pub granted: bool,
     pub quota: String,
     pub amount: u64,
@@ -253,19 +249,12 @@ fn respond(
                     ),
                 )
             };
-            let title = if status == 402 {
-                "Payment Required"
-            } else {
-                "Forbidden"
-            };
+            let status_code = actix_web::http::StatusCode::from_u16(status)
+                .unwrap_or(actix_web::http::StatusCode::FORBIDDEN);
             (
                 status,
                 serde_json::to_value(UsageRefusal {
-                    type_: format!("urn:tollgate:problem:{code}"),
-                    title: title.to_owned(),
-                    status,
-                    detail,
-                    code: code.to_owned(),
+                    problem: Problem::new(status_code, code, detail),
                     granted: false,
                     quota: req.quota.clone(),
                     amount: req.amount,

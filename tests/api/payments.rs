@@ -73,10 +73,7 @@ async fn a_refund_revokes_the_lifetime_purchase_it_refunds() {
     let app = spawn_app().await;
     let (session_id, status) = app.subscribe("user-1", "lifetime", "once").await;
     assert_eq!(status["reason"], "lifetime");
-    let payment_intent = app.stripe.session(&session_id)["payment_intent"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let payment_intent = app.stripe.payment_intent_of(&session_id);
     let charge = app.stripe.refund(&payment_intent);
     let res = app
         .webhook(&event("evt_refund", "charge.refunded", charge))
@@ -115,10 +112,7 @@ async fn a_refund_revokes_the_lifetime_purchase_it_refunds() {
 async fn a_dispute_revokes_the_purchase_even_though_it_names_no_customer() {
     let app = spawn_app().await;
     let (session_id, _) = app.subscribe("user-1", "lifetime", "once").await;
-    let payment_intent = app.stripe.session(&session_id)["payment_intent"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let payment_intent = app.stripe.payment_intent_of(&session_id);
     let dispute = app.stripe.dispute(&payment_intent, "needs_response");
     app.webhook_ok(&event("evt_dispute", "charge.dispute.created", dispute))
         .await;
@@ -186,10 +180,7 @@ async fn a_dispute_of_a_charge_tollgate_never_recorded_is_routed_through_stripe(
         Ok(())
     })
     .await;
-    let payment_intent = app.stripe.session(&session_id)["payment_intent"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let payment_intent = app.stripe.payment_intent_of(&session_id);
     let mut dispute = app.stripe.dispute(&payment_intent, "needs_response");
     dispute["payment_intent"] = json!("pi_unknown");
     app.webhook_ok(&event(
@@ -214,10 +205,7 @@ async fn a_won_dispute_restores_the_purchase_a_lost_one_keeps_it_revoked() {
     let app = spawn_app().await;
     let token = app.user_token("user-1");
     let (session_id, _) = app.subscribe("user-1", "lifetime", "once").await;
-    let payment_intent = app.stripe.session(&session_id)["payment_intent"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let payment_intent = app.stripe.payment_intent_of(&session_id);
 
     let opened = app.stripe.dispute(&payment_intent, "needs_response");
     app.webhook_ok(&event("evt_opened", "charge.dispute.created", opened))
@@ -247,10 +235,7 @@ async fn a_won_dispute_restores_the_purchase_a_lost_one_keeps_it_revoked() {
 
     // A second purchase whose dispute is lost stays revoked; the first still grants.
     let (second, _) = app.subscribe("user-2", "lifetime", "once").await;
-    let second_intent = app.stripe.session(&second)["payment_intent"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let second_intent = app.stripe.payment_intent_of(&second);
     app.stripe.dispute(&second_intent, "needs_response");
     let lost = app.stripe.dispute(&second_intent, "lost");
     app.webhook_ok(&event("evt_lost", "charge.dispute.closed", lost))
@@ -342,10 +327,7 @@ async fn an_inquiry_withdraws_no_funds_and_revokes_nothing() {
     let app = spawn_app().await;
     let token = app.user_token("user-1");
     let (session_id, _) = app.subscribe("user-1", "lifetime", "once").await;
-    let payment_intent = app.stripe.session(&session_id)["payment_intent"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let payment_intent = app.stripe.payment_intent_of(&session_id);
     let inquiry = app
         .stripe
         .dispute(&payment_intent, "warning_needs_response");

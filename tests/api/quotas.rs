@@ -331,10 +331,7 @@ async fn credit_packs_add_a_balance_that_is_spent_after_the_allowance_and_never_
     assert_eq!(usage(&app, "user-1", "credits", 11, "c3").await.0, 200);
 
     // A refunded pack takes its credits back.
-    let payment_intent = app.stripe.session(&session_id)["payment_intent"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let payment_intent = app.stripe.payment_intent_of(&session_id);
     let refunded = app.stripe.refund(&payment_intent);
     app.webhook_ok(&event("evt_refund", "charge.refunded", refunded))
         .await;

@@ -314,6 +314,14 @@ impl FakeStripe {
         self.state.lock().unwrap().sessions[id].clone()
     }
 
+    /// The payment intent that paid a completed one-time Checkout Session.
+    pub fn payment_intent_of(&self, session_id: &str) -> String {
+        self.session(session_id)["payment_intent"]
+            .as_str()
+            .expect("a paid one-time session")
+            .to_owned()
+    }
+
     fn next(&self, st: &mut State) -> usize {
         st.next_id += 1;
         st.next_id
