@@ -66,7 +66,15 @@ pub struct IdentityVerifier {
     keys: RwLock<Option<CachedKeys>>,
     /// One fetch at a time; also remembers when the last one happened (bounded re-fetch).
     fetching: Mutex<Option<Instant>>,
+    /// Tokens verified recently (services reuse one token for many calls): the caller and
+    /// until when (unix seconds) the answer may be reused. Only successes are kept.
+    verified: quick_cache::sync::Cache<String, (Caller, i64)>,
 }
+
+/// How many verified tokens are remembered, and for how long at most (a key removed from the
+/// JWKS stops being honoured within this time).
+const VERIFIED_TOKENS: usize = 10_000;
+const VERIFIED_FOR_SECONDS: i64 = 60;
 
 impl IdentityVerifier {
     pub fn new(settings: AuthSettings, exemptions: ExemptionSettings) -> anyhow::Result<Self> {
@@ -79,11 +87,28 @@ impl IdentityVerifier {
             http,
             keys: RwLock::new(None),
             fetching: Mutex::new(None),
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
         })
     }
 
-    /// Checks the token and reads the caller from its claims.
+    /// Checks the token and reads the caller from its claims. A token verified in the last
+    /// minute is not checked again until it expires.
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some((caller, until)) = self.verified.get(token) {
+            if now < until {
+                return Ok(caller);
+            }
+        }
+        let (caller, expires) = self.verify_signature_and_claims(token).await?;
+        let until = expires.min(now + VERIFIED_FOR_SECONDS);
+        self.verified
+            .insert(token.to_owned(), (caller.clone(), until));
+        Ok(caller)
+    }
+
+    /// The caller and the token's `exp`.
+    async fn verify_signature_and_claims(&self, token: &str) -> Result<(Caller, i64), AuthError> {
         // `alg: none` and unknown algorithms fail here: jsonwebtoken has no `none`.
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
@@ -129,7 +154,8 @@ impl IdentityVerifier {
                 _ => AuthError::Invalid(e.to_string()),
             }
         })?;
-        self.caller_from_claims(&data.claims)
+        let expires = data.claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        Ok((self.caller_from_claims(&data.claims)?, expires))
     }
 
     fn caller_from_claims(&self, claims: &Value) -> Result<Caller, AuthError> {
