@@ -248,13 +248,17 @@ pub fn ledger(conn: &mut DbConnection, subject: &str) -> anyhow::Result<Vec<Ledg
         .load(conn)?)
 }
 
-/// Records what the user's own token said of an exempt role (only a change writes a row).
+/// Records what the user's own token said of an exempt role. Only a change writes (a read path
+/// must not take SQLite's write lock on every call).
 pub fn remember_exemption(
     conn: &mut DbConnection,
     user_id: &str,
     exempt: bool,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
+    if remembered_exemption(conn, user_id)? == exempt {
+        return Ok(());
+    }
     if exempt {
         let insert = diesel::insert_into(role_exemptions::table).values((
             role_exemptions::user_id.eq(user_id),
