@@ -1,0 +1,366 @@
+#!/usr/bin/env bash
+# Benchmarks Tollgate on PostgreSQL with 100,000 subjects and writes docs/BENCHMARKS.md.
+#
+# Measured with wrk, same threads/connections/duration for every target:
+#   - Tollgate: GET /v1/entitlements (service JWT, billing:read) and POST /v1/usage (service
+#     JWT, billing:write) for random users among the seeded ones;
+#   - baselines from examples/bench_baseline.rs on the same database: GET /read (one
+#     primary-key SELECT) and POST /update (one UPDATE ... RETURNING);
+#   - pgbench -S (select-only) on a separate scale-10 database, for reference.
+# For each: requests/s, p50/p99 latency, errors, peak RSS of the server process, and its CPU
+# time and database transactions per request.
+#
+# Usage: scripts/bench.sh            (about 4 minutes once the release build is done)
+# Environment (all optional):
+#   BENCH_POSTGRES_URL  server URL, a user that may create databases  (postgres://root@127.0.0.1:5432)
+#   BENCH_SUBJECTS      seeded users / baseline rows                  (100000)
+#   BENCH_DURATION      measured seconds per target                   (20)
+#   BENCH_WARMUP        warm-up seconds before each measurement       (5)
+#   BENCH_THREADS       wrk threads, pgbench -j                       (2)
+#   BENCH_CONNECTIONS   wrk connections, pgbench -c                   (32)
+#   BENCH_RUST_LOG      Tollgate's RUST_LOG                           (info, the default)
+#   BENCH_REPORT        where to write the report                     (docs/BENCHMARKS.md)
+#   BENCH_KEEP=1        keep the databases and the work directory afterwards
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+
+PG_SERVER_URL="${BENCH_POSTGRES_URL:-postgres://root@127.0.0.1:5432}"
+PG_SERVER_URL="${PG_SERVER_URL%/}"
+SUBJECTS="${BENCH_SUBJECTS:-100000}"
+DURATION="${BENCH_DURATION:-20}"
+WARMUP="${BENCH_WARMUP:-5}"
+THREADS="${BENCH_THREADS:-2}"
+CONNECTIONS="${BENCH_CONNECTIONS:-32}"
+TOLLGATE_LOG="${BENCH_RUST_LOG:-info}"
+REPORT="${BENCH_REPORT:-docs/BENCHMARKS.md}"
+TOLLGATE_PORT=18080
+BASELINE_PORT=18091
+DB=tollgate_bench
+PGBENCH_DB=tollgate_pgbench
+BENCH_DIR="$ROOT/scripts/bench"
+CONFIG="$BENCH_DIR/tollgate.toml"
+QUOTA=calls
+FEATURE=export
+
+WORK="$(mktemp -d /tmp/tollgate-bench.XXXXXX)"
+STARTED_PIDS=()
+STARTED_POSTGRES=""
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+stop_pid() {
+  local pid="$1"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$?
+  set +e
+  for pid in "${STARTED_PIDS[@]}"; do
+    stop_pid "$pid"
+  done
+  if [[ "${BENCH_KEEP:-}" != 1 ]]; then
+    if pg_isready -d "$PG_SERVER_URL/postgres" -q 2>/dev/null; then
+      psql_admin -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1
+      psql_admin -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" >/dev/null 2>&1
+    fi
+    rm -rf "$WORK"
+  else
+    log "kept databases $DB, $PGBENCH_DB and $WORK"
+  fi
+  if [[ -n "$STARTED_POSTGRES" ]]; then
+    log "stopping the PostgreSQL this script started"
+    pg_ctlcluster --skip-systemctl-redirect "$STARTED_POSTGRES" main stop
+  fi
+  if [[ $status -ne 0 ]]; then
+    printf 'bench: failed (exit %d)\n' "$status" >&2
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+psql_admin() { psql -X -q -v ON_ERROR_STOP=1 -d "$PG_SERVER_URL/postgres" "$@"; }
+psql_db() { psql -X -q -v ON_ERROR_STOP=1 -d "$PG_SERVER_URL/$DB" "$@"; }
+
+# ---------------------------------------------------------------------------------- tools
+need_tools() {
+  if ! command -v wrk >/dev/null 2>&1; then
+    log "installing wrk"
+    apt-get install -y -q wrk >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }
+  fi
+  for tool in wrk curl python3 cargo; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+  done
+}
+
+start_postgres() {
+  if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+    return 0
+  fi
+  log "PostgreSQL is down: starting it"
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    apt-get update -q && apt-get install -y -q postgresql
+  fi
+  STARTED_POSTGRES="$(ls /etc/postgresql | head -n1)"
+  pg_ctlcluster --skip-systemctl-redirect "$STARTED_POSTGRES" main start
+  for _ in $(seq 1 30); do
+    pg_isready -h 127.0.0.1 -p 5432 -q && return 0
+    sleep 1
+  done
+  die "PostgreSQL did not come up"
+}
+
+# ------------------------------------------------------------------------------ probes
+# The process's CPU time (user + system) in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Busy and total jiffies of the whole machine.
+machine_ticks() { awk '/^cpu /{busy=$2+$3+$4+$7+$8+$9; total=busy+$5+$6; print busy, total}' /proc/stat; }
+peak_rss_kb() { awk '/^VmHWM:/{print $2}' "/proc/$1/status"; }
+# Peak RSS starts again from the current RSS (Linux: clear_refs 5).
+reset_peak_rss() { echo 5 > "/proc/$1/clear_refs" 2>/dev/null || echo "bench: cannot reset the peak RSS of $1; it covers the process's life" >&2; }
+db_xacts() {
+  psql_db -At -c "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
+}
+
+wait_ready() {
+  local url="$1" pid="$2" name="$3" logfile="$4"
+  for _ in $(seq 1 100); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 30 "$logfile" >&2
+      die "$name exited during start-up (its log is above)"
+    fi
+    if [[ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" == 200 ]]; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  tail -n 30 "$logfile" >&2
+  die "$name did not become ready at $url"
+}
+
+# measure NAME URL LUA PID [TOKEN]: warm-up, then the measured wrk run; writes NAME.wrk
+# (wrk's output) and NAME.env (server-side figures) under $WORK.
+measure() {
+  local name="$1" url="$2" lua="$3" pid="$4" token="${5:-}"
+  local env=(BENCH_LUA_DIR="$BENCH_DIR" BENCH_SUBJECTS="$SUBJECTS" BENCH_TOKEN="$token"
+    BENCH_QUOTA="$QUOTA" BENCH_FEATURE="$FEATURE")
+  log "$name: ${WARMUP}s warm-up, ${DURATION}s measured ($url)"
+  reset_peak_rss "$pid"
+  local x0 x1 c0 c1 m0 m1
+  x0="$(db_xacts)"
+  env "${env[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$BENCH_DIR/$lua" "$url" \
+    -- "warm-$name-$$" >"$WORK/$name.warmup.wrk"
+  c0="$(cpu_ticks "$pid")"
+  m0="$(machine_ticks)"
+  env "${env[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
+    -s "$BENCH_DIR/$lua" "$url" -- "run-$name-$$" | tee "$WORK/$name.wrk" | grep -v '^BENCH_JSON' >&2
+  c1="$(cpu_ticks "$pid")"
+  m1="$(machine_ticks)"
+  kill -0 "$pid" 2>/dev/null || die "the server died during $name"
+  local rss
+  rss="$(peak_rss_kb "$pid")"
+  # Backends report their statistics when idle for a while (PostgreSQL: at most 10 s later).
+  sleep 11
+  x1="$(db_xacts)"
+  {
+    echo "peak_rss_kb=$rss"
+    echo "cpu_ticks=$((c1 - c0))"
+    echo "clk_tck=$(getconf CLK_TCK)"
+    echo "machine_busy=$(( ${m1% *} - ${m0% *} ))"
+    echo "machine_total=$(( ${m1#* } - ${m0#* } ))"
+    echo "db_xacts=$((x1 - x0))"
+    echo "warmup_file=$name.warmup.wrk"
+  } >"$WORK/$name.env"
+}
+
+# ------------------------------------------------------------------------------- start
+need_tools
+start_postgres
+mkdir -p "$(dirname "$REPORT")"
+
+log "building release binaries"
+cargo build --release --locked --bin tollgate --example bench_baseline
+TOLLGATE_BIN="$ROOT/target/release/tollgate"
+BASELINE_BIN="$ROOT/target/release/examples/bench_baseline"
+
+# The bench config's auth settings sign the service token.
+read -r JWT_SECRET JWT_ISSUER JWT_AUDIENCE < <(python3 - "$CONFIG" <<'EOF'
+import sys, tomllib
+auth = tomllib.load(open(sys.argv[1], "rb"))["auth"]
+aud = auth["audience"]
+print(auth["hs256_secret"], auth["issuer"], aud[0] if isinstance(aud, list) else aud)
+EOF
+)
+TOKEN="$(python3 "$BENCH_DIR/mint_jwt.py" "$JWT_SECRET" "$JWT_ISSUER" "$JWT_AUDIENCE" \
+  "billing:read billing:write" 7200)"
+
+log "fresh database $DB, migrated by tollgate and seeded with $SUBJECTS subjects"
+psql_admin -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
+psql_admin -c "CREATE DATABASE $DB"
+DB_URL="$PG_SERVER_URL/$DB"
+# Only what the benchmark sets: no STRIPE_*, TOLLGATE_* or DATABASE_URL from the caller's shell.
+tollgate_env=(env -i PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG="$TOLLGATE_LOG"
+  DATABASE_URL="$DB_URL" TOLLGATE_SERVER__PORT="$TOLLGATE_PORT")
+"${tollgate_env[@]}" "$TOLLGATE_BIN" --config "$CONFIG" migrate
+seed_start=$(date +%s)
+psql_db -v subjects="$SUBJECTS" -f "$BENCH_DIR/seed.sql"
+psql_db -v subjects="$SUBJECTS" -f "$BENCH_DIR/baseline.sql"
+log "seeded in $(( $(date +%s) - seed_start ))s: $(psql_db -At -c "SELECT count(*) FROM customers") customers, $(psql_db -At -c "SELECT count(*) FROM subscriptions") subscriptions, $(psql_db -At -c "SELECT count(*) FROM bench_counters") baseline rows"
+
+# ------------------------------------------------------------------------------ Tollgate
+# A first, unmeasured instance logs every statement (libpq `options`, these connections only):
+# it checks that the seeded users have access, probes POST /v1/usage, and records what one
+# request of each kind runs on PostgreSQL. The measured instance logs no statements.
+PG_LOG="${BENCH_PG_LOG:-$(ls -t /var/log/postgresql/postgresql-*-main.log 2>/dev/null | head -n1 || true)}"
+LOGGED_DB_URL="$DB_URL?options=-c%20log_statement%3Dall"
+
+# sample NAME CURL_ARGS...: one request; the statements it ran go to $WORK/NAME.statements.
+sample() {
+  local name="$1"
+  shift
+  if [[ ! -r "$PG_LOG" ]]; then
+    return 0
+  fi
+  local offset
+  offset="$(wc -l <"$PG_LOG")"
+  curl -sf -o /dev/null "$@" || die "sample request $name failed"
+  sleep 0.5
+  tail -n +"$((offset + 1))" "$PG_LOG" | grep -E "@$DB LOG:  (statement|execute [^:]*): " \
+    >"$WORK/$name.statements" || true
+}
+
+log "starting Tollgate with statement logging to check the seed and sample statements"
+env -i PATH="$PATH" HOME="${HOME:-/root}" RUST_LOG="$TOLLGATE_LOG" \
+  DATABASE_URL="$LOGGED_DB_URL" TOLLGATE_SERVER__PORT="$TOLLGATE_PORT" \
+  "$TOLLGATE_BIN" --config "$CONFIG" serve >"$WORK/tollgate-sample.log" 2>&1 &
+SAMPLE_PID=$!
+STARTED_PIDS+=("$SAMPLE_PID")
+wait_ready "http://127.0.0.1:$TOLLGATE_PORT/readyz" "$SAMPLE_PID" tollgate "$WORK/tollgate-sample.log"
+
+# Seeded users must really have access to the bench plan, or the numbers mean nothing.
+for user in u1 "u$((SUBJECTS / 2))" "u$SUBJECTS"; do
+  body="$(curl -sf -H "Authorization: Bearer $TOKEN" \
+    "http://127.0.0.1:$TOLLGATE_PORT/v1/entitlements?user_id=$user")" \
+    || die "GET /v1/entitlements?user_id=$user failed"
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d.get("access") is True and d.get("plan")=="bench" else 1)' "$body" \
+    || die "seeded user $user has no access to the bench plan: $body"
+  body="$(curl -sf -H "Authorization: Bearer $TOKEN" \
+    "http://127.0.0.1:$TOLLGATE_PORT/v1/entitlements?user_id=$user&feature=$FEATURE")" \
+    || die "GET /v1/entitlements?user_id=$user&feature=$FEATURE failed"
+  [[ "$body" == *'"allowed":true'* ]] || die "seeded user $user is not allowed $FEATURE: $body"
+done
+log "seeded users have access: $body"
+sample entitlements -H "Authorization: Bearer $TOKEN" \
+  "http://127.0.0.1:$TOLLGATE_PORT/v1/entitlements?user_id=u7&feature=$FEATURE"
+
+# POST /v1/usage: measured only where it exists (an unknown path answers 404 "no endpoint").
+usage_body() { printf '{"user_id":"%s","quota":"%s","amount":1,"idempotency_key":"%s"}' "$1" "$QUOTA" "$2"; }
+probe_status="$(curl -s -o "$WORK/usage_probe.json" -w '%{http_code}' -X POST \
+  -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  --data "$(usage_body u1 "bench-probe-$$")" "http://127.0.0.1:$TOLLGATE_PORT/v1/usage")"
+probe_body="$(cat "$WORK/usage_probe.json")"
+USAGE_EXISTS=1
+if [[ "$probe_status" == 404 && "$probe_body" == *"no endpoint"* ]]; then
+  log "POST /v1/usage does not exist: usage not measured"
+  USAGE_EXISTS=""
+else
+  log "POST /v1/usage probe: $probe_status $probe_body"
+  [[ "$probe_status" == 200 ]] || log "WARNING: the usage probe did not answer 200; errors will show in the report"
+  if [[ "$probe_status" == 200 ]]; then
+    sample usage -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+      --data "$(usage_body u7 "bench-sample-$$")" "http://127.0.0.1:$TOLLGATE_PORT/v1/usage"
+  fi
+fi
+stop_pid "$SAMPLE_PID"
+
+# Other work on the machine skews every figure: record how busy it was just before measuring.
+read -r b0 t0 < <(machine_ticks)
+sleep 3
+read -r b1 t1 < <(machine_ticks)
+BUSY_BEFORE="$(( 100 * (b1 - b0) / (t1 - t0) ))"
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+log "before measuring: CPU ${BUSY_BEFORE}% busy, load average $LOAD_BEFORE"
+[[ "$BUSY_BEFORE" -lt 15 ]] || log "WARNING: the machine is busy with other work; figures will be lower"
+
+log "starting Tollgate (release) on port $TOLLGATE_PORT"
+"${tollgate_env[@]}" "$TOLLGATE_BIN" --config "$CONFIG" serve >"$WORK/tollgate.log" 2>&1 &
+TOLLGATE_PID=$!
+STARTED_PIDS+=("$TOLLGATE_PID")
+wait_ready "http://127.0.0.1:$TOLLGATE_PORT/readyz" "$TOLLGATE_PID" tollgate "$WORK/tollgate.log"
+measure entitlements "http://127.0.0.1:$TOLLGATE_PORT" entitlements.lua "$TOLLGATE_PID" "$TOKEN"
+if [[ -n "$USAGE_EXISTS" ]]; then
+  measure usage "http://127.0.0.1:$TOLLGATE_PORT" usage.lua "$TOLLGATE_PID" "$TOKEN"
+  echo "probe_status=$probe_status" >>"$WORK/usage.env"
+else
+  echo "status=missing" >"$WORK/usage.env"
+fi
+stop_pid "$TOLLGATE_PID"
+
+# ------------------------------------------------------------------------------ baseline
+baseline_env=(env -i PATH="$PATH" HOME="${HOME:-/root}")
+log "sampling the baseline's statements"
+"${baseline_env[@]}" DATABASE_URL="$LOGGED_DB_URL" "$BASELINE_BIN" "$BASELINE_PORT" \
+  >"$WORK/baseline-sample.log" 2>&1 &
+SAMPLE_PID=$!
+STARTED_PIDS+=("$SAMPLE_PID")
+wait_ready "http://127.0.0.1:$BASELINE_PORT/readyz" "$SAMPLE_PID" bench_baseline "$WORK/baseline-sample.log"
+sample read "http://127.0.0.1:$BASELINE_PORT/read?id=$SUBJECTS"
+sample update -X POST "http://127.0.0.1:$BASELINE_PORT/update?id=$SUBJECTS"
+stop_pid "$SAMPLE_PID"
+
+log "starting the baseline (examples/bench_baseline.rs) on port $BASELINE_PORT"
+"${baseline_env[@]}" DATABASE_URL="$DB_URL" "$BASELINE_BIN" "$BASELINE_PORT" \
+  >"$WORK/baseline.log" 2>&1 &
+BASELINE_PID=$!
+STARTED_PIDS+=("$BASELINE_PID")
+wait_ready "http://127.0.0.1:$BASELINE_PORT/readyz" "$BASELINE_PID" bench_baseline "$WORK/baseline.log"
+measure read "http://127.0.0.1:$BASELINE_PORT" baseline_read.lua "$BASELINE_PID"
+measure update "http://127.0.0.1:$BASELINE_PORT" baseline_update.lua "$BASELINE_PID"
+stop_pid "$BASELINE_PID"
+
+# ------------------------------------------------------------------------------- pgbench
+log "pgbench -S: initialising $PGBENCH_DB at scale 10"
+psql_admin -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)"
+psql_admin -c "CREATE DATABASE $PGBENCH_DB"
+pgbench -i -s 10 -q "$PG_SERVER_URL/$PGBENCH_DB" >"$WORK/pgbench_init.log" 2>&1
+pgbench -S -c "$CONNECTIONS" -j "$THREADS" -T "$WARMUP" -n "$PG_SERVER_URL/$PGBENCH_DB" >/dev/null 2>&1
+log "pgbench -S -c $CONNECTIONS -j $THREADS -T $DURATION"
+(cd "$WORK" && pgbench -S -c "$CONNECTIONS" -j "$THREADS" -T "$DURATION" -n \
+  --log --log-prefix=pgbench_tx "$PG_SERVER_URL/$PGBENCH_DB") | tee "$WORK/pgbench.out" >&2
+
+# -------------------------------------------------------------------------------- report
+cat >"$WORK/meta.env" <<EOF
+date=$(date -u '+%Y-%m-%d %H:%M UTC')
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock migrations 2>/dev/null || echo ' (with uncommitted changes)')
+nproc=$(nproc)
+cpu_model=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
+mem_total_kb=$(awk '/^MemTotal:/{print $2}' /proc/meminfo)
+kernel=$(uname -r)
+pg_version=$(psql_admin -At -c "SHOW server_version")
+pg_settings=$(psql_admin -At -c "SELECT string_agg(name || '=' || setting || COALESCE(unit, ''), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'max_connections', 'synchronous_commit', 'fsync')")
+wrk_version=$(wrk -v 2>&1 | head -n1 | awk '{print $1, $2}')
+rustc_version=$(rustc --version)
+load_before=$LOAD_BEFORE
+busy_before=$BUSY_BEFORE
+subjects=$SUBJECTS
+duration=$DURATION
+warmup=$WARMUP
+threads=$THREADS
+connections=$CONNECTIONS
+rust_log=$TOLLGATE_LOG
+pool_size=$(awk -F' *= *' '/^max_connections/{print $2; exit}' "$CONFIG")
+workers=$(nproc)
+log_lines=$(wc -l <"$WORK/tollgate.log")
+EOF
+python3 "$BENCH_DIR/report.py" "$WORK" "$BENCH_DIR/BENCHMARKS.md.in" "$REPORT"
+log "wrote $REPORT"

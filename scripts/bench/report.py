@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""Writes docs/BENCHMARKS.md from a scripts/bench.sh work directory.
+
+usage: report.py WORK_DIR TEMPLATE OUTPUT
+
+WORK_DIR holds, per target, NAME.wrk (wrk's output with the BENCH_JSON line of common.lua)
+and NAME.env (server-side figures written by bench.sh), pgbench.out and pgbench_tx.* (pgbench
+per-transaction logs), and meta.env (machine and parameters).
+"""
+import glob
+import json
+import math
+import os
+import re
+import string
+import sys
+
+# (name, required ratio of its baseline, baseline name)
+ENTITLEMENT_RATIO = 0.80
+USAGE_RATIO = 0.60
+ENTITLEMENT_P99_MS = 10.0
+
+
+def read_env(path):
+    values = {}
+    if not os.path.exists(path):
+        return values
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "=" in line:
+                key, value = line.split("=", 1)
+                values[key] = value
+    return values
+
+
+def wrk_json(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("BENCH_JSON "):
+                return json.loads(line[len("BENCH_JSON "):])
+    raise SystemExit(f"{path}: no BENCH_JSON line (did wrk run the script?)")
+
+
+def wrk_target(work, name):
+    env = read_env(os.path.join(work, f"{name}.env"))
+    if env.get("status") == "missing":
+        return {"status": "missing"}
+    run = wrk_json(os.path.join(work, f"{name}.wrk"))
+    warm = wrk_json(os.path.join(work, env["warmup_file"]))
+    seconds = run["duration_us"] / 1e6
+    socket_errors = (run["connect_errors"] + run["read_errors"] + run["write_errors"]
+                     + run["timeouts"])
+    cpu_seconds = int(env["cpu_ticks"]) / int(env["clk_tck"])
+    total = int(env["machine_total"])
+    return {
+        "status": "measured",
+        "requests": run["requests"],
+        "rps": run["requests"] / seconds,
+        "p50_ms": run["p50_us"] / 1000,
+        "p99_ms": run["p99_us"] / 1000,
+        "mean_ms": run["mean_us"] / 1000,
+        "non_2xx": run["non_2xx"] + warm["non_2xx"],
+        "socket_errors": socket_errors,
+        "errors": run["non_2xx"] + socket_errors,
+        "warmup_errors": warm["non_2xx"] + warm["connect_errors"] + warm["read_errors"]
+        + warm["write_errors"] + warm["timeouts"],
+        "peak_rss_mb": int(env["peak_rss_kb"]) / 1024,
+        "cpu_us_per_req": cpu_seconds * 1e6 / max(run["requests"], 1),
+        "cpu_cores": cpu_seconds / seconds,
+        "machine_busy": int(env["machine_busy"]) / total if total else float("nan"),
+        "xacts_per_req": int(env["db_xacts"]) / max(run["requests"] + warm["requests"], 1),
+        "probe_status": env.get("probe_status"),
+    }
+
+
+def percentile(sorted_values, p):
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def pgbench_target(work):
+    out_path = os.path.join(work, "pgbench.out")
+    if not os.path.exists(out_path):
+        return {"status": "missing"}
+    out = open(out_path).read()
+    tps = float(re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out).group(1))
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    latencies = []
+    for path in glob.glob(os.path.join(work, "pgbench_tx.*")):
+        with open(path) as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 3 and fields[2].isdigit():
+                    latencies.append(int(fields[2]))
+    latencies.sort()
+    return {
+        "status": "measured",
+        "rps": tps,
+        "p50_ms": percentile(latencies, 50) / 1000,
+        "p99_ms": percentile(latencies, 99) / 1000,
+        "errors": int(failed.group(1)) if failed else 0,
+    }
+
+
+STATEMENT = re.compile(r"LOG:  (?:statement|execute [^:]*): (.*)$")
+
+
+def summarise(sql):
+    """`SELECT … FROM subscriptions`, `INSERT INTO usage_ledger … ON CONFLICT`, `BEGIN`, ..."""
+    sql = sql.strip()
+    upper = sql.upper()
+    table = None
+    for pattern in (r'^(SELECT)\b.*?\bFROM "?(\w+)"?', r'^(INSERT INTO) "?(\w+)"?',
+                    r'^(UPDATE) "?(\w+)"?', r'^(DELETE FROM) "?(\w+)"?'):
+        m = re.match(pattern, sql, re.IGNORECASE | re.DOTALL)
+        if m:
+            verb, table = m.group(1).upper(), m.group(2)
+            break
+    if table is None:
+        return sql if len(sql) <= 40 else sql[:40] + " …"
+    text = f"{verb} … FROM {table}" if verb == "SELECT" else f"{verb} {table}"
+    if verb == "UPDATE" and " SET " in upper:
+        text += " SET …"
+    for keyword in ("ON CONFLICT", "RETURNING", "FOR UPDATE"):
+        if keyword in upper:
+            text += (" " if text.endswith("…") else " … ") + keyword
+    return text
+
+
+def statements(work, name):
+    """The statements one sampled request ran, summarised; None when not sampled."""
+    path = os.path.join(work, f"{name}.statements")
+    if not os.path.exists(path):
+        return None
+    found = []
+    with open(path) as f:
+        for line in f:
+            m = STATEMENT.search(line.rstrip("\n"))
+            if m:
+                found.append(summarise(m.group(1)))
+    return found or None
+
+
+def fmt_rps(t):
+    return f"{t['rps']:,.0f}"
+
+
+def row(label, t, with_server=True):
+    if t["status"] != "measured":
+        return f"| {label} | not measured: endpoint missing | | | | | | |"
+    server = (
+        f"{t['peak_rss_mb']:.1f} MB | {t['cpu_us_per_req']:.0f} µs | {t['xacts_per_req']:.2f}"
+        if with_server else "n/a | n/a | 1 (by construction)"
+    )
+    return (f"| {label} | {fmt_rps(t)} | {t['p50_ms']:.2f} ms | {t['p99_ms']:.2f} ms | "
+            f"{t['errors']} | {server} |")
+
+
+def ratio_row(t, base, required):
+    if t["status"] != "measured" or base["status"] != "measured":
+        return "| ratio to the baseline | pending | | | | | | |"
+    r = t["rps"] / base["rps"]
+    return (f"| **ratio to the baseline** | **{r:.0%}** (target ≥ {required:.0%}) | "
+            f"{t['p50_ms'] / base['p50_ms']:.2f}× | {t['p99_ms'] / base['p99_ms']:.2f}× | | "
+            f"{t['peak_rss_mb'] / base['peak_rss_mb']:.2f}× | "
+            f"{t['cpu_us_per_req'] / base['cpu_us_per_req']:.2f}× | "
+            f"{t['xacts_per_req'] / base['xacts_per_req']:.2f}× |")
+
+
+def yes_no(ok):
+    return "met" if ok else "**MISSED**"
+
+
+def why_throughput(kind, t, base, base_label, stmts, base_stmts):
+    if stmts and base_stmts:
+        trips = (f"ran {len(stmts)} statements on PostgreSQL, each a round trip "
+                 f"({'; '.join(f'`{x}`' for x in stmts)}), against the baseline's "
+                 f"{len(base_stmts)} ({'; '.join(f'`{x}`' for x in base_stmts)})")
+    else:
+        trips = (f"ran {t['xacts_per_req']:.2f} database transactions against the baseline's "
+                 f"{base['xacts_per_req']:.2f}")
+    return (
+        f"Per {kind}, Tollgate spent {t['cpu_us_per_req']:.0f} µs of its own CPU against "
+        f"{base['cpu_us_per_req']:.0f} µs for the baseline's {base_label}, and {trips}. The "
+        f"machine was {t['machine_busy']:.0%} busy during Tollgate's run and "
+        f"{base['machine_busy']:.0%} during the baseline's: with wrk, PostgreSQL and the server "
+        f"sharing 2 cores, throughput follows what each request costs in total (server CPU, "
+        f"PostgreSQL's work per statement, the load generator), so the extra statements and CPU "
+        f"are the gap."
+    )
+
+
+def main():
+    if len(sys.argv) != 4:
+        raise SystemExit(__doc__)
+    work, template_path, output = sys.argv[1:]
+    meta = read_env(os.path.join(work, "meta.env"))
+    ent = wrk_target(work, "entitlements")
+    usage = wrk_target(work, "usage")
+    read = wrk_target(work, "read")
+    update = wrk_target(work, "update")
+    pgb = pgbench_target(work)
+    stmts = {name: statements(work, name) for name in ("entitlements", "usage", "read", "update")}
+
+    table = "\n".join([
+        "| target | requests/s | p50 | p99 | errors | peak RSS | server CPU per request "
+        "| DB transactions per request |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        row("Tollgate `GET /v1/entitlements?user_id=…&feature=export`", ent),
+        row("baseline `GET /read` (one primary-key `SELECT`)", read),
+        ratio_row(ent, read, ENTITLEMENT_RATIO),
+        row("Tollgate `POST /v1/usage` (1 unit, unique idempotency key)", usage),
+        row("baseline `POST /update` (one `UPDATE … RETURNING`)", update),
+        ratio_row(usage, update, USAGE_RATIO),
+        (f"| `pgbench -S` (reference; tps, no HTTP) | {fmt_rps(pgb)} | {pgb['p50_ms']:.2f} ms | "
+         f"{pgb['p99_ms']:.2f} ms | {pgb['errors']} | n/a | n/a | 1 (by construction) |")
+        if pgb["status"] == "measured" else "| `pgbench -S` | not measured | | | | | | |",
+    ])
+
+    verdicts = []
+    missed = []
+    e_ratio = ent["rps"] / read["rps"]
+    ok = e_ratio >= ENTITLEMENT_RATIO
+    verdicts.append(f"| entitlement checks: throughput | ≥ {ENTITLEMENT_RATIO:.0%} of the "
+                    f"primary-key-read baseline | {e_ratio:.0%} | {yes_no(ok)} |")
+    if not ok:
+        missed.append(
+            f"- **Entitlement throughput is missed**: {fmt_rps(ent)} checks/s is {e_ratio:.0%} of "
+            f"the baseline's {fmt_rps(read)} reads/s (target {ENTITLEMENT_RATIO:.0%}). "
+            + why_throughput("check", ent, read, "one `SELECT`", stmts["entitlements"],
+                             stmts["read"]))
+    ok = ent["p99_ms"] < ENTITLEMENT_P99_MS
+    verdicts.append(f"| entitlement checks: p99 latency | < {ENTITLEMENT_P99_MS:.0f} ms | "
+                    f"{ent['p99_ms']:.2f} ms | {yes_no(ok)} |")
+    if not ok:
+        conns = int(meta.get("connections", "0") or 0)
+        missed.append(
+            f"- **Entitlement p99 is missed**: {ent['p99_ms']:.2f} ms against "
+            f"{ENTITLEMENT_P99_MS:.0f} ms (the baseline's p99 was {read['p99_ms']:.2f} ms under "
+            f"the same load). wrk keeps {conns} requests in flight on a saturated machine, so "
+            f"latency is set by throughput: {conns} ÷ {fmt_rps(ent)}/s = "
+            f"{conns / ent['rps'] * 1000:.1f} ms on average (the measured mean was "
+            f"{ent['mean_ms']:.1f} ms); the throughput gap above is also the latency gap.")
+    ok = ent["errors"] == 0
+    verdicts.append(f"| entitlement checks: errors | 0 | {ent['errors']} | {yes_no(ok)} |")
+    if not ok:
+        missed.append(f"- **Entitlement checks had errors**: {ent['non_2xx']} non-2xx answers and "
+                      f"{ent['socket_errors']} socket errors or timeouts.")
+    if usage["status"] == "measured" and update["status"] == "measured":
+        u_ratio = usage["rps"] / update["rps"]
+        ok = u_ratio >= USAGE_RATIO
+        verdicts.append(f"| usage consumption: throughput | ≥ {USAGE_RATIO:.0%} of the update "
+                        f"baseline | {u_ratio:.0%} | {yes_no(ok)} |")
+        if not ok:
+            missed.append(
+                f"- **Usage throughput is missed**: {fmt_rps(usage)} consumptions/s is "
+                f"{u_ratio:.0%} of the baseline's {fmt_rps(update)} updates/s (target "
+                f"{USAGE_RATIO:.0%}). "
+                + why_throughput("consumption", usage, update, "one `UPDATE … RETURNING`",
+                               stmts["usage"], stmts["update"]))
+        ok = usage["errors"] == 0
+        verdicts.append(f"| usage consumption: errors | 0 | {usage['errors']} | {yes_no(ok)} |")
+        if not ok:
+            probe = usage.get("probe_status")
+            missed.append(
+                f"- **Usage consumption had errors**: {usage['non_2xx']} non-2xx answers and "
+                f"{usage['socket_errors']} socket errors or timeouts"
+                + (f" (the probe request before the run answered {probe})." if probe else "."))
+    else:
+        verdicts.append(f"| usage consumption: throughput | ≥ {USAGE_RATIO:.0%} of the update "
+                        f"baseline | pending | not measured: `POST /v1/usage` is missing |")
+        verdicts.append("| usage consumption: errors | 0 | pending | not measured: endpoint "
+                        "missing |")
+        missed.append("- **Usage consumption was not measured**: `POST /v1/usage` did not exist "
+                      "in the build this run measured (it answered 404 `no endpoint`). Run "
+                      "`scripts/bench.sh` again once it exists; the script measures it "
+                      "automatically.")
+    if not missed:
+        missed.append("- Every target was met in this run.")
+
+    warm_errors = sum(t.get("warmup_errors", 0) for t in (ent, usage, read, update)
+                      if t["status"] == "measured")
+    notes = []
+    if warm_errors:
+        notes.append(f"- Warm-up runs (not measured) had {warm_errors} errors in total.")
+    busy = meta.get("busy_before", "")
+    if busy.isdigit() and int(busy) >= 15:
+        notes.append(f"- The machine was not idle just before measuring ({busy}% CPU busy, load "
+                     f"average {meta.get('load_before', '?')}): other work shared the cores, so "
+                     "every figure, baselines included, may be lower than on an idle machine, and "
+                     "the ratios less exact.")
+
+    labels = {
+        "entitlements": "Tollgate `GET /v1/entitlements`",
+        "read": "baseline `GET /read`",
+        "usage": "Tollgate `POST /v1/usage`",
+        "update": "baseline `POST /update`",
+    }
+    lines = ["| request | statements | in order |", "|---|---:|---|"]
+    for name, label in labels.items():
+        found = stmts[name]
+        if found:
+            lines.append(f"| {label} | {len(found)} | "
+                         + " → ".join(f"`{x}`" for x in found) + " |")
+        else:
+            lines.append(f"| {label} | not sampled | |")
+    statements_table = "\n".join(lines)
+
+    values = dict(meta)
+    values.update({
+        "subjects_fmt": f"{int(meta.get('subjects', '0')):,}",
+        "mem_total_gb": f"{int(meta.get('mem_total_kb', '0')) / 1024 / 1024:.1f}",
+        "results_table": table,
+        "verdict_table": "\n".join(
+            ["| target | required | measured | verdict |", "|---|---|---:|---|"] + verdicts),
+        "missed": "\n".join(missed),
+        "run_notes": "\n".join(notes) if notes else "- None.",
+        "statements_table": statements_table,
+        "ent_xacts": f"{ent['xacts_per_req']:.2f}",
+        "read_xacts": f"{read['xacts_per_req']:.2f}",
+    })
+    template = string.Template(open(template_path).read())
+    with open(output, "w") as f:
+        f.write(template.safe_substitute(values))
+
+
+if __name__ == "__main__":
+    main()
