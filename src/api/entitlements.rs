@@ -8,7 +8,7 @@ use super::status::StatusOut;
 use crate::billing::subject::Subject;
 use crate::error::{ApiError, Problem};
 use crate::identity::{ReadScope, Service};
-use crate::service::status::{status_of, Exemption};
+use crate::service::status::{access_of, status_of, Exemption};
 use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -65,10 +65,15 @@ pub async fn get_entitlements(
     let user_id = checked_user_id(&query.user_id)?;
     let listed = state.settings.exemptions.subjects.contains(&user_id);
     let exemption = Exemption::Remembered { listed };
-    let view = status_of(&state, &Subject::user(&user_id), exemption).await?;
+    let subject = Subject::user(&user_id);
     match query.feature {
-        None => Ok(HttpResponse::Ok().json(StatusOut::from(view))),
+        None => {
+            let view = status_of(&state, &subject, exemption).await?;
+            Ok(HttpResponse::Ok().json(StatusOut::from(view)))
+        }
         Some(feature) => {
+            // A feature check needs the verdict only: no quota counters are read.
+            let view = access_of(&state, &subject, exemption).await?;
             let unconditional = matches!(
                 view.access.reason,
                 crate::billing::access::Reason::SaasDisabled

@@ -141,6 +141,25 @@ pub async fn status_of(
     subject: &Subject,
     exemption: Exemption,
 ) -> anyhow::Result<StatusView> {
+    view(state, subject, exemption, true).await
+}
+
+/// The verdict alone, without reading quota counters (`quotas` stays empty): what a feature
+/// check needs.
+pub async fn access_of(
+    state: &AppState,
+    subject: &Subject,
+    exemption: Exemption,
+) -> anyhow::Result<StatusView> {
+    view(state, subject, exemption, false).await
+}
+
+async fn view(
+    state: &AppState,
+    subject: &Subject,
+    exemption: Exemption,
+    with_quotas: bool,
+) -> anyhow::Result<StatusView> {
     let key = subject.key();
     let subject = subject.clone();
     let catalog = state.catalog.clone();
@@ -149,8 +168,12 @@ pub async fn status_of(
         .db
         .run(move |conn| {
             let evaluated = evaluate(conn, &catalog, policy, &subject, exemption, now)?;
-            let wanted: Vec<(String, String)> = evaluated
-                .applied
+            let applied = if with_quotas {
+                evaluated.applied.as_slice()
+            } else {
+                &[]
+            };
+            let wanted: Vec<(String, String)> = applied
                 .iter()
                 .flat_map(|a| {
                     [
@@ -160,8 +183,7 @@ pub async fn status_of(
                 })
                 .collect();
             let used = db::quotas::used(conn, &key, &wanted)?;
-            let quotas = evaluated
-                .applied
+            let quotas = applied
                 .iter()
                 .map(|a| {
                     let get = |bucket: &str| {
