@@ -7,6 +7,7 @@ pub mod customers;
 pub mod events;
 pub mod quotas;
 pub mod schema;
+pub mod snapshots;
 pub mod state;
 
 use std::hash::{Hash, Hasher};
@@ -188,7 +189,12 @@ impl Database {
                 .run_pending_migrations(SQLITE_MIGRATIONS)
                 .map(|v| v.iter().map(|m| m.to_string()).collect()),
         };
-        applied.map_err(|e| anyhow::anyhow!("migration failed: {e}"))
+        let applied = applied.map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+        let filled = snapshots::backfill(&mut conn, chrono::Utc::now())?;
+        if filled > 0 {
+            tracing::info!(subjects = filled, "wrote missing subject snapshots");
+        }
+        Ok(applied)
     }
 
     /// Runs blocking database work on actix's blocking pool with a pooled connection.

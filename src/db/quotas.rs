@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
-use super::schema::{quota_counters, role_exemptions, usage_ledger};
+use super::schema::{quota_counters, usage_ledger};
 use super::{on_backend, to_db_time, write_transaction, DbConnection};
 use crate::billing::catalog::QuotaLimit;
 use crate::billing::quota::{decide, Decision, BALANCE_BUCKET};
@@ -246,37 +246,4 @@ pub fn ledger(conn: &mut DbConnection, subject: &str) -> anyhow::Result<Vec<Ledg
         .order(usage_ledger::created_at.desc())
         .select(LedgerRow::as_select())
         .load(conn)?)
-}
-
-/// Records what the user's own token said of an exempt role. Only a change writes (a read path
-/// must not take SQLite's write lock on every call).
-pub fn remember_exemption(
-    conn: &mut DbConnection,
-    user_id: &str,
-    exempt: bool,
-    now: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    if remembered_exemption(conn, user_id)? == exempt {
-        return Ok(());
-    }
-    if exempt {
-        let insert = diesel::insert_into(role_exemptions::table).values((
-            role_exemptions::user_id.eq(user_id),
-            role_exemptions::seen_at.eq(to_db_time(now)),
-        ));
-        on_backend!(conn, |b| insert.on_conflict_do_nothing().execute(b))?;
-    } else {
-        diesel::delete(role_exemptions::table.find(user_id)).execute(conn)?;
-    }
-    Ok(())
-}
-
-/// Whether the user's own token last showed an exempt role.
-pub fn remembered_exemption(conn: &mut DbConnection, user_id: &str) -> anyhow::Result<bool> {
-    let found: Option<String> = role_exemptions::table
-        .find(user_id)
-        .select(role_exemptions::user_id)
-        .first(conn)
-        .optional()?;
-    Ok(found.is_some())
 }

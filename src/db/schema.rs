@@ -129,9 +129,11 @@ diesel::table! {
 }
 
 diesel::table! {
-    role_exemptions (user_id) {
-        user_id -> Text,
-        seen_at -> Timestamp,
+    subject_snapshots (subject) {
+        subject -> Text,
+        state -> Text,
+        role_exempt -> Bool,
+        updated_at -> Timestamp,
     }
 }
 
@@ -144,5 +146,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     quota_counters,
     usage_ledger,
-    role_exemptions
+    subject_snapshots
 );

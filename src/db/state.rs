@@ -13,7 +13,7 @@ use crate::billing::access::{
 use crate::billing::catalog::PlanKind;
 
 /// A subscription as stored.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = subscriptions)]
 pub struct SubscriptionRow {
     pub stripe_subscription_id: String,
@@ -61,7 +61,7 @@ impl SubscriptionRow {
     }
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = purchases)]
 pub struct PurchaseRow {
     pub checkout_session_id: String,
@@ -89,7 +89,7 @@ impl PurchaseRow {
 }
 
 /// Everything stored for one subject.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SubjectState {
     pub subscriptions: Vec<SubscriptionRow>,
     pub purchases: Vec<PurchaseRow>,

@@ -47,28 +47,24 @@ pub enum Exemption {
 }
 
 impl Exemption {
-    /// Whether the subject is exempt, remembering a token's word for services.
+    /// Whether the subject is exempt, given what its snapshot remembers; a user's token that
+    /// says otherwise than the snapshot is remembered for services (a write only on change).
     pub(crate) fn resolve(
         self,
         conn: &mut DbConnection,
         subject: &Subject,
+        remembered: bool,
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
-        let Some(user_id) = subject.user_id() else {
-            return Ok(matches!(
-                self,
-                Exemption::Token(true) | Exemption::Remembered { listed: true }
-            ));
-        };
         match self {
             Exemption::Token(exempt) => {
-                db::quotas::remember_exemption(conn, user_id, exempt, now)?;
+                let is_user = matches!(subject, Subject::User { .. });
+                if is_user && exempt != remembered {
+                    db::snapshots::set_role_exempt(conn, &subject.key(), exempt, now)?;
+                }
                 Ok(exempt)
             }
-            Exemption::Remembered { listed: true } => Ok(true),
-            Exemption::Remembered { listed: false } => {
-                db::quotas::remembered_exemption(conn, user_id)
-            }
+            Exemption::Remembered { listed } => Ok(listed || remembered),
         }
     }
 }
@@ -106,8 +102,9 @@ pub(crate) fn evaluate(
     exemption: Exemption,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Evaluated> {
-    let exempt = exemption.resolve(conn, subject, now)?;
-    let stored = db::state::load(conn, &subject.key())?;
+    let snapshot = db::snapshots::read(conn, &subject.key())?;
+    let exempt = exemption.resolve(conn, subject, snapshot.role_exempt, now)?;
+    let stored = snapshot.state;
     let purchases = stored.purchase_facts();
     let verdict = access::evaluate(
         catalog,

@@ -196,6 +196,7 @@ async fn forget_customer(
                 let ended = db::state::end_subscriptions_of(conn, &customer_id, origin)?;
                 let subject = customers::unlink(conn, &customer_id, now)?;
                 if let Some(subject) = &subject {
+                    db::snapshots::refresh(conn, subject, now)?;
                     let changes = serde_json::json!({"stripe_customer_id": [customer_id, null]});
                     let entry = db::audit::Entry {
                         subject,
@@ -302,6 +303,7 @@ async fn write(
                     changes +=
                         db::state::set_purchase_standing(conn, payment_intent, *standing, origin)?;
                 }
+                db::snapshots::refresh(conn, &subject.key(), now)?;
                 if let Some(event_id) = &event_id {
                     events::mark_processed(conn, event_id, now)?;
                 }

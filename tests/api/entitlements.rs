@@ -107,3 +107,34 @@ async fn without_the_scope_it_is_403_and_without_a_token_401() {
     assert_eq!(res.status(), 400);
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "invalid_query");
 }
+
+#[tokio::test]
+async fn subjects_without_a_snapshot_are_filled_in_from_their_tables_after_migrating() {
+    let app = spawn_app().await;
+    app.subscribe("user-1", "pro", "month").await;
+    let token = app.user_token("user-1");
+    // Billing state written before snapshots existed (or by another tool) has no snapshot row.
+    app.db(|conn| {
+        use diesel::RunQueryDsl;
+        diesel::sql_query("DELETE FROM subject_snapshots").execute(conn)?;
+        Ok(())
+    })
+    .await;
+    assert_eq!(app.status(&token).await["reason"], "free");
+
+    let filled = app
+        .db(|conn| tollgate::db::snapshots::backfill(conn, chrono::Utc::now()))
+        .await;
+    assert_eq!(filled, 1);
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["reason"].as_str(), status["plan"].as_str()),
+        (Some("active"), Some("pro"))
+    );
+    assert_eq!(
+        app.db(|conn| tollgate::db::snapshots::backfill(conn, chrono::Utc::now()))
+            .await,
+        0,
+        "nothing left to fill"
+    );
+}

@@ -34,10 +34,20 @@ fn final_truth(kind: usize, sub: &mut Value) {
 
 /// The stored row, in Stripe's terms, for comparison with the fake's truth.
 async fn stored(app: &TestApp) -> (String, bool, i64, Option<String>) {
-    let state = app
-        .db(|conn| tollgate::db::state::load(conn, "user:user-1"))
+    let (state, snapshot) = app
+        .db(|conn| {
+            let tables = tollgate::db::state::load(conn, "user:user-1")?;
+            let snapshot = tollgate::db::snapshots::read(conn, "user:user-1")?;
+            Ok((tables, snapshot.state))
+        })
         .await;
     assert_eq!(state.subscriptions.len(), 1, "one subscription row");
+    // What the hot path reads is what the tables hold.
+    assert_eq!(
+        serde_json::to_value(&snapshot).unwrap(),
+        serde_json::to_value(&state).unwrap(),
+        "the snapshot follows the tables"
+    );
     let s = &state.subscriptions[0];
     (
         s.status.clone(),

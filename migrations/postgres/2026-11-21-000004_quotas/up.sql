@@ -29,10 +29,15 @@ CREATE TABLE usage_ledger (
 );
 CREATE INDEX usage_ledger_subject_time ON usage_ledger (subject, created_at);
 
--- Users whose own token last showed an exempt role (e.g. a grandfathered group): services,
--- which do not hold the user's claims, apply the exemption from here. Written when the user
--- calls Tollgate; removed when a later token no longer shows the role.
-CREATE TABLE role_exemptions (
-    user_id TEXT PRIMARY KEY,
-    seen_at TIMESTAMP NOT NULL
+-- What the hot path reads: one row per subject with its subscriptions and purchases (JSON, as
+-- stored in their tables) and whether the user's own token last showed an exempt role (e.g. a
+-- grandfathered group; services, which do not hold the user's claims, apply it from here).
+-- Rewritten in the same transaction as every change to the subject's billing state, so an
+-- entitlement check is one primary-key read. Subjects with state but no row are filled in
+-- after migrating (`tollgate migrate` and start-up).
+CREATE TABLE subject_snapshots (
+    subject     TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    role_exempt BOOLEAN NOT NULL DEFAULT FALSE,
+    updated_at  TIMESTAMP NOT NULL
 );

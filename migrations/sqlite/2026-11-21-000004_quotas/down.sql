@@ -1,3 +1,3 @@
-DROP TABLE role_exemptions;
+DROP TABLE subject_snapshots;
 DROP TABLE usage_ledger;
 DROP TABLE quota_counters;

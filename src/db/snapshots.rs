@@ -1,0 +1,143 @@
+//! One row per subject with everything the access function reads, so that an entitlement check
+//! or a consumption needs one primary-key read. Every change to a subject's subscriptions or
+//! purchases rewrites its row in the same transaction (see `service::sync`); the tables stay the
+//! record, the snapshot is derived from them.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+
+use super::schema::{purchases, subject_snapshots, subscriptions};
+use super::state::{self, PurchaseRow, SubjectState, SubscriptionRow};
+use super::{on_backend, to_db_time, DbConnection};
+
+/// What the hot path knows of a subject.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub state: SubjectState,
+    /// The user's own token last showed an exempt role.
+    pub role_exempt: bool,
+}
+
+/// The subject's snapshot; a subject without a row has nothing on record.
+pub fn read(conn: &mut DbConnection, subject: &str) -> anyhow::Result<Snapshot> {
+    let row: Option<(String, bool)> = subject_snapshots::table
+        .find(subject)
+        .select((subject_snapshots::state, subject_snapshots::role_exempt))
+        .first(conn)
+        .optional()?;
+    Ok(match row {
+        Some((json, role_exempt)) => Snapshot {
+            state: serde_json::from_str(&json)?,
+            role_exempt,
+        },
+        None => Snapshot::default(),
+    })
+}
+
+/// Rewrites the subject's snapshot from its tables (inside the transaction that changed them).
+pub fn refresh(conn: &mut DbConnection, subject: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
+    let current = state::load(conn, subject)?;
+    write(conn, subject, &current, now)
+}
+
+fn write(
+    conn: &mut DbConnection,
+    subject: &str,
+    current: &SubjectState,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_string(current)?;
+    let insert = diesel::insert_into(subject_snapshots::table).values((
+        subject_snapshots::subject.eq(subject),
+        subject_snapshots::state.eq(&json),
+        subject_snapshots::role_exempt.eq(false),
+        subject_snapshots::updated_at.eq(to_db_time(now)),
+    ));
+    on_backend!(conn, |c| insert
+        .on_conflict(subject_snapshots::subject)
+        .do_update()
+        .set((
+            subject_snapshots::state.eq(excluded(subject_snapshots::state)),
+            subject_snapshots::updated_at.eq(excluded(subject_snapshots::updated_at)),
+        ))
+        .execute(c))?;
+    Ok(())
+}
+
+/// Records what the user's own token said of an exempt role.
+pub fn set_role_exempt(
+    conn: &mut DbConnection,
+    subject: &str,
+    exempt: bool,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let insert = diesel::insert_into(subject_snapshots::table).values((
+        subject_snapshots::subject.eq(subject),
+        subject_snapshots::state.eq("{\"subscriptions\":[],\"purchases\":[]}"),
+        subject_snapshots::role_exempt.eq(exempt),
+        subject_snapshots::updated_at.eq(to_db_time(now)),
+    ));
+    on_backend!(conn, |c| insert
+        .on_conflict(subject_snapshots::subject)
+        .do_update()
+        .set((
+            subject_snapshots::role_exempt.eq(excluded(subject_snapshots::role_exempt)),
+            subject_snapshots::updated_at.eq(excluded(subject_snapshots::updated_at)),
+        ))
+        .execute(c))?;
+    Ok(())
+}
+
+/// Writes the snapshots of subjects that have subscriptions or purchases but no snapshot (data
+/// from before snapshots, or written by other tools), a batch at a time. Tells how many.
+pub fn backfill(conn: &mut DbConnection, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    const BATCH: i64 = 500;
+    let mut written = 0;
+    loop {
+        let known = subject_snapshots::table.select(subject_snapshots::subject);
+        let mut missing: Vec<String> = subscriptions::table
+            .filter(subscriptions::subject.ne_all(known))
+            .select(subscriptions::subject)
+            .distinct()
+            .limit(BATCH)
+            .load(conn)?;
+        if missing.is_empty() {
+            missing = purchases::table
+                .filter(purchases::subject.ne_all(known))
+                .select(purchases::subject)
+                .distinct()
+                .limit(BATCH)
+                .load(conn)?;
+        }
+        if missing.is_empty() {
+            return Ok(written);
+        }
+        let subs: Vec<SubscriptionRow> = subscriptions::table
+            .filter(subscriptions::subject.eq_any(&missing))
+            .order(subscriptions::stripe_created_at.desc())
+            .select(SubscriptionRow::as_select())
+            .load(conn)?;
+        let buys: Vec<PurchaseRow> = purchases::table
+            .filter(purchases::subject.eq_any(&missing))
+            .order(purchases::purchased_at.desc())
+            .select(PurchaseRow::as_select())
+            .load(conn)?;
+        for subject in &missing {
+            let current = SubjectState {
+                subscriptions: subs
+                    .iter()
+                    .filter(|s| &s.subject == subject)
+                    .cloned()
+                    .collect(),
+                purchases: buys
+                    .iter()
+                    .filter(|p| &p.subject == subject)
+                    .cloned()
+                    .collect(),
+            };
+            write(conn, subject, &current, now)?;
+        }
+        written += missing.len();
+    }
+}
