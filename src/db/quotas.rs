@@ -66,7 +66,7 @@ pub enum Consumed {
     Replay(LedgerRow),
 }
 
-/// Another request with the same idempotency key committed first.
+/// The idempotency key has a ledger row already (an earlier or concurrent request).
 #[derive(Debug, thiserror::Error)]
 #[error("idempotency key taken by a concurrent request")]
 struct KeyTaken;
@@ -92,11 +92,9 @@ pub fn consume(
         if c.purchased > 0 {
             buckets.push(BALANCE_BUCKET);
         }
+        // A request with the same key for the same quota waits here for the first one to
+        // commit; its ledger insert below then conflicts and it answers as a replay.
         let counters = lock_counters(conn, c, &buckets)?;
-        // After the lock: a request with the same key for the same quota has committed.
-        if let Some(first) = find(conn, c.subject, c.idempotency_key)? {
-            return Ok(Consumed::Replay(first));
-        }
         let used = counters.get(c.bucket).copied().unwrap_or(0);
         let spent = counters.get(BALANCE_BUCKET).copied().unwrap_or(0);
         let decision = decide(c.amount, c.limit, used, c.purchased.saturating_sub(spent));
@@ -131,7 +129,7 @@ pub fn consume(
         let insert = diesel::insert_into(usage_ledger::table).values(&row);
         let inserted = on_backend!(conn, |b| insert.on_conflict_do_nothing().execute(b))?;
         if inserted == 0 {
-            // The same key for another quota won the race: undo, then answer as a replay.
+            // The key was used before: undo this decision, then answer the first one.
             return Err(KeyTaken.into());
         }
         Ok(Consumed::Fresh(row))

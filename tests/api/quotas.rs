@@ -562,3 +562,40 @@ async fn a_billing_month_quota_restarts_every_month_of_a_yearly_subscription() {
     assert_eq!(usage(&app, "user-1", "generations", 1, "g2").await.0, 402);
     assert_eq!(usage(&app, "user-1", "images", 1, "i4").await.0, 200);
 }
+
+#[tokio::test]
+async fn concurrent_retries_with_one_key_consume_once_and_get_one_answer() {
+    let app = spawn_app().await;
+    app.subscribed("user-1", "pro", "month").await;
+    let other = if app.uses_postgres() {
+        app.another_instance().await
+    } else {
+        app.address.clone()
+    };
+    let token = app.idp.service_token("billing:write");
+    let retries = (0..20).map(|i| {
+        let base = if i % 2 == 0 {
+            app.address.clone()
+        } else {
+            other.clone()
+        };
+        let token = token.clone();
+        let app = &app;
+        async move { usage_at(app, &base, &token, "user-1", "credits", 3, "same-job").await }
+    });
+    let answers = join_all(retries).await;
+    assert!(
+        answers.iter().all(|(status, _, _)| *status == 200),
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().all(|(_, body, _)| *body == answers[0].1),
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.iter().filter(|(_, _, replayed)| !replayed).count(),
+        1
+    );
+    assert_eq!(quota(&app, "user-1", "credits").await["used"], 3);
+    assert_eq!(ledger(&app, "user-1").await.len(), 1);
+}
