@@ -95,16 +95,21 @@ pub fn backfill(conn: &mut DbConnection, now: DateTime<Utc>) -> anyhow::Result<u
     const BATCH: i64 = 500;
     let mut written = 0;
     loop {
-        let known = subject_snapshots::table.select(subject_snapshots::subject);
         let mut missing: Vec<String> = subscriptions::table
-            .filter(subscriptions::subject.ne_all(known))
+            .filter(diesel::dsl::not(diesel::dsl::exists(
+                subject_snapshots::table
+                    .filter(subject_snapshots::subject.eq(subscriptions::subject)),
+            )))
             .select(subscriptions::subject)
             .distinct()
             .limit(BATCH)
             .load(conn)?;
         if missing.is_empty() {
             missing = purchases::table
-                .filter(purchases::subject.ne_all(known))
+                .filter(diesel::dsl::not(diesel::dsl::exists(
+                    subject_snapshots::table
+                        .filter(subject_snapshots::subject.eq(purchases::subject)),
+                )))
                 .select(purchases::subject)
                 .distinct()
                 .limit(BATCH)
@@ -123,21 +128,31 @@ pub fn backfill(conn: &mut DbConnection, now: DateTime<Utc>) -> anyhow::Result<u
             .order(purchases::purchased_at.desc())
             .select(PurchaseRow::as_select())
             .load(conn)?;
-        for subject in &missing {
-            let current = SubjectState {
-                subscriptions: subs
-                    .iter()
-                    .filter(|s| &s.subject == subject)
-                    .cloned()
-                    .collect(),
-                purchases: buys
-                    .iter()
-                    .filter(|p| &p.subject == subject)
-                    .cloned()
-                    .collect(),
-            };
-            write(conn, subject, &current, now)?;
+        let mut states: std::collections::HashMap<&str, SubjectState> = missing
+            .iter()
+            .map(|m| (m.as_str(), SubjectState::default()))
+            .collect();
+        for sub in subs {
+            if let Some(state) = states.get_mut(sub.subject.as_str()) {
+                state.subscriptions.push(sub);
+            }
         }
+        for buy in buys {
+            if let Some(state) = states.get_mut(buy.subject.as_str()) {
+                state.purchases.push(buy);
+            }
+        }
+        let mut rows = Vec::with_capacity(states.len());
+        for (subject, current) in &states {
+            rows.push((
+                subject_snapshots::subject.eq(*subject),
+                subject_snapshots::state.eq(serde_json::to_string(current)?),
+                subject_snapshots::role_exempt.eq(false),
+                subject_snapshots::updated_at.eq(to_db_time(now)),
+            ));
+        }
+        let insert = diesel::insert_into(subject_snapshots::table).values(&rows);
+        on_backend!(conn, |c| insert.on_conflict_do_nothing().execute(c))?;
         written += missing.len();
     }
 }
