@@ -62,39 +62,37 @@ async fn ledger(app: &TestApp, user: &str) -> Vec<tollgate::db::quotas::LedgerRo
         .await
 }
 
-#[tokio::test]
-async fn concurrent_consumers_on_two_instances_never_exceed_the_allowance() {
-    let app = spawn_app().await;
-    app.subscribed("user-1", "pro", "month").await;
-    // Two replicas on one PostgreSQL; SQLite serves one instance, so both halves go to it.
+/// Sends `n` consumptions for user-1's `credits` at once, alternating between two replicas on
+/// one PostgreSQL (SQLite serves one instance, so all go to it); `key(i)` names each one.
+async fn concurrently(
+    app: &TestApp,
+    n: usize,
+    amount: u64,
+    key: impl Fn(usize) -> String,
+) -> Vec<(u16, Value, bool)> {
     let other = if app.uses_postgres() {
         app.another_instance().await
     } else {
         app.address.clone()
     };
     let token = app.idp.service_token("billing:write");
-    let requests = (0..200).map(|i| {
+    let requests = (0..n).map(|i| {
         let base = if i % 2 == 0 {
             app.address.clone()
         } else {
             other.clone()
         };
-        let token = token.clone();
-        let app = &app;
-        async move {
-            usage_at(
-                app,
-                &base,
-                &token,
-                "user-1",
-                "credits",
-                1,
-                &format!("k-{i}"),
-            )
-            .await
-        }
+        let (token, key) = (token.clone(), key(i));
+        async move { usage_at(app, &base, &token, "user-1", "credits", amount, &key).await }
     });
-    let answers = join_all(requests).await;
+    join_all(requests).await
+}
+
+#[tokio::test]
+async fn concurrent_consumers_on_two_instances_never_exceed_the_allowance() {
+    let app = spawn_app().await;
+    app.subscribed("user-1", "pro", "month").await;
+    let answers = concurrently(&app, 200, 1, |i| format!("k-{i}")).await;
     let granted = answers.iter().filter(|(s, _, _)| *s == 200).count();
     let refused = answers
         .iter()
@@ -567,23 +565,7 @@ async fn a_billing_month_quota_restarts_every_month_of_a_yearly_subscription() {
 async fn concurrent_retries_with_one_key_consume_once_and_get_one_answer() {
     let app = spawn_app().await;
     app.subscribed("user-1", "pro", "month").await;
-    let other = if app.uses_postgres() {
-        app.another_instance().await
-    } else {
-        app.address.clone()
-    };
-    let token = app.idp.service_token("billing:write");
-    let retries = (0..20).map(|i| {
-        let base = if i % 2 == 0 {
-            app.address.clone()
-        } else {
-            other.clone()
-        };
-        let token = token.clone();
-        let app = &app;
-        async move { usage_at(app, &base, &token, "user-1", "credits", 3, "same-job").await }
-    });
-    let answers = join_all(retries).await;
+    let answers = concurrently(&app, 20, 3, |_| "same-job".to_owned()).await;
     assert!(
         answers.iter().all(|(status, _, _)| *status == 200),
         "{answers:?}"
