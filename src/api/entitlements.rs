@@ -63,8 +63,7 @@ pub async fn get_entitlements(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let user_id = checked_user_id(&query.user_id)?;
-    let listed = state.settings.exemptions.subjects.contains(&user_id);
-    let exemption = Exemption::Remembered { listed };
+    let exemption = Exemption::for_service(&state, &user_id);
     let subject = Subject::user(&user_id);
     match query.feature {
         None => {

@@ -55,11 +55,10 @@ pub async fn create_usage(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let user_id = checked_user_id(&body.user_id)?;
-    let listed = state.settings.exemptions.subjects.contains(&user_id);
     let answer = consume(
         &state,
         &Subject::user(&user_id),
-        Exemption::Remembered { listed },
+        Exemption::for_service(&state, &user_id),
         UsageRequest {
             quota: body.quota,
             amount: body.amount,

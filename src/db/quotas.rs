@@ -85,7 +85,7 @@ fn to_i64(n: u64) -> i64 {
 pub fn consume(
     conn: &mut DbConnection,
     c: &Consumption<'_>,
-    respond: impl FnOnce(Decision, Counted) -> (u16, String),
+    respond: impl FnOnce(Decision, Counted) -> anyhow::Result<(u16, String)>,
 ) -> anyhow::Result<Consumed> {
     let result = write_transaction(conn, |conn| {
         let mut buckets = vec![c.bucket];
@@ -111,7 +111,7 @@ pub fn consume(
             used: used.saturating_add(from_allowance),
             balance_spent: spent.saturating_add(from_balance),
         };
-        let (status, response) = respond(decision, counted);
+        let (status, response) = respond(decision, counted)?;
         let row = LedgerRow {
             subject: c.subject.to_owned(),
             idempotency_key: c.idempotency_key.to_owned(),

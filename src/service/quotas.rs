@@ -1,6 +1,7 @@
 //! Quotas for sibling services: how much is left, and consuming it atomically and
 //! idempotently (`POST /v1/usage`).
 
+use actix_web::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -201,45 +202,17 @@ fn respond(
     has_access: bool,
     decision: Decision,
     counted: Counted,
-) -> (u16, String) {
+) -> anyhow::Result<(u16, String)> {
     let after = QuotaView::new(applied, counted.used, counted.balance_spent);
-    let (status, value) = match decision {
+    let (from_allowance, from_balance) = match decision {
         Decision::Granted {
             from_allowance,
             from_balance,
-        } => (
-            200,
-            serde_json::to_value(UsageOut {
-                granted: true,
-                quota: req.quota.clone(),
-                amount: req.amount,
-                idempotency_key: req.idempotency_key.clone(),
-                from_allowance,
-                from_balance,
-                after,
-            }),
-        ),
+        } => (from_allowance, from_balance),
         Decision::Refused => {
-            let (status, code, detail) = if applied.limit.is_none() && applied.purchased == 0 {
-                if has_access {
-                    (
-                        403,
-                        "quota_not_in_plan",
-                        format!(
-                            "the plan in force has no `{}` quota and no credits were bought for it",
-                            req.quota
-                        ),
-                    )
-                } else {
-                    (
-                        403,
-                        "no_access",
-                        format!("the subject has no access that includes `{}`", req.quota),
-                    )
-                }
-            } else {
+            let (status, code, detail) = if applied.limit.is_some() || applied.purchased > 0 {
                 (
-                    402,
+                    StatusCode::PAYMENT_REQUIRED,
                     "quota_exhausted",
                     format!(
                         "{} of `{}` asked, {} left; nothing was consumed",
@@ -248,25 +221,42 @@ fn respond(
                         after.remaining.unwrap_or(0)
                     ),
                 )
+            } else if has_access {
+                (
+                    StatusCode::FORBIDDEN,
+                    "quota_not_in_plan",
+                    format!(
+                        "the plan in force has no `{}` quota and no credits were bought for it",
+                        req.quota
+                    ),
+                )
+            } else {
+                (
+                    StatusCode::FORBIDDEN,
+                    "no_access",
+                    format!("the subject has no access that includes `{}`", req.quota),
+                )
             };
-            let status_code = actix_web::http::StatusCode::from_u16(status)
-                .unwrap_or(actix_web::http::StatusCode::FORBIDDEN);
-            (
-                status,
-                serde_json::to_value(UsageRefusal {
-                    problem: Problem::new(status_code, code, detail),
-                    granted: false,
-                    quota: req.quota.clone(),
-                    amount: req.amount,
-                    idempotency_key: req.idempotency_key.clone(),
-                    reason,
-                    after,
-                }),
-            )
+            let refusal = UsageRefusal {
+                problem: Problem::new(status, code, detail),
+                granted: false,
+                quota: req.quota.clone(),
+                amount: req.amount,
+                idempotency_key: req.idempotency_key.clone(),
+                reason,
+                after,
+            };
+            return Ok((status.as_u16(), serde_json::to_string(&refusal)?));
         }
     };
-    let body = value
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| "{}".to_owned());
-    (status, body)
+    let granted = UsageOut {
+        granted: true,
+        quota: req.quota.clone(),
+        amount: req.amount,
+        idempotency_key: req.idempotency_key.clone(),
+        from_allowance,
+        from_balance,
+        after,
+    };
+    Ok((StatusCode::OK.as_u16(), serde_json::to_string(&granted)?))
 }

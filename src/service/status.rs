@@ -47,6 +47,18 @@ pub enum Exemption {
 }
 
 impl Exemption {
+    /// A service asking about `user_id`.
+    pub fn for_service(state: &AppState, user_id: &str) -> Exemption {
+        Exemption::Remembered {
+            listed: state
+                .settings
+                .exemptions
+                .subjects
+                .iter()
+                .any(|s| s == user_id),
+        }
+    }
+
     /// Whether the subject is exempt, given what its snapshot remembers; a user's token that
     /// says otherwise than the snapshot is remembered for services (a write only on change).
     pub(crate) fn resolve(

@@ -156,9 +156,17 @@ async fn revoked_periods(
     if taken_back.is_empty() {
         return Ok(revoked);
     }
-    let paying = subscriptions
-        .iter()
-        .filter(|s| matches!(s.status.as_str(), "active" | "trialing" | "past_due"));
+    // A charge made well before a period started did not pay for it: an old refund costs no
+    // Stripe call on every later sync. (A day of slack covers a payment confirmed just before
+    // Stripe stamps the period.)
+    let may_have_paid = |sub: &SubscriptionSnapshot, charge: &ChargeSnapshot| {
+        sub.current_period_start
+            .is_none_or(|start| charge.created >= start - chrono::Duration::days(1))
+    };
+    let paying = subscriptions.iter().filter(|s| {
+        matches!(s.status.as_str(), "active" | "trialing" | "past_due")
+            && taken_back.iter().any(|(c, _)| may_have_paid(s, c))
+    });
     for sub in paying {
         let paid_by = stripe.period_payments(&sub.id).await?;
         let standing = taken_back

@@ -384,9 +384,9 @@ impl StripeGateway {
                 req = req.starting_after(last.id.clone());
             }
             let page = req.send(&self.client).await?;
-            let fetched = page.data.is_empty();
+            let empty = page.data.is_empty();
             out.extend(page.data.into_iter().map(charge_snapshot));
-            if !all || !page.has_more || fetched {
+            if !all || !page.has_more || empty {
                 break;
             }
         }
