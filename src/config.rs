@@ -108,6 +108,10 @@ pub struct BillingSettings {
     pub grace_period_hours: u32,
     /// Trial length for plans that do not set `trial_days`.
     pub default_trial_days: u32,
+    /// Who subscriptions are for unless a plan says otherwise: `user`, `tenant` (all members
+    /// share one) or `membership` (one user in one tenant).
+    #[serde(default)]
+    pub scope: crate::billing::scope::Scope,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,6 +188,9 @@ pub struct PlanSettings {
     pub features: Vec<String>,
     #[serde(default)]
     pub quotas: BTreeMap<String, QuotaSettings>,
+    /// Overrides `billing.scope` for this plan.
+    #[serde(default)]
+    pub scope: Option<crate::billing::scope::Scope>,
     #[serde(default)]
     pub trial_days: Option<u32>,
     /// `false`: the trial starts without a card; without one at its end Stripe pauses the

@@ -15,6 +15,7 @@ use tempfile::TempDir;
 use tollgate::billing::catalog::{
     Catalog, Interval, Plan, PlanKind, Quota, QuotaLimit, QuotaPeriod,
 };
+use tollgate::billing::scope::Scope;
 use tollgate::config::Settings;
 use tollgate::startup::Application;
 
@@ -417,8 +418,15 @@ async fn seed_003_multi_tenant() {
     }
     assert!(catalog.free_plan().rank < basic.rank && basic.rank < enterprise.rank);
     assert_eq!(settings.auth.claims.tenant, "tenant_id");
+    // Workspaces subscribe: every plan, the free one included, is the tenant's.
+    for p in catalog.plans() {
+        assert_eq!(p.scope, Scope::Tenant, "{}", p.id);
+    }
 
-    serves_its_plans(name).await;
+    let json = serves_its_plans(name).await;
+    for p in json["plans"].as_array().unwrap() {
+        assert_eq!(p["scope"], "tenant", "{}", p["id"]);
+    }
 }
 
 #[tokio::test]

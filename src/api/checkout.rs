@@ -25,6 +25,9 @@ pub struct CheckoutIn {
     pub cancel_url: Option<String>,
     /// Seats, for subscription plans (default 1).
     pub quantity: Option<u64>,
+    /// For tenant and membership plans: the tenant to buy for, which the token's tenant claim
+    /// must list (default: the one tenant the claim names).
+    pub tenant_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -44,8 +47,8 @@ pub struct CheckoutOut {
         (status = 201, body = CheckoutOut),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "price outside STRIPE_ALLOWED_PRICE_IDS", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "a subscription already stands", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "price outside STRIPE_ALLOWED_PRICE_IDS (`price_not_allowed`), a tenant the token does not list (`tenant_not_allowed`), or a tenant subscription managed by another member (`not_billing_manager`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "a subscription already stands, or the tenant was removed", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "unknown plan, interval, promotion code or redirect", body = Problem, content_type = "application/problem+json"),
         (status = 429, body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Stripe is not configured", body = Problem, content_type = "application/problem+json"),
@@ -66,6 +69,7 @@ pub async fn create_checkout(
         success_url: body.success_url,
         cancel_url: body.cancel_url,
         quantity: body.quantity.unwrap_or(1),
+        tenant_id: body.tenant_id,
     };
     let session = flow::start_checkout(&state, &user.0, request).await?;
     let url = session.url.ok_or_else(|| {
@@ -108,8 +112,8 @@ pub async fn verify_checkout(
     user: EndUser,
     query: web::Query<VerifyQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let subject = flow::verify_checkout(&state, &user.0, &query.session_id).await?;
-    let view = status_of(&state, &subject, Exemption::Token(user.0.exempt)).await?;
+    let actor = flow::verify_checkout(&state, &user.0, &query.session_id).await?;
+    let view = status_of(&state, &actor, Exemption::Token(user.0.exempt)).await?;
     Ok(HttpResponse::Ok().json(StatusOut::from(view)))
 }
 
@@ -118,6 +122,9 @@ pub async fn verify_checkout(
 pub struct PortalIn {
     /// Where the portal's back link goes; must be on an allowed origin.
     pub return_url: Option<String>,
+    /// The tenant to act in (see `POST /v1/checkout`); a tenant's portal opens only for its
+    /// billing manager.
+    pub tenant_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -133,7 +140,9 @@ pub struct PortalOut {
     request_body(content = Option<PortalIn>),
     responses(
         (status = 200, body = PortalOut),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`tenant_not_allowed`, or `not_billing_manager` for a tenant's portal", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no Stripe customer yet", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
@@ -154,6 +163,7 @@ pub async fn create_portal(
             ApiError::bad_request("invalid_body", format!("the JSON body does not fit: {e}"))
         })?
     };
-    let url = flow::open_portal(&state, &user.0, body.return_url).await?;
+    let url =
+        flow::open_portal(&state, &user.0, body.return_url, body.tenant_id.as_deref()).await?;
     Ok(HttpResponse::Ok().json(PortalOut { url }))
 }

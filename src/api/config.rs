@@ -7,6 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::billing::catalog::{PlanKind, Price, Quota};
+use crate::billing::scope::Scope;
 use crate::startup::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -28,6 +29,9 @@ pub struct PlanOut {
     pub aliases: Vec<String>,
     pub rank: i32,
     pub kind: PlanKind,
+    /// Who the plan is bought for: `user`, `tenant` (shared by the members) or `membership`;
+    /// tenant and membership checkouts need a tenant (token claim or `tenant_id`).
+    pub scope: Scope,
     pub features: Vec<String>,
     pub quotas: BTreeMap<String, Quota>,
     pub trial_days: u32,
@@ -48,6 +52,7 @@ pub async fn get_config(state: web::Data<AppState>) -> HttpResponse {
             aliases: p.aliases.clone(),
             rank: p.rank,
             kind: p.kind,
+            scope: p.scope,
             features: p.features.clone(),
             quotas: p.quotas.clone(),
             trial_days: p.trial_days,

@@ -5,10 +5,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::status::StatusOut;
-use crate::billing::subject::Subject;
+use crate::billing::scope::{Actor, Scope};
 use crate::error::{ApiError, Problem};
 use crate::identity::{ReadScope, Service};
 use crate::service::status::{access_of, status_of, Exemption};
+use crate::service::tenants::checked_tenant_id;
 use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -16,8 +17,13 @@ use crate::startup::AppState;
 pub struct EntitlementsQuery {
     /// The identity provider's user id.
     pub user_id: String,
+    /// The tenant the user acts in: the answer combines what the user holds personally,
+    /// through the membership and through the tenant.
+    pub tenant_id: Option<String>,
     /// Answer `{allowed, reason}` for this one feature.
     pub feature: Option<String>,
+    /// The tenant's member count, as the asking service knows it: reported as seats used.
+    pub members: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -27,10 +33,19 @@ pub struct FeatureOut {
     /// The access reason, or `not_in_plan` when access stands but the plan lacks the feature.
     pub reason: String,
     pub plan: String,
+    /// Whose grant decided: `user`, `membership` or `tenant`.
+    pub granted_by: Scope,
+}
+
+/// The user (and tenant) a service asks about.
+pub(crate) fn service_actor(user_id: &str, tenant_id: Option<&str>) -> Result<Actor, ApiError> {
+    let user_id = checked_user_id(user_id)?;
+    let tenant_id = tenant_id.map(checked_tenant_id).transpose()?;
+    Ok(Actor::new(user_id, tenant_id))
 }
 
 /// A user id as services pass it: 1 to 255 characters, not blank.
-pub(crate) fn checked_user_id(user_id: &str) -> Result<String, ApiError> {
+fn checked_user_id(user_id: &str) -> Result<String, ApiError> {
     if user_id.trim().is_empty() || user_id.len() > 255 {
         return Err(ApiError::bad_request(
             "invalid_user_id",
@@ -41,7 +56,9 @@ pub(crate) fn checked_user_id(user_id: &str) -> Result<String, ApiError> {
 }
 
 /// The user's access and features, as `GET /v1/status` shows them to the user; or whether one
-/// feature is allowed. Needs the read scope (`billing:read`).
+/// feature is allowed. With `tenant_id`, the strongest of what the user holds personally,
+/// through the membership and through the tenant (`granted_by` says which): the caller need not
+/// know the billing scope. Needs the read scope (`billing:read`).
 #[utoipa::path(
     tag = "services",
     operation_id = "v1.entitlements.get",
@@ -62,17 +79,19 @@ pub async fn get_entitlements(
     query: web::Query<EntitlementsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let user_id = checked_user_id(&query.user_id)?;
-    let exemption = Exemption::for_service(&state, &user_id);
-    let subject = Subject::user(&user_id);
+    let actor = service_actor(&query.user_id, query.tenant_id.as_deref())?;
+    let exemption = Exemption::for_service(&state, &actor.user_id);
     match query.feature {
         None => {
-            let view = status_of(&state, &subject, exemption).await?;
-            Ok(HttpResponse::Ok().json(StatusOut::from(view)))
+            let view = status_of(&state, &actor, exemption).await?;
+            let seats = view.seats(query.members);
+            let mut out = StatusOut::from(view);
+            out.seats = seats;
+            Ok(HttpResponse::Ok().json(out))
         }
         Some(feature) => {
             // A feature check needs the verdict only: no quota counters are read.
-            let view = access_of(&state, &subject, exemption).await?;
+            let view = access_of(&state, &actor, exemption).await?;
             let unconditional = matches!(
                 view.access.reason,
                 crate::billing::access::Reason::SaasDisabled
@@ -93,6 +112,7 @@ pub async fn get_entitlements(
                 allowed,
                 reason,
                 plan: view.access.plan_id,
+                granted_by: view.scope,
             }))
         }
     }

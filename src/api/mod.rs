@@ -10,6 +10,7 @@ mod ops;
 mod payments;
 mod status;
 mod subscription;
+mod tenants;
 mod usage;
 mod webhooks;
 
@@ -71,6 +72,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(subscription::change_subscription)
         .service(entitlements::get_entitlements)
         .service(usage::create_usage)
+        .service(tenants::delete_tenant)
+        .service(tenants::delete_member)
+        .service(tenants::put_manager)
         .service(webhooks::stripe_webhook)
         .service(admin::admin_sync)
         .service(ops::metrics);

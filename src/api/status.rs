@@ -2,21 +2,27 @@
 
 use actix_web::{get, web, HttpResponse};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::billing::access::Reason;
-use crate::billing::subject::Subject;
+use crate::billing::scope::Scope;
 use crate::db::from_db_time;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
 use crate::service::quotas::QuotaView;
-use crate::service::status::{status_of, Exemption, StatusView};
+use crate::service::status::{status_of, Exemption, Seats, StatusView};
+use crate::service::tenants::actor_for;
 use crate::startup::AppState;
 
 /// A subject's billing status.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusOut {
+    /// Whose grant this is: `user` (the user's own), `membership` (the user in this tenant) or
+    /// `tenant` (shared by the tenant's members).
+    pub granted_by: Scope,
+    /// The tenant the answer is for, if any.
+    pub tenant_id: Option<String>,
     /// The plan in force (the free plan without access).
     pub plan: String,
     pub plan_name: String,
@@ -29,7 +35,13 @@ pub struct StatusOut {
     pub subscription_id: Option<String>,
     /// `month` or `year`.
     pub interval: Option<String>,
+    /// Seats bought (the subscription's quantity).
     pub quantity: Option<i64>,
+    /// Seats allowed and used, when the plan or subscription speaks of seats.
+    pub seats: Option<Seats>,
+    /// For a tenant's subscription: the member who manages it (only they may check out, open
+    /// the portal, cancel, resume or change it).
+    pub manager_user_id: Option<String>,
     pub current_period_end: Option<DateTime<Utc>>,
     pub trial_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
@@ -47,6 +59,12 @@ impl From<StatusView> for StatusOut {
     fn from(v: StatusView) -> Self {
         let sub = v.subscription.as_ref();
         StatusOut {
+            granted_by: v.scope,
+            tenant_id: v.subject.tenant_id().map(str::to_owned),
+            seats: v.seats(None),
+            manager_user_id: sub
+                .filter(|_| v.scope == Scope::Tenant)
+                .and_then(|s| s.manager_user_id.clone()),
             current_period_end: v.current_period_end(),
             trial_end: v.trial_end(),
             plan: v.access.plan_id,
@@ -67,14 +85,27 @@ impl From<StatusView> for StatusOut {
     }
 }
 
-/// The caller's plan, access and reason, period end, trial end, cancellation and quotas.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TenantQuery {
+    /// The tenant to act in; the token's tenant claim must list it. Without it: the one tenant
+    /// the claim names, if it names one.
+    pub tenant_id: Option<String>,
+}
+
+/// The caller's plan, access and reason, period end, trial end, cancellation and quotas: in a
+/// tenant, the strongest of what they hold personally, through the membership and through the
+/// tenant (`granted_by` says which).
 #[utoipa::path(
     tag = "frontend",
     operation_id = "v1.status.get",
     security(("bearer" = [])),
+    params(TenantQuery),
     responses(
         (status = 200, body = StatusOut),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`tenant_not_allowed`: the token does not list the tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/status")]
@@ -82,12 +113,9 @@ impl From<StatusView> for StatusOut {
 pub async fn get_status(
     state: web::Data<AppState>,
     user: EndUser,
+    query: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = status_of(
-        &state,
-        &Subject::user(&user.0.subject),
-        Exemption::Token(user.0.exempt),
-    )
-    .await?;
+    let actor = actor_for(&user.0, query.tenant_id.as_deref())?;
+    let view = status_of(&state, &actor, Exemption::Token(user.0.exempt)).await?;
     Ok(HttpResponse::Ok().json(StatusOut::from(view)))
 }

@@ -1,24 +1,26 @@
-//! `POST /v1/subscription/{cancel,resume,change}`: manage one's own subscription.
+//! `POST /v1/subscription/{cancel,resume,change}`: manage one's own subscription, or a
+//! tenant's as its billing manager.
 
 use actix_web::{post, web, HttpResponse};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::status::StatusOut;
+use super::status::{StatusOut, TenantQuery};
 use crate::billing::catalog::Interval;
-use crate::billing::subject::Subject;
+use crate::billing::scope::Actor;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
 use crate::service::manage;
 use crate::service::status::{status_of, Exemption};
+use crate::service::tenants::actor_for;
 use crate::startup::AppState;
 
 async fn status_after(
     state: &AppState,
-    subject: Subject,
+    actor: &Actor,
     user: &EndUser,
 ) -> Result<HttpResponse, ApiError> {
-    let view = status_of(state, &subject, Exemption::Token(user.0.exempt)).await?;
+    let view = status_of(state, actor, Exemption::Token(user.0.exempt)).await?;
     Ok(HttpResponse::Ok().json(StatusOut::from(view)))
 }
 
@@ -27,9 +29,12 @@ async fn status_after(
     tag = "frontend",
     operation_id = "v1.subscription.cancel",
     security(("bearer" = [])),
+    params(TenantQuery),
     responses(
         (status = 200, description = "the status after the change", body = StatusOut),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`tenant_not_allowed`, or `not_billing_manager` for a tenant's subscription", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no subscription to manage", body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
@@ -40,9 +45,11 @@ async fn status_after(
 pub async fn cancel_subscription(
     state: web::Data<AppState>,
     user: EndUser,
+    query: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let subject = manage::cancel(&state, &user.0).await?;
-    status_after(&state, subject, &user).await
+    let actor = actor_for(&user.0, query.tenant_id.as_deref())?;
+    manage::cancel(&state, &user.0, &actor).await?;
+    status_after(&state, &actor, &user).await
 }
 
 /// Withdraws a scheduled cancellation, or resumes a paused subscription. Idempotent.
@@ -50,9 +57,12 @@ pub async fn cancel_subscription(
     tag = "frontend",
     operation_id = "v1.subscription.resume",
     security(("bearer" = [])),
+    params(TenantQuery),
     responses(
         (status = 200, description = "the status after the change", body = StatusOut),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`tenant_not_allowed`, or `not_billing_manager` for a tenant's subscription", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no subscription to manage", body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
@@ -63,9 +73,11 @@ pub async fn cancel_subscription(
 pub async fn resume_subscription(
     state: web::Data<AppState>,
     user: EndUser,
+    query: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let subject = manage::resume(&state, &user.0).await?;
-    status_after(&state, subject, &user).await
+    let actor = actor_for(&user.0, query.tenant_id.as_deref())?;
+    manage::resume(&state, &user.0, &actor).await?;
+    status_after(&state, &actor, &user).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -74,9 +86,14 @@ pub struct ChangeIn {
     /// Plan id or alias of a subscription plan.
     pub plan: String,
     pub interval: Interval,
+    /// Seats (default: unchanged).
+    pub quantity: Option<u64>,
+    /// The tenant to act in (see `POST /v1/checkout`).
+    pub tenant_id: Option<String>,
 }
 
-/// Moves the subscription to another plan or interval, prorated as Stripe computes it.
+/// Moves the subscription to another plan, interval or number of seats, prorated as Stripe
+/// computes it.
 #[utoipa::path(
     tag = "frontend",
     operation_id = "v1.subscription.change",
@@ -86,7 +103,7 @@ pub struct ChangeIn {
         (status = 200, description = "the status after the change", body = StatusOut),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "price outside STRIPE_ALLOWED_PRICE_IDS", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "price outside STRIPE_ALLOWED_PRICE_IDS, `tenant_not_allowed`, or `not_billing_manager`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "no subscription to manage", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "unknown plan or interval, or a one-time plan", body = Problem, content_type = "application/problem+json"),
         (status = 502, body = Problem, content_type = "application/problem+json"),
@@ -100,6 +117,15 @@ pub async fn change_subscription(
     user: EndUser,
     body: web::Json<ChangeIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let subject = manage::change(&state, &user.0, &body.plan, body.interval).await?;
-    status_after(&state, subject, &user).await
+    let actor = actor_for(&user.0, body.tenant_id.as_deref())?;
+    manage::change(
+        &state,
+        &user.0,
+        &actor,
+        &body.plan,
+        body.interval,
+        body.quantity,
+    )
+    .await?;
+    status_after(&state, &actor, &user).await
 }

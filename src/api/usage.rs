@@ -4,20 +4,21 @@ use actix_web::{post, web, HttpResponse};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::billing::subject::Subject;
 use crate::error::{ApiError, Problem};
 use crate::identity::{Service, WriteScope};
 use crate::service::quotas::{consume, UsageOut, UsageRefusal, UsageRequest};
 use crate::service::status::Exemption;
 use crate::startup::AppState;
 
-use super::entitlements::checked_user_id;
+use super::entitlements::service_actor;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageIn {
     /// The identity provider's user id.
     pub user_id: String,
+    /// The tenant the user acts in: a tenant's plan is spent by all its members together.
+    pub tenant_id: Option<String>,
     /// The quota key, as the plans declare it (e.g. `credits`, `generations`).
     pub quota: String,
     /// How much to consume: all of it or nothing.
@@ -27,7 +28,8 @@ pub struct UsageIn {
     pub idempotency_key: String,
 }
 
-/// Consumes `amount` of a quota for a user: atomically (all or nothing), never beyond the
+/// Consumes `amount` of a quota for a user (in a tenant: from the grant that stands for them,
+/// so a tenant's plan is shared by its members): atomically (all or nothing), never beyond the
 /// period's allowance plus purchased credits (also with many replicas), once per
 /// `idempotency_key`. Every consumption and refusal is written to the usage ledger.
 /// A replayed answer carries the header `Idempotent-Replayed: true`.
@@ -54,11 +56,11 @@ pub async fn create_usage(
     body: web::Json<UsageIn>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let user_id = checked_user_id(&body.user_id)?;
+    let actor = service_actor(&body.user_id, body.tenant_id.as_deref())?;
     let answer = consume(
         &state,
-        &Subject::user(&user_id),
-        Exemption::for_service(&state, &user_id),
+        &actor,
+        Exemption::for_service(&state, &actor.user_id),
         UsageRequest {
             quota: body.quota,
             amount: body.amount,

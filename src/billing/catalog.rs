@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::scope::Scope;
 use crate::config::{ConfigProblem, QuotaLimitSetting, Settings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
@@ -126,6 +127,8 @@ pub struct Plan {
     pub kind: PlanKind,
     pub features: Vec<String>,
     pub quotas: BTreeMap<String, Quota>,
+    /// Who the plan is bought for.
+    pub scope: Scope,
     pub trial_days: u32,
     /// Whether checkout collects a card before a trial.
     pub trial_requires_card: bool,
@@ -269,6 +272,7 @@ impl Catalog {
                 kind: p.kind,
                 features: p.features.clone(),
                 quotas,
+                scope: p.scope.unwrap_or(settings.billing.scope),
                 trial_days: if p.kind == PlanKind::Subscription {
                     p.trial_days.unwrap_or(settings.billing.default_trial_days)
                 } else {
@@ -313,6 +317,11 @@ impl Catalog {
             .position(|p| p.id == free_plan)
             .expect("free plan exists");
         Catalog { plans, free_plan }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_free_plan_scope(&mut self, scope: Scope) {
+        self.plans[self.free_plan].scope = scope;
     }
 
     pub fn plans(&self) -> &[Plan] {

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod payment;
 pub mod quota;
 pub mod redirect;
+pub mod scope;
 pub mod subject;
 
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub(crate) mod test_support {
             kind,
             features: features.iter().map(|f| f.to_string()).collect(),
             quotas: BTreeMap::new(),
+            scope: super::scope::Scope::User,
             trial_days: 0,
             trial_requires_card: true,
             prices,

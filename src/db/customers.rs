@@ -14,6 +14,8 @@ pub struct CustomerRow {
     pub stripe_customer_id: Option<String>,
     pub email: Option<String>,
     pub updated_at: chrono::NaiveDateTime,
+    /// When the tenant or membership was removed (`DELETE /v1/tenants/...`).
+    pub removed_at: Option<chrono::NaiveDateTime>,
 }
 
 /// Makes sure the subject has a row (no Stripe customer yet); concurrent calls are harmless.
@@ -142,4 +144,53 @@ pub fn unlink(
         ))
         .execute(conn)?;
     Ok(Some(row.subject))
+}
+
+/// The tenant's own subject and every membership in it that Tollgate has a row for.
+pub fn of_tenant(conn: &mut DbConnection, tenant_id: &str) -> anyhow::Result<Vec<CustomerRow>> {
+    Ok(customers::table
+        .filter(customers::tenant_id.eq(tenant_id))
+        .order(customers::subject.asc())
+        .select(CustomerRow::as_select())
+        .load(conn)?)
+}
+
+/// Records that the subject was removed (once: a retry keeps the first time). Tells whether
+/// this call recorded it.
+pub fn mark_removed(
+    conn: &mut DbConnection,
+    subject: &Subject,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    ensure(conn, subject, None, now)?;
+    let marked = diesel::update(
+        customers::table
+            .find(subject.key())
+            .filter(customers::removed_at.is_null()),
+    )
+    .set((
+        customers::removed_at.eq(to_db_time(now)),
+        customers::updated_at.eq(to_db_time(now)),
+    ))
+    .execute(conn)?;
+    Ok(marked > 0)
+}
+
+/// A member who was removed and came back: their membership may be billed again.
+pub fn clear_removed(
+    conn: &mut DbConnection,
+    subject: &Subject,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    diesel::update(
+        customers::table
+            .find(subject.key())
+            .filter(customers::removed_at.is_not_null()),
+    )
+    .set((
+        customers::removed_at.eq(None::<chrono::NaiveDateTime>),
+        customers::updated_at.eq(to_db_time(now)),
+    ))
+    .execute(conn)?;
+    Ok(())
 }

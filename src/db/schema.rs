@@ -10,6 +10,7 @@ diesel::table! {
         email -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        removed_at -> Nullable<Timestamp>,
     }
 }
 
@@ -36,6 +37,7 @@ diesel::table! {
         stripe_created_at -> Timestamp,
         synced_at -> Timestamp,
         period_payment_revoked -> Nullable<Text>,
+        manager_user_id -> Nullable<Text>,
     }
 }
 

@@ -35,6 +35,32 @@ pub fn read(conn: &mut DbConnection, subject: &str) -> anyhow::Result<Snapshot> 
     })
 }
 
+/// The snapshots of several subjects, in the order of `subjects` (one query).
+pub fn read_many(conn: &mut DbConnection, subjects: &[String]) -> anyhow::Result<Vec<Snapshot>> {
+    if let [one] = subjects {
+        // The common case keeps the primary-key lookup.
+        return Ok(vec![read(conn, one)?]);
+    }
+    let rows: Vec<(String, String, bool)> = subject_snapshots::table
+        .filter(subject_snapshots::subject.eq_any(subjects))
+        .select((
+            subject_snapshots::subject,
+            subject_snapshots::state,
+            subject_snapshots::role_exempt,
+        ))
+        .load(conn)?;
+    subjects
+        .iter()
+        .map(|wanted| match rows.iter().find(|(s, _, _)| s == wanted) {
+            Some((_, json, role_exempt)) => Ok(Snapshot {
+                state: serde_json::from_str(json)?,
+                role_exempt: *role_exempt,
+            }),
+            None => Ok(Snapshot::default()),
+        })
+        .collect()
+}
+
 /// Rewrites the subject's snapshot from its tables (inside the transaction that changed them).
 pub fn refresh(conn: &mut DbConnection, subject: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
     let current = state::load(conn, subject)?;

@@ -38,6 +38,10 @@ pub struct SubscriptionRow {
     pub synced_at: NaiveDateTime,
     /// `refunded` or `disputed` when the current period's payment was taken back.
     pub period_payment_revoked: Option<String>,
+    /// For tenant subscriptions: the member who may manage it (Stripe metadata
+    /// `tollgate_manager`).
+    #[serde(default)]
+    pub manager_user_id: Option<String>,
 }
 
 impl SubscriptionRow {
@@ -200,6 +204,7 @@ pub fn upsert_subscription(
             subscriptions::synced_at.eq(excluded(subscriptions::synced_at)),
             subscriptions::period_payment_revoked
                 .eq(excluded(subscriptions::period_payment_revoked)),
+            subscriptions::manager_user_id.eq(excluded(subscriptions::manager_user_id)),
         ))
         .execute(c))?;
     Ok(changed)

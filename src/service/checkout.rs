@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 
 use crate::billing::catalog::{Interval, Plan, PlanKind};
 use crate::billing::redirect;
+use crate::billing::scope::Actor;
 use crate::billing::subject::Subject;
 use crate::db::{self, customers};
 use crate::error::ApiError;
@@ -16,6 +17,7 @@ use crate::stripe::{
 };
 
 use super::sync::{sync_customer, SyncCause};
+use super::tenants;
 
 /// A checkout as the frontend asks for it.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct CheckoutRequest {
     pub success_url: Option<String>,
     pub cancel_url: Option<String>,
     pub quantity: u64,
+    /// The tenant the caller acts in (checked against the token's tenant claim).
+    pub tenant_id: Option<String>,
 }
 
 /// Statuses in which a subscription still stands: a new one would bill twice. (`incomplete`
@@ -134,13 +138,11 @@ pub async fn start_checkout(
 ) -> Result<CheckoutSessionSnapshot, ApiError> {
     let stripe = stripe(state)?;
     let (plan, price_id) = priced_plan(state, &req.plan, req.interval)?;
-    if req.quantity == 0
-        || req.quantity > 10_000
-        || (req.quantity > 1 && plan.kind != PlanKind::Subscription)
-    {
+    super::manage::check_quantity(req.quantity)?;
+    if req.quantity > 1 && plan.kind != PlanKind::Subscription {
         return Err(ApiError::unprocessable(
             "invalid_quantity",
-            "quantity must be 1 (one-time plans) or 1..=10000",
+            "quantity must be 1 to 10000 (one-time plans: 1)",
         ));
     }
     let checkout = &state.settings.checkout;
@@ -157,8 +159,23 @@ pub async fn start_checkout(
         "cancel_url",
     )?;
 
-    let subject = Subject::user(&caller.subject);
-    if state.checkout_limiter.check_key(&subject.key()).is_err() {
+    let actor = tenants::actor_for(caller, req.tenant_id.as_deref())?;
+    let subject = plan.scope.subject(&actor).ok_or_else(|| {
+        ApiError::bad_request(
+            "tenant_required",
+            format!(
+                "plan `{}` is bought for a {}: name the tenant (tenant_id, or the token's tenant claim)",
+                plan.id,
+                plan.scope.as_str()
+            ),
+        )
+    })?;
+    // Limited per person, whoever they buy for.
+    if state
+        .checkout_limiter
+        .check_key(&Subject::user(&caller.subject).key())
+        .is_err()
+    {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -169,11 +186,18 @@ pub async fn start_checkout(
         ));
     }
 
-    let key = subject.key();
-    let stored = state
+    let s = subject.clone();
+    let (stored, customer) = state
         .db
-        .run(move |conn| db::state::load(conn, &key))
+        .run(move |conn| Ok((db::state::load(conn, &s.key())?, customers::find(conn, &s)?)))
         .await?;
+    let removed = customer.as_ref().is_some_and(|c| c.removed_at.is_some());
+    if removed && matches!(subject, Subject::Tenant { .. }) {
+        return Err(ApiError::conflict(
+            "tenant_removed",
+            format!("{subject} was removed (DELETE /v1/tenants/...): it is not billed again"),
+        ));
+    }
     match plan.kind {
         PlanKind::Subscription => {
             if let Some(s) = stored
@@ -181,6 +205,7 @@ pub async fn start_checkout(
                 .iter()
                 .find(|s| STANDING.contains(&s.status.as_str()))
             {
+                tenants::require_manager(caller, &subject, Some(s))?;
                 return Err(ApiError::conflict(
                     "subscription_exists",
                     format!(
@@ -227,9 +252,18 @@ pub async fn start_checkout(
     };
     // Only now, with every refusal behind us, does the subject get a Stripe customer.
     let customer_id = ensure_customer(state, stripe, &subject, caller.email.as_deref()).await?;
+    if removed {
+        // A removed member who was added back may be billed again.
+        let (s, now) = (subject.clone(), state.now());
+        state
+            .db
+            .run(move |conn| customers::clear_removed(conn, &s, now))
+            .await?;
+    }
     let meta = HashMap::from([
         (metadata::SUBJECT.to_owned(), subject.key()),
         (metadata::PLAN.to_owned(), plan.id.clone()),
+        (metadata::MANAGER.to_owned(), caller.subject.clone()),
         (metadata::KIND.to_owned(), plan.kind.as_str().to_owned()),
         (
             metadata::INTERVAL.to_owned(),
@@ -293,12 +327,13 @@ async fn ensure_customer(
 }
 
 /// After the redirect back: reads the session from Stripe, checks it is the caller's, and syncs
-/// at once, so the user is active whether or not the webhook has arrived.
+/// at once, so the subject is active whether or not the webhook has arrived. Answers who the
+/// caller is in the tenant the session was for.
 pub async fn verify_checkout(
     state: &AppState,
     caller: &Caller,
     session_id: &str,
-) -> Result<Subject, ApiError> {
+) -> Result<Actor, ApiError> {
     let stripe = stripe(state)?;
     if !session_id.starts_with("cs_") || session_id.len() > 255 {
         return Err(ApiError::bad_request(
@@ -316,33 +351,43 @@ pub async fn verify_checkout(
                 format!("Stripe has no Checkout Session `{session_id}`"),
             )
         })?;
-    let subject = Subject::user(&caller.subject);
-    let owner = session
+    let subject = session
         .metadata
         .get(metadata::SUBJECT)
-        .or(session.client_reference_id.as_ref());
-    if owner != Some(&subject.key()) {
+        .or(session.client_reference_id.as_ref())
+        .and_then(|key| Subject::parse_key(key));
+    // The caller started it: the session names them as its manager (sessions from before
+    // tenants were billed name only the user's own subject).
+    let started_by_caller = match session.metadata.get(metadata::MANAGER) {
+        Some(manager) => *manager == caller.subject,
+        None => subject.as_ref() == Some(&Subject::user(&caller.subject)),
+    };
+    let Some(subject) = subject.filter(|_| started_by_caller) else {
         return Err(ApiError::forbidden(
             "not_your_session",
             "this Checkout Session belongs to someone else",
         ));
-    }
+    };
+    let actor = Actor::new(&caller.subject, subject.tenant_id().map(str::to_owned));
     let Some(customer_id) = session.customer_id.clone() else {
         // Not completed yet: nothing to sync; the status says what is there.
-        return Ok(subject);
+        return Ok(actor);
     };
     let mut cause = SyncCause::call("api:checkout.verify");
     cause.checkout = Some(session);
     sync_customer(state, stripe, &customer_id, cause)
         .await
         .map_err(ApiError::upstream)?;
-    Ok(subject)
+    Ok(actor)
 }
 
+/// Opens the Stripe customer portal of the subject whose billing the caller manages in their
+/// tenant (see `manage::billing_subject`); a tenant's only for its billing manager.
 pub async fn open_portal(
     state: &AppState,
     caller: &Caller,
     return_url: Option<String>,
+    tenant_id: Option<&str>,
 ) -> Result<String, ApiError> {
     let stripe = stripe(state)?;
     let return_url = checked_redirect(
@@ -351,7 +396,9 @@ pub async fn open_portal(
         &state.settings.checkout.default_portal_return_url,
         "return_url",
     )?;
-    let subject = Subject::user(&caller.subject);
+    let actor = tenants::actor_for(caller, tenant_id)?;
+    let (subject, stored) = super::manage::billing_subject(state, &actor).await?;
+    tenants::require_manager(caller, &subject, stored.subscriptions.first())?;
     let s = subject.clone();
     let row = state.db.run(move |conn| customers::find(conn, &s)).await?;
     let customer_id = row.and_then(|r| r.stripe_customer_id).ok_or_else(|| {

@@ -1,10 +1,12 @@
-//! Managing the caller's own subscription without the portal: cancel at period end, resume,
+//! Managing a subscription without the portal (the caller's own, their membership's, or, for
+//! its billing manager, the tenant's): cancel at period end, resume,
 //! change plan. Each asks Stripe to make the change, then re-reads the customer from Stripe
 //! (the same sync as webhooks), so what is stored is what Stripe holds.
 
 use crate::billing::catalog::{Interval, PlanKind};
+use crate::billing::scope::Actor;
 use crate::billing::subject::Subject;
-use crate::db::state::SubscriptionRow;
+use crate::db::state::{SubjectState, SubscriptionRow};
 use crate::db::{self, customers};
 use crate::error::ApiError;
 use crate::identity::Caller;
@@ -12,15 +14,64 @@ use crate::startup::AppState;
 
 use super::checkout::{gateway_error, priced_plan, stripe, STANDING};
 use super::sync::{sync_customer, SyncCause};
+use super::tenants;
 
-/// The subscription the caller manages: the newest one that still stands.
-/// Re-read from Stripe first: the decision (is it already canceling? which price?) must not
-/// rest on a stale copy.
+/// The subject whose billing the actor manages: in a tenant, the tenant's, then the
+/// membership's, then the user's own, whichever first has a subscription that stands and that
+/// the actor may manage (a tenant's only as its billing manager); else the first with one
+/// that stands (managing it is then refused); else the first with any billing record; else
+/// the user's own.
+pub(crate) async fn billing_subject(
+    state: &AppState,
+    actor: &Actor,
+) -> Result<(Subject, SubjectState), ApiError> {
+    let mut candidates: Vec<Subject> = actor.subjects().into_iter().map(|(_, s)| s).collect();
+    candidates.reverse();
+    let mut loaded = state
+        .db
+        .run(move |conn| {
+            candidates
+                .into_iter()
+                .map(|s| {
+                    let stored = db::state::load(conn, &s.key())?;
+                    Ok((s, stored))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .await?;
+    fn standing(st: &SubjectState) -> Option<&SubscriptionRow> {
+        st.subscriptions
+            .iter()
+            .find(|s| STANDING.contains(&s.status.as_str()))
+    }
+    let manageable = |subject: &Subject, st: &SubjectState| match subject {
+        Subject::Tenant { .. } => standing(st)
+            .is_some_and(|s| s.manager_user_id.as_deref() == Some(actor.user_id.as_str())),
+        _ => standing(st).is_some(),
+    };
+    let any = |st: &SubjectState| !st.subscriptions.is_empty() || !st.purchases.is_empty();
+    let pick = loaded
+        .iter()
+        .position(|(s, st)| manageable(s, st))
+        .or_else(|| loaded.iter().position(|(_, st)| standing(st).is_some()))
+        .or_else(|| loaded.iter().position(|(_, st)| any(st)));
+    Ok(match pick {
+        Some(i) => loaded.swap_remove(i),
+        None => (Subject::user(&actor.user_id), SubjectState::default()),
+    })
+}
+
+/// The subscription the caller manages: the newest one that still stands, of the subject
+/// [`billing_subject`] picks; a tenant's only for its billing manager.
+/// Re-read from Stripe first: the decision (is it already canceling? which price? who manages
+/// it?) must not rest on a stale copy.
 async fn standing_subscription(
     state: &AppState,
-    subject: &Subject,
+    caller: &Caller,
+    actor: &Actor,
     source: &str,
 ) -> Result<SubscriptionRow, ApiError> {
+    let (subject, _) = billing_subject(state, actor).await?;
     let s = subject.clone();
     let customer = state.db.run(move |conn| customers::find(conn, &s)).await?;
     if let Some(customer_id) = customer.and_then(|c| c.stripe_customer_id) {
@@ -33,11 +84,15 @@ async fn standing_subscription(
         .db
         .run(move |conn| db::state::load(conn, &key))
         .await?;
-    stored
+    let sub = stored
         .subscriptions
         .into_iter()
         .find(|s| STANDING.contains(&s.status.as_str()))
-        .ok_or_else(|| ApiError::not_found("no_subscription", "you have no subscription to manage"))
+        .ok_or_else(|| {
+            ApiError::not_found("no_subscription", "you have no subscription to manage")
+        })?;
+    tenants::require_manager(caller, &subject, Some(&sub))?;
+    Ok(sub)
 }
 
 async fn resync(state: &AppState, sub: &SubscriptionRow, source: &str) -> Result<(), ApiError> {
@@ -54,29 +109,27 @@ async fn resync(state: &AppState, sub: &SubscriptionRow, source: &str) -> Result
 }
 
 /// Cancels at the end of the paid period: access stays until then. Idempotent.
-pub async fn cancel(state: &AppState, caller: &Caller) -> Result<Subject, ApiError> {
+pub async fn cancel(state: &AppState, caller: &Caller, actor: &Actor) -> Result<(), ApiError> {
     let stripe = stripe(state)?;
-    let subject = Subject::user(&caller.subject);
     const SOURCE: &str = "api:subscription.cancel";
-    let sub = standing_subscription(state, &subject, SOURCE).await?;
+    let sub = standing_subscription(state, caller, actor, SOURCE).await?;
     if !sub.cancel_at_period_end {
         stripe
             .set_cancel_at_period_end(&sub.stripe_subscription_id, true)
             .await
             .map_err(gateway_error)?;
-        tracing::info!(%subject, subscription = %sub.stripe_subscription_id, "cancel at period end");
+        tracing::info!(subject = %sub.subject, subscription = %sub.stripe_subscription_id, "cancel at period end");
         resync(state, &sub, SOURCE).await?;
     }
-    Ok(subject)
+    Ok(())
 }
 
 /// Withdraws a scheduled cancellation (at period end or on a date), or resumes a paused
 /// subscription. Idempotent.
-pub async fn resume(state: &AppState, caller: &Caller) -> Result<Subject, ApiError> {
+pub async fn resume(state: &AppState, caller: &Caller, actor: &Actor) -> Result<(), ApiError> {
     let stripe = stripe(state)?;
-    let subject = Subject::user(&caller.subject);
     const SOURCE: &str = "api:subscription.resume";
-    let sub = standing_subscription(state, &subject, SOURCE).await?;
+    let sub = standing_subscription(state, caller, actor, SOURCE).await?;
     if sub.status == "paused" {
         stripe
             .resume_paused(&sub.stripe_subscription_id)
@@ -98,16 +151,19 @@ pub async fn resume(state: &AppState, caller: &Caller) -> Result<Subject, ApiErr
             .map_err(gateway_error)?;
         resync(state, &sub, SOURCE).await?;
     }
-    Ok(subject)
+    Ok(())
 }
 
-/// Moves the subscription to another plan or interval, prorated as Stripe computes it.
+/// Moves the subscription to another plan, interval or number of seats, prorated as Stripe
+/// computes it.
 pub async fn change(
     state: &AppState,
     caller: &Caller,
+    actor: &Actor,
     plan: &str,
     interval: Interval,
-) -> Result<Subject, ApiError> {
+    quantity: Option<u64>,
+) -> Result<(), ApiError> {
     let stripe = stripe(state)?;
     let (plan, price_id) = priced_plan(state, plan, interval)?;
     if plan.kind != PlanKind::Subscription {
@@ -116,16 +172,30 @@ pub async fn change(
             format!("plan `{}` is bought once: use POST /v1/checkout", plan.id),
         ));
     }
-    let subject = Subject::user(&caller.subject);
+    if let Some(q) = quantity {
+        check_quantity(q)?;
+    }
     const SOURCE: &str = "api:subscription.change";
-    let sub = standing_subscription(state, &subject, SOURCE).await?;
-    if sub.price_id.as_deref() != Some(price_id.as_str()) {
+    let sub = standing_subscription(state, caller, actor, SOURCE).await?;
+    let same_seats = quantity.is_none_or(|q| i64::try_from(q).ok() == Some(sub.quantity));
+    if sub.price_id.as_deref() != Some(price_id.as_str()) || !same_seats {
         stripe
-            .change_price(&sub.stripe_subscription_id, &price_id, None)
+            .change_price(&sub.stripe_subscription_id, &price_id, quantity)
             .await
             .map_err(gateway_error)?;
-        tracing::info!(%subject, subscription = %sub.stripe_subscription_id, plan = %plan.id, "plan changed");
+        tracing::info!(subject = %sub.subject, subscription = %sub.stripe_subscription_id, plan = %plan.id, ?quantity, "plan changed");
         resync(state, &sub, SOURCE).await?;
     }
-    Ok(subject)
+    Ok(())
+}
+
+/// Seats on a subscription: 1 to 10,000.
+pub(crate) fn check_quantity(quantity: u64) -> Result<(), ApiError> {
+    if quantity == 0 || quantity > 10_000 {
+        return Err(ApiError::unprocessable(
+            "invalid_quantity",
+            "quantity must be 1 to 10000 (one-time plans: 1)",
+        ));
+    }
+    Ok(())
 }

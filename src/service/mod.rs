@@ -7,4 +7,5 @@ pub mod quotas;
 pub mod reconcile;
 pub mod status;
 pub mod sync;
+pub mod tenants;
 pub mod webhooks;

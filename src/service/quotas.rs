@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::billing::access::Reason;
 use crate::billing::catalog::{QuotaLimit, QuotaPeriod};
 use crate::billing::quota::{self, Applied, Decision};
-use crate::billing::subject::Subject;
+use crate::billing::scope::Actor;
 use crate::db::quotas::{Consumed, Consumption, Counted};
 use crate::error::{ApiError, Problem};
 use crate::startup::AppState;
@@ -103,11 +103,11 @@ pub struct UsageRefusal {
 
 const MAX_AMOUNT: u64 = 1_000_000_000;
 
-/// Consumes `amount` of `quota` for the subject: all of it or nothing, never beyond the
+/// Consumes `amount` of `quota` for the actor (from the grant that stands for them): all of it or nothing, never beyond the
 /// allowance plus purchased credits, once per idempotency key.
 pub async fn consume(
     state: &AppState,
-    subject: &Subject,
+    actor: &Actor,
     exemption: Exemption,
     req: UsageRequest,
 ) -> Result<UsageAnswer, ApiError> {
@@ -117,8 +117,9 @@ pub async fn consume(
             format!("amount must be 1 to {MAX_AMOUNT}"),
         ));
     }
-    let key = req.idempotency_key.trim();
-    if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+    // The key is stored and compared exactly as sent; a blank one is refused.
+    let key = &req.idempotency_key;
+    if key.trim().is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             "invalid_idempotency_key",
             "idempotency_key must be 1 to 255 printable characters",
@@ -130,15 +131,17 @@ pub async fn consume(
             format!("no plan declares the quota `{}`", req.quota),
         ));
     }
-    let subject_key = subject.key();
-    let subject = subject.clone();
+    let actor = actor.clone();
     let catalog = state.catalog.clone();
     let (policy, now) = (policy(state), state.now());
     let request = req.clone();
     let consumed = state
         .db
         .run(move |conn| {
-            let evaluated = evaluate(conn, &catalog, policy, &subject, exemption, now)?;
+            // The grant that stands for the actor is the one spent: a tenant's plan is shared by
+            // its members.
+            let evaluated = evaluate(conn, &catalog, policy, &actor, exemption, now)?;
+            let subject_key = evaluated.subject.key();
             let applied = evaluated
                 .applied
                 .iter()

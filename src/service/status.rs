@@ -3,7 +3,9 @@
 use chrono::{DateTime, Utc};
 
 use crate::billing::access::{self, Access, AccessPolicy};
+use crate::billing::catalog::QuotaLimit;
 use crate::billing::quota::{self, Applied, BillingPeriod, BALANCE_BUCKET};
+use crate::billing::scope::{self, Actor, Scope};
 use crate::billing::subject::Subject;
 use crate::db::state::{SubjectState, SubscriptionRow};
 use crate::db::{self, from_db_time, DbConnection};
@@ -14,6 +16,9 @@ use super::quotas::QuotaView;
 /// The verdict plus the facts of the subscription behind it, and the quotas now in force.
 #[derive(Debug, Clone)]
 pub struct StatusView {
+    /// Whose grant this is: the user's own, the membership's or the tenant's.
+    pub subject: Subject,
+    pub scope: Scope,
     pub access: Access,
     pub plan_name: String,
     pub subscription: Option<SubscriptionRow>,
@@ -27,12 +32,51 @@ impl StatusView {
             .and_then(|s| s.current_period_end)
             .map(from_db_time)
     }
+    /// Seats: allowed by the plan's `seats` quota, else by the subscription's quantity; used as
+    /// the caller reports its member count (`members`), else as counted by the `seats` quota.
+    /// `None` when neither the plan nor a subscription speaks of seats.
+    pub fn seats(&self, members: Option<u64>) -> Option<Seats> {
+        let quota = self.quotas.iter().find(|q| q.key == SEATS_QUOTA);
+        let allowed = match quota {
+            Some(q) => match q.limit? {
+                QuotaLimit::Limited(n) => Some(n),
+                QuotaLimit::Unlimited(_) => None,
+            },
+            None => {
+                let granting = self.subscription.as_ref().filter(|_| self.access.access)?;
+                Some(u64::try_from(granting.quantity).ok()?)
+            }
+        };
+        let used = members.or(quota.map(|q| q.used));
+        Some(Seats {
+            allowed,
+            used,
+            available: match (allowed, used) {
+                (Some(a), Some(u)) => Some(a.saturating_sub(u)),
+                _ => None,
+            },
+        })
+    }
+
     pub fn trial_end(&self) -> Option<DateTime<Utc>> {
         self.subscription
             .as_ref()
             .and_then(|s| s.trial_end)
             .map(from_db_time)
     }
+}
+
+/// The quota key that counts seats, when a plan limits them that way.
+pub const SEATS_QUOTA: &str = "seats";
+
+/// Seats in a subscription or plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Seats {
+    /// `null`: unlimited.
+    pub allowed: Option<u64>,
+    /// `null` when unknown: pass `members` or keep a `seats` quota.
+    pub used: Option<u64>,
+    pub available: Option<u64>,
 }
 
 /// Where an exemption comes from.
@@ -91,6 +135,9 @@ pub fn policy(state: &AppState) -> AccessPolicy {
 /// The verdict on stored state, and the quotas it brings (decided on the blocking thread, with
 /// the connection the reads used).
 pub(crate) struct Evaluated {
+    /// The subject whose grant stands for the actor (its quotas are the ones spent).
+    pub subject: Subject,
+    pub scope: Scope,
     pub stored: SubjectState,
     pub access: Access,
     pub applied: Vec<Applied>,
@@ -106,27 +153,46 @@ impl Evaluated {
     }
 }
 
+/// The actor's access: what the user holds personally and, in a tenant, through the membership
+/// and through the tenant; the strongest grant stands. One read of the subjects' snapshots.
 pub(crate) fn evaluate(
     conn: &mut DbConnection,
     catalog: &crate::billing::catalog::Catalog,
     policy: AccessPolicy,
-    subject: &Subject,
+    actor: &Actor,
     exemption: Exemption,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Evaluated> {
-    let snapshot = db::snapshots::read(conn, &subject.key())?;
-    let exempt = exemption.resolve(conn, subject, snapshot.role_exempt, now)?;
-    let stored = snapshot.state;
+    let subjects = actor.subjects();
+    let keys: Vec<String> = subjects.iter().map(|(_, s)| s.key()).collect();
+    let mut snapshots = db::snapshots::read_many(conn, &keys)?;
+    // Exemptions belong to the user (the first subject), never to a tenant.
+    let (user_scope, user) = &subjects[0];
+    debug_assert_eq!(*user_scope, Scope::User);
+    let exempt = exemption.resolve(conn, user, snapshots[0].role_exempt, now)?;
+    let mut verdicts: Vec<Access> = snapshots
+        .iter()
+        .enumerate()
+        .map(|(i, snapshot)| {
+            access::evaluate(
+                catalog,
+                policy,
+                &snapshot.state.subscription_facts(),
+                &snapshot.state.purchase_facts(),
+                exempt && i == 0,
+                now,
+            )
+        })
+        .collect();
+    let chosen = scope::strongest(catalog, &verdicts.iter().collect::<Vec<_>>())
+        .unwrap_or_else(|| scope::free_subject(catalog, &subjects));
+    let (scope, subject) = subjects[chosen].clone();
+    let stored = std::mem::take(&mut snapshots[chosen].state);
+    let verdict = verdicts.swap_remove(chosen);
     let purchases = stored.purchase_facts();
-    let verdict = access::evaluate(
-        catalog,
-        policy,
-        &stored.subscription_facts(),
-        &purchases,
-        exempt,
-        now,
-    );
     let mut evaluated = Evaluated {
+        subject,
+        scope,
         stored,
         access: verdict,
         applied: Vec::new(),
@@ -147,36 +213,36 @@ pub(crate) fn evaluate(
 
 pub async fn status_of(
     state: &AppState,
-    subject: &Subject,
+    actor: &Actor,
     exemption: Exemption,
 ) -> anyhow::Result<StatusView> {
-    view(state, subject, exemption, true).await
+    view(state, actor, exemption, true).await
 }
 
 /// The verdict alone, without reading quota counters (`quotas` stays empty): what a feature
 /// check needs.
 pub async fn access_of(
     state: &AppState,
-    subject: &Subject,
+    actor: &Actor,
     exemption: Exemption,
 ) -> anyhow::Result<StatusView> {
-    view(state, subject, exemption, false).await
+    view(state, actor, exemption, false).await
 }
 
 async fn view(
     state: &AppState,
-    subject: &Subject,
+    actor: &Actor,
     exemption: Exemption,
     with_quotas: bool,
 ) -> anyhow::Result<StatusView> {
-    let key = subject.key();
-    let subject = subject.clone();
+    let actor = actor.clone();
     let catalog = state.catalog.clone();
     let (policy, now) = (policy(state), state.now());
     state
         .db
         .run(move |conn| {
-            let evaluated = evaluate(conn, &catalog, policy, &subject, exemption, now)?;
+            let evaluated = evaluate(conn, &catalog, policy, &actor, exemption, now)?;
+            let key = evaluated.subject.key();
             let applied = if with_quotas {
                 evaluated.applied.as_slice()
             } else {
@@ -209,6 +275,8 @@ async fn view(
                 .unwrap_or_default();
             let subscription = evaluated.subscription().cloned();
             Ok(StatusView {
+                subject: evaluated.subject,
+                scope: evaluated.scope,
                 access: evaluated.access,
                 plan_name,
                 subscription,

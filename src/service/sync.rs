@@ -356,6 +356,7 @@ fn subscription_row(
         canceled_at: s.canceled_at.map(to_db_time),
         ended_at: s.ended_at.map(to_db_time),
         latest_invoice_id: s.latest_invoice_id,
+        manager_user_id: s.metadata.get(metadata::MANAGER).cloned(),
         payment_failed_at: None,
         stripe_created_at: to_db_time(s.created),
         synced_at: to_db_time(now),

@@ -15,8 +15,9 @@ use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::invoice::ListInvoice;
 use stripe_billing::subscription::{
-    ListSubscription, ListSubscriptionStatus, ResumeSubscription, RetrieveSubscription,
-    UpdateSubscription, UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior,
+    CancelSubscription, CancelSubscriptionCancellationDetails, ListSubscription,
+    ListSubscriptionStatus, ResumeSubscription, RetrieveSubscription, UpdateSubscription,
+    UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior,
 };
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionDiscounts, CreateCheckoutSessionLineItems,
@@ -41,6 +42,9 @@ pub mod metadata {
     pub const PLAN: &str = "tollgate_plan";
     pub const KIND: &str = "tollgate_kind";
     pub const INTERVAL: &str = "tollgate_interval";
+    /// The user who started the checkout: the manager of a tenant's subscription (changed by
+    /// a hand-over).
+    pub const MANAGER: &str = "tollgate_manager";
 }
 
 /// A Stripe subscription as Tollgate needs it.
@@ -503,6 +507,34 @@ impl StripeGateway {
         .customize::<stripe_shared::Subscription>()
         .send(&self.client)
         .await?;
+        Ok(())
+    }
+
+    /// Cancels the subscription now (its tenant or membership was removed). `why` is recorded
+    /// on Stripe as the cancellation comment.
+    pub async fn cancel_now(&self, subscription_id: &str, why: &str) -> Result<(), GatewayError> {
+        let mut details = CancelSubscriptionCancellationDetails::new();
+        details.comment = Some(why.to_owned());
+        CancelSubscription::new(subscription_id)
+            .cancellation_details(details)
+            .send(&self.client)
+            .await?;
+        Ok(())
+    }
+
+    /// Names the member who manages the subscription (metadata `tollgate_manager`).
+    pub async fn set_manager(
+        &self,
+        subscription_id: &str,
+        user_id: &str,
+    ) -> Result<(), GatewayError> {
+        UpdateSubscription::new(subscription_id)
+            .metadata(HashMap::from([(
+                metadata::MANAGER.to_owned(),
+                user_id.to_owned(),
+            )]))
+            .send(&self.client)
+            .await?;
         Ok(())
     }
 

@@ -37,22 +37,22 @@ async fn one_feature_answers_allowed_and_reason() {
         (
             "user-1",
             "export",
-            json!({"feature": "export", "allowed": true, "reason": "active", "plan": "pro"}),
+            json!({"feature": "export", "allowed": true, "reason": "active", "plan": "pro", "granted_by": "user"}),
         ),
         (
             "user-1",
             "lifetime",
-            json!({"feature": "lifetime", "allowed": false, "reason": "not_in_plan", "plan": "pro"}),
+            json!({"feature": "lifetime", "allowed": false, "reason": "not_in_plan", "plan": "pro", "granted_by": "user"}),
         ),
         (
             "user-2",
             "export",
-            json!({"feature": "export", "allowed": false, "reason": "free", "plan": "free"}),
+            json!({"feature": "export", "allowed": false, "reason": "free", "plan": "free", "granted_by": "user"}),
         ),
         (
             "user-2",
             "basic",
-            json!({"feature": "basic", "allowed": true, "reason": "free", "plan": "free"}),
+            json!({"feature": "basic", "allowed": true, "reason": "free", "plan": "free", "granted_by": "user"}),
         ),
     ];
     for (user, feature, expected) in cases {

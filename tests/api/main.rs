@@ -12,4 +12,5 @@ mod payments;
 mod quotas;
 mod reconcile;
 mod subscription;
+mod tenants;
 mod webhooks;

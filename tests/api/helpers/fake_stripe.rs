@@ -48,6 +48,8 @@ pub struct FakeStripe {
     state: Arc<Mutex<State>>,
     /// The next N subscription listings answer 500.
     failing_lists: Arc<AtomicUsize>,
+    /// The next N subscription cancellations answer 500 (and say not to retry).
+    failing_cancels: Arc<AtomicUsize>,
 }
 
 pub fn now() -> i64 {
@@ -61,6 +63,7 @@ impl FakeStripe {
             server: Arc::new(server),
             state: Arc::default(),
             failing_lists: Arc::default(),
+            failing_cancels: Arc::default(),
         };
         Mock::given(wiremock::matchers::any())
             .respond_with(fake.clone())
@@ -86,6 +89,10 @@ impl FakeStripe {
 
     pub fn fail_subscription_lists(&self, times: usize) {
         self.failing_lists.store(times, Ordering::SeqCst);
+    }
+
+    pub fn fail_cancellations(&self, times: usize) {
+        self.failing_cancels.store(times, Ordering::SeqCst);
     }
 
     pub fn add_promotion_code(&self, code: &str, id: &str) {
@@ -538,6 +545,48 @@ impl FakeStripe {
                             item["plan"]["id"] = json!(price);
                             item["plan"]["interval"] = json!(interval);
                         }
+                        if let Some(q) = form.get("items[0][quantity]") {
+                            sub["items"]["data"][0]["quantity"] =
+                                json!(q.parse::<u64>().expect("a quantity"));
+                        }
+                        let updates: Vec<(String, String)> = form
+                            .iter()
+                            .filter_map(|(k, v)| {
+                                let key = k.strip_prefix("metadata[")?.strip_suffix(']')?;
+                                Some((key.to_owned(), v.clone()))
+                            })
+                            .collect();
+                        for (k, v) in updates {
+                            sub["metadata"][k] = json!(v);
+                        }
+                        Ok(sub.clone())
+                    }
+                }
+            }
+            ("DELETE", ["v1", "subscriptions", id]) => {
+                if self.failing_cancels.load(Ordering::SeqCst) > 0 {
+                    self.failing_cancels.fetch_sub(1, Ordering::SeqCst);
+                    return error(500, "api_error", "fake outage")
+                        .insert_header("Stripe-Should-Retry", "false");
+                }
+                match st.subscriptions.iter_mut().find(|s| s["id"] == *id) {
+                    None => Err(404),
+                    Some(sub) if sub["status"] == "canceled" => {
+                        return error(
+                            400,
+                            "invalid_request_error",
+                            "This subscription has already been canceled.",
+                        );
+                    }
+                    Some(sub) => {
+                        sub["status"] = json!("canceled");
+                        sub["canceled_at"] = json!(now());
+                        sub["ended_at"] = json!(now());
+                        sub["cancellation_details"] = json!({
+                            "comment": form.get("cancellation_details[comment]"),
+                            "feedback": null,
+                            "reason": "cancellation_requested",
+                        });
                         Ok(sub.clone())
                     }
                 }

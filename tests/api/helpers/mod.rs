@@ -105,6 +105,9 @@ pub struct Options {
     pub extra_toml: String,
     /// Leave `auth.jwks_url` unset: keys are found through OIDC discovery from the issuer.
     pub oidc_discovery: bool,
+    /// Start from this configuration file with its own plans, instead of config/default.toml
+    /// with [`TEST_PLANS`]; no price allowlist.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -114,6 +117,7 @@ impl Default for Options {
             saas: true,
             extra_toml: String::new(),
             oidc_discovery: false,
+            config_file: None,
         }
     }
 }
@@ -127,7 +131,12 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let stripe = FakeStripe::start().await;
     let idp = Idp::start().await;
     let db = TestDatabase::create();
-    let base = Toml::file_exact(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"));
+    let base = Toml::file_exact(
+        options
+            .config_file
+            .clone()
+            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml").into()),
+    );
     let mut figment = Figment::new()
         .merge(base)
         .merge(("saas", options.saas))
@@ -164,9 +173,13 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .merge(("checkout.rate_limit_per_minute", 5))
         .merge(("auth.issuer", idp.issuer()))
         .merge(("auth.audience", vec![AUDIENCE]))
-        .merge(("auth.jwks_refetch_min_seconds", 0))
-        .merge(Toml::string(TEST_PLANS))
-        .merge(Toml::string(&options.extra_toml));
+        .merge(("auth.jwks_refetch_min_seconds", 0));
+    if options.config_file.is_some() {
+        figment = figment.merge(("stripe.allowed_price_ids", Vec::<String>::new()));
+    } else {
+        figment = figment.merge(Toml::string(TEST_PLANS));
+    }
+    figment = figment.merge(Toml::string(&options.extra_toml));
     if !options.oidc_discovery {
         figment = figment.merge(("auth.jwks_url", idp.jwks_url()));
     }

@@ -1,0 +1,116 @@
+//! `DELETE /v1/tenants/{tenant_id}`, `DELETE /v1/tenants/{tenant_id}/members/{user_id}` and
+//! `PUT /v1/tenants/{tenant_id}/manager`: what a product's tenant administration tells
+//! Tollgate (scope `billing:admin`).
+
+use actix_web::{delete, put, web, HttpResponse};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::entitlements::service_actor;
+use crate::error::{ApiError, Problem};
+use crate::identity::{AdminScope, Service};
+use crate::service::tenants::{self, checked_tenant_id, ManagerOut, RemovalOut};
+use crate::startup::AppState;
+
+/// The tenant was deleted: cancels on Stripe, at once, the tenant's subscription and every
+/// membership subscription in it, and records the removal (audited). Idempotent: a retry,
+/// also after a Stripe failure (502), finishes what is left and cancels nothing twice.
+#[utoipa::path(
+    tag = "services",
+    operation_id = "v1.tenants.delete",
+    security(("bearer" = [])),
+    params(("tenant_id" = String, Path, description = "The identity provider's tenant id")),
+    responses(
+        (status = 200, body = RemovalOut),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Stripe failed: the removal is recorded; retry to finish", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/tenants/{tenant_id}")]
+#[tracing::instrument(skip_all)]
+pub async fn delete_tenant(
+    state: web::Data<AppState>,
+    _service: Service<AdminScope>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let tenant_id = checked_tenant_id(&path.into_inner())?;
+    let removal = tenants::remove_tenant(&state, &tenant_id).await?;
+    Ok(HttpResponse::Ok().json(removal))
+}
+
+/// The member left the tenant: cancels on Stripe, at once, their membership subscription and,
+/// when they are the billing manager of the tenant's subscription, that one too (no other
+/// member may manage it). Recorded and audited; idempotent and safe to retry.
+#[utoipa::path(
+    tag = "services",
+    operation_id = "v1.tenants.members.delete",
+    security(("bearer" = [])),
+    params(
+        ("tenant_id" = String, Path, description = "The identity provider's tenant id"),
+        ("user_id" = String, Path, description = "The identity provider's user id"),
+    ),
+    responses(
+        (status = 200, body = RemovalOut),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "Stripe failed: the removal is recorded; retry to finish", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/tenants/{tenant_id}/members/{user_id}")]
+#[tracing::instrument(skip_all)]
+pub async fn delete_member(
+    state: web::Data<AppState>,
+    _service: Service<AdminScope>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (tenant_id, user_id) = path.into_inner();
+    let actor = service_actor(&user_id, Some(&tenant_id))?;
+    let tenant_id = actor.tenant_id.unwrap_or(tenant_id);
+    let removal = tenants::remove_member(&state, &tenant_id, &actor.user_id).await?;
+    Ok(HttpResponse::Ok().json(removal))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerIn {
+    /// The member who manages the tenant's subscription from now on.
+    pub user_id: String,
+}
+
+/// Hands the tenant's subscription over to another member: from now on only they may check
+/// out, open the portal, cancel, resume or change it. Recorded on Stripe (subscription metadata
+/// `tollgate_manager`) and audited. Idempotent.
+#[utoipa::path(
+    tag = "services",
+    operation_id = "v1.tenants.manager.put",
+    security(("bearer" = [])),
+    params(("tenant_id" = String, Path, description = "The identity provider's tenant id")),
+    request_body = ManagerIn,
+    responses(
+        (status = 200, body = ManagerOut),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "the token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "the tenant has no subscription that stands", body = Problem, content_type = "application/problem+json"),
+        (status = 502, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/tenants/{tenant_id}/manager")]
+#[tracing::instrument(skip_all)]
+pub async fn put_manager(
+    state: web::Data<AppState>,
+    _service: Service<AdminScope>,
+    path: web::Path<String>,
+    body: web::Json<ManagerIn>,
+) -> Result<HttpResponse, ApiError> {
+    let actor = service_actor(&body.user_id, Some(&path.into_inner()))?;
+    let tenant_id = actor.tenant_id.clone().unwrap_or_default();
+    let out = tenants::hand_over(&state, &tenant_id, &actor.user_id).await?;
+    Ok(HttpResponse::Ok().json(out))
+}

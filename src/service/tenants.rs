@@ -1,0 +1,320 @@
+//! Tenants: which tenant a caller acts in, who manages a tenant's subscription, and what
+//! removing a tenant or a member cancels on Stripe.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::billing::scope::{Actor, Scope};
+use crate::billing::subject::Subject;
+use crate::db::audit::{self, Entry};
+use crate::db::state::SubscriptionRow;
+use crate::db::{self, customers, from_db_time};
+use crate::error::ApiError;
+use crate::identity::Caller;
+use crate::startup::AppState;
+
+use super::checkout::{gateway_error, stripe, STANDING};
+use super::sync::{sync_customer, SyncCause};
+
+/// A tenant id as callers pass it: 1 to 255 characters, not blank.
+pub fn checked_tenant_id(tenant_id: &str) -> Result<String, ApiError> {
+    if tenant_id.trim().is_empty() || tenant_id.len() > 255 {
+        return Err(ApiError::bad_request(
+            "invalid_tenant_id",
+            "tenant_id must be 1 to 255 characters",
+        ));
+    }
+    Ok(tenant_id.to_owned())
+}
+
+/// The end user, in the tenant they act in: the `tenant_id` they name, which their token's
+/// tenant claim must list, or else the one tenant the claim names. A token naming several
+/// tenants and no `tenant_id` acts as the user alone.
+pub fn actor_for(caller: &Caller, requested: Option<&str>) -> Result<Actor, ApiError> {
+    let tenant_id = match requested {
+        Some(t) => {
+            let t = checked_tenant_id(t)?;
+            if !caller.tenant_ids.contains(&t) {
+                return Err(ApiError::forbidden(
+                    "tenant_not_allowed",
+                    format!("your token does not make you a member of tenant `{t}`"),
+                ));
+            }
+            Some(t)
+        }
+        None => match caller.tenant_ids.as_slice() {
+            [only] => Some(only.clone()),
+            _ => None,
+        },
+    };
+    Ok(Actor::new(&caller.subject, tenant_id))
+}
+
+/// Refuses an end user who is not the manager of the tenant's subscription.
+pub fn require_manager(
+    caller: &Caller,
+    subject: &Subject,
+    sub: Option<&SubscriptionRow>,
+) -> Result<(), ApiError> {
+    let Subject::Tenant { tenant_id } = subject else {
+        return Ok(());
+    };
+    let manager = sub.and_then(|s| s.manager_user_id.as_deref());
+    if manager == Some(caller.subject.as_str()) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "not_billing_manager",
+        match manager {
+            Some(_) => format!(
+                "only the member who subscribed manages tenant `{tenant_id}`'s subscription; \
+                 other members read its status only"
+            ),
+            None => format!(
+                "tenant `{tenant_id}`'s subscription has no billing manager on record; a \
+                 service can name one (PUT /v1/tenants/{{tenant_id}}/manager)"
+            ),
+        },
+    ))
+}
+
+/// What a removal did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RemovalOut {
+    pub tenant_id: String,
+    /// Set when a member was removed.
+    pub user_id: Option<String>,
+    /// When the removal was first recorded (a retry keeps it).
+    pub removed_at: DateTime<Utc>,
+    /// Subscriptions this call canceled on Stripe (empty on a retry that finds nothing left).
+    pub canceled_subscriptions: Vec<String>,
+}
+
+const REMOVAL_COMMENT: &str = "removed from the product (Tollgate)";
+
+/// Removes a tenant: records it, then cancels on Stripe every standing subscription of the
+/// tenant and of its memberships. Safe to repeat: a call after a Stripe failure finishes what
+/// the first one started.
+pub async fn remove_tenant(state: &AppState, tenant_id: &str) -> Result<RemovalOut, ApiError> {
+    const SOURCE: &str = "api:tenants.delete";
+    let tenant = Subject::Tenant {
+        tenant_id: tenant_id.to_owned(),
+    };
+    let (t, tid, now) = (tenant.clone(), tenant_id.to_owned(), state.now());
+    let (removed_at, rows) = state
+        .db
+        .run(move |conn| {
+            db::write_transaction(conn, |conn| {
+                let mut members = Vec::new();
+                for row in customers::of_tenant(conn, &tid)? {
+                    if let Some(s) = Subject::parse_key(&row.subject).filter(|s| *s != t) {
+                        members.push(s);
+                    }
+                }
+                let mut removed_at = None;
+                for subject in std::iter::once(&t).chain(&members) {
+                    let at = mark(conn, subject, SOURCE, now)?;
+                    if *subject == t {
+                        removed_at = Some(at);
+                    }
+                }
+                let rows = customers::of_tenant(conn, &tid)?;
+                Ok((removed_at.unwrap_or(now), rows))
+            })
+        })
+        .await?;
+    let mut canceled = Vec::new();
+    for row in rows {
+        let Some(customer_id) = row.stripe_customer_id else {
+            continue;
+        };
+        let Some(subject) = Subject::parse_key(&row.subject) else {
+            continue;
+        };
+        canceled.extend(cancel_standing(state, &subject, &customer_id, SOURCE, |_| true).await?);
+    }
+    Ok(RemovalOut {
+        tenant_id: tenant_id.to_owned(),
+        user_id: None,
+        removed_at,
+        canceled_subscriptions: canceled,
+    })
+}
+
+/// Removes a member from a tenant: cancels the membership's subscription and, when the member
+/// is the billing manager of the tenant's subscription, that one too (no one else may manage
+/// it). Safe to repeat.
+pub async fn remove_member(
+    state: &AppState,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<RemovalOut, ApiError> {
+    const SOURCE: &str = "api:tenants.members.delete";
+    let membership = Subject::Membership {
+        tenant_id: tenant_id.to_owned(),
+        user_id: user_id.to_owned(),
+    };
+    let tenant = Subject::Tenant {
+        tenant_id: tenant_id.to_owned(),
+    };
+    let (m, t, now) = (membership.clone(), tenant.clone(), state.now());
+    let (removed_at, rows) = state
+        .db
+        .run(move |conn| {
+            db::write_transaction(conn, |conn| {
+                let at = mark(conn, &m, SOURCE, now)?;
+                let rows = [customers::find(conn, &m)?, customers::find(conn, &t)?];
+                Ok((at, rows))
+            })
+        })
+        .await?;
+    let mut canceled = Vec::new();
+    for row in rows.into_iter().flatten() {
+        let (Some(customer_id), Some(subject)) =
+            (row.stripe_customer_id, Subject::parse_key(&row.subject))
+        else {
+            continue;
+        };
+        let managed_by_member = |s: &SubscriptionRow| s.manager_user_id.as_deref() == Some(user_id);
+        let cancel = if subject == tenant {
+            cancel_standing(state, &subject, &customer_id, SOURCE, managed_by_member).await?
+        } else {
+            cancel_standing(state, &subject, &customer_id, SOURCE, |_| true).await?
+        };
+        canceled.extend(cancel);
+    }
+    Ok(RemovalOut {
+        tenant_id: tenant_id.to_owned(),
+        user_id: Some(user_id.to_owned()),
+        removed_at,
+        canceled_subscriptions: canceled,
+    })
+}
+
+/// Records the removal once (with an audit row); returns when it was first recorded.
+fn mark(
+    conn: &mut db::DbConnection,
+    subject: &Subject,
+    source: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<DateTime<Utc>> {
+    if customers::mark_removed(conn, subject, now)? {
+        audit::record(
+            conn,
+            Entry {
+                subject: &subject.key(),
+                entity: Scope::of(subject).as_str(),
+                entity_id: &subject.key(),
+                action: "removed",
+                changes: serde_json::json!({ "removed_at": now }),
+                source,
+            },
+            now,
+        )?;
+    }
+    let row = customers::find(conn, subject)?
+        .ok_or_else(|| anyhow::anyhow!("customer row for {subject} vanished"))?;
+    Ok(row.removed_at.map(from_db_time).unwrap_or(now))
+}
+
+/// Re-reads the customer from Stripe, cancels its standing subscriptions that `which` selects,
+/// and re-reads again so that what is stored is what Stripe holds.
+async fn cancel_standing(
+    state: &AppState,
+    subject: &Subject,
+    customer_id: &str,
+    source: &str,
+    which: impl Fn(&SubscriptionRow) -> bool,
+) -> Result<Vec<String>, ApiError> {
+    let stripe = stripe(state)?;
+    sync_customer(state, stripe, customer_id, SyncCause::call(source))
+        .await
+        .map_err(ApiError::upstream)?;
+    let key = subject.key();
+    let stored = state
+        .db
+        .run(move |conn| db::state::load(conn, &key))
+        .await?;
+    let standing: Vec<String> = stored
+        .subscriptions
+        .iter()
+        .filter(|s| STANDING.contains(&s.status.as_str()) && which(s))
+        .map(|s| s.stripe_subscription_id.clone())
+        .collect();
+    if standing.is_empty() {
+        return Ok(standing);
+    }
+    for id in &standing {
+        stripe
+            .cancel_now(id, REMOVAL_COMMENT)
+            .await
+            .map_err(gateway_error)?;
+        tracing::info!(%subject, subscription = %id, "canceled: removed");
+    }
+    sync_customer(state, stripe, customer_id, SyncCause::call(source))
+        .await
+        .map_err(ApiError::upstream)?;
+    Ok(standing)
+}
+
+/// Who manages a tenant's subscription after a hand-over.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ManagerOut {
+    pub tenant_id: String,
+    pub manager_user_id: String,
+    pub subscription_id: String,
+}
+
+/// Hands the tenant's standing subscription over to another member: only they may manage it
+/// from now on. Recorded on Stripe (metadata `tollgate_manager`), then synced and audited.
+pub async fn hand_over(
+    state: &AppState,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<ManagerOut, ApiError> {
+    const SOURCE: &str = "api:tenants.manager";
+    let tenant = Subject::Tenant {
+        tenant_id: tenant_id.to_owned(),
+    };
+    let no_subscription = || {
+        ApiError::not_found(
+            "no_subscription",
+            format!("tenant `{tenant_id}` has no subscription to hand over"),
+        )
+    };
+    let t = tenant.clone();
+    let row = state.db.run(move |conn| customers::find(conn, &t)).await?;
+    let customer_id = row
+        .and_then(|r| r.stripe_customer_id)
+        .ok_or_else(no_subscription)?;
+    let stripe = stripe(state)?;
+    sync_customer(state, stripe, &customer_id, SyncCause::call(SOURCE))
+        .await
+        .map_err(ApiError::upstream)?;
+    let key = tenant.key();
+    let stored = state
+        .db
+        .run(move |conn| db::state::load(conn, &key))
+        .await?;
+    let sub = stored
+        .subscriptions
+        .into_iter()
+        .find(|s| STANDING.contains(&s.status.as_str()))
+        .ok_or_else(no_subscription)?;
+    if sub.manager_user_id.as_deref() != Some(user_id) {
+        stripe
+            .set_manager(&sub.stripe_subscription_id, user_id)
+            .await
+            .map_err(gateway_error)?;
+        tracing::info!(subject = %tenant, subscription = %sub.stripe_subscription_id, "billing manager handed over");
+        sync_customer(state, stripe, &customer_id, SyncCause::call(SOURCE))
+            .await
+            .map_err(ApiError::upstream)?;
+    }
+    Ok(ManagerOut {
+        tenant_id: tenant_id.to_owned(),
+        manager_user_id: user_id.to_owned(),
+        subscription_id: sub.stripe_subscription_id,
+    })
+}
