@@ -61,6 +61,29 @@ pub(crate) async fn billing_subject(
     })
 }
 
+/// The subject's Stripe customer, if it has one, and its state as stored after re-reading that
+/// customer from Stripe: what a decision to change something on Stripe must rest on.
+pub(crate) async fn fresh_state(
+    state: &AppState,
+    subject: &Subject,
+    source: &str,
+) -> Result<(Option<String>, SubjectState), ApiError> {
+    let s = subject.clone();
+    let customer = state.db.run(move |conn| customers::find(conn, &s)).await?;
+    let customer_id = customer.and_then(|c| c.stripe_customer_id);
+    if let Some(customer_id) = &customer_id {
+        sync_customer(state, stripe(state)?, customer_id, SyncCause::call(source))
+            .await
+            .map_err(ApiError::upstream)?;
+    }
+    let key = subject.key();
+    let stored = state
+        .db
+        .run(move |conn| db::state::load(conn, &key))
+        .await?;
+    Ok((customer_id, stored))
+}
+
 /// The subscription the caller manages: the newest one that still stands, of the subject
 /// [`billing_subject`] picks; a tenant's only for its billing manager.
 /// Re-read from Stripe first: the decision (is it already canceling? which price? who manages
@@ -72,18 +95,7 @@ async fn standing_subscription(
     source: &str,
 ) -> Result<SubscriptionRow, ApiError> {
     let (subject, _) = billing_subject(state, actor).await?;
-    let s = subject.clone();
-    let customer = state.db.run(move |conn| customers::find(conn, &s)).await?;
-    if let Some(customer_id) = customer.and_then(|c| c.stripe_customer_id) {
-        sync_customer(state, stripe(state)?, &customer_id, SyncCause::call(source))
-            .await
-            .map_err(ApiError::upstream)?;
-    }
-    let key = subject.key();
-    let stored = state
-        .db
-        .run(move |conn| db::state::load(conn, &key))
-        .await?;
+    let (_, stored) = fresh_state(state, &subject, source).await?;
     let sub = stored
         .subscriptions
         .into_iter()

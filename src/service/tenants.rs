@@ -15,6 +15,7 @@ use crate::identity::Caller;
 use crate::startup::AppState;
 
 use super::checkout::{gateway_error, stripe, STANDING};
+use super::manage::fresh_state;
 use super::sync::{sync_customer, SyncCause};
 
 /// A tenant id as callers pass it: 1 to 255 characters, not blank.
@@ -228,14 +229,7 @@ async fn cancel_standing(
     which: impl Fn(&SubscriptionRow) -> bool,
 ) -> Result<Vec<String>, ApiError> {
     let stripe = stripe(state)?;
-    sync_customer(state, stripe, customer_id, SyncCause::call(source))
-        .await
-        .map_err(ApiError::upstream)?;
-    let key = subject.key();
-    let stored = state
-        .db
-        .run(move |conn| db::state::load(conn, &key))
-        .await?;
+    let (_, stored) = fresh_state(state, subject, source).await?;
     let standing: Vec<String> = stored
         .subscriptions
         .iter()
@@ -283,25 +277,14 @@ pub async fn hand_over(
             format!("tenant `{tenant_id}` has no subscription to hand over"),
         )
     };
-    let t = tenant.clone();
-    let row = state.db.run(move |conn| customers::find(conn, &t)).await?;
-    let customer_id = row
-        .and_then(|r| r.stripe_customer_id)
-        .ok_or_else(no_subscription)?;
-    let stripe = stripe(state)?;
-    sync_customer(state, stripe, &customer_id, SyncCause::call(SOURCE))
-        .await
-        .map_err(ApiError::upstream)?;
-    let key = tenant.key();
-    let stored = state
-        .db
-        .run(move |conn| db::state::load(conn, &key))
-        .await?;
+    let (customer_id, stored) = fresh_state(state, &tenant, SOURCE).await?;
+    let customer_id = customer_id.ok_or_else(no_subscription)?;
     let sub = stored
         .subscriptions
         .into_iter()
         .find(|s| STANDING.contains(&s.status.as_str()))
         .ok_or_else(no_subscription)?;
+    let stripe = stripe(state)?;
     if sub.manager_user_id.as_deref() != Some(user_id) {
         stripe
             .set_manager(&sub.stripe_subscription_id, user_id)
