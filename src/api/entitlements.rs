@@ -45,7 +45,7 @@ pub(crate) fn service_actor(user_id: &str, tenant_id: Option<&str>) -> Result<Ac
 }
 
 /// A user id as services pass it: 1 to 255 characters, not blank.
-fn checked_user_id(user_id: &str) -> Result<String, ApiError> {
+pub(crate) fn checked_user_id(user_id: &str) -> Result<String, ApiError> {
     if user_id.trim().is_empty() || user_id.len() > 255 {
         return Err(ApiError::bad_request(
             "invalid_user_id",

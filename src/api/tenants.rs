@@ -6,7 +6,7 @@ use actix_web::{delete, put, web, HttpResponse};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::entitlements::service_actor;
+use super::entitlements::checked_user_id;
 use crate::error::{ApiError, Problem};
 use crate::identity::{AdminScope, Service};
 use crate::service::tenants::{self, checked_tenant_id, ManagerOut, RemovalOut};
@@ -69,9 +69,8 @@ pub async fn delete_member(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, user_id) = path.into_inner();
-    let actor = service_actor(&user_id, Some(&tenant_id))?;
-    let tenant_id = actor.tenant_id.unwrap_or(tenant_id);
-    let removal = tenants::remove_member(&state, &tenant_id, &actor.user_id).await?;
+    let (tenant_id, user_id) = (checked_tenant_id(&tenant_id)?, checked_user_id(&user_id)?);
+    let removal = tenants::remove_member(&state, &tenant_id, &user_id).await?;
     Ok(HttpResponse::Ok().json(removal))
 }
 
@@ -109,8 +108,8 @@ pub async fn put_manager(
     path: web::Path<String>,
     body: web::Json<ManagerIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = service_actor(&body.user_id, Some(&path.into_inner()))?;
-    let tenant_id = actor.tenant_id.clone().unwrap_or_default();
-    let out = tenants::hand_over(&state, &tenant_id, &actor.user_id).await?;
+    let tenant_id = checked_tenant_id(&path.into_inner())?;
+    let user_id = checked_user_id(&body.user_id)?;
+    let out = tenants::hand_over(&state, &tenant_id, &user_id).await?;
     Ok(HttpResponse::Ok().json(out))
 }

@@ -107,21 +107,15 @@ pub async fn remove_tenant(state: &AppState, tenant_id: &str) -> Result<RemovalO
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
-                let mut members = Vec::new();
-                for row in customers::of_tenant(conn, &tid)? {
-                    if let Some(s) = Subject::parse_key(&row.subject).filter(|s| *s != t) {
-                        members.push(s);
-                    }
-                }
-                let mut removed_at = None;
-                for subject in std::iter::once(&t).chain(&members) {
-                    let at = mark(conn, subject, SOURCE, now)?;
-                    if *subject == t {
-                        removed_at = Some(at);
-                    }
-                }
+                // The tenant's row first (it may not exist yet), then its memberships.
+                let removed_at = mark(conn, &t, SOURCE, now)?;
                 let rows = customers::of_tenant(conn, &tid)?;
-                Ok((removed_at.unwrap_or(now), rows))
+                for row in &rows {
+                    if let Some(member) = Subject::parse_key(&row.subject).filter(|s| *s != t) {
+                        mark(conn, &member, SOURCE, now)?;
+                    }
+                }
+                Ok((removed_at, rows))
             })
         })
         .await?;
@@ -177,13 +171,11 @@ pub async fn remove_member(
         else {
             continue;
         };
-        let managed_by_member = |s: &SubscriptionRow| s.manager_user_id.as_deref() == Some(user_id);
-        let cancel = if subject == tenant {
-            cancel_standing(state, &subject, &customer_id, SOURCE, managed_by_member).await?
-        } else {
-            cancel_standing(state, &subject, &customer_id, SOURCE, |_| true).await?
-        };
-        canceled.extend(cancel);
+        // The membership's subscriptions all end; the tenant's only if the member manages it.
+        let is_tenant = subject == tenant;
+        let which =
+            |s: &SubscriptionRow| !is_tenant || s.manager_user_id.as_deref() == Some(user_id);
+        canceled.extend(cancel_standing(state, &subject, &customer_id, SOURCE, which).await?);
     }
     Ok(RemovalOut {
         tenant_id: tenant_id.to_owned(),
