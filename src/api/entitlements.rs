@@ -100,10 +100,7 @@ pub async fn get_entitlements(
             let in_plan = view.access.features.iter().any(|f| f == &feature);
             let allowed = unconditional || in_plan;
             let reason = if allowed || !view.access.access {
-                serde_json::to_value(view.access.reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
+                view.access.reason.as_str().to_owned()
             } else {
                 "not_in_plan".to_owned()
             };

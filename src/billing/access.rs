@@ -136,6 +136,49 @@ pub enum Reason {
     Free,
 }
 
+impl Reason {
+    pub const ALL: [Reason; 14] = [
+        Reason::SaasDisabled,
+        Reason::Exempt,
+        Reason::Lifetime,
+        Reason::Active,
+        Reason::Trialing,
+        Reason::Canceling,
+        Reason::Grace,
+        Reason::GraceExpired,
+        Reason::Canceled,
+        Reason::Unpaid,
+        Reason::Incomplete,
+        Reason::Paused,
+        Reason::Refunded,
+        Reason::Free,
+    ];
+
+    /// As serialised (`grace_expired`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::SaasDisabled => "saas_disabled",
+            Reason::Exempt => "exempt",
+            Reason::Lifetime => "lifetime",
+            Reason::Active => "active",
+            Reason::Trialing => "trialing",
+            Reason::Canceling => "canceling",
+            Reason::Grace => "grace",
+            Reason::GraceExpired => "grace_expired",
+            Reason::Canceled => "canceled",
+            Reason::Unpaid => "unpaid",
+            Reason::Incomplete => "incomplete",
+            Reason::Paused => "paused",
+            Reason::Refunded => "refunded",
+            Reason::Free => "free",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
 /// The verdict, plus the facts of the subscription or purchase that decided it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Access {
@@ -355,6 +398,16 @@ mod tests {
     use super::*;
     use crate::billing::test_support::catalog;
     use chrono::TimeZone;
+
+    #[test]
+    fn reasons_are_stored_as_they_are_serialised() {
+        for reason in Reason::ALL {
+            let json = serde_json::to_value(reason).unwrap();
+            assert_eq!(json.as_str(), Some(reason.as_str()));
+            assert_eq!(Reason::parse(reason.as_str()), Some(reason));
+        }
+        assert_eq!(Reason::parse("Active"), None);
+    }
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap()

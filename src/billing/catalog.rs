@@ -84,6 +84,31 @@ pub enum QuotaPeriod {
     None,
 }
 
+impl QuotaPeriod {
+    pub const ALL: [QuotaPeriod; 5] = [
+        QuotaPeriod::Day,
+        QuotaPeriod::Month,
+        QuotaPeriod::BillingPeriod,
+        QuotaPeriod::BillingMonth,
+        QuotaPeriod::None,
+    ];
+
+    /// As configured and serialised (`billing_period`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaPeriod::Day => "day",
+            QuotaPeriod::Month => "month",
+            QuotaPeriod::BillingPeriod => "billing_period",
+            QuotaPeriod::BillingMonth => "billing_month",
+            QuotaPeriod::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QuotaPeriod> {
+        QuotaPeriod::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum QuotaLimit {
@@ -91,6 +116,23 @@ pub enum QuotaLimit {
     /// Serialised as `"unlimited"`.
     #[schema(value_type = String)]
     Unlimited(Unlimited),
+}
+
+impl QuotaLimit {
+    /// As stored: a number, or `unlimited`.
+    pub fn to_text(self) -> String {
+        match self {
+            QuotaLimit::Limited(n) => n.to_string(),
+            QuotaLimit::Unlimited(_) => "unlimited".to_owned(),
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QuotaLimit> {
+        match s {
+            "unlimited" => Some(QuotaLimit::Unlimited(Unlimited)),
+            n => n.parse().ok().map(QuotaLimit::Limited),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,5 +411,31 @@ impl Catalog {
             .filter(|p| p.kind != PlanKind::CreditPack)
             .max_by_key(|p| p.rank)
             .unwrap_or(self.free_plan())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_periods_and_limits_are_stored_as_they_are_serialised() {
+        for period in QuotaPeriod::ALL {
+            let json = serde_json::to_value(period).unwrap();
+            assert_eq!(json.as_str(), Some(period.as_str()));
+            assert_eq!(QuotaPeriod::parse(period.as_str()), Some(period));
+        }
+        for limit in [
+            QuotaLimit::Limited(0),
+            QuotaLimit::Limited(250),
+            QuotaLimit::Limited(u64::MAX),
+            QuotaLimit::Unlimited(Unlimited),
+        ] {
+            assert_eq!(QuotaLimit::parse(&limit.to_text()), Some(limit));
+            let json = serde_json::to_value(limit).unwrap();
+            assert_eq!(json.to_string().trim_matches('"'), limit.to_text());
+        }
+        assert_eq!(QuotaLimit::parse("-1"), None);
+        assert_eq!(QuotaLimit::parse(""), None);
     }
 }

@@ -1,20 +1,28 @@
-//! Quota counters and the usage ledger. A consumption locks the counters it may take from
-//! (PostgreSQL: the row locks of an upsert, held to commit; SQLite: `BEGIN IMMEDIATE`), so
+//! Quota counters and the usage ledger. A consumption locks the counters it may take from, so
 //! concurrent consumptions on any number of replicas are decided one after another and the
-//! total never exceeds the allowance.
+//! total never exceeds the allowance: PostgreSQL decides inside the database, in one call of
+//! the function `tollgate_consume` (migration 000006), under the counter's row lock; SQLite runs
+//! the same steps in a `BEGIN IMMEDIATE` transaction here. Both decide by
+//! [`crate::billing::quota::decide`]'s rule, and both record the ledger row with the decision.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::pg::{Pg, PgConnection};
 use diesel::prelude::*;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamp, Untyped};
 
 use super::schema::{quota_counters, usage_ledger};
 use super::{on_backend, to_db_time, write_transaction, DbConnection};
-use crate::billing::catalog::QuotaLimit;
+use crate::billing::access::Reason;
+use crate::billing::catalog::{QuotaLimit, QuotaPeriod};
 use crate::billing::quota::{decide, Decision, BALANCE_BUCKET};
 
-/// One consumption or refusal, with the answer it was given.
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+/// One consumption or refusal: the decision, the terms it was decided under and the counters
+/// after it. The answer is rendered from it (`service::quotas`), when first given and for every
+/// replay of its idempotency key.
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = usage_ledger)]
 pub struct LedgerRow {
     pub subject: String,
@@ -24,14 +32,51 @@ pub struct LedgerRow {
     pub granted: bool,
     pub from_allowance: i64,
     pub from_balance: i64,
+    /// The window of the allowance.
     pub bucket: String,
     pub status_code: i32,
-    pub response: String,
     pub caller: String,
     pub created_at: NaiveDateTime,
+    /// The allowance per window ([`QuotaLimit::to_text`]); `None`: the plan had none.
+    pub allowance: Option<String>,
+    /// [`QuotaPeriod::as_str`] of the allowance.
+    pub period: Option<String>,
+    pub resets_at: Option<NaiveDateTime>,
+    /// Used of the allowance in `bucket`, after the decision.
+    pub used_after: i64,
+    /// Purchased credits left, after the decision.
+    pub balance_after: i64,
+    /// The subject's access reason ([`Reason::as_str`]).
+    pub reason: Option<String>,
+    /// A refusal's problem code.
+    pub problem: Option<String>,
 }
 
-/// What a consumption asks for, and what the subject's plan and purchases allow.
+impl LedgerRow {
+    pub fn limit(&self) -> anyhow::Result<Option<QuotaLimit>> {
+        self.allowance
+            .as_deref()
+            .map(|a| QuotaLimit::parse(a).ok_or_else(|| anyhow::anyhow!("ledger allowance {a:?}")))
+            .transpose()
+    }
+
+    pub fn quota_period(&self) -> anyhow::Result<Option<QuotaPeriod>> {
+        self.period
+            .as_deref()
+            .map(|p| QuotaPeriod::parse(p).ok_or_else(|| anyhow::anyhow!("ledger period {p:?}")))
+            .transpose()
+    }
+
+    pub fn access_reason(&self) -> anyhow::Result<Option<Reason>> {
+        self.reason
+            .as_deref()
+            .map(|r| Reason::parse(r).ok_or_else(|| anyhow::anyhow!("ledger reason {r:?}")))
+            .transpose()
+    }
+}
+
+/// What a consumption asks for, what the subject's plan and purchases allow, and the terms
+/// recorded with the decision.
 #[derive(Debug, Clone)]
 pub struct Consumption<'a> {
     pub subject: &'a str,
@@ -44,25 +89,23 @@ pub struct Consumption<'a> {
     pub bucket: &'a str,
     /// The plan's allowance per window; `None` when the plan has no such quota.
     pub limit: Option<QuotaLimit>,
+    pub period: Option<QuotaPeriod>,
+    /// When the window ends.
+    pub resets_at: Option<DateTime<Utc>>,
     /// Credits bought for this quota (credit packs), before spending.
     pub purchased: u64,
+    /// The subject's access reason.
+    pub reason: Reason,
+    /// The status and problem code a refusal answers with.
+    pub refusal: (u16, &'static str),
     pub now: DateTime<Utc>,
-}
-
-/// The counters after a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counted {
-    /// Used of the allowance in this window.
-    pub used: u64,
-    /// Spent of the purchased balance.
-    pub balance_spent: u64,
 }
 
 #[derive(Debug, Clone)]
 pub enum Consumed {
     /// Decided now.
     Fresh(LedgerRow),
-    /// The idempotency key was seen before: its first answer, nothing consumed.
+    /// The idempotency key was seen before: its first decision, nothing consumed.
     Replay(LedgerRow),
 }
 
@@ -79,21 +122,138 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Decides and records one consumption, atomically: all of `amount` or nothing. `respond`
-/// builds the answer (status and body) that is stored with the ledger row and replayed for the
-/// same idempotency key.
-pub fn consume(
+/// Decides and records one consumption, atomically: all of `amount` or nothing, never beyond
+/// the allowance plus the purchased balance, once per idempotency key.
+pub fn consume(conn: &mut DbConnection, c: &Consumption<'_>) -> anyhow::Result<Consumed> {
+    match conn {
+        DbConnection::Pg(pg) => {
+            let outcome: Outcome = ConsumeCall::new(c).get_result(pg)?;
+            Ok(if outcome.replayed {
+                Consumed::Replay(outcome.row)
+            } else {
+                Consumed::Fresh(outcome.row)
+            })
+        }
+        DbConnection::Sqlite(_) => consume_in_transaction(conn, c),
+    }
+}
+
+/// What `tollgate_consume` returns: the key's ledger row, and whether it was there before.
+#[derive(QueryableByName)]
+struct Outcome {
+    #[diesel(sql_type = Bool)]
+    replayed: bool,
+    #[diesel(embed)]
+    row: LedgerRow,
+}
+
+/// `SELECT * FROM tollgate_consume(...)`, with a static query id so that each connection
+/// prepares it once.
+struct ConsumeCall {
+    subject: String,
+    key: String,
+    quota: String,
+    amount: i64,
+    bucket: String,
+    limit: Option<i64>,
+    unlimited: bool,
+    purchased: i64,
+    allowance: Option<String>,
+    period: Option<&'static str>,
+    resets_at: Option<NaiveDateTime>,
+    reason: &'static str,
+    refusal_status: i32,
+    refusal_problem: &'static str,
+    caller: String,
+    now: NaiveDateTime,
+}
+
+impl ConsumeCall {
+    fn new(c: &Consumption<'_>) -> ConsumeCall {
+        ConsumeCall {
+            subject: c.subject.to_owned(),
+            key: c.idempotency_key.to_owned(),
+            quota: c.quota.to_owned(),
+            amount: to_i64(c.amount),
+            bucket: c.bucket.to_owned(),
+            limit: match c.limit {
+                Some(QuotaLimit::Limited(n)) => Some(to_i64(n)),
+                _ => None,
+            },
+            unlimited: matches!(c.limit, Some(QuotaLimit::Unlimited(_))),
+            purchased: to_i64(c.purchased),
+            allowance: c.limit.map(QuotaLimit::to_text),
+            period: c.period.map(QuotaPeriod::as_str),
+            resets_at: c.resets_at.map(to_db_time),
+            reason: c.reason.as_str(),
+            refusal_status: i32::from(c.refusal.0),
+            refusal_problem: c.refusal.1,
+            caller: c.caller.to_owned(),
+            now: to_db_time(c.now),
+        }
+    }
+}
+
+impl QueryId for ConsumeCall {
+    type QueryId = ConsumeCall;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl Query for ConsumeCall {
+    type SqlType = Untyped;
+}
+
+impl RunQueryDsl<PgConnection> for ConsumeCall {}
+
+impl QueryFragment<Pg> for ConsumeCall {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT * FROM tollgate_consume(");
+        out.push_bind_param::<Text, _>(&self.subject)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.key)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.quota)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.amount)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.bucket)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&self.limit)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Bool, _>(&self.unlimited)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.purchased)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.allowance)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Text>, _>(&self.period)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<Timestamp>, _>(&self.resets_at)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.reason)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Integer, _>(&self.refusal_status)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.refusal_problem)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&self.caller)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&self.now)?;
+        out.push_sql(")");
+        Ok(())
+    }
+}
+
+/// SQLite: the steps of `tollgate_consume` in one write transaction (a single writer at a time).
+fn consume_in_transaction(
     conn: &mut DbConnection,
     c: &Consumption<'_>,
-    respond: impl FnOnce(Decision, Counted) -> anyhow::Result<(u16, String)>,
 ) -> anyhow::Result<Consumed> {
     let result = write_transaction(conn, |conn| {
         let mut buckets = vec![c.bucket];
         if c.purchased > 0 {
             buckets.push(BALANCE_BUCKET);
         }
-        // A request with the same key for the same quota waits here for the first one to
-        // commit; its ledger insert below then conflicts and it answers as a replay.
         let counters = lock_counters(conn, c, &buckets)?;
         let used = counters.get(c.bucket).copied().unwrap_or(0);
         let spent = counters.get(BALANCE_BUCKET).copied().unwrap_or(0);
@@ -107,24 +267,30 @@ pub fn consume(
         };
         add(conn, c, c.bucket, from_allowance)?;
         add(conn, c, BALANCE_BUCKET, from_balance)?;
-        let counted = Counted {
-            used: used.saturating_add(from_allowance),
-            balance_spent: spent.saturating_add(from_balance),
-        };
-        let (status, response) = respond(decision, counted)?;
+        let granted = matches!(decision, Decision::Granted { .. });
         let row = LedgerRow {
             subject: c.subject.to_owned(),
             idempotency_key: c.idempotency_key.to_owned(),
             quota: c.quota.to_owned(),
             amount: to_i64(c.amount),
-            granted: matches!(decision, Decision::Granted { .. }),
+            granted,
             from_allowance: to_i64(from_allowance),
             from_balance: to_i64(from_balance),
             bucket: c.bucket.to_owned(),
-            status_code: i32::from(status),
-            response,
+            status_code: if granted { 200 } else { i32::from(c.refusal.0) },
             caller: c.caller.to_owned(),
             created_at: to_db_time(c.now),
+            allowance: c.limit.map(QuotaLimit::to_text),
+            period: c.period.map(|p| p.as_str().to_owned()),
+            resets_at: c.resets_at.map(to_db_time),
+            used_after: to_i64(used.saturating_add(from_allowance)),
+            balance_after: to_i64(
+                c.purchased
+                    .saturating_sub(spent)
+                    .saturating_sub(from_balance),
+            ),
+            reason: Some(c.reason.as_str().to_owned()),
+            problem: (!granted).then(|| c.refusal.1.to_owned()),
         };
         let insert = diesel::insert_into(usage_ledger::table).values(&row);
         let inserted = on_backend!(conn, |b| insert.on_conflict_do_nothing().execute(b))?;

@@ -124,9 +124,15 @@ diesel::table! {
         from_balance -> BigInt,
         bucket -> Text,
         status_code -> Integer,
-        response -> Text,
         caller -> Text,
         created_at -> Timestamp,
+        allowance -> Nullable<Text>,
+        period -> Nullable<Text>,
+        resets_at -> Nullable<Timestamp>,
+        used_after -> BigInt,
+        balance_after -> BigInt,
+        reason -> Nullable<Text>,
+        problem -> Nullable<Text>,
     }
 }
 

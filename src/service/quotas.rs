@@ -8,9 +8,10 @@ use utoipa::ToSchema;
 
 use crate::billing::access::Reason;
 use crate::billing::catalog::{QuotaLimit, QuotaPeriod};
-use crate::billing::quota::{self, Applied, Decision};
+use crate::billing::quota::{self, Applied};
 use crate::billing::scope::Actor;
-use crate::db::quotas::{Consumed, Consumption, Counted};
+use crate::db::from_db_time;
+use crate::db::quotas::{Consumed, Consumption, LedgerRow};
 use crate::error::{ApiError, Problem};
 use crate::startup::AppState;
 
@@ -39,14 +40,37 @@ pub struct QuotaView {
 impl QuotaView {
     pub fn new(a: &Applied, used: u64, balance_spent: u64) -> QuotaView {
         let balance = a.purchased.saturating_sub(balance_spent);
+        QuotaView::of(&a.key, a.limit, a.period, a.window.resets_at, used, balance)
+    }
+
+    /// The quota as a ledger row recorded it after its decision.
+    pub fn after(row: &LedgerRow) -> anyhow::Result<QuotaView> {
+        Ok(QuotaView::of(
+            &row.quota,
+            row.limit()?,
+            row.quota_period()?,
+            row.resets_at.map(from_db_time),
+            u64::try_from(row.used_after).unwrap_or(0),
+            u64::try_from(row.balance_after).unwrap_or(0),
+        ))
+    }
+
+    fn of(
+        key: &str,
+        limit: Option<QuotaLimit>,
+        period: Option<QuotaPeriod>,
+        resets_at: Option<DateTime<Utc>>,
+        used: u64,
+        balance: u64,
+    ) -> QuotaView {
         QuotaView {
-            key: a.key.clone(),
-            limit: a.limit,
-            period: a.period.filter(|_| a.limit.is_some()),
+            key: key.to_owned(),
+            limit,
+            period: period.filter(|_| limit.is_some()),
             used,
             balance,
-            remaining: quota::remaining(a.limit, used, balance),
-            resets_at: a.window.resets_at.filter(|_| a.limit.is_some()),
+            remaining: quota::remaining(limit, used, balance),
+            resets_at: resets_at.filter(|_| limit.is_some()),
         }
     }
 }
@@ -162,14 +186,14 @@ pub async fn consume(
                 caller: &request.caller,
                 bucket: &applied.window.bucket,
                 limit: applied.limit,
+                period: applied.period,
+                resets_at: applied.window.resets_at,
                 purchased: applied.purchased,
+                reason: evaluated.access.reason,
+                refusal: refusal(&applied, evaluated.access.access),
                 now,
             };
-            let reason = evaluated.access.reason;
-            let has_access = evaluated.access.access;
-            crate::db::quotas::consume(conn, &consumption, |decision, counted| {
-                respond(&request, &applied, reason, has_access, decision, counted)
-            })
+            crate::db::quotas::consume(conn, &consumption)
         })
         .await?;
     let (row, replayed) = match consumed {
@@ -189,77 +213,73 @@ pub async fn consume(
         (false, _) => "forbidden",
     };
     metrics::counter!("tollgate_usage_total", "outcome" => outcome).increment(1);
+    let (status, body) = render(&row, &req.idempotency_key)?;
     Ok(UsageAnswer {
-        status: u16::try_from(row.status_code).unwrap_or(500),
-        body: row.response,
+        status,
+        body,
         replayed,
     })
 }
 
-/// The answer for a decision: 200 with what is left, 402 when the allowance and credits do not
+const QUOTA_EXHAUSTED: &str = "quota_exhausted";
+const QUOTA_NOT_IN_PLAN: &str = "quota_not_in_plan";
+const NO_ACCESS: &str = "no_access";
+
+/// How a refusal under these terms answers: 402 when an allowance or credits exist but do not
 /// cover the amount, 403 when the subject has neither the quota nor credits for it.
-fn respond(
-    req: &UsageRequest,
-    applied: &Applied,
-    reason: Reason,
-    has_access: bool,
-    decision: Decision,
-    counted: Counted,
-) -> anyhow::Result<(u16, String)> {
-    let after = QuotaView::new(applied, counted.used, counted.balance_spent);
-    let (from_allowance, from_balance) = match decision {
-        Decision::Granted {
-            from_allowance,
-            from_balance,
-        } => (from_allowance, from_balance),
-        Decision::Refused => {
-            let (status, code, detail) = if applied.limit.is_some() || applied.purchased > 0 {
-                (
-                    StatusCode::PAYMENT_REQUIRED,
-                    "quota_exhausted",
-                    format!(
-                        "{} of `{}` asked, {} left; nothing was consumed",
-                        req.amount,
-                        req.quota,
-                        after.remaining.unwrap_or(0)
-                    ),
-                )
-            } else if has_access {
-                (
-                    StatusCode::FORBIDDEN,
-                    "quota_not_in_plan",
-                    format!(
-                        "the plan in force has no `{}` quota and no credits were bought for it",
-                        req.quota
-                    ),
-                )
-            } else {
-                (
-                    StatusCode::FORBIDDEN,
-                    "no_access",
-                    format!("the subject has no access that includes `{}`", req.quota),
-                )
-            };
-            let refusal = UsageRefusal {
-                problem: Problem::new(status, code, detail),
-                granted: false,
-                quota: req.quota.clone(),
-                amount: req.amount,
-                idempotency_key: req.idempotency_key.clone(),
-                reason,
-                after,
-            };
-            return Ok((status.as_u16(), serde_json::to_string(&refusal)?));
-        }
+fn refusal(applied: &Applied, has_access: bool) -> (u16, &'static str) {
+    let (status, code) = if applied.limit.is_some() || applied.purchased > 0 {
+        (StatusCode::PAYMENT_REQUIRED, QUOTA_EXHAUSTED)
+    } else if has_access {
+        (StatusCode::FORBIDDEN, QUOTA_NOT_IN_PLAN)
+    } else {
+        (StatusCode::FORBIDDEN, NO_ACCESS)
     };
-    let granted = UsageOut {
-        granted: true,
-        quota: req.quota.clone(),
-        amount: req.amount,
-        idempotency_key: req.idempotency_key.clone(),
-        from_allowance,
-        from_balance,
+    (status.as_u16(), code)
+}
+
+/// The answer a ledger row gives, the first time and for every replay: `UsageOut`, or a
+/// `UsageRefusal` problem document.
+fn render(row: &LedgerRow, idempotency_key: &str) -> anyhow::Result<(u16, String)> {
+    let after = QuotaView::after(row)?;
+    let amount = u64::try_from(row.amount).unwrap_or(0);
+    if row.granted {
+        let granted = UsageOut {
+            granted: true,
+            quota: row.quota.clone(),
+            amount,
+            idempotency_key: idempotency_key.to_owned(),
+            from_allowance: u64::try_from(row.from_allowance).unwrap_or(0),
+            from_balance: u64::try_from(row.from_balance).unwrap_or(0),
+            after,
+        };
+        return Ok((StatusCode::OK.as_u16(), serde_json::to_string(&granted)?));
+    }
+    let status = u16::try_from(row.status_code)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .ok_or_else(|| anyhow::anyhow!("ledger status {}", row.status_code))?;
+    let code = row.problem.as_deref().unwrap_or(QUOTA_EXHAUSTED);
+    let detail = match code {
+        QUOTA_EXHAUSTED => format!(
+            "{amount} of `{}` asked, {} left; nothing was consumed",
+            row.quota,
+            after.remaining.unwrap_or(0)
+        ),
+        QUOTA_NOT_IN_PLAN => format!(
+            "the plan in force has no `{}` quota and no credits were bought for it",
+            row.quota
+        ),
+        _ => format!("the subject has no access that includes `{}`", row.quota),
+    };
+    let refusal = UsageRefusal {
+        problem: Problem::new(status, code, detail),
+        granted: false,
+        quota: row.quota.clone(),
+        amount,
+        idempotency_key: idempotency_key.to_owned(),
+        reason: row.access_reason()?.unwrap_or(Reason::Free),
         after,
     };
-    Ok((StatusCode::OK.as_u16(), serde_json::to_string(&granted)?))
+    Ok((status.as_u16(), serde_json::to_string(&refusal)?))
 }

@@ -581,3 +581,123 @@ async fn concurrent_retries_with_one_key_consume_once_and_get_one_answer() {
     assert_eq!(quota(&app, "user-1", "credits").await["used"], 3);
     assert_eq!(ledger(&app, "user-1").await.len(), 1);
 }
+
+/// PostgreSQL decides a consumption in SQL (`tollgate_consume`), SQLite in Rust: on either
+/// backend every decision, and the counters and ledger row after it, are those of
+/// `billing::quota::decide` for the same counters; a second call with the key changes nothing.
+#[tokio::test]
+async fn the_database_decides_every_consumption_as_the_billing_rule_does() {
+    use tollgate::billing::access::Reason;
+    use tollgate::billing::catalog::{QuotaLimit, QuotaPeriod};
+    use tollgate::billing::quota::{decide, Decision};
+    use tollgate::db::quotas::{consume, used, Consumed, Consumption};
+
+    let app = spawn_app().await;
+    let now = at(2026, 11, 21, 12, 0);
+    let unlimited = tollgate::billing::catalog::Unlimited;
+    let limits = [
+        None,
+        Some(QuotaLimit::Unlimited(unlimited)),
+        Some(QuotaLimit::Limited(0)),
+        Some(QuotaLimit::Limited(3)),
+        Some(QuotaLimit::Limited(5)),
+    ];
+    let mut cases = Vec::new();
+    for limit in limits {
+        for amount in [1_u64, 2, 3, 5] {
+            for used_before in [0_u64, 2, 3, 6] {
+                for purchased in [0_u64, 2, 4] {
+                    for spent in [0_u64, 1, 4] {
+                        cases.push((limit, amount, used_before, purchased, spent));
+                    }
+                }
+            }
+        }
+    }
+    let checked = app
+        .db(move |conn| {
+            use diesel::prelude::*;
+            use tollgate::db::schema::quota_counters;
+            for (i, &(limit, amount, used_before, purchased, spent)) in cases.iter().enumerate() {
+                let subject = format!("user:grid-{i}");
+                let window = "month:2026-11";
+                for (bucket, n) in [(window, used_before), ("balance", spent)] {
+                    diesel::insert_into(quota_counters::table)
+                        .values((
+                            quota_counters::subject.eq(&subject),
+                            quota_counters::quota.eq("credits"),
+                            quota_counters::bucket.eq(bucket),
+                            quota_counters::used.eq(n as i64),
+                            quota_counters::updated_at.eq(now.naive_utc()),
+                        ))
+                        .execute(conn)?;
+                }
+                let c = Consumption {
+                    subject: &subject,
+                    quota: "credits",
+                    amount,
+                    idempotency_key: "k",
+                    caller: "svc",
+                    bucket: window,
+                    limit,
+                    period: Some(QuotaPeriod::Month),
+                    resets_at: Some(at(2026, 12, 1, 0, 0)),
+                    purchased,
+                    reason: Reason::Active,
+                    refusal: (402, "quota_exhausted"),
+                    now,
+                };
+                let case = format!("case {i}: {limit:?} amount {amount} used {used_before} purchased {purchased} spent {spent}");
+                let Consumed::Fresh(row) = consume(conn, &c)? else {
+                    panic!("{case}: a new key was replayed");
+                };
+                let (granted, take, rest) =
+                    match decide(amount, limit, used_before, purchased.saturating_sub(spent)) {
+                        Decision::Granted {
+                            from_allowance,
+                            from_balance,
+                        } => (true, from_allowance, from_balance),
+                        Decision::Refused => (false, 0, 0),
+                    };
+                assert_eq!(row.granted, granted, "{case}");
+                assert_eq!(row.from_allowance as u64, take, "{case}");
+                assert_eq!(row.from_balance as u64, rest, "{case}");
+                assert_eq!(row.used_after as u64, used_before + take, "{case}");
+                let left = purchased.saturating_sub(spent).saturating_sub(rest);
+                assert_eq!(row.balance_after as u64, left, "{case}");
+                assert_eq!(row.status_code, if granted { 200 } else { 402 }, "{case}");
+                assert_eq!(row.problem.is_some(), !granted, "{case}");
+                assert_eq!(row.reason.as_deref(), Some("active"), "{case}");
+                let wanted = vec![
+                    ("credits".to_owned(), window.to_owned()),
+                    ("credits".to_owned(), "balance".to_owned()),
+                ];
+                let counters = used(conn, &subject, &wanted)?;
+                let expect = [(window, used_before + take), ("balance", spent + rest)];
+                for (bucket, n) in expect {
+                    assert_eq!(
+                        counters[&("credits".to_owned(), bucket.to_owned())],
+                        n,
+                        "{case}: {bucket}"
+                    );
+                }
+                // The same key again, even asking more: the first decision, nothing changes.
+                let again = Consumption {
+                    amount: amount + 1,
+                    ..c.clone()
+                };
+                let Consumed::Replay(first) = consume(conn, &again)? else {
+                    panic!("{case}: a used key was decided again");
+                };
+                assert_eq!(
+                    (first.granted, first.amount, first.used_after),
+                    (row.granted, row.amount, row.used_after),
+                    "{case}"
+                );
+                assert_eq!(used(conn, &subject, &wanted)?, counters, "{case}");
+            }
+            Ok(cases.len())
+        })
+        .await;
+    assert_eq!(checked, 5 * 4 * 4 * 3 * 3);
+}
