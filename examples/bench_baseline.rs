@@ -7,9 +7,10 @@
 //! - `POST /update?id=N` (also `GET`): one `UPDATE bench_counters SET used = used + 1
 //!   WHERE id = $1 RETURNING used` (the floor of a usage consumption).
 //!
-//! It is set up as Tollgate is: actix-web's default worker count, an r2d2 pool with Tollgate's
-//! default size (10) and its defaults (a check-out test per request), and the diesel call run on
-//! actix's blocking pool with `web::block`, as `tollgate::db::Database::run` does.
+//! It is set up as Tollgate is: actix-web's default worker count, each worker's blocking threads
+//! bounded to its share of the pool (`tollgate::startup::db_threads`), an r2d2 pool with
+//! Tollgate's default size (10) and its defaults (a check-out test per request), and the diesel
+//! call run on actix's blocking pool with `web::block`, as `tollgate::db::Database::run` does.
 //!
 //! ```sh
 //! DATABASE_URL=postgres://root@127.0.0.1:5432/tollgate_bench \
@@ -137,7 +138,9 @@ async fn main() -> anyhow::Result<()> {
         .build(ConnectionManager::<PgConnection>::new(url))
         .context("could not connect to the database (check DATABASE_URL)")?;
     let pool = web::Data::new(pool);
-    println!("bench_baseline listening on 127.0.0.1:{port} (pool {pool_size})");
+    // As Tollgate: one worker per core, each with blocking threads for its share of the pool.
+    let (workers, blocking) = tollgate::startup::db_threads(pool_size);
+    println!("bench_baseline listening on 127.0.0.1:{port} (pool {pool_size}, {workers} workers x {blocking} blocking threads)");
     HttpServer::new(move || {
         App::new()
             .app_data(pool.clone())
@@ -146,6 +149,8 @@ async fn main() -> anyhow::Result<()> {
             .route("/update", web::get().to(update))
             .route("/readyz", web::get().to(ready))
     })
+    .workers(workers)
+    .worker_max_blocking_threads(blocking)
     .bind(("0.0.0.0", port))?
     .run()
     .await?;
