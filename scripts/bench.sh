@@ -8,7 +8,7 @@
 #     primary-key SELECT) and POST /update (one UPDATE ... RETURNING);
 #   - pgbench -S (select-only) on a separate scale-10 database, for reference.
 # For each: requests/s, p50/p99 latency, errors, peak RSS of the server process, and its CPU
-# time and database transactions per request.
+# time, PostgreSQL's CPU time and database transactions per request.
 #
 # Usage: scripts/bench.sh            (about 4 minutes once the release build is done)
 # Environment (all optional):
@@ -125,6 +125,15 @@ start_postgres() {
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Busy and total jiffies of the whole machine.
 machine_ticks() { awk '/^cpu /{busy=$2+$3+$4+$7+$8+$9; total=busy+$5+$6; print busy, total}' /proc/stat; }
+# CPU time (user + system, clock ticks) of every PostgreSQL server process: its backends serve
+# the pooled connections, which live through a measured run.
+pg_ticks() {
+  local total=0 pid
+  for pid in $(pgrep -x postgres 2>/dev/null); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
 peak_rss_kb() { awk '/^VmHWM:/{print $2}' "/proc/$1/status"; }
 # Peak RSS starts again from the current RSS (Linux: clear_refs 5).
 reset_peak_rss() { echo 5 > "/proc/$1/clear_refs" 2>/dev/null || echo "bench: cannot reset the peak RSS of $1; it covers the process's life" >&2; }
@@ -156,15 +165,17 @@ measure() {
     BENCH_QUOTA="$QUOTA" BENCH_FEATURE="$FEATURE")
   log "$name: ${WARMUP}s warm-up, ${DURATION}s measured ($url)"
   reset_peak_rss "$pid"
-  local x0 x1 c0 c1 m0 m1
+  local x0 x1 c0 c1 m0 m1 p0 p1
   x0="$(db_xacts)"
   env "${env[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$BENCH_DIR/$lua" "$url" \
     -- "warm-$name-$$" >"$WORK/$name.warmup.wrk"
   c0="$(cpu_ticks "$pid")"
+  p0="$(pg_ticks)"
   m0="$(machine_ticks)"
   env "${env[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency \
     -s "$BENCH_DIR/$lua" "$url" -- "run-$name-$$" | tee "$WORK/$name.wrk" | grep -v '^BENCH_JSON' >&2
   c1="$(cpu_ticks "$pid")"
+  p1="$(pg_ticks)"
   m1="$(machine_ticks)"
   kill -0 "$pid" 2>/dev/null || die "the server died during $name"
   local rss
@@ -175,6 +186,7 @@ measure() {
   {
     echo "peak_rss_kb=$rss"
     echo "cpu_ticks=$((c1 - c0))"
+    echo "pg_ticks=$((p1 - p0))"
     echo "clk_tck=$(getconf CLK_TCK)"
     echo "machine_busy=$(( ${m1% *} - ${m0% *} ))"
     echo "machine_total=$(( ${m1#* } - ${m0#* } ))"
