@@ -197,7 +197,7 @@ impl Application {
 /// which run the database work: together as many as the pool has connections. More threads
 /// than connections only wait inside the pool, where a returned connection goes to whichever
 /// thread asks first rather than to the one that waited longest; on a saturated 2-core machine
-/// that cost about 15% of the throughput and tripled the 99th-percentile latency (see
+/// that cost 15 to 20% of the throughput and multiplied the 99th-percentile latency (see
 /// docs/BENCHMARKS.md). Extra work queues in the worker's blocking pool, in arrival order.
 pub fn db_threads(max_connections: u32) -> (usize, usize) {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -12,6 +12,7 @@ pub mod subject;
 pub(crate) mod test_support {
     use std::collections::BTreeMap;
 
+    use super::access::{Access, Reason};
     use super::catalog::{
         Catalog, Interval, Plan, PlanKind, Price, Quota, QuotaLimit, QuotaPeriod,
     };
@@ -56,6 +57,19 @@ pub(crate) mod test_support {
 
     /// free < basic < pro < lifetime, plus a credit pack. Quotas: `credits` 10 a day on free,
     /// 100 a day on pro, 100 per pack; `generations` 250 per billing period on pro.
+    /// A verdict with no features, subscription or grace: what quota and scope rules read.
+    pub fn verdict(access: bool, reason: Reason, plan: &str) -> Access {
+        Access {
+            access,
+            reason,
+            plan_id: plan.into(),
+            features: vec![],
+            subscription_id: None,
+            grace_until: None,
+            lifetime: false,
+        }
+    }
+
     pub fn catalog() -> Catalog {
         Catalog::from_parts(
             vec![

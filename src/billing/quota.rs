@@ -220,7 +220,7 @@ pub fn decide(amount: u64, limit: Option<QuotaLimit>, used: u64, balance: u64) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::test_support::catalog;
+    use crate::billing::test_support::{catalog, verdict};
 
     fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
@@ -443,15 +443,7 @@ mod tests {
     }
 
     fn access(plan: &str, reason: Reason) -> Access {
-        Access {
-            access: reason != Reason::Free,
-            reason,
-            plan_id: plan.into(),
-            features: vec![],
-            subscription_id: None,
-            grace_until: None,
-            lifetime: false,
-        }
+        verdict(reason != Reason::Free, reason, plan)
     }
 
     fn pack(status: PurchaseStatus) -> PurchaseFacts {

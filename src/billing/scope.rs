@@ -109,19 +109,7 @@ pub fn free_subject(catalog: &Catalog, subjects: &[(Scope, Subject)]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::billing::test_support::catalog;
-
-    fn verdict(access: bool, reason: Reason, plan: &str) -> Access {
-        Access {
-            access,
-            reason,
-            plan_id: plan.into(),
-            features: vec![],
-            subscription_id: None,
-            grace_until: None,
-            lifetime: false,
-        }
-    }
+    use crate::billing::test_support::{catalog, verdict};
 
     #[test]
     fn subjects_follow_the_tenant() {

@@ -149,12 +149,9 @@ struct Outcome {
 
 /// `SELECT * FROM tollgate_consume(...)`, with a static query id so that each connection
 /// prepares it once.
-struct ConsumeCall {
-    subject: String,
-    key: String,
-    quota: String,
+struct ConsumeCall<'a> {
+    c: &'a Consumption<'a>,
     amount: i64,
-    bucket: String,
     limit: Option<i64>,
     unlimited: bool,
     purchased: i64,
@@ -163,19 +160,14 @@ struct ConsumeCall {
     resets_at: Option<NaiveDateTime>,
     reason: &'static str,
     refusal_status: i32,
-    refusal_problem: &'static str,
-    caller: String,
     now: NaiveDateTime,
 }
 
-impl ConsumeCall {
-    fn new(c: &Consumption<'_>) -> ConsumeCall {
+impl<'a> ConsumeCall<'a> {
+    fn new(c: &'a Consumption<'a>) -> ConsumeCall<'a> {
         ConsumeCall {
-            subject: c.subject.to_owned(),
-            key: c.idempotency_key.to_owned(),
-            quota: c.quota.to_owned(),
+            c,
             amount: to_i64(c.amount),
-            bucket: c.bucket.to_owned(),
             limit: match c.limit {
                 Some(QuotaLimit::Limited(n)) => Some(to_i64(n)),
                 _ => None,
@@ -187,36 +179,34 @@ impl ConsumeCall {
             resets_at: c.resets_at.map(to_db_time),
             reason: c.reason.as_str(),
             refusal_status: i32::from(c.refusal.0),
-            refusal_problem: c.refusal.1,
-            caller: c.caller.to_owned(),
             now: to_db_time(c.now),
         }
     }
 }
 
-impl QueryId for ConsumeCall {
-    type QueryId = ConsumeCall;
+impl QueryId for ConsumeCall<'_> {
+    type QueryId = ConsumeCall<'static>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl Query for ConsumeCall {
+impl Query for ConsumeCall<'_> {
     type SqlType = Untyped;
 }
 
-impl RunQueryDsl<PgConnection> for ConsumeCall {}
+impl RunQueryDsl<PgConnection> for ConsumeCall<'_> {}
 
-impl QueryFragment<Pg> for ConsumeCall {
+impl QueryFragment<Pg> for ConsumeCall<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql("SELECT * FROM tollgate_consume(");
-        out.push_bind_param::<Text, _>(&self.subject)?;
+        out.push_bind_param::<Text, _>(self.c.subject)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.key)?;
+        out.push_bind_param::<Text, _>(self.c.idempotency_key)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.quota)?;
+        out.push_bind_param::<Text, _>(self.c.quota)?;
         out.push_sql(", ");
         out.push_bind_param::<BigInt, _>(&self.amount)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.bucket)?;
+        out.push_bind_param::<Text, _>(self.c.bucket)?;
         out.push_sql(", ");
         out.push_bind_param::<Nullable<BigInt>, _>(&self.limit)?;
         out.push_sql(", ");
@@ -234,9 +224,9 @@ impl QueryFragment<Pg> for ConsumeCall {
         out.push_sql(", ");
         out.push_bind_param::<Integer, _>(&self.refusal_status)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.refusal_problem)?;
+        out.push_bind_param::<Text, _>(self.c.refusal.1)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(&self.caller)?;
+        out.push_bind_param::<Text, _>(self.c.caller)?;
         out.push_sql(", ");
         out.push_bind_param::<Timestamp, _>(&self.now)?;
         out.push_sql(")");

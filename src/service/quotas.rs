@@ -127,8 +127,8 @@ pub struct UsageRefusal {
 
 const MAX_AMOUNT: u64 = 1_000_000_000;
 
-/// Consumes `amount` of `quota` for the actor (from the grant that stands for them): all of it or nothing, never beyond the
-/// allowance plus purchased credits, once per idempotency key.
+/// Consumes `amount` of `quota` for the actor, from the grant that stands for them: all of it
+/// or nothing, never beyond the allowance plus purchased credits, once per idempotency key.
 pub async fn consume(
     state: &AppState,
     actor: &Actor,
