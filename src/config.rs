@@ -60,6 +60,13 @@ pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
     pub connect_timeout_seconds: u64,
+    /// Parsed subject snapshots each replica keeps (PostgreSQL only; 0 turns the cache off).
+    #[serde(default = "default_snapshot_cache_entries")]
+    pub snapshot_cache_entries: usize,
+}
+
+fn default_snapshot_cache_entries() -> usize {
+    100_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -69,7 +69,8 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
         settings.database.url.expose_secret(),
         settings.database.max_connections,
         Duration::from_secs(settings.database.connect_timeout_seconds),
-    )?;
+    )?
+    .with_snapshot_cache(settings.database.snapshot_cache_entries);
     let applied = db.migrate()?;
     if !applied.is_empty() {
         tracing::info!(?applied, "applied migrations");
@@ -170,6 +171,12 @@ impl Application {
         .worker_max_blocking_threads(blocking)
         .listen(listener)?
         .run();
+        if let Some(cache) = state.db.snapshot_cache() {
+            tokio::spawn(crate::db::snapshot_cache::listen(
+                cache.clone(),
+                state.settings.database.url.expose_secret().to_owned(),
+            ));
+        }
         let interval = state.settings.reconcile.interval_seconds;
         if interval > 0 && state.settings.saas && state.stripe.is_some() {
             tokio::spawn(crate::service::reconcile::run_schedule(

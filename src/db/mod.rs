@@ -7,6 +7,7 @@ pub mod customers;
 pub mod events;
 pub mod quotas;
 pub mod schema;
+pub mod snapshot_cache;
 pub mod snapshots;
 pub mod state;
 
@@ -129,6 +130,8 @@ pub struct Database {
     /// A locked sync holds one connection for the lock and takes another for its writes; this
     /// bound keeps lock holders from exhausting the pool.
     lock_permits: Arc<tokio::sync::Semaphore>,
+    /// Parsed snapshots of this replica (PostgreSQL only; see [`snapshot_cache`]).
+    snapshot_cache: Option<Arc<snapshot_cache::SnapshotCache>>,
 }
 
 const LOCK_STRIPES: usize = 64;
@@ -165,7 +168,29 @@ impl Database {
             lock_permits: Arc::new(tokio::sync::Semaphore::new(
                 (max_connections / 2).max(1) as usize
             )),
+            snapshot_cache: None,
         })
+    }
+
+    /// Caches up to `entries` parsed snapshots on PostgreSQL (nothing on SQLite, or with 0).
+    /// The cache stays dark, read by no one, until [`snapshot_cache::listen`] runs for it.
+    pub fn with_snapshot_cache(mut self, entries: usize) -> Database {
+        if self.backend == Backend::Postgres && entries > 0 {
+            self.snapshot_cache = Some(Arc::new(snapshot_cache::SnapshotCache::new(entries)));
+        }
+        self
+    }
+
+    pub fn snapshot_cache(&self) -> Option<&Arc<snapshot_cache::SnapshotCache>> {
+        self.snapshot_cache.as_ref()
+    }
+
+    /// Call after the transaction that rewrote `subject`'s snapshot committed: this replica
+    /// then reads the new snapshot at once (others learn of it from the notification).
+    pub fn snapshot_written(&self, subject: &str) {
+        if let Some(cache) = &self.snapshot_cache {
+            cache.invalidate(subject);
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -3,11 +3,14 @@
 //! purchases rewrites its row in the same transaction (see `service::sync`); the tables stay the
 //! record, the snapshot is derived from them.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
 use super::schema::{purchases, subject_snapshots, subscriptions};
+use super::snapshot_cache::SnapshotCache;
 use super::state::{self, PurchaseRow, SubjectState, SubscriptionRow};
 use super::{on_backend, to_db_time, DbConnection};
 
@@ -19,46 +22,73 @@ pub struct Snapshot {
     pub role_exempt: bool,
 }
 
-/// The subject's snapshot; a subject without a row has nothing on record.
-pub fn read(conn: &mut DbConnection, subject: &str) -> anyhow::Result<Snapshot> {
-    let row: Option<(String, bool)> = subject_snapshots::table
-        .find(subject)
-        .select((subject_snapshots::state, subject_snapshots::role_exempt))
-        .first(conn)
-        .optional()?;
-    Ok(match row {
-        Some((json, role_exempt)) => Snapshot {
-            state: serde_json::from_str(&json)?,
-            role_exempt,
-        },
-        None => Snapshot::default(),
-    })
-}
-
-/// The snapshots of several subjects, in the order of `subjects` (one query).
-pub fn read_many(conn: &mut DbConnection, subjects: &[String]) -> anyhow::Result<Vec<Snapshot>> {
-    if let [one] = subjects {
-        // The common case keeps the primary-key lookup.
-        return Ok(vec![read(conn, one)?]);
-    }
-    let rows: Vec<(String, String, bool)> = subject_snapshots::table
-        .filter(subject_snapshots::subject.eq_any(subjects))
-        .select((
-            subject_snapshots::subject,
-            subject_snapshots::state,
-            subject_snapshots::role_exempt,
-        ))
-        .load(conn)?;
-    subjects
+/// The snapshots of several subjects, in the order of `subjects`; a subject without a row has
+/// nothing on record. Served from `cache` where it holds them; what is read from the database
+/// is stored in it (see [`SnapshotCache::fill`] for why that is safe under concurrent writes).
+pub fn read_many(
+    conn: &mut DbConnection,
+    cache: Option<&SnapshotCache>,
+    subjects: &[String],
+) -> anyhow::Result<Vec<Arc<Snapshot>>> {
+    // The ticket is taken before anything is read, so that a write committed meanwhile shows.
+    let ticket = cache.and_then(SnapshotCache::ticket);
+    let mut found: Vec<Option<Arc<Snapshot>>> = subjects
         .iter()
-        .map(|wanted| match rows.iter().find(|(s, _, _)| s == wanted) {
-            Some((_, json, role_exempt)) => Ok(Snapshot {
+        .map(|s| cache.and_then(|c| c.get(s)))
+        .collect();
+    let missing: Vec<&str> = subjects
+        .iter()
+        .zip(&found)
+        .filter(|(_, hit)| hit.is_none())
+        .map(|(s, _)| s.as_str())
+        .collect();
+    if missing.is_empty() {
+        return Ok(found.into_iter().flatten().collect());
+    }
+    let rows: Vec<(String, String, bool)> = if let [one] = missing[..] {
+        // The common case keeps the primary-key lookup.
+        subject_snapshots::table
+            .find(one)
+            .select((
+                subject_snapshots::subject,
+                subject_snapshots::state,
+                subject_snapshots::role_exempt,
+            ))
+            .load(conn)?
+    } else {
+        subject_snapshots::table
+            .filter(subject_snapshots::subject.eq_any(missing))
+            .select((
+                subject_snapshots::subject,
+                subject_snapshots::state,
+                subject_snapshots::role_exempt,
+            ))
+            .load(conn)?
+    };
+    for (subject, slot) in subjects.iter().zip(found.iter_mut()) {
+        if slot.is_some() {
+            continue;
+        }
+        let snapshot = match rows.iter().find(|(s, _, _)| s == subject) {
+            Some((_, json, role_exempt)) => Snapshot {
                 state: serde_json::from_str(json)?,
                 role_exempt: *role_exempt,
-            }),
-            None => Ok(Snapshot::default()),
-        })
-        .collect()
+            },
+            None => Snapshot::default(),
+        };
+        let snapshot = Arc::new(snapshot);
+        if let (Some(cache), Some(ticket)) = (cache, ticket) {
+            cache.fill(ticket, subject, snapshot.clone());
+        }
+        *slot = Some(snapshot);
+    }
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// The snapshots of all `subjects` if the cache holds every one of them (no database needed).
+pub fn cached(cache: Option<&SnapshotCache>, subjects: &[String]) -> Option<Vec<Arc<Snapshot>>> {
+    let cache = cache?;
+    subjects.iter().map(|s| cache.get(s)).collect()
 }
 
 /// Rewrites the subject's snapshot from its tables (inside the transaction that changed them).

@@ -159,12 +159,21 @@ pub async fn consume(
     let catalog = state.catalog.clone();
     let (policy, now) = (policy(state), state.now());
     let request = req.clone();
+    let cache = state.db.snapshot_cache().cloned();
     let consumed = state
         .db
         .run(move |conn| {
             // The grant that stands for the actor is the one spent: a tenant's plan is shared by
             // its members.
-            let evaluated = evaluate(conn, &catalog, policy, &actor, exemption, now)?;
+            let evaluated = evaluate(
+                conn,
+                cache.as_deref(),
+                &catalog,
+                policy,
+                &actor,
+                exemption,
+                now,
+            )?;
             let subject_key = evaluated.subject.key();
             let applied = evaluated
                 .applied

@@ -1,13 +1,17 @@
 //! A subject's status: stored state through the access function, with its quotas.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 
 use crate::billing::access::{self, Access, AccessPolicy};
-use crate::billing::catalog::QuotaLimit;
+use crate::billing::catalog::{Catalog, QuotaLimit};
 use crate::billing::quota::{self, Applied, BillingPeriod, BALANCE_BUCKET};
 use crate::billing::scope::{self, Actor, Scope};
 use crate::billing::subject::Subject;
-use crate::db::state::{SubjectState, SubscriptionRow};
+use crate::db::snapshot_cache::SnapshotCache;
+use crate::db::snapshots::Snapshot;
+use crate::db::state::SubscriptionRow;
 use crate::db::{self, from_db_time, DbConnection};
 use crate::startup::AppState;
 
@@ -26,6 +30,22 @@ pub struct StatusView {
 }
 
 impl StatusView {
+    fn of(catalog: &Catalog, evaluated: Evaluated, quotas: Vec<QuotaView>) -> StatusView {
+        let plan_name = catalog
+            .plan(&evaluated.access.plan_id)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let subscription = evaluated.subscription().cloned();
+        StatusView {
+            subject: evaluated.subject,
+            scope: evaluated.scope,
+            access: evaluated.access,
+            plan_name,
+            subscription,
+            quotas,
+        }
+    }
+
     pub fn current_period_end(&self) -> Option<DateTime<Utc>> {
         self.subscription
             .as_ref()
@@ -108,19 +128,34 @@ impl Exemption {
     pub(crate) fn resolve(
         self,
         conn: &mut DbConnection,
+        cache: Option<&SnapshotCache>,
         subject: &Subject,
         remembered: bool,
         now: DateTime<Utc>,
     ) -> anyhow::Result<bool> {
+        if let Some(exempt) = self.without_write(subject, remembered) {
+            return Ok(exempt);
+        }
+        let Exemption::Token(exempt) = self else {
+            unreachable!("only a user's token has something to remember")
+        };
+        let key = subject.key();
+        db::snapshots::set_role_exempt(conn, &key, exempt, now)?;
+        // The write committed on its own (no transaction is open here).
+        if let Some(cache) = cache {
+            cache.invalidate(&key);
+        }
+        Ok(exempt)
+    }
+
+    /// Whether the subject is exempt, when that needs nothing remembered anew.
+    fn without_write(self, subject: &Subject, remembered: bool) -> Option<bool> {
         match self {
             Exemption::Token(exempt) => {
                 let is_user = matches!(subject, Subject::User { .. });
-                if is_user && exempt != remembered {
-                    db::snapshots::set_role_exempt(conn, &subject.key(), exempt, now)?;
-                }
-                Ok(exempt)
+                (!is_user || exempt == remembered).then_some(exempt)
             }
-            Exemption::Remembered { listed } => Ok(listed || remembered),
+            Exemption::Remembered { listed } => Some(listed || remembered),
         }
     }
 }
@@ -132,13 +167,12 @@ pub fn policy(state: &AppState) -> AccessPolicy {
     }
 }
 
-/// The verdict on stored state, and the quotas it brings (decided on the blocking thread, with
-/// the connection the reads used).
+/// The verdict on stored state, and the quotas it brings.
 pub(crate) struct Evaluated {
     /// The subject whose grant stands for the actor (its quotas are the ones spent).
     pub subject: Subject,
     pub scope: Scope,
-    pub stored: SubjectState,
+    pub stored: Arc<Snapshot>,
     pub access: Access,
     pub applied: Vec<Applied>,
 }
@@ -147,6 +181,7 @@ impl Evaluated {
     pub fn subscription(&self) -> Option<&SubscriptionRow> {
         let id = self.access.subscription_id.as_ref()?;
         self.stored
+            .state
             .subscriptions
             .iter()
             .find(|s| &s.stripe_subscription_id == id)
@@ -154,10 +189,12 @@ impl Evaluated {
 }
 
 /// The actor's access: what the user holds personally and, in a tenant, through the membership
-/// and through the tenant; the strongest grant stands. One read of the subjects' snapshots.
+/// and through the tenant; the strongest grant stands. One read of the subjects' snapshots, or
+/// none when `cache` holds them.
 pub(crate) fn evaluate(
     conn: &mut DbConnection,
-    catalog: &crate::billing::catalog::Catalog,
+    cache: Option<&SnapshotCache>,
+    catalog: &Catalog,
     policy: AccessPolicy,
     actor: &Actor,
     exemption: Exemption,
@@ -165,11 +202,45 @@ pub(crate) fn evaluate(
 ) -> anyhow::Result<Evaluated> {
     let subjects = actor.subjects();
     let keys: Vec<String> = subjects.iter().map(|(_, s)| s.key()).collect();
-    let mut snapshots = db::snapshots::read_many(conn, &keys)?;
+    let snapshots = db::snapshots::read_many(conn, cache, &keys)?;
     // Exemptions belong to the user (the first subject), never to a tenant.
-    let (user_scope, user) = &subjects[0];
-    debug_assert_eq!(*user_scope, Scope::User);
-    let exempt = exemption.resolve(conn, user, snapshots[0].role_exempt, now)?;
+    let exempt = exemption.resolve(conn, cache, &subjects[0].1, snapshots[0].role_exempt, now)?;
+    Ok(judge(catalog, policy, subjects, snapshots, exempt, now))
+}
+
+/// [`evaluate`] without the database: when the cache holds every subject's snapshot and the
+/// exemption needs nothing written.
+fn evaluate_cached(
+    state: &AppState,
+    actor: &Actor,
+    exemption: Exemption,
+    now: DateTime<Utc>,
+) -> Option<Evaluated> {
+    let subjects = actor.subjects();
+    let keys: Vec<String> = subjects.iter().map(|(_, s)| s.key()).collect();
+    let snapshots = db::snapshots::cached(state.db.snapshot_cache().map(|c| &**c), &keys)?;
+    let exempt = exemption.without_write(&subjects[0].1, snapshots[0].role_exempt)?;
+    Some(judge(
+        &state.catalog,
+        policy(state),
+        subjects,
+        snapshots,
+        exempt,
+        now,
+    ))
+}
+
+/// The verdict on the subjects' snapshots (in [`Actor::subjects`] order), and the quotas of the
+/// grant that stands.
+fn judge(
+    catalog: &Catalog,
+    policy: AccessPolicy,
+    mut subjects: Vec<(Scope, Subject)>,
+    mut snapshots: Vec<Arc<Snapshot>>,
+    exempt: bool,
+    now: DateTime<Utc>,
+) -> Evaluated {
+    debug_assert_eq!(subjects[0].0, Scope::User);
     let mut verdicts: Vec<Access> = snapshots
         .iter()
         .enumerate()
@@ -186,10 +257,10 @@ pub(crate) fn evaluate(
         .collect();
     let chosen = scope::strongest(catalog, &verdicts.iter().collect::<Vec<_>>())
         .unwrap_or_else(|| scope::free_subject(catalog, &subjects));
-    let (scope, subject) = subjects[chosen].clone();
-    let stored = std::mem::take(&mut snapshots[chosen].state);
+    let (scope, subject) = subjects.swap_remove(chosen);
+    let stored = snapshots.swap_remove(chosen);
     let verdict = verdicts.swap_remove(chosen);
-    let purchases = stored.purchase_facts();
+    let purchases = stored.state.purchase_facts();
     let mut evaluated = Evaluated {
         subject,
         scope,
@@ -208,7 +279,7 @@ pub(crate) fn evaluate(
             })
         });
     evaluated.applied = quota::applied(catalog, &evaluated.access, &purchases, billing, now);
-    Ok(evaluated)
+    evaluated
 }
 
 pub async fn status_of(
@@ -235,13 +306,29 @@ async fn view(
     exemption: Exemption,
     with_quotas: bool,
 ) -> anyhow::Result<StatusView> {
+    let now = state.now();
+    if !with_quotas {
+        // The hot path of feature checks: on cached snapshots, no database at all.
+        if let Some(evaluated) = evaluate_cached(state, actor, exemption, now) {
+            return Ok(StatusView::of(&state.catalog, evaluated, Vec::new()));
+        }
+    }
     let actor = actor.clone();
     let catalog = state.catalog.clone();
-    let (policy, now) = (policy(state), state.now());
+    let policy = policy(state);
+    let cache = state.db.snapshot_cache().cloned();
     state
         .db
         .run(move |conn| {
-            let evaluated = evaluate(conn, &catalog, policy, &actor, exemption, now)?;
+            let evaluated = evaluate(
+                conn,
+                cache.as_deref(),
+                &catalog,
+                policy,
+                &actor,
+                exemption,
+                now,
+            )?;
             let key = evaluated.subject.key();
             let applied = if with_quotas {
                 evaluated.applied.as_slice()
@@ -269,19 +356,7 @@ async fn view(
                     QuotaView::new(a, get(&a.window.bucket), get(BALANCE_BUCKET))
                 })
                 .collect();
-            let plan_name = catalog
-                .plan(&evaluated.access.plan_id)
-                .map(|p| p.name.clone())
-                .unwrap_or_default();
-            let subscription = evaluated.subscription().cloned();
-            Ok(StatusView {
-                subject: evaluated.subject,
-                scope: evaluated.scope,
-                access: evaluated.access,
-                plan_name,
-                subscription,
-                quotas,
-            })
+            Ok(StatusView::of(&catalog, evaluated, quotas))
         })
         .await
 }

@@ -223,6 +223,9 @@ async fn forget_customer(
             })
         })
         .await?;
+    if let Some((key, _)) = &forgotten {
+        state.db.snapshot_written(key);
+    }
     Ok(
         match forgotten.and_then(|(key, ended)| Subject::parse_key(&key).map(|s| (s, ended))) {
             Some((subject, ended)) => {
@@ -283,7 +286,7 @@ async fn write(
     let event_id = cause.event_id.map(str::to_owned);
     let source = cause.source.clone();
     let (subject, customer_id) = (subject.clone(), stripe_customer_id.to_owned());
-    state
+    let changes = state
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
@@ -318,7 +321,9 @@ async fn write(
                 Ok(changes)
             })
         })
-        .await
+        .await?;
+    state.db.snapshot_written(&subject_key);
+    Ok(changes)
 }
 
 fn subscription_row(

@@ -11,6 +11,7 @@ mod ordering;
 mod payments;
 mod quotas;
 mod reconcile;
+mod snapshot_cache;
 mod subscription;
 mod tenants;
 mod webhooks;

@@ -37,8 +37,10 @@ async fn stored(app: &TestApp) -> (String, bool, i64, Option<String>) {
     let (state, snapshot) = app
         .db(|conn| {
             let tables = tollgate::db::state::load(conn, "user:user-1")?;
-            let snapshot = tollgate::db::snapshots::read(conn, "user:user-1")?;
-            Ok((tables, snapshot.state))
+            // Read past any cache: the stored row itself.
+            let mut snapshots =
+                tollgate::db::snapshots::read_many(conn, None, &["user:user-1".to_owned()])?;
+            Ok((tables, snapshots.remove(0).state.clone()))
         })
         .await;
     assert_eq!(state.subscriptions.len(), 1, "one subscription row");

@@ -383,12 +383,17 @@ impl TestApp {
         self.send_webhook(event, WEBHOOK_SECRET, None).await
     }
 
-    /// Runs a query against the app's own database.
+    /// Runs a query against the app's own database. What it writes counts as this replica's
+    /// own write: the app's snapshot cache is emptied after it, as after the app's own writes.
     pub async fn db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut tollgate::db::DbConnection) -> anyhow::Result<T> + Send + 'static,
     ) -> T {
-        self.app.db.run(f).await.unwrap()
+        let out = self.app.db.run(f).await.unwrap();
+        if let Some(cache) = self.app.db.snapshot_cache() {
+            cache.invalidate_all();
+        }
+        out
     }
 
     pub async fn count(&self, table: &'static str) -> i64 {
