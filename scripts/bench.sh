@@ -3,14 +3,15 @@
 #
 # Measured with wrk, same threads/connections/duration for every target:
 #   - Tollgate: GET /v1/entitlements (service JWT, billing:read) and POST /v1/usage (service
-#     JWT, billing:write) for random users among the seeded ones;
+#     JWT, billing:write) for random users among the seeded ones; then GET /v1/entitlements
+#     again on an instance with the snapshot cache off;
 #   - baselines from examples/bench_baseline.rs on the same database: GET /read (one
 #     primary-key SELECT) and POST /update (one UPDATE ... RETURNING);
 #   - pgbench -S (select-only) on a separate scale-10 database, for reference.
 # For each: requests/s, p50/p99 latency, errors, peak RSS of the server process, and its CPU
 # time, PostgreSQL's CPU time and database transactions per request.
 #
-# Usage: scripts/bench.sh            (about 4 minutes once the release build is done)
+# Usage: scripts/bench.sh            (about 5 minutes once the release build is done)
 # Environment (all optional):
 #   BENCH_POSTGRES_URL  server URL, a user that may create databases  (postgres://root@127.0.0.1:5432)
 #   BENCH_SUBJECTS      seeded users / baseline rows                  (100000)
@@ -250,8 +251,12 @@ sample() {
   offset="$(wc -l <"$PG_LOG")"
   curl -sf -o /dev/null "$@" || die "sample request $name failed"
   sleep 0.5
+  # The snapshot cache's listener (its own connection) runs a heartbeat now and then: not part
+  # of any request.
+  local listener
+  listener="$(psql_db -At -c "SELECT string_agg(pid::text, '|') FROM pg_stat_activity WHERE application_name = 'tollgate_snapshot_listener'")"
   tail -n +"$((offset + 1))" "$PG_LOG" | grep -E "@$DB LOG:  (statement|execute [^:]*): " \
-    >"$WORK/$name.statements" || true
+    | grep -vE "\[(${listener:-none})\]" >"$WORK/$name.statements" || true
 }
 
 log "starting Tollgate with statement logging to check the seed and sample statements"
@@ -276,6 +281,9 @@ for user in u1 "u$((SUBJECTS / 2))" "u$SUBJECTS"; do
 done
 log "seeded users have access: $body"
 sample entitlements -H "Authorization: Bearer $TOKEN" \
+  "http://127.0.0.1:$TOLLGATE_PORT/v1/entitlements?user_id=u7&feature=$FEATURE"
+# The same check again: now answered from the replica's snapshot cache.
+sample entitlements_cached -H "Authorization: Bearer $TOKEN" \
   "http://127.0.0.1:$TOLLGATE_PORT/v1/entitlements?user_id=u7&feature=$FEATURE"
 
 # POST /v1/usage: measured only where it exists (an unknown path answers 404 "no endpoint").
@@ -319,6 +327,17 @@ if [[ -n "$USAGE_EXISTS" ]]; then
 else
   echo "status=missing" >"$WORK/usage.env"
 fi
+stop_pid "$TOLLGATE_PID"
+
+# The same checks with the snapshot cache off: every check reads its snapshot from PostgreSQL
+# (what a check on a subject no replica has seen lately costs).
+log "starting Tollgate (release) with the snapshot cache off"
+"${tollgate_env[@]}" TOLLGATE_DATABASE__SNAPSHOT_CACHE_ENTRIES=0 "$TOLLGATE_BIN" --config "$CONFIG" serve \
+  >"$WORK/tollgate-uncached.log" 2>&1 &
+TOLLGATE_PID=$!
+STARTED_PIDS+=("$TOLLGATE_PID")
+wait_ready "http://127.0.0.1:$TOLLGATE_PORT/readyz" "$TOLLGATE_PID" tollgate "$WORK/tollgate-uncached.log"
+measure entitlements_uncached "http://127.0.0.1:$TOLLGATE_PORT" entitlements.lua "$TOLLGATE_PID" "$TOKEN"
 stop_pid "$TOLLGATE_PID"
 
 # ------------------------------------------------------------------------------ baseline
