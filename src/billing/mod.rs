@@ -55,8 +55,6 @@ pub(crate) mod test_support {
         }
     }
 
-    /// free < basic < pro < lifetime, plus a credit pack. Quotas: `credits` 10 a day on free,
-    /// 100 a day on pro, 100 per pack; `generations` 250 per billing period on pro.
     /// A verdict with no features, subscription or grace: what quota and scope rules read.
     pub fn verdict(access: bool, reason: Reason, plan: &str) -> Access {
         Access {
@@ -70,6 +68,8 @@ pub(crate) mod test_support {
         }
     }
 
+    /// free < basic < pro < lifetime, plus a credit pack. Quotas: `credits` 10 a day on free,
+    /// 100 a day on pro, 100 per pack; `generations` 250 per billing period on pro.
     pub fn catalog() -> Catalog {
         Catalog::from_parts(
             vec![

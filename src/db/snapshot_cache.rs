@@ -110,8 +110,10 @@ impl SnapshotCache {
     /// The listener is listening (again): start from empty, since anything cached before may
     /// have missed a notification.
     fn go_live(&self) {
-        self.invalidate_all();
+        self.entries.clear();
         self.live.store(true, Ordering::SeqCst);
+        // After `live`: a reader that read the epoch before this and `live` after holds a
+        // ticket that no longer fills.
         self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -127,10 +129,6 @@ impl SnapshotCache {
         } else {
             self.invalidate(payload);
         }
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -15,7 +15,7 @@ use crate::db::quotas::{Consumed, Consumption, LedgerRow};
 use crate::error::{ApiError, Problem};
 use crate::startup::AppState;
 
-use super::status::{evaluate, policy, Exemption};
+use super::status::{Exemption, Terms};
 
 /// One quota as the subject has it now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -156,30 +156,20 @@ pub async fn consume(
         ));
     }
     let actor = actor.clone();
-    let catalog = state.catalog.clone();
-    let (policy, now) = (policy(state), state.now());
+    let terms = Terms::of(state);
+    let now = terms.now;
     let request = req.clone();
-    let cache = state.db.snapshot_cache().cloned();
     let consumed = state
         .db
         .run(move |conn| {
             // The grant that stands for the actor is the one spent: a tenant's plan is shared by
             // its members.
-            let evaluated = evaluate(
-                conn,
-                cache.as_deref(),
-                &catalog,
-                policy,
-                &actor,
-                exemption,
-                now,
-            )?;
+            let evaluated = terms.evaluate(conn, &actor, exemption)?;
             let subject_key = evaluated.subject.key();
-            let applied = evaluated
-                .applied
-                .iter()
+            let applied = terms
+                .applied(&evaluated)
+                .into_iter()
                 .find(|a| a.key == request.quota)
-                .cloned()
                 .unwrap_or_else(|| Applied {
                     key: request.quota.clone(),
                     limit: None,

@@ -167,14 +167,119 @@ pub fn policy(state: &AppState) -> AccessPolicy {
     }
 }
 
-/// The verdict on stored state, and the quotas it brings.
+/// What evaluating access needs from the app, owned, so that it moves to a blocking thread.
+#[derive(Clone)]
+pub(crate) struct Terms {
+    pub catalog: Arc<Catalog>,
+    pub policy: AccessPolicy,
+    pub cache: Option<Arc<SnapshotCache>>,
+    /// The request's time: every verdict and quota window is taken at it.
+    pub now: DateTime<Utc>,
+}
+
+impl Terms {
+    pub fn of(state: &AppState) -> Terms {
+        Terms {
+            catalog: state.catalog.clone(),
+            policy: policy(state),
+            cache: state.db.snapshot_cache().cloned(),
+            now: state.now(),
+        }
+    }
+
+    /// The actor's access: what the user holds personally and, in a tenant, through the
+    /// membership and through the tenant; the strongest grant stands. One read of the subjects'
+    /// snapshots, or none when the cache holds them.
+    pub fn evaluate(
+        &self,
+        conn: &mut DbConnection,
+        actor: &Actor,
+        exemption: Exemption,
+    ) -> anyhow::Result<Evaluated> {
+        let subjects = actor.subjects();
+        let keys: Vec<String> = subjects.iter().map(|(_, s)| s.key()).collect();
+        let cache = self.cache.as_deref();
+        let snapshots = db::snapshots::read_many(conn, cache, &keys)?;
+        // Exemptions belong to the user (the first subject), never to a tenant.
+        let user = &subjects[0].1;
+        let exempt = exemption.resolve(conn, cache, user, snapshots[0].role_exempt, self.now)?;
+        Ok(self.judge(subjects, snapshots, exempt))
+    }
+
+    /// [`Terms::evaluate`] without the database: when the cache holds every subject's snapshot
+    /// and the exemption needs nothing written.
+    fn evaluate_cached(&self, actor: &Actor, exemption: Exemption) -> Option<Evaluated> {
+        let subjects = actor.subjects();
+        let keys: Vec<String> = subjects.iter().map(|(_, s)| s.key()).collect();
+        let snapshots = db::snapshots::cached(self.cache.as_deref(), &keys)?;
+        let exempt = exemption.without_write(&subjects[0].1, snapshots[0].role_exempt)?;
+        Some(self.judge(subjects, snapshots, exempt))
+    }
+
+    /// The verdict on the subjects' snapshots (in [`Actor::subjects`] order).
+    fn judge(
+        &self,
+        mut subjects: Vec<(Scope, Subject)>,
+        mut snapshots: Vec<Arc<Snapshot>>,
+        exempt: bool,
+    ) -> Evaluated {
+        debug_assert_eq!(subjects[0].0, Scope::User);
+        let catalog = &self.catalog;
+        let mut verdicts: Vec<Access> = snapshots
+            .iter()
+            .enumerate()
+            .map(|(i, snapshot)| {
+                access::evaluate(
+                    catalog,
+                    self.policy,
+                    &snapshot.state.subscription_facts(),
+                    &snapshot.state.purchase_facts(),
+                    exempt && i == 0,
+                    self.now,
+                )
+            })
+            .collect();
+        let chosen = scope::strongest(catalog, &verdicts.iter().collect::<Vec<_>>())
+            .unwrap_or_else(|| scope::free_subject(catalog, &subjects));
+        let (scope, subject) = subjects.swap_remove(chosen);
+        Evaluated {
+            subject,
+            scope,
+            stored: snapshots.swap_remove(chosen),
+            access: verdicts.swap_remove(chosen),
+        }
+    }
+
+    /// The quotas the grant that stands brings (with their windows at `now`).
+    pub fn applied(&self, evaluated: &Evaluated) -> Vec<Applied> {
+        // A billing-period quota follows the period of the subscription that grants access.
+        let billing = evaluated
+            .subscription()
+            .filter(|_| evaluated.access.access)
+            .and_then(|s| {
+                Some(BillingPeriod {
+                    start: from_db_time(s.current_period_start?),
+                    end: s.current_period_end.map(from_db_time),
+                })
+            });
+        let purchases = evaluated.stored.state.purchase_facts();
+        quota::applied(
+            &self.catalog,
+            &evaluated.access,
+            &purchases,
+            billing,
+            self.now,
+        )
+    }
+}
+
+/// The verdict on stored state.
 pub(crate) struct Evaluated {
     /// The subject whose grant stands for the actor (its quotas are the ones spent).
     pub subject: Subject,
     pub scope: Scope,
     pub stored: Arc<Snapshot>,
     pub access: Access,
-    pub applied: Vec<Applied>,
 }
 
 impl Evaluated {
@@ -186,100 +291,6 @@ impl Evaluated {
             .iter()
             .find(|s| &s.stripe_subscription_id == id)
     }
-}
-
-/// The actor's access: what the user holds personally and, in a tenant, through the membership
-/// and through the tenant; the strongest grant stands. One read of the subjects' snapshots, or
-/// none when `cache` holds them.
-pub(crate) fn evaluate(
-    conn: &mut DbConnection,
-    cache: Option<&SnapshotCache>,
-    catalog: &Catalog,
-    policy: AccessPolicy,
-    actor: &Actor,
-    exemption: Exemption,
-    now: DateTime<Utc>,
-) -> anyhow::Result<Evaluated> {
-    let subjects = actor.subjects();
-    let keys: Vec<String> = subjects.iter().map(|(_, s)| s.key()).collect();
-    let snapshots = db::snapshots::read_many(conn, cache, &keys)?;
-    // Exemptions belong to the user (the first subject), never to a tenant.
-    let exempt = exemption.resolve(conn, cache, &subjects[0].1, snapshots[0].role_exempt, now)?;
-    Ok(judge(catalog, policy, subjects, snapshots, exempt, now))
-}
-
-/// [`evaluate`] without the database: when the cache holds every subject's snapshot and the
-/// exemption needs nothing written.
-fn evaluate_cached(
-    state: &AppState,
-    actor: &Actor,
-    exemption: Exemption,
-    now: DateTime<Utc>,
-) -> Option<Evaluated> {
-    let subjects = actor.subjects();
-    let keys: Vec<String> = subjects.iter().map(|(_, s)| s.key()).collect();
-    let snapshots = db::snapshots::cached(state.db.snapshot_cache().map(|c| &**c), &keys)?;
-    let exempt = exemption.without_write(&subjects[0].1, snapshots[0].role_exempt)?;
-    Some(judge(
-        &state.catalog,
-        policy(state),
-        subjects,
-        snapshots,
-        exempt,
-        now,
-    ))
-}
-
-/// The verdict on the subjects' snapshots (in [`Actor::subjects`] order), and the quotas of the
-/// grant that stands.
-fn judge(
-    catalog: &Catalog,
-    policy: AccessPolicy,
-    mut subjects: Vec<(Scope, Subject)>,
-    mut snapshots: Vec<Arc<Snapshot>>,
-    exempt: bool,
-    now: DateTime<Utc>,
-) -> Evaluated {
-    debug_assert_eq!(subjects[0].0, Scope::User);
-    let mut verdicts: Vec<Access> = snapshots
-        .iter()
-        .enumerate()
-        .map(|(i, snapshot)| {
-            access::evaluate(
-                catalog,
-                policy,
-                &snapshot.state.subscription_facts(),
-                &snapshot.state.purchase_facts(),
-                exempt && i == 0,
-                now,
-            )
-        })
-        .collect();
-    let chosen = scope::strongest(catalog, &verdicts.iter().collect::<Vec<_>>())
-        .unwrap_or_else(|| scope::free_subject(catalog, &subjects));
-    let (scope, subject) = subjects.swap_remove(chosen);
-    let stored = snapshots.swap_remove(chosen);
-    let verdict = verdicts.swap_remove(chosen);
-    let purchases = stored.state.purchase_facts();
-    let mut evaluated = Evaluated {
-        subject,
-        scope,
-        stored,
-        access: verdict,
-        applied: Vec::new(),
-    };
-    // A billing-period quota follows the period of the subscription that grants access.
-    let billing = evaluated
-        .subscription()
-        .filter(|_| evaluated.access.access)
-        .and_then(|s| {
-            Some(BillingPeriod {
-                start: from_db_time(s.current_period_start?),
-                end: s.current_period_end.map(from_db_time),
-            })
-        });
-    evaluated.applied = quota::applied(catalog, &evaluated.access, &purchases, billing, now);
-    evaluated
 }
 
 pub async fn status_of(
@@ -306,34 +317,23 @@ async fn view(
     exemption: Exemption,
     with_quotas: bool,
 ) -> anyhow::Result<StatusView> {
-    let now = state.now();
+    let terms = Terms::of(state);
     if !with_quotas {
         // The hot path of feature checks: on cached snapshots, no database at all.
-        if let Some(evaluated) = evaluate_cached(state, actor, exemption, now) {
-            return Ok(StatusView::of(&state.catalog, evaluated, Vec::new()));
+        if let Some(evaluated) = terms.evaluate_cached(actor, exemption) {
+            return Ok(StatusView::of(&terms.catalog, evaluated, Vec::new()));
         }
     }
     let actor = actor.clone();
-    let catalog = state.catalog.clone();
-    let policy = policy(state);
-    let cache = state.db.snapshot_cache().cloned();
     state
         .db
         .run(move |conn| {
-            let evaluated = evaluate(
-                conn,
-                cache.as_deref(),
-                &catalog,
-                policy,
-                &actor,
-                exemption,
-                now,
-            )?;
+            let evaluated = terms.evaluate(conn, &actor, exemption)?;
             let key = evaluated.subject.key();
             let applied = if with_quotas {
-                evaluated.applied.as_slice()
+                terms.applied(&evaluated)
             } else {
-                &[]
+                Vec::new()
             };
             let wanted: Vec<(String, String)> = applied
                 .iter()
@@ -356,7 +356,7 @@ async fn view(
                     QuotaView::new(a, get(&a.window.bucket), get(BALANCE_BUCKET))
                 })
                 .collect();
-            Ok(StatusView::of(&catalog, evaluated, quotas))
+            Ok(StatusView::of(&terms.catalog, evaluated, quotas))
         })
         .await
 }

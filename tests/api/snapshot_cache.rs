@@ -56,11 +56,17 @@ async fn until_live(app: &TestApp, live: bool) {
     }
 }
 
-/// Lets the listener take the notifications of the set-up's own writes (which would otherwise
-/// drop what the next check caches), then caches user-1 with one check.
-async fn settle_and_cache(app: &TestApp) -> bool {
+/// Subscribes user-1 and caches the answer to a check: lets the listener take the notifications
+/// of the set-up's own writes first (which would otherwise drop what the check caches). Returns
+/// an outsider's connection and the subscribed snapshot as stored.
+async fn cached_subscriber(app: &TestApp) -> (PgConnection, String) {
+    until_live(app, true).await;
+    app.subscribe("user-1", "pro", "month").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    export_allowed(app, &app.address, "user-1").await
+    assert!(export_allowed(app, &app.address, "user-1").await);
+    let mut conn = outsider(app);
+    let subscribed = stored_state(&mut conn);
+    (conn, subscribed)
 }
 
 /// A connection of its own, as another program would have: its writes are nobody's in Tollgate.
@@ -107,11 +113,7 @@ async fn checks_are_answered_from_the_cache_until_the_database_notifies_a_change
         assert!(app.app.db.snapshot_cache().is_none(), "SQLite has no cache");
         return;
     }
-    until_live(&app, true).await;
-    app.subscribe("user-1", "pro", "month").await;
-    assert!(settle_and_cache(&app).await);
-    let mut conn = outsider(&app);
-    let subscribed = stored_state(&mut conn);
+    let (mut conn, subscribed) = cached_subscriber(&app).await;
 
     // Unannounced, the change is not seen: the answer came from the cache.
     silent_write(&mut conn, NOTHING);
@@ -171,11 +173,7 @@ async fn without_its_listener_a_replica_reads_the_database_until_it_listens_agai
     if !app.uses_postgres() {
         return;
     }
-    until_live(&app, true).await;
-    app.subscribe("user-1", "pro", "month").await;
-    assert!(settle_and_cache(&app).await);
-    let mut conn = outsider(&app);
-    let subscribed = stored_state(&mut conn);
+    let (mut conn, subscribed) = cached_subscriber(&app).await;
 
     // The listener's connection dies (a failover, a restarted pooler). Nothing is notified: only
     // a replica that stopped trusting its cache sees the write.
