@@ -249,8 +249,9 @@ pub struct ConfigProblem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// figment's errors, with any secret's value left out (see [`describe_load_error`]).
     #[error("could not read configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(String),
     #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<ConfigProblem>),
 }
@@ -284,12 +285,28 @@ impl Settings {
                 k != "config" && !k.starts_with("test_")
             })
             .split("__");
-        Self::extract(base.merge(plain).merge(prefixed))
+        // Secrets are taken exactly as written: figment would read `007` as the number 7.
+        let raw = |env: Env| {
+            env.iter()
+                .filter_map(|(key, value)| {
+                    let secret = SECRET_KEYS
+                        .iter()
+                        .find(|k| key.as_str().eq_ignore_ascii_case(k))?;
+                    Some((*secret, value))
+                })
+                .fold(Figment::new(), |f, (key, value)| f.merge((key, value)))
+        };
+        Self::extract(
+            base.merge(plain.clone())
+                .merge(raw(plain))
+                .merge(prefixed.clone())
+                .merge(raw(prefixed)),
+        )
     }
 
     /// Extracts and validates exactly what `figment` holds (no environment layering).
     pub fn extract(figment: Figment) -> Result<Settings, ConfigError> {
-        let mut settings: Settings = figment.extract().map_err(Box::new)?;
+        let mut settings: Settings = figment.extract().map_err(describe_load_error)?;
         settings.resolve_price_env();
         settings.validate()?;
         Ok(settings)
@@ -440,6 +457,39 @@ impl Settings {
             Err(ConfigError::Invalid(problems))
         }
     }
+}
+
+/// Keys whose values are secrets: never echoed, and read from the environment as strings.
+const SECRET_KEYS: &[&str] = &[
+    "database.url",
+    "stripe.secret_key",
+    "stripe.webhook_secrets",
+    "auth.hs256_secret",
+];
+
+/// figment's message for each problem, except that a secret's value is never shown (figment
+/// would print `found unsigned int `12345``).
+fn describe_load_error(err: figment::Error) -> ConfigError {
+    use figment::error::{Actual, Kind};
+    let hidden = || Actual::Other("a value (not shown: it is a secret)".into());
+    let problems: Vec<String> = err
+        .into_iter()
+        .map(|mut e| {
+            if SECRET_KEYS.contains(&e.path.join(".").as_str()) {
+                e.kind = match e.kind {
+                    Kind::InvalidType(_, expected) => Kind::InvalidType(hidden(), expected),
+                    Kind::InvalidValue(_, expected) => Kind::InvalidValue(hidden(), expected),
+                    Kind::Unsupported(_) => Kind::Unsupported(hidden()),
+                    Kind::Message(_) => {
+                        Kind::Message("invalid value (not shown: it is a secret)".into())
+                    }
+                    other => other,
+                };
+            }
+            e.to_string()
+        })
+        .collect();
+    ConfigError::Load(problems.join("\n"))
 }
 
 fn yes() -> bool {
@@ -594,6 +644,46 @@ mod tests {
             assert_eq!(s.auth.audience, ["api-a", "api-b"]);
             assert_eq!(s.exemptions.subjects, ["12345"]);
             assert_eq!(s.checkout.allowed_redirect_origins.len(), 2);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn numeric_secrets_are_taken_as_written_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TOLLGATE_AUTH__HS256_SECRET", "0012345");
+            jail.set_env("STRIPE_WEBHOOK_SECRET", "007");
+            let s = load().map_err(|e| e.to_string())?;
+            let hs = s
+                .auth
+                .hs256_secret
+                .as_ref()
+                .unwrap()
+                .expose_secret()
+                .to_owned();
+            assert_eq!(hs, "0012345");
+            assert_eq!(s.stripe.webhook_secrets[0].expose_secret(), "007");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_refused_without_showing_it() {
+        Jail::expect_with(|_| {
+            let figment = Figment::new()
+                .merge(Toml::file_exact(DEFAULT))
+                .merge(("auth.hs256_secret", 987_654_321_u64))
+                .merge(("database.url", 123_456_789_u64));
+            let text = problems(Settings::extract(figment));
+            assert!(
+                text.contains("hs256_secret") || text.contains("database"),
+                "{text}"
+            );
+            assert!(text.contains("not shown"), "{text}");
+            assert!(
+                !text.contains("987654321") && !text.contains("123456789"),
+                "{text}"
+            );
             Ok(())
         });
     }
