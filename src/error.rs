@@ -106,7 +106,12 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
         let detail = match self {
-            ApiError::Client { detail, .. } => detail.clone(),
+            ApiError::Client { detail, code, .. } => {
+                // A refusal is the answer working as designed (bad input, no scope, billing
+                // off), never an error of Tollgate's.
+                tracing::info!(status = status.as_u16(), code, "request refused");
+                detail.clone()
+            }
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed");
                 "An internal error occurred; it has been logged.".into()
