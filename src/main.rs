@@ -125,7 +125,10 @@ async fn sync(
         .ok_or_else(|| anyhow::anyhow!("Stripe is not configured: set STRIPE_SECRET_KEY"))?;
     let target = match (all, user, subject) {
         (true, _, _) => None,
-        (false, Some(user), _) => Some(Subject::user(user)),
+        (false, Some(user), _) => Some(Subject::user(
+            tollgate::billing::ids::UserId::parse(&user)
+                .map_err(|e| anyhow::anyhow!("--user {e}"))?,
+        )),
         (false, None, Some(key)) => Some(Subject::parse_key(&key).ok_or_else(|| {
             anyhow::anyhow!(
                 "`{key}` is not a subject key (user:<id>, tenant:<id>, membership:<tenant>:<user>)"

@@ -148,6 +148,7 @@ impl Application {
             app.service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api))
                 .service(web::redirect("/docs", "/docs/"))
                 .default_service(web::to(not_found))
+                .wrap(actix_web::middleware::from_fn(refuse_oversized_bodies))
                 .wrap(ErrorHandlers::new().default_handler(error::problem_safety_net))
                 .wrap(Compress::default())
                 .wrap(DefaultHeaders::new().add(("X-Content-Type-Options", "nosniff")))
@@ -214,10 +215,51 @@ pub fn db_threads(max_connections: u32) -> (usize, usize) {
     (workers, connections.div_ceil(workers))
 }
 
+/// No route matched: 405 with `Allow` for a known path asked with another method, else 404.
 async fn not_found(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
+    use actix_web::http::StatusCode;
+    if let Some(allow) = crate::api::allowed_methods(req.path()) {
+        let mut res = error::problem_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} answers {allow}, not {}", req.path(), req.method()),
+        );
+        if let Ok(value) = HeaderValue::from_str(allow) {
+            res.headers_mut()
+                .insert(actix_web::http::header::ALLOW, value);
+        }
+        return res;
+    }
     error::problem_response(
-        actix_web::http::StatusCode::NOT_FOUND,
+        StatusCode::NOT_FOUND,
         "not_found",
         format!("no endpoint {} {} (see /docs)", req.method(), req.path()),
     )
+}
+
+/// Refuses a body declared larger than `server.max_body_bytes` before anything reads it, on
+/// every endpoint (also those that ignore their body).
+async fn refuse_oversized_bodies(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let max = req
+        .app_data::<web::Data<AppState>>()
+        .map(|state| state.settings.server.max_body_bytes);
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let (Some(max), Some(declared)) = (max, declared) {
+        if declared > max as u64 {
+            return Err(error::ApiError::new(
+                actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body ({declared} bytes) is larger than server.max_body_bytes ({max})"),
+            )
+            .into());
+        }
+    }
+    next.call(req).await
 }

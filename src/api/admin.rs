@@ -49,10 +49,21 @@ pub async fn admin_sync(
     _service: Service<AdminScope>,
     body: web::Json<SyncIn>,
 ) -> Result<HttpResponse, ApiError> {
+    // What to do is checked before whether it can be done.
+    let target = match (body.user_id.as_deref(), body.all) {
+        (Some(user_id), false) => Some(super::params::user_id(user_id)?),
+        (None, true) => None,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "send either {\"user_id\": \"...\"} or {\"all\": true}",
+            ))
+        }
+    };
     let gateway = stripe(&state)?;
-    match (body.user_id.as_deref(), body.all) {
-        (Some(user_id), false) if !user_id.trim().is_empty() => {
-            let report = reconcile::reconcile_subject(&state, gateway, &Subject::user(user_id))
+    match target {
+        Some(user_id) => {
+            let report = reconcile::reconcile_subject(&state, gateway, &Subject::user(&user_id))
                 .await
                 .map_err(ApiError::upstream)?
                 .ok_or_else(|| {
@@ -63,7 +74,7 @@ pub async fn admin_sync(
                 })?;
             Ok(HttpResponse::Ok().json(report))
         }
-        (None, true) => {
+        None => {
             let state = state.clone();
             actix_web::rt::spawn(async move {
                 if let Some(gateway) = state.stripe.as_ref() {
@@ -80,9 +91,5 @@ pub async fn admin_sync(
             });
             Ok(HttpResponse::Accepted().json(SyncStartedOut { started: true }))
         }
-        _ => Err(ApiError::bad_request(
-            "invalid_body",
-            "send either {\"user_id\": \"...\"} or {\"all\": true}",
-        )),
     }
 }

@@ -4,6 +4,7 @@ use actix_web::{get, post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::params;
 use super::status::StatusOut;
 use crate::billing::catalog::Interval;
 use crate::error::{ApiError, Problem};
@@ -62,14 +63,20 @@ pub async fn create_checkout(
     body: web::Json<CheckoutIn>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
+    let promo_code = body
+        .promo_code
+        .as_deref()
+        .filter(|c| !c.trim().is_empty())
+        .map(params::promo_code)
+        .transpose()?;
     let request = CheckoutRequest {
         plan: body.plan,
         interval: body.interval,
-        promo_code: body.promo_code,
+        promo_code,
         success_url: body.success_url,
         cancel_url: body.cancel_url,
         quantity: body.quantity.unwrap_or(1),
-        tenant_id: body.tenant_id,
+        tenant_id: params::optional_tenant_id(body.tenant_id.as_deref())?,
     };
     let session = flow::start_checkout(&state, &user.0, request).await?;
     let url = session.url.ok_or_else(|| {
@@ -112,7 +119,8 @@ pub async fn verify_checkout(
     user: EndUser,
     query: web::Query<VerifyQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = flow::verify_checkout(&state, &user.0, &query.session_id).await?;
+    let session_id = params::session_id(&query.session_id)?;
+    let actor = flow::verify_checkout(&state, &user.0, &session_id).await?;
     let view = status_of(&state, &actor, Exemption::Token(user.0.exempt)).await?;
     Ok(HttpResponse::Ok().json(StatusOut::from(view)))
 }
@@ -163,7 +171,7 @@ pub async fn create_portal(
             ApiError::bad_request("invalid_body", format!("the JSON body does not fit: {e}"))
         })?
     };
-    let url =
-        flow::open_portal(&state, &user.0, body.return_url, body.tenant_id.as_deref()).await?;
+    let tenant_id = params::optional_tenant_id(body.tenant_id.as_deref())?;
+    let url = flow::open_portal(&state, &user.0, body.return_url, tenant_id).await?;
     Ok(HttpResponse::Ok().json(PortalOut { url }))
 }

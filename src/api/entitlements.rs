@@ -4,12 +4,12 @@ use actix_web::{get, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::params::service_actor;
 use super::status::StatusOut;
-use crate::billing::scope::{Actor, Scope};
+use crate::billing::scope::Scope;
 use crate::error::{ApiError, Problem};
 use crate::identity::{ReadScope, Service};
 use crate::service::status::{access_of, status_of, Exemption};
-use crate::service::tenants::checked_tenant_id;
 use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -37,24 +37,6 @@ pub struct FeatureOut {
     pub granted_by: Scope,
 }
 
-/// The user (and tenant) a service asks about.
-pub(crate) fn service_actor(user_id: &str, tenant_id: Option<&str>) -> Result<Actor, ApiError> {
-    let user_id = checked_user_id(user_id)?;
-    let tenant_id = tenant_id.map(checked_tenant_id).transpose()?;
-    Ok(Actor::new(user_id, tenant_id))
-}
-
-/// A user id as services pass it: 1 to 255 characters, not blank.
-pub(crate) fn checked_user_id(user_id: &str) -> Result<String, ApiError> {
-    if user_id.trim().is_empty() || user_id.len() > 255 {
-        return Err(ApiError::bad_request(
-            "invalid_user_id",
-            "user_id must be 1 to 255 characters",
-        ));
-    }
-    Ok(user_id.to_owned())
-}
-
 /// The user's access and features, as `GET /v1/status` shows them to the user; or whether one
 /// feature is allowed. With `tenant_id`, the strongest of what the user holds personally,
 /// through the membership and through the tenant (`granted_by` says which): the caller need not
@@ -80,7 +62,7 @@ pub async fn get_entitlements(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let actor = service_actor(&query.user_id, query.tenant_id.as_deref())?;
-    let exemption = Exemption::for_service(&state, &actor.user_id);
+    let exemption = Exemption::for_service(&state, actor.user_id.as_str());
     match query.feature {
         None => {
             let view = status_of(&state, &actor, exemption).await?;

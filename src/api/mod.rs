@@ -7,6 +7,7 @@ mod checkout;
 mod config;
 mod entitlements;
 mod ops;
+mod params;
 mod payments;
 mod status;
 mod subscription;
@@ -92,4 +93,35 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 pub fn base_openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The methods a documented path answers (`GET, POST`), for a 405 with `Allow`; `None` for a
+/// path no endpoint has. Read from the OpenAPI document, so it cannot drift from the routes.
+pub fn allowed_methods(path: &str) -> Option<&'static str> {
+    use actix_web::dev::ResourceDef;
+    static ROUTES: std::sync::OnceLock<Vec<(ResourceDef, String)>> = std::sync::OnceLock::new();
+    let routes = ROUTES.get_or_init(|| {
+        openapi()
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let methods: Vec<&str> = [
+                    ("GET", item.get.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ]
+                .into_iter()
+                .filter_map(|(name, present)| present.then_some(name))
+                .collect();
+                (ResourceDef::new(path.as_str()), methods.join(", "))
+            })
+            .collect()
+    });
+    routes
+        .iter()
+        .find(|(def, _)| def.is_match(path))
+        .map(|(_, methods)| methods.as_str())
 }

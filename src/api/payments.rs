@@ -10,6 +10,7 @@ use crate::db::{self, from_db_time};
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
 use crate::startup::AppState;
+use crate::stripe::ChargeId;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -41,10 +42,16 @@ pub struct PaymentsOut {
     pub next_cursor: Option<String>,
 }
 
+/// `<unix seconds>:<charge id>`, as `next_cursor` gives it; a time both databases can store.
 fn parse_cursor(cursor: &str) -> Option<(chrono::NaiveDateTime, String)> {
     let (ts, id) = cursor.split_once(':')?;
-    let at = DateTime::from_timestamp(ts.parse().ok()?, 0)?.naive_utc();
-    (!id.is_empty()).then(|| (at, id.to_owned()))
+    let seconds = ts
+        .parse()
+        .ok()
+        .filter(|t| (0..=253_402_300_799).contains(t))?;
+    let at = DateTime::from_timestamp(seconds, 0)?.naive_utc();
+    let id = ChargeId::parse(id).ok()?;
+    Some((at, id.into()))
 }
 
 /// The caller's payments (charges, with refunds and disputes), newest first.

@@ -115,7 +115,10 @@ pub async fn get_status(
     user: EndUser,
     query: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = actor_for(&user.0, query.tenant_id.as_deref())?;
+    let actor = actor_for(
+        &user.0,
+        super::params::optional_tenant_id(query.tenant_id.as_deref())?,
+    )?;
     let view = status_of(&state, &actor, Exemption::Token(user.0.exempt)).await?;
     Ok(HttpResponse::Ok().json(StatusOut::from(view)))
 }

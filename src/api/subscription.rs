@@ -47,7 +47,10 @@ pub async fn cancel_subscription(
     user: EndUser,
     query: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = actor_for(&user.0, query.tenant_id.as_deref())?;
+    let actor = actor_for(
+        &user.0,
+        super::params::optional_tenant_id(query.tenant_id.as_deref())?,
+    )?;
     manage::cancel(&state, &user.0, &actor).await?;
     status_after(&state, &actor, &user).await
 }
@@ -75,7 +78,10 @@ pub async fn resume_subscription(
     user: EndUser,
     query: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = actor_for(&user.0, query.tenant_id.as_deref())?;
+    let actor = actor_for(
+        &user.0,
+        super::params::optional_tenant_id(query.tenant_id.as_deref())?,
+    )?;
     manage::resume(&state, &user.0, &actor).await?;
     status_after(&state, &actor, &user).await
 }
@@ -117,7 +123,10 @@ pub async fn change_subscription(
     user: EndUser,
     body: web::Json<ChangeIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = actor_for(&user.0, body.tenant_id.as_deref())?;
+    let actor = actor_for(
+        &user.0,
+        super::params::optional_tenant_id(body.tenant_id.as_deref())?,
+    )?;
     manage::change(
         &state,
         &user.0,

@@ -6,15 +6,16 @@ use actix_web::{delete, put, web, HttpResponse};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::entitlements::checked_user_id;
+use super::params;
 use crate::error::{ApiError, Problem};
 use crate::identity::{AdminScope, Service};
-use crate::service::tenants::{self, checked_tenant_id, ManagerOut, RemovalOut};
+use crate::service::tenants::{self, ManagerOut, RemovalOut};
 use crate::startup::AppState;
 
 /// The tenant was deleted: cancels on Stripe, at once, the tenant's subscription and every
 /// membership subscription in it, and records the removal (audited). Idempotent: a retry,
-/// also after a Stripe failure (502), finishes what is left and cancels nothing twice.
+/// also after a Stripe failure (502), finishes what is left and cancels nothing twice. A tenant
+/// Tollgate never billed answers 404 and is not recorded (it may still buy later).
 #[utoipa::path(
     tag = "services",
     operation_id = "v1.tenants.delete",
@@ -25,6 +26,7 @@ use crate::startup::AppState;
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "the token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`tenant_not_found`: Tollgate holds no billing record of the tenant; nothing is recorded", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "Stripe failed: the removal is recorded; retry to finish", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     )
@@ -36,7 +38,7 @@ pub async fn delete_tenant(
     _service: Service<AdminScope>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = checked_tenant_id(&path.into_inner())?;
+    let tenant_id = params::tenant_id(&path.into_inner())?;
     let removal = tenants::remove_tenant(&state, &tenant_id).await?;
     Ok(HttpResponse::Ok().json(removal))
 }
@@ -69,7 +71,7 @@ pub async fn delete_member(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (tenant_id, user_id) = path.into_inner();
-    let (tenant_id, user_id) = (checked_tenant_id(&tenant_id)?, checked_user_id(&user_id)?);
+    let (tenant_id, user_id) = (params::tenant_id(&tenant_id)?, params::user_id(&user_id)?);
     let removal = tenants::remove_member(&state, &tenant_id, &user_id).await?;
     Ok(HttpResponse::Ok().json(removal))
 }
@@ -108,8 +110,8 @@ pub async fn put_manager(
     path: web::Path<String>,
     body: web::Json<ManagerIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = checked_tenant_id(&path.into_inner())?;
-    let user_id = checked_user_id(&body.user_id)?;
+    let tenant_id = params::tenant_id(&path.into_inner())?;
+    let user_id = params::user_id(&body.user_id)?;
     let out = tenants::hand_over(&state, &tenant_id, &user_id).await?;
     Ok(HttpResponse::Ok().json(out))
 }

@@ -10,7 +10,7 @@ use crate::service::quotas::{consume, UsageOut, UsageRefusal, UsageRequest};
 use crate::service::status::Exemption;
 use crate::startup::AppState;
 
-use super::entitlements::service_actor;
+use super::params::service_actor;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -21,8 +21,9 @@ pub struct UsageIn {
     pub tenant_id: Option<String>,
     /// The quota key, as the plans declare it (e.g. `credits`, `generations`).
     pub quota: String,
-    /// How much to consume: all of it or nothing.
-    pub amount: u64,
+    /// How much to consume (1 to 1,000,000,000): all of it or nothing.
+    #[schema(value_type = u64, minimum = 1, maximum = 1_000_000_000)]
+    pub amount: serde_json::Number,
     /// Unique per logical consumption (1 to 255 characters); a retry with the same key gets
     /// the first answer again and consumes nothing more.
     pub idempotency_key: String,
@@ -60,12 +61,14 @@ pub async fn create_usage(
     let answer = consume(
         &state,
         &actor,
-        Exemption::for_service(&state, &actor.user_id),
+        Exemption::for_service(&state, actor.user_id.as_str()),
         UsageRequest {
             quota: body.quota,
-            amount: body.amount,
+            // Out of range (negative, fractional, huge) is the documented `invalid_amount`,
+            // not a body that does not fit.
+            amount: body.amount.as_u64().unwrap_or(0),
             idempotency_key: body.idempotency_key,
-            caller: service.0.subject,
+            caller: service.0.subject.into(),
         },
     )
     .await?;

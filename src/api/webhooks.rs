@@ -57,6 +57,10 @@ pub async fn stripe_webhook(
                 WebhookRejection::Stale => "stale_signature",
                 WebhookRejection::Malformed(_) => "invalid_payload",
             };
+            // Refused for good (a 4xx is not retried by Stripe): counted and logged, so that
+            // a signed event Tollgate could not take is seen, not silently lost.
+            metrics::counter!("tollgate_webhook_rejections_total", "code" => code).increment(1);
+            tracing::warn!(code, reason = %r, "webhook refused");
             ApiError::bad_request(code, r.to_string())
         })?;
     let span = tracing::Span::current();

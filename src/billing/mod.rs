@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod catalog;
+pub mod ids;
 pub mod payment;
 pub mod quota;
 pub mod redirect;

@@ -6,6 +6,7 @@ use utoipa::ToSchema;
 
 use super::access::{Access, Reason};
 use super::catalog::Catalog;
+use super::ids::{TenantId, UserId};
 use super::subject::Subject;
 
 /// Who a subscription is for.
@@ -44,11 +45,11 @@ impl Scope {
         match (self, &actor.tenant_id) {
             (Scope::User, _) => Some(Subject::user(&actor.user_id)),
             (Scope::Tenant, Some(t)) => Some(Subject::Tenant {
-                tenant_id: t.clone(),
+                tenant_id: t.into(),
             }),
             (Scope::Membership, Some(t)) => Some(Subject::Membership {
-                tenant_id: t.clone(),
-                user_id: actor.user_id.clone(),
+                tenant_id: t.into(),
+                user_id: (&actor.user_id).into(),
             }),
             (_, None) => None,
         }
@@ -58,16 +59,13 @@ impl Scope {
 /// A user, possibly acting in a tenant: whom access is asked about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
-    pub user_id: String,
-    pub tenant_id: Option<String>,
+    pub user_id: UserId,
+    pub tenant_id: Option<TenantId>,
 }
 
 impl Actor {
-    pub fn new(user_id: impl Into<String>, tenant_id: Option<String>) -> Actor {
-        Actor {
-            user_id: user_id.into(),
-            tenant_id,
-        }
+    pub fn new(user_id: UserId, tenant_id: Option<TenantId>) -> Actor {
+        Actor { user_id, tenant_id }
     }
 
     /// Every subject that may grant this actor access, in order of preference on a tie: the
@@ -111,11 +109,18 @@ mod tests {
     use super::*;
     use crate::billing::test_support::{catalog, verdict};
 
+    fn actor(user: &str, tenant: Option<&str>) -> Actor {
+        Actor::new(
+            UserId::parse(user).unwrap(),
+            tenant.map(|t| TenantId::parse(t).unwrap()),
+        )
+    }
+
     #[test]
     fn subjects_follow_the_tenant() {
-        let alone = Actor::new("u1", None);
+        let alone = actor("u1", None);
         assert_eq!(alone.subjects(), [(Scope::User, Subject::user("u1"))]);
-        let in_tenant = Actor::new("u1", Some("t1".into()));
+        let in_tenant = actor("u1", Some("t1"));
         assert_eq!(
             in_tenant.subjects(),
             [
@@ -145,8 +150,8 @@ mod tests {
     #[test]
     fn the_free_plan_is_held_where_its_scope_says() {
         let mut c = catalog();
-        let in_tenant = Actor::new("u1", Some("t1".into())).subjects();
-        let alone = Actor::new("u1", None).subjects();
+        let in_tenant = actor("u1", Some("t1")).subjects();
+        let alone = actor("u1", None).subjects();
         assert_eq!(free_subject(&c, &in_tenant), 0);
         c.set_free_plan_scope(Scope::Tenant);
         assert_eq!(free_subject(&c, &in_tenant), 2);

@@ -85,11 +85,11 @@ fn escape(id: &str) -> String {
     id.replace('%', "%25").replace(':', "%3A")
 }
 
+/// An id of a stored key; `None` unless it is one a caller could have named (see
+/// [`super::ids`]), so that a key from elsewhere (Stripe metadata) cannot bring in a NUL.
 fn unescape(s: &str) -> Option<String> {
-    if s.is_empty() {
-        return None;
-    }
-    Some(s.replace("%3A", ":").replace("%25", "%"))
+    let id = s.replace("%3A", ":").replace("%25", "%");
+    super::ids::check_external_id(&id).ok().map(|()| id)
 }
 
 #[cfg(test)]
@@ -126,5 +126,7 @@ mod tests {
         assert_eq!(Subject::parse_key("user:"), None);
         assert_eq!(Subject::parse_key("robot:x"), None);
         assert_eq!(Subject::parse_key("user:a:b"), None);
+        assert_eq!(Subject::parse_key("user:a\0b"), None);
+        assert_eq!(Subject::parse_key("tenant: "), None);
     }
 }

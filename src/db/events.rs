@@ -15,9 +15,9 @@ pub fn record(
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
     let insert = diesel::insert_into(stripe_events::table).values((
-        stripe_events::event_id.eq(&event.id),
+        stripe_events::event_id.eq(event.id.as_str()),
         stripe_events::event_type.eq(&event.event_type),
-        stripe_events::stripe_customer_id.eq(event.customer_id()),
+        stripe_events::stripe_customer_id.eq(event.customer.as_ref().map(|c| c.as_str())),
         stripe_events::livemode.eq(event.livemode),
         stripe_events::payload.eq(payload),
         stripe_events::stripe_created_at.eq(to_db_time(event.created)),
@@ -26,26 +26,32 @@ pub fn record(
     ));
     on_backend!(conn, |c| insert.on_conflict_do_nothing().execute(c))?;
     let processed: Option<chrono::NaiveDateTime> = stripe_events::table
-        .find(&event.id)
+        .find(event.id.as_str())
         .select(stripe_events::processed_at)
         .first(conn)?;
     Ok(processed.is_some())
 }
 
-/// Marks the event processed; call inside the transaction that applied it.
+/// Marks the event processed; call inside the transaction that applied it. `false` when it
+/// already was: the claim is atomic, so of concurrent copies of one event exactly one gets
+/// `true` and is counted as processed.
 pub fn mark_processed(
     conn: &mut DbConnection,
     event_id: &str,
     now: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    diesel::update(stripe_events::table.find(event_id))
-        .set((
-            stripe_events::processed_at.eq(Some(to_db_time(now))),
-            stripe_events::attempts.eq(stripe_events::attempts + 1),
-            stripe_events::last_error.eq(None::<String>),
-        ))
-        .execute(conn)?;
-    Ok(())
+) -> anyhow::Result<bool> {
+    let claimed = diesel::update(
+        stripe_events::table
+            .find(event_id)
+            .filter(stripe_events::processed_at.is_null()),
+    )
+    .set((
+        stripe_events::processed_at.eq(Some(to_db_time(now))),
+        stripe_events::attempts.eq(stripe_events::attempts + 1),
+        stripe_events::last_error.eq(None::<String>),
+    ))
+    .execute(conn)?;
+    Ok(claimed == 1)
 }
 
 pub fn mark_failed(conn: &mut DbConnection, event_id: &str, error: &str) -> anyhow::Result<()> {

@@ -5,25 +5,27 @@
 
 mod extract;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::Mutex;
 
 pub use extract::{AdminScope, EndUser, ReadScope, ScopeKind, Service, WriteScope};
 
+use crate::billing::ids::{TenantId, UserId};
 use crate::config::{AuthSettings, ExemptionSettings};
 
 /// Who is calling, as the token says.
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// The identity provider's user id (or client id, for service tokens).
-    pub subject: String,
+    pub subject: UserId,
     pub email: Option<String>,
-    pub tenant_ids: Vec<String>,
+    pub tenant_ids: Vec<TenantId>,
     pub roles: Vec<String>,
     pub scopes: Vec<String>,
     /// Admin, demo or grandfathered: always has access.
@@ -44,9 +46,9 @@ pub enum AuthError {
     Invalid(String),
     #[error("the token has expired")]
     Expired,
-    #[error("the token is for another audience")]
+    #[error("the token is for another audience, or names none (`aud`)")]
     WrongAudience,
-    #[error("the token is from another issuer")]
+    #[error("the token is from another issuer, or names none (`iss`)")]
     WrongIssuer,
     #[error("the token's key is unknown")]
     UnknownKey,
@@ -54,18 +56,13 @@ pub enum AuthError {
     KeysUnavailable(#[source] anyhow::Error),
 }
 
-struct CachedKeys {
-    set: JwkSet,
-    fetched_at: Instant,
-}
+/// The longest email claim kept (RFC 5321's limit on a path).
+const MAX_EMAIL_BYTES: usize = 320;
 
 pub struct IdentityVerifier {
     settings: AuthSettings,
     exemptions: ExemptionSettings,
-    http: reqwest::Client,
-    keys: RwLock<Option<CachedKeys>>,
-    /// One fetch at a time; also remembers when the last one happened (bounded re-fetch).
-    fetching: Mutex<Option<Instant>>,
+    keys: Arc<KeyCache>,
     /// Tokens verified recently (services reuse one token for many calls): the caller and
     /// until when (unix seconds) the answer may be reused. Only successes are kept.
     verified: quick_cache::sync::Cache<String, (Caller, i64)>,
@@ -78,15 +75,10 @@ const VERIFIED_FOR_SECONDS: i64 = 60;
 
 impl IdentityVerifier {
     pub fn new(settings: AuthSettings, exemptions: ExemptionSettings) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
         Ok(IdentityVerifier {
+            keys: Arc::new(KeyCache::new(&settings)?),
             settings,
             exemptions,
-            http,
-            keys: RwLock::new(None),
-            fetching: Mutex::new(None),
             verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
         })
     }
@@ -130,49 +122,77 @@ impl IdentityVerifier {
                     .kid
                     .as_deref()
                     .ok_or_else(|| AuthError::Invalid("the token has no kid".into()))?;
-                self.key_for(kid, header.alg).await?
+                KeyCache::key_for(&self.keys, kid, header.alg).await?
             }
         };
-        let mut validation = Validation::new(header.alg);
+        let data = jsonwebtoken::decode::<Value>(token, &key, &self.validation(header.alg))
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                    ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+                        AuthError::WrongAudience
+                    }
+                    ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => {
+                        AuthError::WrongIssuer
+                    }
+                    _ => AuthError::Invalid(e.to_string()),
+                }
+            })?;
+        let expires = data.claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        Ok((self.caller_from_claims(&data.claims)?, expires))
+    }
+
+    /// `exp` always; `iss` whenever an issuer is configured and `aud` whenever an audience is:
+    /// a token that leaves either out is refused, not waved through.
+    fn validation(&self, alg: Algorithm) -> Validation {
+        let mut validation = Validation::new(alg);
         validation.leeway = self.settings.leeway_seconds;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
         if self.settings.audience.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&self.settings.audience);
+            required.push("aud");
         }
         if let Some(iss) = &self.settings.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
-        let data = jsonwebtoken::decode::<Value>(token, &key, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-                _ => AuthError::Invalid(e.to_string()),
-            }
-        })?;
-        let expires = data.claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
-        Ok((self.caller_from_claims(&data.claims)?, expires))
+        validation.set_required_spec_claims(&required);
+        validation
     }
 
     fn caller_from_claims(&self, claims: &Value) -> Result<Caller, AuthError> {
         let c = &self.settings.claims;
         let subject = claim(claims, &c.subject)
             .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| AuthError::Invalid(format!("the token has no `{}` claim", c.subject)))?
-            .to_owned();
-        let email = claim(claims, &c.email)
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let tenant_ids = strings(claim(claims, &c.tenant));
+            .ok_or_else(|| AuthError::Invalid(format!("the token has no `{}` claim", c.subject)))?;
+        let subject = UserId::parse(subject)
+            .map_err(|e| AuthError::Invalid(format!("the token's `{}` claim {e}", c.subject)))?;
+        let email = match claim(claims, &c.email).and_then(Value::as_str) {
+            Some(email) if email.len() > MAX_EMAIL_BYTES || email.chars().any(char::is_control) => {
+                return Err(AuthError::Invalid(format!(
+                    "the token's `{}` claim is not an email address",
+                    c.email
+                )))
+            }
+            email => email.map(str::to_owned),
+        };
+        let tenant_ids = strings(claim(claims, &c.tenant))
+            .iter()
+            .map(|t| TenantId::parse(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                AuthError::Invalid(format!("the token's `{}` claim: a tenant id {e}", c.tenant))
+            })?;
         let roles = strings(claim(claims, &c.roles));
         let scopes = strings(claim(claims, &c.scopes));
         let exempt = roles.iter().any(|r| self.exemptions.roles.contains(r))
-            || self.exemptions.subjects.contains(&subject);
+            || self.exemptions.subjects.iter().any(|s| subject == *s);
         Ok(Caller {
             subject,
             email,
@@ -182,60 +202,157 @@ impl IdentityVerifier {
             exempt,
         })
     }
+}
 
-    async fn key_for(&self, kid: &str, alg: Algorithm) -> Result<DecodingKey, AuthError> {
-        let fresh_enough = |cached: &CachedKeys| {
-            cached.fetched_at.elapsed() < Duration::from_secs(self.settings.jwks_cache_seconds)
-        };
-        {
-            let keys = self.keys.read().await;
-            if let Some(cached) = keys.as_ref().filter(|c| fresh_enough(c)) {
-                if let Some(jwk) = cached.set.find(kid) {
-                    return decoding_key(jwk, alg);
-                }
-            }
-        }
-        // Unknown kid or stale cache: fetch, but not more often than jwks_refetch_min_seconds.
-        let mut last_fetch = self.fetching.lock().await;
-        let may_fetch = last_fetch.is_none_or(|t| {
-            t.elapsed() >= Duration::from_secs(self.settings.jwks_refetch_min_seconds)
-        });
-        let cache_stale = self
-            .keys
-            .read()
-            .await
-            .as_ref()
-            .is_none_or(|c| !fresh_enough(c));
-        if may_fetch || cache_stale {
-            match self.fetch_keys().await {
-                Ok(set) => {
-                    *self.keys.write().await = Some(CachedKeys {
-                        set,
-                        fetched_at: Instant::now(),
+/// The identity provider's keys. Known keys keep verifying whatever the provider does: a stale
+/// set is refreshed in the background, one fetch at a time, no more often than
+/// `jwks_refetch_min_seconds` (after a failure too). Only a token whose `kid` is not known waits,
+/// and for one bounded fetch at most: concurrent ones share it.
+struct KeyCache {
+    http: reqwest::Client,
+    jwks_url: Option<String>,
+    issuer: Option<String>,
+    cache_for: Duration,
+    refetch_after: Duration,
+    keys: std::sync::RwLock<Option<CachedKeys>>,
+    /// Held while a fetch runs: the one fetch in flight.
+    fetch: Mutex<()>,
+    /// When the last fetch started (success or failure) and how many have finished: what a
+    /// request that waited for the lock checks before fetching again.
+    attempts: std::sync::Mutex<Attempts>,
+}
+
+struct CachedKeys {
+    set: Arc<JwkSet>,
+    fetched_at: Instant,
+}
+
+#[derive(Default)]
+struct Attempts {
+    last_started: Option<Instant>,
+    finished: u64,
+}
+
+/// The longest a fetch (discovery and key set together) may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl KeyCache {
+    fn new(settings: &AuthSettings) -> anyhow::Result<KeyCache> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(FETCH_TIMEOUT)
+            .timeout(FETCH_TIMEOUT)
+            .build()?;
+        Ok(KeyCache {
+            http,
+            jwks_url: settings.jwks_url.clone(),
+            issuer: settings.issuer.clone(),
+            cache_for: Duration::from_secs(settings.jwks_cache_seconds),
+            refetch_after: Duration::from_secs(settings.jwks_refetch_min_seconds),
+            keys: std::sync::RwLock::new(None),
+            fetch: Mutex::new(()),
+            attempts: std::sync::Mutex::new(Attempts::default()),
+        })
+    }
+
+    fn cached(&self) -> Option<(Arc<JwkSet>, bool)> {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        keys.as_ref()
+            .map(|c| (c.set.clone(), c.fetched_at.elapsed() >= self.cache_for))
+    }
+
+    /// Whether the last fetch started long enough ago for another one.
+    fn may_fetch(&self) -> bool {
+        let attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        attempts
+            .last_started
+            .is_none_or(|t| t.elapsed() >= self.refetch_after)
+    }
+
+    fn finished(&self) -> u64 {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finished
+    }
+
+    async fn key_for(
+        this: &Arc<KeyCache>,
+        kid: &str,
+        alg: Algorithm,
+    ) -> Result<DecodingKey, AuthError> {
+        if let Some((set, stale)) = this.cached() {
+            if let Some(jwk) = set.find(kid) {
+                if stale && this.may_fetch() {
+                    // Refresh behind the request; this one goes on with the key it has.
+                    let cache = this.clone();
+                    tokio::spawn(async move {
+                        if let Ok(_fetching) = cache.fetch.try_lock() {
+                            if cache.may_fetch() {
+                                cache.refresh().await;
+                            }
+                        }
                     });
-                    *last_fetch = Some(Instant::now());
                 }
-                Err(e) => {
-                    *last_fetch = Some(Instant::now());
-                    // A stale set still answers for the keys it has.
-                    if self.keys.read().await.is_none() {
-                        return Err(AuthError::KeysUnavailable(e));
-                    }
-                    tracing::warn!(error = ?e, "JWKS re-fetch failed; using the cached keys");
-                }
+                return decoding_key(jwk, alg);
             }
         }
-        drop(last_fetch);
-        let keys = self.keys.read().await;
-        let jwk = keys
-            .as_ref()
-            .and_then(|c| c.set.find(kid))
-            .ok_or(AuthError::UnknownKey)?;
-        decoding_key(jwk, alg)
+        // An unknown kid (a rotated key, or no keys yet): wait for the one fetch in flight, or
+        // make it, unless one finished while this request waited or ran too recently.
+        let seen = this.finished();
+        let error = {
+            let _fetching = this.fetch.lock().await;
+            if this.finished() == seen && this.may_fetch() {
+                this.refresh().await
+            } else {
+                None
+            }
+        };
+        match this.cached() {
+            Some((set, _)) => set
+                .find(kid)
+                .ok_or(AuthError::UnknownKey)
+                .and_then(|jwk| decoding_key(jwk, alg)),
+            None => Err(AuthError::KeysUnavailable(error.unwrap_or_else(|| {
+                anyhow::anyhow!("the last JWKS fetch failed; the next is allowed after auth.jwks_refetch_min_seconds")
+            }))),
+        }
+    }
+
+    /// One fetch; call with `fetch` held. Keeps the cached keys when it fails.
+    async fn refresh(&self) -> Option<anyhow::Error> {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_started = Some(Instant::now());
+        let result = tokio::time::timeout(FETCH_TIMEOUT, self.fetch_keys())
+            .await
+            .unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "the identity provider did not answer in {FETCH_TIMEOUT:?}"
+                ))
+            });
+        self.attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finished += 1;
+        match result {
+            Ok(set) => {
+                *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(CachedKeys {
+                    set: Arc::new(set),
+                    fetched_at: Instant::now(),
+                });
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = ?e, "JWKS fetch failed; known keys keep working");
+                metrics::counter!("tollgate_jwks_fetch_failures_total").increment(1);
+                Some(e)
+            }
+        }
     }
 
     async fn fetch_keys(&self) -> anyhow::Result<JwkSet> {
-        let url = match (&self.settings.jwks_url, &self.settings.issuer) {
+        let url = match (&self.jwks_url, &self.issuer) {
             (Some(url), _) => url.clone(),
             (None, Some(issuer)) => {
                 let discovery = format!(

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use actix_web::http::StatusCode;
 
 use crate::billing::catalog::{Interval, Plan, PlanKind};
+use crate::billing::ids::TenantId;
 use crate::billing::redirect;
 use crate::billing::scope::Actor;
 use crate::billing::subject::Subject;
@@ -13,7 +14,8 @@ use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::startup::AppState;
 use crate::stripe::{
-    metadata, CheckoutMode, CheckoutSessionSnapshot, GatewayError, NewCheckout, StripeGateway,
+    metadata, CheckoutMode, CheckoutSessionId, CheckoutSessionSnapshot, CustomerId, GatewayError,
+    NewCheckout, StripeGateway,
 };
 
 use super::sync::{sync_customer, SyncCause};
@@ -29,7 +31,7 @@ pub struct CheckoutRequest {
     pub cancel_url: Option<String>,
     pub quantity: u64,
     /// The tenant the caller acts in (checked against the token's tenant claim).
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<TenantId>,
 }
 
 /// Statuses in which a subscription still stands: a new one would bill twice. (`incomplete`
@@ -159,7 +161,7 @@ pub async fn start_checkout(
         "cancel_url",
     )?;
 
-    let actor = tenants::actor_for(caller, req.tenant_id.as_deref())?;
+    let actor = tenants::actor_for(caller, req.tenant_id)?;
     let subject = plan.scope.subject(&actor).ok_or_else(|| {
         ApiError::bad_request(
             "tenant_required",
@@ -230,12 +232,7 @@ pub async fn start_checkout(
         PlanKind::CreditPack => {}
     }
 
-    let promotion_code_id = match req
-        .promo_code
-        .as_deref()
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-    {
+    let promotion_code_id = match req.promo_code.as_deref() {
         None => None,
         Some(code) => Some(
             stripe
@@ -263,7 +260,7 @@ pub async fn start_checkout(
     let meta = HashMap::from([
         (metadata::SUBJECT.to_owned(), subject.key()),
         (metadata::PLAN.to_owned(), plan.id.clone()),
-        (metadata::MANAGER.to_owned(), caller.subject.clone()),
+        (metadata::MANAGER.to_owned(), caller.subject.to_string()),
         (metadata::KIND.to_owned(), plan.kind.as_str().to_owned()),
         (
             metadata::INTERVAL.to_owned(),
@@ -332,15 +329,9 @@ async fn ensure_customer(
 pub async fn verify_checkout(
     state: &AppState,
     caller: &Caller,
-    session_id: &str,
+    session_id: &CheckoutSessionId,
 ) -> Result<Actor, ApiError> {
     let stripe = stripe(state)?;
-    if !session_id.starts_with("cs_") || session_id.len() > 255 {
-        return Err(ApiError::bad_request(
-            "invalid_session_id",
-            "session_id must be a Checkout Session id (cs_...)",
-        ));
-    }
     let session = stripe
         .checkout_session(session_id)
         .await
@@ -359,7 +350,7 @@ pub async fn verify_checkout(
     // The caller started it: the session names them as its manager (sessions from before
     // tenants were billed name only the user's own subject).
     let started_by_caller = match session.metadata.get(metadata::MANAGER) {
-        Some(manager) => *manager == caller.subject,
+        Some(manager) => caller.subject == *manager,
         None => subject.as_ref() == Some(&Subject::user(&caller.subject)),
     };
     let Some(subject) = subject.filter(|_| started_by_caller) else {
@@ -368,11 +359,18 @@ pub async fn verify_checkout(
             "this Checkout Session belongs to someone else",
         ));
     };
-    let actor = Actor::new(&caller.subject, subject.tenant_id().map(str::to_owned));
-    let Some(customer_id) = session.customer_id.clone() else {
+    // Stored keys hold only valid ids (`Subject::parse_key`).
+    let tenant_id = subject
+        .tenant_id()
+        .map(TenantId::parse)
+        .transpose()
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("session subject {subject}: {e}")))?;
+    let actor = Actor::new(caller.subject.clone(), tenant_id);
+    let Some(customer_id) = session.customer_id.as_deref() else {
         // Not completed yet: nothing to sync; the status says what is there.
         return Ok(actor);
     };
+    let customer_id = CustomerId::parse(customer_id).map_err(ApiError::upstream)?;
     let mut cause = SyncCause::call("api:checkout.verify");
     cause.checkout = Some(session);
     sync_customer(state, stripe, &customer_id, cause)
@@ -387,7 +385,7 @@ pub async fn open_portal(
     state: &AppState,
     caller: &Caller,
     return_url: Option<String>,
-    tenant_id: Option<&str>,
+    tenant_id: Option<TenantId>,
 ) -> Result<String, ApiError> {
     let stripe = stripe(state)?;
     let return_url = checked_redirect(
@@ -407,6 +405,7 @@ pub async fn open_portal(
             "you have no Stripe customer yet: start a checkout first",
         )
     })?;
+    let customer_id = CustomerId::parse(&customer_id).map_err(ApiError::upstream)?;
     stripe
         .create_portal_session(&customer_id, &return_url)
         .await

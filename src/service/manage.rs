@@ -11,6 +11,7 @@ use crate::db::{self, customers};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::startup::AppState;
+use crate::stripe::{CustomerId, SubscriptionId};
 
 use super::checkout::{gateway_error, priced_plan, stripe, STANDING};
 use super::sync::{sync_customer, SyncCause};
@@ -67,10 +68,14 @@ pub(crate) async fn fresh_state(
     state: &AppState,
     subject: &Subject,
     source: &str,
-) -> Result<(Option<String>, SubjectState), ApiError> {
+) -> Result<(Option<CustomerId>, SubjectState), ApiError> {
     let s = subject.clone();
     let customer = state.db.run(move |conn| customers::find(conn, &s)).await?;
-    let customer_id = customer.and_then(|c| c.stripe_customer_id);
+    let customer_id = customer
+        .and_then(|c| c.stripe_customer_id)
+        .map(|id| CustomerId::parse(&id))
+        .transpose()
+        .map_err(ApiError::upstream)?;
     if let Some(customer_id) = &customer_id {
         sync_customer(state, stripe(state)?, customer_id, SyncCause::call(source))
             .await
@@ -109,14 +114,10 @@ async fn standing_subscription(
 
 async fn resync(state: &AppState, sub: &SubscriptionRow, source: &str) -> Result<(), ApiError> {
     let stripe = stripe(state)?;
-    sync_customer(
-        state,
-        stripe,
-        &sub.stripe_customer_id,
-        SyncCause::call(source),
-    )
-    .await
-    .map_err(ApiError::upstream)?;
+    let customer_id = CustomerId::parse(&sub.stripe_customer_id).map_err(ApiError::upstream)?;
+    sync_customer(state, stripe, &customer_id, SyncCause::call(source))
+        .await
+        .map_err(ApiError::upstream)?;
     Ok(())
 }
 
@@ -127,7 +128,7 @@ pub async fn cancel(state: &AppState, caller: &Caller, actor: &Actor) -> Result<
     let sub = standing_subscription(state, caller, actor, SOURCE).await?;
     if !sub.cancel_at_period_end {
         stripe
-            .set_cancel_at_period_end(&sub.stripe_subscription_id, true)
+            .set_cancel_at_period_end(&subscription_id(&sub)?, true)
             .await
             .map_err(gateway_error)?;
         tracing::info!(subject = %sub.subject, subscription = %sub.stripe_subscription_id, "cancel at period end");
@@ -144,21 +145,21 @@ pub async fn resume(state: &AppState, caller: &Caller, actor: &Actor) -> Result<
     let sub = standing_subscription(state, caller, actor, SOURCE).await?;
     if sub.status == "paused" {
         stripe
-            .resume_paused(&sub.stripe_subscription_id)
+            .resume_paused(&subscription_id(&sub)?)
             .await
             .map_err(gateway_error)?;
         resync(state, &sub, SOURCE).await?;
     } else if sub.cancel_at_period_end {
         // Stripe also unsets the `cancel_at` it derived from the period end.
         stripe
-            .set_cancel_at_period_end(&sub.stripe_subscription_id, false)
+            .set_cancel_at_period_end(&subscription_id(&sub)?, false)
             .await
             .map_err(gateway_error)?;
         resync(state, &sub, SOURCE).await?;
     } else if sub.cancel_at.is_some() {
         // A cancellation scheduled for a date (the portal or the API set `cancel_at`).
         stripe
-            .clear_cancel_at(&sub.stripe_subscription_id)
+            .clear_cancel_at(&subscription_id(&sub)?)
             .await
             .map_err(gateway_error)?;
         resync(state, &sub, SOURCE).await?;
@@ -192,13 +193,18 @@ pub async fn change(
     let same_seats = quantity.is_none_or(|q| i64::try_from(q).ok() == Some(sub.quantity));
     if sub.price_id.as_deref() != Some(price_id.as_str()) || !same_seats {
         stripe
-            .change_price(&sub.stripe_subscription_id, &price_id, quantity)
+            .change_price(&subscription_id(&sub)?, &price_id, quantity)
             .await
             .map_err(gateway_error)?;
         tracing::info!(subject = %sub.subject, subscription = %sub.stripe_subscription_id, plan = %plan.id, ?quantity, "plan changed");
         resync(state, &sub, SOURCE).await?;
     }
     Ok(())
+}
+
+/// A stored subscription's Stripe id, checked before it goes into a request to Stripe.
+pub(crate) fn subscription_id(sub: &SubscriptionRow) -> Result<SubscriptionId, ApiError> {
+    SubscriptionId::parse(&sub.stripe_subscription_id).map_err(ApiError::upstream)
 }
 
 /// Seats on a subscription: 1 to 10,000.

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::billing::subject::Subject;
 use crate::db::customers;
 use crate::startup::AppState;
-use crate::stripe::StripeGateway;
+use crate::stripe::{CustomerId, StripeGateway};
 
 use super::sync::{sync_customer, SyncCause, SyncOutcome};
 
@@ -62,12 +62,18 @@ pub async fn reconcile_subject(
         return Ok(None);
     };
     let mut report = ReconcileReport::default();
-    report.add(
-        sync_customer(state, stripe, &customer_id, SyncCause::reconcile()).await,
-        &customer_id,
-    );
+    report.add(sync(state, stripe, &customer_id).await, &customer_id);
     record_metrics(&report);
     Ok(Some(report))
+}
+
+async fn sync(
+    state: &AppState,
+    stripe: &StripeGateway,
+    customer_id: &str,
+) -> anyhow::Result<SyncOutcome> {
+    let customer_id = CustomerId::parse(customer_id)?;
+    sync_customer(state, stripe, &customer_id, SyncCause::reconcile()).await
 }
 
 /// Re-reads every customer, page by page; `progress(done, total)` after each.
@@ -88,10 +94,7 @@ pub async fn reconcile_all(
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
         for (_, customer_id) in &page {
-            report.add(
-                sync_customer(state, stripe, customer_id, SyncCause::reconcile()).await,
-                customer_id,
-            );
+            report.add(sync(state, stripe, customer_id).await, customer_id);
             progress(report.customers, total.max(report.customers));
         }
     }

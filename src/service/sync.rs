@@ -15,8 +15,8 @@ use crate::db::state::{PaymentRow, PurchaseRow, SubscriptionRow};
 use crate::db::{self, customers, events, to_db_time};
 use crate::startup::AppState;
 use crate::stripe::{
-    metadata, ChargeSnapshot, CheckoutMode, CheckoutSessionSnapshot, CustomerLookup, StripeGateway,
-    SubscriptionSnapshot,
+    metadata, ChargeId, ChargeSnapshot, CheckoutMode, CheckoutSessionSnapshot, CustomerId,
+    CustomerLookup, StripeGateway, SubscriptionId, SubscriptionSnapshot,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,7 @@ pub struct SyncCause<'a> {
     /// Reconciliation: read every charge page and every completed Checkout Session too.
     pub full: bool,
     /// A charge the event concerns: read even when it is not among the newest charges.
-    pub charge_id: Option<String>,
+    pub charge_id: Option<ChargeId>,
 }
 
 impl SyncCause<'_> {
@@ -87,7 +87,7 @@ struct StripeState {
 pub async fn sync_customer(
     state: &AppState,
     stripe: &StripeGateway,
-    stripe_customer_id: &str,
+    stripe_customer_id: &CustomerId,
     cause: SyncCause<'_>,
 ) -> anyhow::Result<SyncOutcome> {
     let lock_key = format!("customer:{stripe_customer_id}");
@@ -104,7 +104,7 @@ pub async fn sync_customer(
                 }
             }
             if cause.customer_deleted && stripe.customer(stripe_customer_id).await? == CustomerLookup::Gone {
-                return forget_customer(state, stripe_customer_id, &cause).await;
+                return forget_customer(state, stripe_customer_id.as_str(), &cause).await;
             }
             let subject = subject_of(state, stripe, stripe_customer_id, cause.checkout.as_ref()).await?;
             let Some(subject) = subject else {
@@ -125,14 +125,14 @@ pub async fn sync_customer(
                     }
                 },
             )?;
-            if let Some(id) = cause.charge_id.as_deref().filter(|id| !charges.iter().any(|c| c.id == *id)) {
+            if let Some(id) = cause.charge_id.as_ref().filter(|id| !charges.iter().any(|c| id.as_str() == c.id)) {
                 let older = stripe.charge(id).await?;
-                charges.extend(older.filter(|c| c.customer_id.as_deref() == Some(stripe_customer_id)));
+                charges.extend(older.filter(|c| c.customer_id.as_deref() == Some(stripe_customer_id.as_str())));
             }
             let revoked_periods = revoked_periods(stripe, &subscriptions, &charges).await?;
             let count = subscriptions.len();
             let stripe_state = StripeState { subscriptions, charges, revoked_periods, sessions };
-            let changes = write(state, &subject, stripe_customer_id, stripe_state, &cause).await?;
+            let changes = write(state, &subject, stripe_customer_id.as_str(), stripe_state, &cause).await?;
             tracing::info!(customer = %stripe_customer_id, %subject, subscriptions = count, source = %cause.source, "synced from Stripe");
             Ok(SyncOutcome::Synced { subject, subscriptions: count, changes })
         })
@@ -168,7 +168,9 @@ async fn revoked_periods(
             && taken_back.iter().any(|(c, _)| may_have_paid(s, c))
     });
     for sub in paying {
-        let paid_by = stripe.period_payments(&sub.id).await?;
+        let paid_by = stripe
+            .period_payments(&SubscriptionId::parse(&sub.id)?)
+            .await?;
         let standing = taken_back
             .iter()
             .find(|(charge, _)| paid_by.iter().any(|id| charge.is_paid_by(id)))
@@ -410,10 +412,10 @@ fn payment_row(
 async fn subject_of(
     state: &AppState,
     stripe: &StripeGateway,
-    stripe_customer_id: &str,
+    stripe_customer_id: &CustomerId,
     checkout: Option<&CheckoutSessionSnapshot>,
 ) -> anyhow::Result<Option<Subject>> {
-    let id = stripe_customer_id.to_owned();
+    let id = stripe_customer_id.as_str().to_owned();
     let stored = state
         .db
         .run(move |conn| customers::find_by_stripe_id(conn, &id))

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::billing::ids::{TenantId, UserId};
 use crate::billing::scope::{Actor, Scope};
 use crate::billing::subject::Subject;
 use crate::db::audit::{self, Entry};
@@ -13,29 +14,18 @@ use crate::db::{self, customers, from_db_time};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::startup::AppState;
+use crate::stripe::{CustomerId, SubscriptionId};
 
 use super::checkout::{gateway_error, stripe, STANDING};
 use super::manage::fresh_state;
 use super::sync::{sync_customer, SyncCause};
 
-/// A tenant id as callers pass it: 1 to 255 characters, not blank.
-pub fn checked_tenant_id(tenant_id: &str) -> Result<String, ApiError> {
-    if tenant_id.trim().is_empty() || tenant_id.len() > 255 {
-        return Err(ApiError::bad_request(
-            "invalid_tenant_id",
-            "tenant_id must be 1 to 255 characters",
-        ));
-    }
-    Ok(tenant_id.to_owned())
-}
-
 /// The end user, in the tenant they act in: the `tenant_id` they name, which their token's
 /// tenant claim must list, or else the one tenant the claim names. A token naming several
 /// tenants and no `tenant_id` acts as the user alone.
-pub fn actor_for(caller: &Caller, requested: Option<&str>) -> Result<Actor, ApiError> {
+pub fn actor_for(caller: &Caller, requested: Option<TenantId>) -> Result<Actor, ApiError> {
     let tenant_id = match requested {
         Some(t) => {
-            let t = checked_tenant_id(t)?;
             if !caller.tenant_ids.contains(&t) {
                 return Err(ApiError::forbidden(
                     "tenant_not_allowed",
@@ -49,7 +39,7 @@ pub fn actor_for(caller: &Caller, requested: Option<&str>) -> Result<Actor, ApiE
             _ => None,
         },
     };
-    Ok(Actor::new(&caller.subject, tenant_id))
+    Ok(Actor::new(caller.subject.clone(), tenant_id))
 }
 
 /// Refuses an end user who is not the manager of the tenant's subscription.
@@ -97,28 +87,40 @@ const REMOVAL_COMMENT: &str = "removed from the product (Tollgate)";
 /// Removes a tenant: records it, then cancels on Stripe every standing subscription of the
 /// tenant and of its memberships. Safe to repeat: a call after a Stripe failure finishes what
 /// the first one started.
-pub async fn remove_tenant(state: &AppState, tenant_id: &str) -> Result<RemovalOut, ApiError> {
+pub async fn remove_tenant(state: &AppState, tenant_id: &TenantId) -> Result<RemovalOut, ApiError> {
     const SOURCE: &str = "api:tenants.delete";
+    let tenant_id = tenant_id.as_str();
     let tenant = Subject::Tenant {
         tenant_id: tenant_id.to_owned(),
     };
     let (t, tid, now) = (tenant.clone(), tenant_id.to_owned(), state.now());
-    let (removed_at, rows) = state
+    let removal = state
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
+                // A tenant Tollgate holds nothing for (no customer, no membership) has nothing
+                // to cancel: recording its removal would refuse its first checkout for ever.
+                let rows = customers::of_tenant(conn, &tid)?;
+                if rows.is_empty() {
+                    return Ok(None);
+                }
                 // The tenant's row first (it may not exist yet), then its memberships.
                 let removed_at = mark(conn, &t, SOURCE, now)?;
-                let rows = customers::of_tenant(conn, &tid)?;
                 for row in &rows {
                     if let Some(member) = Subject::parse_key(&row.subject).filter(|s| *s != t) {
                         mark(conn, &member, SOURCE, now)?;
                     }
                 }
-                Ok((removed_at, rows))
+                Ok(Some((removed_at, rows)))
             })
         })
         .await?;
+    let (removed_at, rows) = removal.ok_or_else(|| {
+        ApiError::not_found(
+            "tenant_not_found",
+            format!("Tollgate holds no billing record of tenant `{tenant_id}`: nothing to cancel, nothing recorded"),
+        )
+    })?;
     let mut canceled = Vec::new();
     for row in rows {
         let Some(customer_id) = row.stripe_customer_id else {
@@ -142,10 +144,11 @@ pub async fn remove_tenant(state: &AppState, tenant_id: &str) -> Result<RemovalO
 /// it). Safe to repeat.
 pub async fn remove_member(
     state: &AppState,
-    tenant_id: &str,
-    user_id: &str,
+    tenant_id: &TenantId,
+    user_id: &UserId,
 ) -> Result<RemovalOut, ApiError> {
     const SOURCE: &str = "api:tenants.members.delete";
+    let (tenant_id, user_id) = (tenant_id.as_str(), user_id.as_str());
     let membership = Subject::Membership {
         tenant_id: tenant_id.to_owned(),
         user_id: user_id.to_owned(),
@@ -233,12 +236,16 @@ async fn cancel_standing(
     }
     for id in &standing {
         stripe
-            .cancel_now(id, REMOVAL_COMMENT)
+            .cancel_now(
+                &SubscriptionId::parse(id).map_err(ApiError::upstream)?,
+                REMOVAL_COMMENT,
+            )
             .await
             .map_err(gateway_error)?;
         tracing::info!(%subject, subscription = %id, "canceled: removed");
     }
-    sync_customer(state, stripe, customer_id, SyncCause::call(source))
+    let customer_id = CustomerId::parse(customer_id).map_err(ApiError::upstream)?;
+    sync_customer(state, stripe, &customer_id, SyncCause::call(source))
         .await
         .map_err(ApiError::upstream)?;
     Ok(standing)
@@ -256,10 +263,11 @@ pub struct ManagerOut {
 /// from now on. Recorded on Stripe (metadata `tollgate_manager`), then synced and audited.
 pub async fn hand_over(
     state: &AppState,
-    tenant_id: &str,
-    user_id: &str,
+    tenant_id: &TenantId,
+    user_id: &UserId,
 ) -> Result<ManagerOut, ApiError> {
     const SOURCE: &str = "api:tenants.manager";
+    let (tenant_id, user_id) = (tenant_id.as_str(), user_id.as_str());
     let tenant = Subject::Tenant {
         tenant_id: tenant_id.to_owned(),
     };
@@ -279,7 +287,7 @@ pub async fn hand_over(
     let stripe = stripe(state)?;
     if sub.manager_user_id.as_deref() != Some(user_id) {
         stripe
-            .set_manager(&sub.stripe_subscription_id, user_id)
+            .set_manager(&super::manage::subscription_id(&sub)?, user_id)
             .await
             .map_err(gateway_error)?;
         tracing::info!(subject = %tenant, subscription = %sub.stripe_subscription_id, "billing manager handed over");

@@ -3,7 +3,7 @@
 use crate::db::{self, events};
 use crate::startup::AppState;
 use crate::stripe::webhook::VerifiedEvent;
-use crate::stripe::StripeGateway;
+use crate::stripe::{ChargeId, CustomerId, PaymentIntentId, StripeGateway};
 
 use super::sync::{sync_customer, SyncCause, SyncOutcome};
 
@@ -58,7 +58,7 @@ pub async fn handle_event(
             let (id, msg) = (event.id.clone(), format!("{e:#}"));
             if let Err(log_err) = state
                 .db
-                .run(move |conn| events::mark_failed(conn, &id, &msg))
+                .run(move |conn| events::mark_failed(conn, id.as_str(), &msg))
                 .await
             {
                 tracing::error!(error = ?log_err, "could not record the event failure");
@@ -74,47 +74,45 @@ async fn apply(
     event: &VerifiedEvent,
 ) -> anyhow::Result<SyncOutcome> {
     let customer = if CUSTOMER_EVENTS.contains(&event.event_type.as_str()) {
-        match event.customer_id() {
-            Some(id) => Some(id),
+        match &event.customer {
+            Some(id) => Some(id.clone()),
             None => customer_of_payment(state, stripe, event).await?,
         }
     } else {
         None
     };
     let Some(customer) = customer else {
-        let (id, now) = (event.id.clone(), state.now());
-        return state
-            .db
-            .run(move |conn| events::mark_processed(conn, &id, now))
+        return mark_processed(state, event)
             .await
-            .map(|()| SyncOutcome::UnknownCustomer);
+            .map(|claimed| match claimed {
+                true => SyncOutcome::UnknownCustomer,
+                false => SyncOutcome::AlreadyProcessed,
+            });
     };
     let mut cause = SyncCause::call(&format!("event:{} {}", event.id, event.event_type));
-    cause.event_id = Some(&event.id);
-    if event.event_type.starts_with("checkout.session.") {
+    cause.event_id = Some(event.id.as_str());
+    if let Some(session_id) = &event.checkout_session {
         // The event's copy may be stale: read the session as it is now.
-        if let Some(session_id) = event.object_id() {
-            cause.checkout = stripe.checkout_session(&session_id).await?;
-        }
+        cause.checkout = stripe.checkout_session(session_id).await?;
     }
     cause.customer_deleted = event.event_type == "customer.deleted";
     // A charge's own events name it (a dispute through its `charge`): the sync reads it even
     // when it is older than the page of charges it reads.
-    cause.charge_id = if event.event_type.starts_with("charge.dispute.") {
-        event
-            .object
-            .get("charge")
-            .and_then(|c| c.as_str())
-            .map(str::to_owned)
-    } else if event.event_type.starts_with("charge.") {
-        event.object_id()
-    } else {
-        None
-    };
+    cause.charge_id = event.charge.clone();
     if event.event_type == "invoice.payment_failed" {
         cause.payment_failed_at = Some(event.created);
     }
     sync_customer(state, stripe, &customer, cause).await
+}
+
+/// Marks an event that changes nothing stored as processed: `false` when a concurrent copy of
+/// it (another delivery, another replica) got there first.
+async fn mark_processed(state: &AppState, event: &VerifiedEvent) -> anyhow::Result<bool> {
+    let (id, now) = (event.id.clone(), state.now());
+    state
+        .db
+        .run(move |conn| events::mark_processed(conn, id.as_str(), now))
+        .await
 }
 
 /// A dispute names its charge and payment intent but not the customer: find the customer
@@ -123,28 +121,29 @@ async fn customer_of_payment(
     state: &AppState,
     stripe: &StripeGateway,
     event: &VerifiedEvent,
-) -> anyhow::Result<Option<String>> {
-    let field = |name: &str| {
-        event
-            .object
-            .get(name)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
-    let (charge, payment_intent) = (field("charge"), field("payment_intent"));
+) -> anyhow::Result<Option<CustomerId>> {
+    let (charge, payment_intent) = (event.charge.clone(), event.payment_intent.clone());
     if charge.is_none() && payment_intent.is_none() {
         return Ok(None);
     }
-    let charge_id = charge.clone();
     let recorded = state
         .db
         .run(move |conn| {
-            db::state::customer_of_payment(conn, charge.as_deref(), payment_intent.as_deref())
+            db::state::customer_of_payment(
+                conn,
+                charge.as_ref().map(ChargeId::as_str),
+                payment_intent.as_ref().map(PaymentIntentId::as_str),
+            )
         })
         .await?;
-    match (recorded, charge_id) {
-        (Some(customer), _) => Ok(Some(customer)),
-        (None, Some(charge)) => Ok(stripe.charge(&charge).await?.and_then(|c| c.customer_id)),
+    match (recorded, &event.charge) {
+        (Some(customer), _) => Ok(Some(CustomerId::parse(&customer)?)),
+        (None, Some(charge)) => Ok(stripe
+            .charge(charge)
+            .await?
+            .and_then(|c| c.customer_id)
+            .map(|id| CustomerId::parse(&id))
+            .transpose()?),
         (None, None) => Ok(None),
     }
 }
@@ -162,10 +161,12 @@ pub async fn record_only(
     state
         .db
         .run(move |conn| {
-            if events::record(conn, &stored, &body, now)? {
+            // Recorded and claimed at once: of concurrent copies, one is processed.
+            if events::record(conn, &stored, &body, now)?
+                || !events::mark_processed(conn, stored.id.as_str(), now)?
+            {
                 return Ok(EventOutcome::Duplicate);
             }
-            events::mark_processed(conn, &stored.id, now)?;
             Ok(EventOutcome::Processed)
         })
         .await

@@ -2,6 +2,7 @@
 //! is configured with the API base URL (tests point it at a local fake). Stripe's types stop
 //! here: callers get the plain snapshots below.
 
+pub mod ids;
 pub mod webhook;
 
 use std::collections::HashMap;
@@ -35,6 +36,10 @@ use stripe_product::promotion_code::ListPromotionCode;
 use stripe_shared::{CheckoutSessionMode, CheckoutSessionPaymentStatus, InvoiceBillingReason};
 
 use crate::config::StripeSettings;
+
+pub use ids::{
+    ChargeId, CheckoutSessionId, CustomerId, InvalidStripeId, PaymentIntentId, SubscriptionId,
+};
 
 /// Metadata keys Tollgate writes on Stripe objects.
 pub mod metadata {
@@ -256,8 +261,11 @@ impl StripeGateway {
     }
 
     /// Whether the customer still exists on Stripe, and the subject recorded on it.
-    pub async fn customer(&self, customer_id: &str) -> Result<CustomerLookup, GatewayError> {
-        match RetrieveCustomer::new(customer_id).send(&self.client).await {
+    pub async fn customer(&self, customer_id: &CustomerId) -> Result<CustomerLookup, GatewayError> {
+        match RetrieveCustomer::new(customer_id.as_str())
+            .send(&self.client)
+            .await
+        {
             Ok(RetrieveCustomerReturned::Customer(c)) => Ok(CustomerLookup::Live {
                 subject: c.metadata.and_then(|m| m.get(metadata::SUBJECT).cloned()),
             }),
@@ -338,9 +346,12 @@ impl StripeGateway {
     /// `None` when Stripe has no such session.
     pub async fn checkout_session(
         &self,
-        id: &str,
+        id: &CheckoutSessionId,
     ) -> Result<Option<CheckoutSessionSnapshot>, GatewayError> {
-        match RetrieveCheckoutSession::new(id).send(&self.client).await {
+        match RetrieveCheckoutSession::new(id.as_str())
+            .send(&self.client)
+            .await
+        {
             Ok(session) => Ok(Some(checkout_snapshot(session))),
             Err(e) => not_found_as_none(e),
         }
@@ -349,13 +360,13 @@ impl StripeGateway {
     /// Every subscription of the customer, in any status (paginated).
     pub async fn customer_subscriptions(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
     ) -> Result<Vec<SubscriptionSnapshot>, GatewayError> {
         let mut out = Vec::new();
         let mut starting_after: Option<String> = None;
         loop {
             let mut req = ListSubscription::new()
-                .customer(customer_id)
+                .customer(customer_id.as_str())
                 .status(ListSubscriptionStatus::All)
                 .limit(100);
             if let Some(after) = &starting_after {
@@ -378,12 +389,12 @@ impl StripeGateway {
     /// or every page when `all` (reconciliation). Disputed charges carry their dispute's status.
     pub async fn customer_charges(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         all: bool,
     ) -> Result<Vec<ChargeSnapshot>, GatewayError> {
         let mut out: Vec<ChargeSnapshot> = Vec::new();
         loop {
-            let mut req = ListCharge::new().customer(customer_id).limit(100);
+            let mut req = ListCharge::new().customer(customer_id.as_str()).limit(100);
             if let Some(last) = out.last() {
                 req = req.starting_after(last.id.clone());
             }
@@ -401,8 +412,14 @@ impl StripeGateway {
     }
 
     /// One charge, with its dispute's status (`None` when Stripe has no such charge).
-    pub async fn charge(&self, charge_id: &str) -> Result<Option<ChargeSnapshot>, GatewayError> {
-        let mut charge = match RetrieveCharge::new(charge_id).send(&self.client).await {
+    pub async fn charge(
+        &self,
+        charge_id: &ChargeId,
+    ) -> Result<Option<ChargeSnapshot>, GatewayError> {
+        let mut charge = match RetrieveCharge::new(charge_id.as_str())
+            .send(&self.client)
+            .await
+        {
             Ok(charge) => charge_snapshot(charge),
             Err(e) => return not_found_as_none(e),
         };
@@ -434,10 +451,10 @@ impl StripeGateway {
     /// `charge.invoice`.
     pub async fn period_payments(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
     ) -> Result<Vec<String>, GatewayError> {
         let page = ListInvoice::new()
-            .subscription(subscription_id)
+            .subscription(subscription_id.as_str())
             .limit(10)
             .expand(vec!["data.payments".to_owned()])
             .send(&self.client)
@@ -473,12 +490,12 @@ impl StripeGateway {
     /// one-time purchases whose webhook was lost and whose buyer never came back to verify.
     pub async fn customer_completed_sessions(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
     ) -> Result<Vec<CheckoutSessionSnapshot>, GatewayError> {
         let mut out: Vec<CheckoutSessionSnapshot> = Vec::new();
         loop {
             let mut req = ListCheckoutSession::new()
-                .customer(customer_id)
+                .customer(customer_id.as_str())
                 .status(stripe_shared::CheckoutSessionStatus::Complete)
                 .limit(100);
             if let Some(last) = out.last() {
@@ -494,7 +511,10 @@ impl StripeGateway {
 
     /// Withdraws a cancellation scheduled for a date (`cancel_at`). Stripe unsets a field sent
     /// empty, which the typed request cannot express.
-    pub async fn clear_cancel_at(&self, subscription_id: &str) -> Result<(), GatewayError> {
+    pub async fn clear_cancel_at(
+        &self,
+        subscription_id: &SubscriptionId,
+    ) -> Result<(), GatewayError> {
         #[derive(serde::Serialize)]
         struct Unset {
             cancel_at: &'static str,
@@ -512,10 +532,14 @@ impl StripeGateway {
 
     /// Cancels the subscription now (its tenant or membership was removed). `why` is recorded
     /// on Stripe as the cancellation comment.
-    pub async fn cancel_now(&self, subscription_id: &str, why: &str) -> Result<(), GatewayError> {
+    pub async fn cancel_now(
+        &self,
+        subscription_id: &SubscriptionId,
+        why: &str,
+    ) -> Result<(), GatewayError> {
         let mut details = CancelSubscriptionCancellationDetails::new();
         details.comment = Some(why.to_owned());
-        CancelSubscription::new(subscription_id)
+        CancelSubscription::new(subscription_id.as_str())
             .cancellation_details(details)
             .send(&self.client)
             .await?;
@@ -525,10 +549,10 @@ impl StripeGateway {
     /// Names the member who manages the subscription (metadata `tollgate_manager`).
     pub async fn set_manager(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         user_id: &str,
     ) -> Result<(), GatewayError> {
-        UpdateSubscription::new(subscription_id)
+        UpdateSubscription::new(subscription_id.as_str())
             .metadata(HashMap::from([(
                 metadata::MANAGER.to_owned(),
                 user_id.to_owned(),
@@ -541,10 +565,10 @@ impl StripeGateway {
     /// Schedules (`true`) or withdraws (`false`) the subscription's cancellation at period end.
     pub async fn set_cancel_at_period_end(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         cancel: bool,
     ) -> Result<(), GatewayError> {
-        UpdateSubscription::new(subscription_id)
+        UpdateSubscription::new(subscription_id.as_str())
             .cancel_at_period_end(cancel)
             .send(&self.client)
             .await?;
@@ -552,8 +576,11 @@ impl StripeGateway {
     }
 
     /// Resumes a paused subscription (Stripe invoices from now on).
-    pub async fn resume_paused(&self, subscription_id: &str) -> Result<(), GatewayError> {
-        ResumeSubscription::new(subscription_id)
+    pub async fn resume_paused(
+        &self,
+        subscription_id: &SubscriptionId,
+    ) -> Result<(), GatewayError> {
+        ResumeSubscription::new(subscription_id.as_str())
             .send(&self.client)
             .await?;
         Ok(())
@@ -562,11 +589,11 @@ impl StripeGateway {
     /// Moves the subscription's item to another price, prorated as Stripe computes it.
     pub async fn change_price(
         &self,
-        subscription_id: &str,
+        subscription_id: &SubscriptionId,
         price_id: &str,
         quantity: Option<u64>,
     ) -> Result<(), GatewayError> {
-        let current = RetrieveSubscription::new(subscription_id)
+        let current = RetrieveSubscription::new(subscription_id.as_str())
             .send(&self.client)
             .await?;
         let item_id = current
@@ -579,7 +606,7 @@ impl StripeGateway {
         item.id = Some(item_id);
         item.price = Some(price_id.to_owned());
         item.quantity = quantity;
-        UpdateSubscription::new(subscription_id)
+        UpdateSubscription::new(subscription_id.as_str())
             .items(vec![item])
             .proration_behavior(UpdateSubscriptionProrationBehavior::CreateProrations)
             .send(&self.client)
@@ -589,11 +616,11 @@ impl StripeGateway {
 
     pub async fn create_portal_session(
         &self,
-        customer_id: &str,
+        customer_id: &CustomerId,
         return_url: &str,
     ) -> Result<String, GatewayError> {
         let session = CreateBillingPortalSession::new()
-            .customer(customer_id)
+            .customer(customer_id.as_str())
             .return_url(return_url)
             .send(&self.client)
             .await?;

@@ -6,6 +6,10 @@ use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use stripe_webhook::{Webhook, WebhookError};
 
+use super::ids::{
+    ChargeId, CheckoutSessionId, CustomerId, EventId, InvalidStripeId, PaymentIntentId,
+};
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookRejection {
     #[error("the Stripe-Signature header is missing")]
@@ -18,34 +22,29 @@ pub enum WebhookRejection {
     Malformed(String),
 }
 
-/// A signed event, reduced to what routing needs.
+/// A signed event, reduced to what routing needs. Every field is parsed here, at the edge: an
+/// event whose ids Tollgate could not store or send back to Stripe is refused as malformed.
 #[derive(Debug, Clone)]
 pub struct VerifiedEvent {
-    pub id: String,
+    pub id: EventId,
+    /// `customer.subscription.updated`: lower-case letters, digits, `_` and `.`.
     pub event_type: String,
     pub created: DateTime<Utc>,
     pub livemode: bool,
-    /// `data.object` as Stripe sent it.
-    pub object: serde_json::Value,
+    /// The Stripe customer the event concerns, if it names one.
+    pub customer: Option<CustomerId>,
+    /// The Checkout Session of a `checkout.session.*` event.
+    pub checkout_session: Option<CheckoutSessionId>,
+    /// The charge a `charge.*` event concerns (a dispute names it in `charge`).
+    pub charge: Option<ChargeId>,
+    /// The payment intent a dispute names.
+    pub payment_intent: Option<PaymentIntentId>,
 }
 
-impl VerifiedEvent {
-    /// The Stripe customer the event concerns, if any.
-    pub fn customer_id(&self) -> Option<String> {
-        if self.object.get("object").and_then(|o| o.as_str()) == Some("customer") {
-            return self.object_id();
-        }
-        match self.object.get("customer")? {
-            serde_json::Value::String(id) => Some(id.clone()),
-            serde_json::Value::Object(obj) => obj.get("id")?.as_str().map(str::to_owned),
-            _ => None,
-        }
-    }
-
-    pub fn object_id(&self) -> Option<String> {
-        self.object.get("id")?.as_str().map(str::to_owned)
-    }
-}
+/// The earliest and latest `created` accepted (1970 to the end of 9999): what both databases
+/// store.
+const CREATED_RANGE: std::ops::RangeInclusive<i64> = 0..=253_402_300_799;
+const MAX_EVENT_TYPE_BYTES: usize = 100;
 
 /// Checks the signature against each secret and parses the envelope.
 pub fn verify(
@@ -82,40 +81,94 @@ pub fn verify(
 }
 
 fn parse_envelope(payload: &str) -> Result<VerifiedEvent, WebhookRejection> {
-    let malformed = |what: &str| WebhookRejection::Malformed(what.to_owned());
-    let mut value: serde_json::Value =
-        serde_json::from_str(payload).map_err(|e| malformed(&e.to_string()))?;
+    let malformed = |what: String| WebhookRejection::Malformed(what);
+    let value: serde_json::Value =
+        serde_json::from_str(payload).map_err(|e| malformed(e.to_string()))?;
     let id = value
         .get("id")
         .and_then(|v| v.as_str())
-        .ok_or_else(|| malformed("no id"))?
-        .to_owned();
+        .ok_or_else(|| malformed("no id".into()))?;
+    let id = EventId::parse(id).map_err(|e| malformed(e.to_string()))?;
     let event_type = value
         .get("type")
         .and_then(|v| v.as_str())
-        .ok_or_else(|| malformed("no type"))?
+        .filter(|t| is_event_type(t))
+        .ok_or_else(|| malformed("no type, or not an event type like `invoice.paid`".into()))?
         .to_owned();
     let created = value
         .get("created")
         .and_then(|v| v.as_i64())
+        .filter(|t| CREATED_RANGE.contains(t))
         .and_then(|t| DateTime::from_timestamp(t, 0))
-        .ok_or_else(|| malformed("no created"))?;
+        .ok_or_else(|| malformed("no created, or not a time between 1970 and 9999".into()))?;
     let livemode = value
         .get("livemode")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
     let object = value
-        .get_mut("data")
-        .and_then(|d| d.get_mut("object"))
-        .map(serde_json::Value::take)
-        .ok_or_else(|| malformed("no data.object"))?;
+        .get("data")
+        .and_then(|d| d.get("object"))
+        .filter(|o| o.is_object())
+        .ok_or_else(|| malformed("no data.object".into()))?;
+    let field = |name: &str| object.get(name);
+    let customer = if field("object").and_then(|o| o.as_str()) == Some("customer") {
+        field("id")
+    } else {
+        field("customer")
+    };
+    let is_charge = field("object").and_then(|o| o.as_str()) == Some("charge");
+    let (charge, payment_intent) = if event_type.starts_with("charge.dispute.") {
+        (field("charge"), field("payment_intent"))
+    } else if event_type.starts_with("charge.") && is_charge {
+        (field("id"), None)
+    } else {
+        (None, None)
+    };
+    let checkout_session = event_type
+        .starts_with("checkout.session.")
+        .then(|| field("id"))
+        .flatten();
     Ok(VerifiedEvent {
         id,
-        event_type,
         created,
         livemode,
-        object,
+        customer: reference(customer, "customer", CustomerId::parse)?,
+        checkout_session: reference(checkout_session, "id", CheckoutSessionId::parse)?,
+        charge: reference(charge, "charge", ChargeId::parse)?,
+        payment_intent: reference(payment_intent, "payment_intent", PaymentIntentId::parse)?,
+        event_type,
     })
+}
+
+fn is_event_type(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= MAX_EVENT_TYPE_BYTES
+        && t.starts_with(|c: char| c.is_ascii_lowercase())
+        && t.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+}
+
+/// An object's reference to another: absent or `null`, an id, or the expanded object (`{id}`).
+/// One that is there but is not an id of its kind makes the event malformed.
+fn reference<T>(
+    value: Option<&serde_json::Value>,
+    field: &str,
+    parse: impl Fn(&str) -> Result<T, InvalidStripeId>,
+) -> Result<Option<T>, WebhookRejection> {
+    let id = match value {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::String(id)) => Some(id.as_str()),
+        Some(serde_json::Value::Object(obj)) => obj.get("id").and_then(|i| i.as_str()),
+        Some(_) => None,
+    };
+    let id = id.ok_or_else(|| {
+        WebhookRejection::Malformed(format!(
+            "data.object.{field} is neither an id nor an object"
+        ))
+    })?;
+    parse(id)
+        .map(Some)
+        .map_err(|e| WebhookRejection::Malformed(format!("data.object.{field}: {e}")))
 }
 
 #[cfg(test)]
@@ -147,7 +200,7 @@ mod tests {
             (e.id.as_str(), e.event_type.as_str()),
             ("evt_1", "customer.subscription.updated")
         );
-        assert_eq!(e.customer_id().as_deref(), Some("cus_1"));
+        assert_eq!(e.customer.as_ref().map(CustomerId::as_str), Some("cus_1"));
     }
 
     #[test]
@@ -159,7 +212,8 @@ mod tests {
         assert_eq!(
             verify(&body, Some(&header), &secrets(&["whsec_a"]))
                 .unwrap()
-                .id,
+                .id
+                .as_str(),
             "evt_1"
         );
     }
@@ -213,15 +267,103 @@ mod tests {
         );
     }
 
+    fn with(event_type: &str, object: serde_json::Value) -> String {
+        serde_json::json!({
+            "id": "evt_1", "object": "event", "created": 1_700_000_000, "livemode": false,
+            "type": event_type, "data": {"object": object}
+        })
+        .to_string()
+    }
+
     #[test]
-    fn customer_id_comes_from_the_object_or_its_customer_field() {
-        let mut e = parse_envelope(&event()).unwrap();
-        e.object = serde_json::json!({"id": "cus_9", "object": "customer"});
-        assert_eq!(e.customer_id().as_deref(), Some("cus_9"));
-        e.object =
-            serde_json::json!({"id": "in_1", "object": "invoice", "customer": {"id": "cus_8"}});
-        assert_eq!(e.customer_id().as_deref(), Some("cus_8"));
-        e.object = serde_json::json!({"id": "x", "object": "product"});
-        assert_eq!(e.customer_id(), None);
+    fn references_come_from_the_object_by_its_kind() {
+        let e = parse_envelope(&with(
+            "customer.deleted",
+            serde_json::json!({"id": "cus_9", "object": "customer"}),
+        ))
+        .unwrap();
+        assert_eq!(e.customer.unwrap().as_str(), "cus_9");
+        let e = parse_envelope(&with(
+            "invoice.paid",
+            serde_json::json!({"id": "in_1", "object": "invoice", "customer": {"id": "cus_8"}}),
+        ))
+        .unwrap();
+        assert_eq!(e.customer.unwrap().as_str(), "cus_8");
+        let e = parse_envelope(&with(
+            "product.created",
+            serde_json::json!({"id": "x", "object": "product"}),
+        ))
+        .unwrap();
+        assert_eq!(e.customer, None);
+        let e = parse_envelope(&with("charge.dispute.created", serde_json::json!({"id": "du_1", "object": "dispute", "charge": "ch_1", "payment_intent": "pi_1"}))).unwrap();
+        assert_eq!(
+            (
+                e.charge.unwrap().as_str(),
+                e.payment_intent.unwrap().as_str()
+            ),
+            ("ch_1", "pi_1")
+        );
+        let e = parse_envelope(&with(
+            "charge.refunded",
+            serde_json::json!({"id": "ch_2", "object": "charge", "customer": null}),
+        ))
+        .unwrap();
+        assert_eq!((e.charge.unwrap().as_str(), e.customer), ("ch_2", None));
+        // A refund's own events name a refund, not a charge.
+        let e = parse_envelope(&with(
+            "charge.refund.updated",
+            serde_json::json!({"id": "re_1", "object": "refund", "charge": "ch_3"}),
+        ))
+        .unwrap();
+        assert_eq!(e.charge, None);
+        let e = parse_envelope(&with("checkout.session.completed", serde_json::json!({"id": "cs_test_1", "object": "checkout.session", "customer": "cus_1"}))).unwrap();
+        assert_eq!(e.checkout_session.unwrap().as_str(), "cs_test_1");
+    }
+
+    #[test]
+    fn ids_that_could_not_be_stored_or_sent_to_stripe_make_the_event_malformed() {
+        let malformed =
+            |body: String| matches!(parse_envelope(&body), Err(WebhookRejection::Malformed(_)));
+        assert!(malformed(with(
+            "invoice.paid",
+            serde_json::json!({"object": "invoice", "customer": "../../v1/charges"})
+        )));
+        assert!(malformed(with(
+            "invoice.paid",
+            serde_json::json!({"object": "invoice", "customer": "cus_1\u{0}"})
+        )));
+        assert!(malformed(with(
+            "invoice.paid",
+            serde_json::json!({"object": "invoice", "customer": 7})
+        )));
+        assert!(malformed(with(
+            "charge.dispute.created",
+            serde_json::json!({"object": "dispute", "charge": "ch_1?expand[]=x"})
+        )));
+        assert!(malformed(with(
+            "checkout.session.completed",
+            serde_json::json!({"id": "cs_x/../../customers", "object": "checkout.session"})
+        )));
+        assert!(malformed(with(
+            "Invoice Paid",
+            serde_json::json!({"object": "invoice"})
+        )));
+        assert!(malformed(with(
+            "invoice.paid\u{0}",
+            serde_json::json!({"object": "invoice"})
+        )));
+        let mut event: serde_json::Value =
+            serde_json::from_str(&with("invoice.paid", serde_json::json!({}))).unwrap();
+        for id in ["evt_1\u{0}", "evt_1/..", "", "x"] {
+            event["id"] = serde_json::json!(id);
+            assert!(malformed(event.to_string()), "{id}");
+        }
+        event["id"] = serde_json::json!("evt_ok");
+        for created in [-1_i64, 253_402_300_800, i64::MAX] {
+            event["created"] = serde_json::json!(created);
+            assert!(malformed(event.to_string()), "{created}");
+        }
+        event["created"] = serde_json::json!(1_700_000_000);
+        assert!(parse_envelope(&event.to_string()).is_ok());
     }
 }

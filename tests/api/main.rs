@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod checkout;
 mod entitlements;
+mod hardening;
 mod ops;
 mod ordering;
 mod payments;

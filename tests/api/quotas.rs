@@ -423,7 +423,7 @@ async fn bad_usage_requests_are_refused_and_change_nothing() {
             Some(write.clone()),
             with("amount", json!(-1)),
             400,
-            "invalid_body",
+            "invalid_amount",
         ),
         (
             Some(write.clone()),

@@ -1,0 +1,61 @@
+//! Parsing what callers name in queries, paths and bodies into the ids the inside works with
+//! (see `billing::ids` and `stripe::ids`): each refusal is a 400 with the id's own code, before
+//! anything is read, stored or sent to Stripe.
+
+use crate::billing::ids::{IdError, TenantId, UserId};
+use crate::billing::scope::Actor;
+use crate::error::ApiError;
+use crate::stripe::CheckoutSessionId;
+
+const ID_RULES: &str = "ids are 1 to 255 bytes of UTF-8 without control characters";
+
+fn id_error(code: &'static str, field: &str, e: IdError) -> ApiError {
+    ApiError::bad_request(code, format!("`{field}` {e}: {ID_RULES}"))
+}
+
+/// A user id as services pass it.
+pub fn user_id(value: &str) -> Result<UserId, ApiError> {
+    UserId::parse(value).map_err(|e| id_error("invalid_user_id", "user_id", e))
+}
+
+/// A tenant id as callers pass it.
+pub fn tenant_id(value: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(value).map_err(|e| id_error("invalid_tenant_id", "tenant_id", e))
+}
+
+pub fn optional_tenant_id(value: Option<&str>) -> Result<Option<TenantId>, ApiError> {
+    value.map(tenant_id).transpose()
+}
+
+/// The user (and tenant) a service asks about.
+pub fn service_actor(user: &str, tenant: Option<&str>) -> Result<Actor, ApiError> {
+    Ok(Actor::new(user_id(user)?, optional_tenant_id(tenant)?))
+}
+
+/// The `{CHECKOUT_SESSION_ID}` Stripe put in the success URL.
+pub fn session_id(value: &str) -> Result<CheckoutSessionId, ApiError> {
+    CheckoutSessionId::parse(value).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_session_id",
+            format!("session_id must be a Checkout Session id: {e}"),
+        )
+    })
+}
+
+/// A promotion code as customers type it: Stripe's codes are letters, digits and dashes.
+pub fn promo_code(value: &str) -> Result<String, ApiError> {
+    let code = value.trim();
+    let valid = !code.is_empty()
+        && code.len() <= 500
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(code.to_owned())
+    } else {
+        Err(ApiError::unprocessable(
+            "unknown_promotion_code",
+            "promotion codes are letters, digits and dashes (at most 500)",
+        ))
+    }
+}
