@@ -4,6 +4,7 @@ use actix_web::{post, web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::billing::ids::UserId;
 use crate::billing::subject::Subject;
 use crate::error::{ApiError, Problem};
 use crate::identity::{AdminScope, Service};
@@ -11,15 +12,46 @@ use crate::service::checkout::stripe;
 use crate::service::reconcile::{self, ReconcileReport};
 use crate::startup::AppState;
 
-#[derive(Debug, Deserialize, ToSchema)]
+/// Either `{"user_id": "..."}` (re-read that user's customer and answer the report) or
+/// `{"all": true}` (re-read every customer in the background; 202 at once).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncIn {
-    /// Re-read this user's customer and answer the report.
     pub user_id: Option<String>,
-    /// Re-read every customer in the background (answers 202 at once).
-    #[serde(default)]
-    pub all: bool,
+    pub all: Option<bool>,
 }
+
+/// Written out, because "exactly one of the two" is what the document must say.
+impl utoipa::PartialSchema for SyncIn {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        let closed = || Some(AdditionalProperties::FreeForm(false));
+        let user = ObjectBuilder::new()
+            .description(Some("Re-read this user's customer and answer the report."))
+            .property("user_id", <UserId as utoipa::PartialSchema>::schema())
+            .required("user_id")
+            .additional_properties(closed());
+        let all = ObjectBuilder::new()
+            .description(Some(
+                "Re-read every customer in the background (answers 202 at once).",
+            ))
+            .property(
+                "all",
+                ObjectBuilder::new()
+                    .schema_type(Type::Boolean)
+                    .enum_values(Some([true])),
+            )
+            .required("all")
+            .additional_properties(closed());
+        OneOfBuilder::new()
+            .item(user)
+            .item(all)
+            .examples([serde_json::json!({"user_id": "user_2NNEqL2nrIRdJ194ndJqAHwEfxC"})])
+            .into()
+    }
+}
+
+impl ToSchema for SyncIn {}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SyncStartedOut {
@@ -33,13 +65,16 @@ pub struct SyncStartedOut {
     security(("bearer" = [])),
     request_body = SyncIn,
     responses(
-        (status = 200, description = "one user re-read", body = ReconcileReport),
-        (status = 202, description = "full reconciliation started", body = SyncStartedOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "the user has no Stripe customer", body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "one user re-read: the report", body = ReconcileReport),
+        (status = 202, description = "a full reconciliation started in the background", body = SyncStartedOut),
+        (status = 400, description = "`invalid_body` (send either a `user_id` or `all: true`) or `invalid_user_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = super::responses::MISSING_ADMIN_SCOPE, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`no_billing_account`: the user has no Stripe customer", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = super::responses::NOT_JSON, body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/admin/sync")]
@@ -51,8 +86,8 @@ pub async fn admin_sync(
 ) -> Result<HttpResponse, ApiError> {
     // What to do is checked before whether it can be done.
     let target = match (body.user_id.as_deref(), body.all) {
-        (Some(user_id), false) => Some(super::params::user_id(user_id)?),
-        (None, true) => None,
+        (Some(user_id), None) => Some(super::params::user_id(user_id)?),
+        (None, Some(true)) => None,
         _ => {
             return Err(ApiError::bad_request(
                 "invalid_body",

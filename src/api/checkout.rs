@@ -7,11 +7,13 @@ use utoipa::{IntoParams, ToSchema};
 use super::params;
 use super::status::StatusOut;
 use crate::billing::catalog::Interval;
+use crate::billing::ids::TenantId;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
 use crate::service::checkout::{self as flow, CheckoutRequest};
 use crate::service::status::{status_of, Exemption};
 use crate::startup::AppState;
+use crate::stripe::CheckoutSessionId;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -25,9 +27,11 @@ pub struct CheckoutIn {
     pub success_url: Option<String>,
     pub cancel_url: Option<String>,
     /// Seats, for subscription plans (default 1).
-    pub quantity: Option<u64>,
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 10_000)]
+    pub quantity: Option<serde_json::Number>,
     /// For tenant and membership plans: the tenant to buy for, which the token's tenant claim
     /// must list (default: the one tenant the claim names).
+    #[schema(value_type = Option<TenantId>)]
     pub tenant_id: Option<String>,
 }
 
@@ -45,14 +49,17 @@ pub struct CheckoutOut {
     security(("bearer" = [])),
     request_body = CheckoutIn,
     responses(
-        (status = 201, body = CheckoutOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "price outside STRIPE_ALLOWED_PRICE_IDS (`price_not_allowed`), a tenant the token does not list (`tenant_not_allowed`), or a tenant subscription managed by another member (`not_billing_manager`)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "a subscription already stands, or the tenant was removed", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "unknown plan, interval, promotion code or redirect", body = Problem, content_type = "application/problem+json"),
-        (status = 429, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Stripe is not configured", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "the Checkout Session: send the browser to `url`", body = CheckoutOut),
+        (status = 400, description = "`invalid_body`, `invalid_tenant_id`, or `tenant_required` (a tenant or membership plan, and no tenant named)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`price_not_allowed` (outside STRIPE_ALLOWED_PRICE_IDS), `tenant_not_allowed` (the token does not list the tenant), or `not_billing_manager` (another member manages the tenant's subscription)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`subscription_exists` (change it through the portal or `/v1/subscription/change`), `already_purchased` (the lifetime plan is owned), or `tenant_removed`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = super::responses::NOT_JSON, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_plan`, `unknown_interval`, `invalid_quantity`, `redirect_not_allowed`, or `unknown_promotion_code`: the request is well formed but names something the configuration or Stripe does not have", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: too many checkouts a minute; try again shortly", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/checkout")]
@@ -75,7 +82,7 @@ pub async fn create_checkout(
         promo_code,
         success_url: body.success_url,
         cancel_url: body.cancel_url,
-        quantity: body.quantity.unwrap_or(1),
+        quantity: body.quantity.as_ref().map_or(1, params::quantity),
         tenant_id: params::optional_tenant_id(body.tenant_id.as_deref())?,
     };
     let session = flow::start_checkout(&state, &user.0, request).await?;
@@ -94,6 +101,7 @@ pub async fn create_checkout(
 #[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
     /// The `{CHECKOUT_SESSION_ID}` Stripe put in the success URL.
+    #[param(value_type = CheckoutSessionId, inline)]
     pub session_id: String,
 }
 
@@ -104,12 +112,13 @@ pub struct VerifyQuery {
     security(("bearer" = [])),
     params(VerifyQuery),
     responses(
-        (status = 200, body = StatusOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "the session is someone else's", body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "the caller's status after syncing the session's customer", body = StatusOut),
+        (status = 400, description = "`invalid_query`, or `invalid_session_id` (not `cs_` followed by letters, digits and `_`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`not_your_session`: the session belongs to someone else", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`checkout_session_not_found`: Stripe has no such Checkout Session", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/checkout/verify")]
@@ -132,6 +141,7 @@ pub struct PortalIn {
     pub return_url: Option<String>,
     /// The tenant to act in (see `POST /v1/checkout`); a tenant's portal opens only for its
     /// billing manager.
+    #[schema(value_type = Option<TenantId>)]
     pub tenant_id: Option<String>,
 }
 
@@ -147,13 +157,15 @@ pub struct PortalOut {
     security(("bearer" = [])),
     request_body(content = Option<PortalIn>),
     responses(
-        (status = 200, body = PortalOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "the portal session: send the browser to `url`", body = PortalOut),
+        (status = 400, description = "`invalid_body` or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`tenant_not_allowed`, or `not_billing_manager` for a tenant's portal", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no Stripe customer yet", body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`no_billing_account`: no Stripe customer yet (start a checkout first)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`redirect_not_allowed`: `return_url` is not on an allowed origin", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/portal")]
@@ -163,13 +175,15 @@ pub async fn create_portal(
     user: EndUser,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    // The body is optional, but one that is sent must be right.
+    // The body is optional (none, or `null`), but one that is sent must be right.
     let body: PortalIn = if body.iter().all(u8::is_ascii_whitespace) {
         PortalIn::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request("invalid_body", format!("the JSON body does not fit: {e}"))
-        })?
+        serde_json::from_slice::<Option<PortalIn>>(&body)
+            .map_err(|e| {
+                ApiError::bad_request("invalid_body", format!("the JSON body does not fit: {e}"))
+            })?
+            .unwrap_or_default()
     };
     let tenant_id = params::optional_tenant_id(body.tenant_id.as_deref())?;
     let url = flow::open_portal(&state, &user.0, body.return_url, tenant_id).await?;

@@ -39,7 +39,7 @@ pub struct PlanOut {
 }
 
 /// Pricing configuration: plans, prices and the publishable key.
-#[utoipa::path(tag = "frontend", operation_id = "v1.config.get", responses((status = 200, body = ConfigOut)))]
+#[utoipa::path(tag = "frontend", operation_id = "v1.config.get", responses((status = 200, description = "the SaaS switch, the publishable key and the plans with their prices", body = ConfigOut)))]
 #[get("/v1/config")]
 pub async fn get_config(state: web::Data<AppState>) -> HttpResponse {
     let plans = state

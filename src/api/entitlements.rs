@@ -6,6 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::params::service_actor;
 use super::status::StatusOut;
+use crate::billing::ids::{TenantId, UserId};
 use crate::billing::scope::Scope;
 use crate::error::{ApiError, Problem};
 use crate::identity::{ReadScope, Service};
@@ -16,14 +17,25 @@ use crate::startup::AppState;
 #[into_params(parameter_in = Query)]
 pub struct EntitlementsQuery {
     /// The identity provider's user id.
+    #[param(value_type = UserId, inline)]
     pub user_id: String,
     /// The tenant the user acts in: the answer combines what the user holds personally,
     /// through the membership and through the tenant.
+    #[param(value_type = TenantId, inline, required = false)]
     pub tenant_id: Option<String>,
     /// Answer `{allowed, reason}` for this one feature.
     pub feature: Option<String>,
     /// The tenant's member count, as the asking service knows it: reported as seats used.
-    pub members: Option<u64>,
+    #[param(value_type = u64, minimum = 0, maximum = 4_294_967_295_u64, required = false)]
+    pub members: Option<u32>,
+}
+
+/// What `GET /v1/entitlements` answers: the whole status, or one feature's verdict.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EntitlementsOut {
+    Status(Box<StatusOut>),
+    Feature(FeatureOut),
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -47,10 +59,11 @@ pub struct FeatureOut {
     security(("bearer" = [])),
     params(EntitlementsQuery),
     responses(
-        (status = 200, description = "`StatusOut`, or `FeatureOut` when `feature` is given", body = StatusOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks the read scope", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "`StatusOut` without `feature`; `FeatureOut` with it", body = EntitlementsOut),
+        (status = 400, description = "`invalid_query`, `invalid_user_id`, or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = super::responses::MISSING_READ_SCOPE, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::IDENTITY_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/entitlements")]
@@ -66,10 +79,10 @@ pub async fn get_entitlements(
     match query.feature {
         None => {
             let view = status_of(&state, &actor, exemption).await?;
-            let seats = view.seats(query.members);
+            let seats = view.seats(query.members.map(u64::from));
             let mut out = StatusOut::from(view);
             out.seats = seats;
-            Ok(HttpResponse::Ok().json(out))
+            Ok(HttpResponse::Ok().json(EntitlementsOut::Status(Box::new(out))))
         }
         Some(feature) => {
             // A feature check needs the verdict only: no quota counters are read.
@@ -86,13 +99,15 @@ pub async fn get_entitlements(
             } else {
                 "not_in_plan".to_owned()
             };
-            Ok(HttpResponse::Ok().json(FeatureOut {
-                feature,
-                allowed,
-                reason,
-                plan: view.access.plan_id,
-                granted_by: view.scope,
-            }))
+            Ok(
+                HttpResponse::Ok().json(EntitlementsOut::Feature(FeatureOut {
+                    feature,
+                    allowed,
+                    reason,
+                    plan: view.access.plan_id,
+                    granted_by: view.scope,
+                })),
+            )
         }
     }
 }

@@ -9,6 +9,7 @@ mod entitlements;
 mod ops;
 mod params;
 mod payments;
+mod responses;
 mod status;
 mod subscription;
 mod tenants;

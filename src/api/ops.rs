@@ -13,7 +13,7 @@ pub struct HealthOut {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(tag = "operations", operation_id = "healthz", responses((status = 200, body = HealthOut)))]
+#[utoipa::path(tag = "operations", operation_id = "healthz", responses((status = 200, description = "the process answers", body = HealthOut)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(HealthOut { status: "ok" })
@@ -23,7 +23,10 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(
     tag = "operations",
     operation_id = "readyz",
-    responses((status = 200, body = HealthOut), (status = 503, body = Problem, content_type = "application/problem+json"))
+    responses(
+        (status = 200, description = "the database answers a query", body = HealthOut),
+        (status = 503, description = "`database_unavailable`: the database is not reachable", body = Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {

@@ -7,7 +7,7 @@ use crate::billing::scope::Actor;
 use crate::error::ApiError;
 use crate::stripe::CheckoutSessionId;
 
-const ID_RULES: &str = "ids are 1 to 255 bytes of UTF-8 without control characters";
+const ID_RULES: &str = "ids are 1 to 255 characters, not blank, without control characters";
 
 fn id_error(code: &'static str, field: &str, e: IdError) -> ApiError {
     ApiError::bad_request(code, format!("`{field}` {e}: {ID_RULES}"))
@@ -40,6 +40,23 @@ pub fn session_id(value: &str) -> Result<CheckoutSessionId, ApiError> {
             format!("session_id must be a Checkout Session id: {e}"),
         )
     })
+}
+
+/// A whole number as JSON Schema's `integer` admits it (`108`, also `108.0`); `None` for a
+/// negative, fractional or too large one, which the caller then refuses with its own code.
+pub fn whole_number(n: &serde_json::Number) -> Option<u64> {
+    // Beyond 2^53 a float no longer holds every whole number exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=EXACT).contains(f))
+            .map(|f| f as u64)
+    })
+}
+
+/// Seats as sent: a whole number, or 0 (refused as `invalid_quantity`) when it is not one.
+pub fn quantity(n: &serde_json::Number) -> u64 {
+    whole_number(n).unwrap_or(0)
 }
 
 /// A promotion code as customers type it: Stripe's codes are letters, digits and dashes.

@@ -16,8 +16,13 @@ use crate::stripe::ChargeId;
 #[into_params(parameter_in = Query)]
 pub struct PaymentsQuery {
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(
+        pattern = "^[0-9]{1,11}:(ch|py)_[A-Za-z0-9_]{1,252}$",
+        example = "1764460800:ch_3MmlLrLkdIwHu7ix0snN0B15"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -42,14 +47,14 @@ pub struct PaymentsOut {
     pub next_cursor: Option<String>,
 }
 
-/// `<unix seconds>:<charge id>`, as `next_cursor` gives it; a time both databases can store.
+/// `<unix seconds>:<charge id>`, as `next_cursor` gives it (the pattern documented on
+/// `cursor`): at most 11 digits, a time both databases can store.
 fn parse_cursor(cursor: &str) -> Option<(chrono::NaiveDateTime, String)> {
     let (ts, id) = cursor.split_once(':')?;
-    let seconds = ts
-        .parse()
-        .ok()
-        .filter(|t| (0..=253_402_300_799).contains(t))?;
-    let at = DateTime::from_timestamp(seconds, 0)?.naive_utc();
+    if ts.is_empty() || ts.len() > 11 || !ts.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let at = DateTime::from_timestamp(ts.parse().ok()?, 0)?.naive_utc();
     let id = ChargeId::parse(id).ok()?;
     Some((at, id.into()))
 }
@@ -61,9 +66,10 @@ fn parse_cursor(cursor: &str) -> Option<(chrono::NaiveDateTime, String)> {
     security(("bearer" = [])),
     params(PaymentsQuery),
     responses(
-        (status = 200, body = PaymentsOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "one page of the caller's payments, newest first", body = PaymentsOut),
+        (status = 400, description = "`invalid_query`, `invalid_limit` (not 1 to 100), or `invalid_cursor` (not a `next_cursor` this endpoint gave)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::IDENTITY_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/payments")]

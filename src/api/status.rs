@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::billing::access::Reason;
+use crate::billing::ids::TenantId;
 use crate::billing::scope::Scope;
 use crate::db::from_db_time;
 use crate::error::{ApiError, Problem};
@@ -90,6 +91,7 @@ impl From<StatusView> for StatusOut {
 pub struct TenantQuery {
     /// The tenant to act in; the token's tenant claim must list it. Without it: the one tenant
     /// the claim names, if it names one.
+    #[param(value_type = TenantId, inline, required = false)]
     pub tenant_id: Option<String>,
 }
 
@@ -102,10 +104,11 @@ pub struct TenantQuery {
     security(("bearer" = [])),
     params(TenantQuery),
     responses(
-        (status = 200, body = StatusOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "the caller's plan, access, period and quotas", body = StatusOut),
+        (status = 400, description = "`invalid_query` or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`tenant_not_allowed`: the token does not list the tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::IDENTITY_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[get("/v1/status")]

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use super::status::{StatusOut, TenantQuery};
 use crate::billing::catalog::Interval;
+use crate::billing::ids::TenantId;
 use crate::billing::scope::Actor;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
@@ -32,12 +33,13 @@ async fn status_after(
     params(TenantQuery),
     responses(
         (status = 200, description = "the status after the change", body = StatusOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_query` or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`tenant_not_allowed`, or `not_billing_manager` for a tenant's subscription", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no subscription to manage", body = Problem, content_type = "application/problem+json"),
-        (status = 502, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`no_subscription`: nothing to manage", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/subscription/cancel")]
@@ -63,12 +65,13 @@ pub async fn cancel_subscription(
     params(TenantQuery),
     responses(
         (status = 200, description = "the status after the change", body = StatusOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_query` or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`tenant_not_allowed`, or `not_billing_manager` for a tenant's subscription", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no subscription to manage", body = Problem, content_type = "application/problem+json"),
-        (status = 502, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`no_subscription`: nothing to manage", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/subscription/resume")]
@@ -93,8 +96,10 @@ pub struct ChangeIn {
     pub plan: String,
     pub interval: Interval,
     /// Seats (default: unchanged).
-    pub quantity: Option<u64>,
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 10_000)]
+    pub quantity: Option<serde_json::Number>,
     /// The tenant to act in (see `POST /v1/checkout`).
+    #[schema(value_type = Option<TenantId>)]
     pub tenant_id: Option<String>,
 }
 
@@ -107,13 +112,15 @@ pub struct ChangeIn {
     request_body = ChangeIn,
     responses(
         (status = 200, description = "the status after the change", body = StatusOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "price outside STRIPE_ALLOWED_PRICE_IDS, `tenant_not_allowed`, or `not_billing_manager`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no subscription to manage", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "unknown plan or interval, or a one-time plan", body = Problem, content_type = "application/problem+json"),
-        (status = 502, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_body` or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`price_not_allowed`, `tenant_not_allowed`, or `not_billing_manager`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`no_subscription`: nothing to change", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = super::responses::NOT_JSON, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_plan`, `unknown_interval`, `invalid_quantity`, or `not_a_subscription_plan`", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/subscription/change")]
@@ -133,7 +140,7 @@ pub async fn change_subscription(
         &actor,
         &body.plan,
         body.interval,
-        body.quantity,
+        body.quantity.as_ref().map(super::params::quantity),
     )
     .await?;
     status_after(&state, &actor, &user).await

@@ -4,13 +4,33 @@
 
 use actix_web::{delete, put, web, HttpResponse};
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::params;
+use crate::billing::ids::{TenantId, UserId};
 use crate::error::{ApiError, Problem};
 use crate::identity::{AdminScope, Service};
 use crate::service::tenants::{self, ManagerOut, RemovalOut};
 use crate::startup::AppState;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TenantPath {
+    /// The identity provider's tenant id.
+    #[param(value_type = TenantId, inline)]
+    pub tenant_id: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct MemberPath {
+    /// The identity provider's tenant id.
+    #[param(value_type = TenantId, inline)]
+    pub tenant_id: String,
+    /// The identity provider's user id.
+    #[param(value_type = UserId, inline)]
+    pub user_id: String,
+}
 
 /// The tenant was deleted: cancels on Stripe, at once, the tenant's subscription and every
 /// membership subscription in it, and records the removal (audited). Idempotent: a retry,
@@ -20,15 +40,16 @@ use crate::startup::AppState;
     tag = "services",
     operation_id = "v1.tenants.delete",
     security(("bearer" = [])),
-    params(("tenant_id" = String, Path, description = "The identity provider's tenant id")),
+    params(TenantPath),
     responses(
-        (status = 200, body = RemovalOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "the removal, and the subscriptions canceled now", body = RemovalOut),
+        (status = 400, description = "`invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = super::responses::MISSING_ADMIN_SCOPE, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`tenant_not_found`: Tollgate holds no billing record of the tenant; nothing is recorded", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "Stripe failed: the removal is recorded; retry to finish", body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`upstream_error`: Stripe failed; the removal is recorded, retry to finish", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/v1/tenants/{tenant_id}")]
@@ -36,9 +57,9 @@ use crate::startup::AppState;
 pub async fn delete_tenant(
     state: web::Data<AppState>,
     _service: Service<AdminScope>,
-    path: web::Path<String>,
+    path: web::Path<TenantPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = params::tenant_id(&path.into_inner())?;
+    let tenant_id = params::tenant_id(&path.tenant_id)?;
     let removal = tenants::remove_tenant(&state, &tenant_id).await?;
     Ok(HttpResponse::Ok().json(removal))
 }
@@ -50,17 +71,15 @@ pub async fn delete_tenant(
     tag = "services",
     operation_id = "v1.tenants.members.delete",
     security(("bearer" = [])),
-    params(
-        ("tenant_id" = String, Path, description = "The identity provider's tenant id"),
-        ("user_id" = String, Path, description = "The identity provider's user id"),
-    ),
+    params(MemberPath),
     responses(
-        (status = 200, body = RemovalOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = "Stripe failed: the removal is recorded; retry to finish", body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "the removal, and the subscriptions canceled now", body = RemovalOut),
+        (status = 400, description = "`invalid_tenant_id` or `invalid_user_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = super::responses::MISSING_ADMIN_SCOPE, body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "`upstream_error`: Stripe failed; the removal is recorded, retry to finish", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[delete("/v1/tenants/{tenant_id}/members/{user_id}")]
@@ -68,10 +87,10 @@ pub async fn delete_tenant(
 pub async fn delete_member(
     state: web::Data<AppState>,
     _service: Service<AdminScope>,
-    path: web::Path<(String, String)>,
+    path: web::Path<MemberPath>,
 ) -> Result<HttpResponse, ApiError> {
-    let (tenant_id, user_id) = path.into_inner();
-    let (tenant_id, user_id) = (params::tenant_id(&tenant_id)?, params::user_id(&user_id)?);
+    let tenant_id = params::tenant_id(&path.tenant_id)?;
+    let user_id = params::user_id(&path.user_id)?;
     let removal = tenants::remove_member(&state, &tenant_id, &user_id).await?;
     Ok(HttpResponse::Ok().json(removal))
 }
@@ -80,6 +99,7 @@ pub async fn delete_member(
 #[serde(deny_unknown_fields)]
 pub struct ManagerIn {
     /// The member who manages the tenant's subscription from now on.
+    #[schema(value_type = UserId)]
     pub user_id: String,
 }
 
@@ -90,16 +110,18 @@ pub struct ManagerIn {
     tag = "services",
     operation_id = "v1.tenants.manager.put",
     security(("bearer" = [])),
-    params(("tenant_id" = String, Path, description = "The identity provider's tenant id")),
+    params(TenantPath),
     request_body = ManagerIn,
     responses(
-        (status = 200, body = ManagerOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks the admin scope", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "the tenant has no subscription that stands", body = Problem, content_type = "application/problem+json"),
-        (status = 502, body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "who manages the tenant's subscription now", body = ManagerOut),
+        (status = 400, description = "`invalid_body`, `invalid_tenant_id`, or `invalid_user_id`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = super::responses::MISSING_ADMIN_SCOPE, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`no_subscription`: the tenant has no subscription that stands", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = super::responses::NOT_JSON, body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[put("/v1/tenants/{tenant_id}/manager")]
@@ -107,10 +129,10 @@ pub struct ManagerIn {
 pub async fn put_manager(
     state: web::Data<AppState>,
     _service: Service<AdminScope>,
-    path: web::Path<String>,
+    path: web::Path<TenantPath>,
     body: web::Json<ManagerIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let tenant_id = params::tenant_id(&path.into_inner())?;
+    let tenant_id = params::tenant_id(&path.tenant_id)?;
     let user_id = params::user_id(&body.user_id)?;
     let out = tenants::hand_over(&state, &tenant_id, &user_id).await?;
     Ok(HttpResponse::Ok().json(out))

@@ -4,6 +4,7 @@ use actix_web::{post, web, HttpResponse};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
+use crate::billing::ids::{IdempotencyKey, TenantId, UserId};
 use crate::error::{ApiError, Problem};
 use crate::identity::{Service, WriteScope};
 use crate::service::quotas::{consume, UsageOut, UsageRefusal, UsageRequest};
@@ -16,8 +17,10 @@ use super::params::service_actor;
 #[serde(deny_unknown_fields)]
 pub struct UsageIn {
     /// The identity provider's user id.
+    #[schema(value_type = UserId)]
     pub user_id: String,
     /// The tenant the user acts in: a tenant's plan is spent by all its members together.
+    #[schema(value_type = Option<TenantId>)]
     pub tenant_id: Option<String>,
     /// The quota key, as the plans declare it (e.g. `credits`, `generations`).
     pub quota: String,
@@ -26,6 +29,7 @@ pub struct UsageIn {
     pub amount: serde_json::Number,
     /// Unique per logical consumption (1 to 255 characters); a retry with the same key gets
     /// the first answer again and consumes nothing more.
+    #[schema(value_type = IdempotencyKey)]
     pub idempotency_key: String,
 }
 
@@ -40,13 +44,16 @@ pub struct UsageIn {
     security(("bearer" = [])),
     request_body = UsageIn,
     responses(
-        (status = 200, description = "granted; what is left", body = UsageOut),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 402, description = "`quota_exhausted`: nothing consumed", body = UsageRefusal, content_type = "application/problem+json"),
-        (status = 403, description = "the token lacks the write scope, or the subject has no access including this quota (`no_access`, `quota_not_in_plan`)", body = UsageRefusal, content_type = "application/problem+json"),
-        (status = 409, description = "`idempotency_key_reused` for another quota or amount", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "`unknown_quota`", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "granted: what is left (a replay carries `Idempotent-Replayed: true`)", body = UsageOut),
+        (status = 400, description = "`invalid_body`, `invalid_user_id`, `invalid_tenant_id`, `invalid_amount` (not 1 to 1,000,000,000), or `invalid_idempotency_key`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        (status = 402, description = "`quota_exhausted`: not enough left; nothing consumed", body = UsageRefusal, content_type = "application/problem+json"),
+        (status = 403, description = "`missing_scope` (the token lacks the write scope), `no_access` (the subject has no access) or `quota_not_in_plan` (its plan lacks the quota); the last two carry the `UsageRefusal` fields", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`idempotency_key_reused`: the key was used for another quota or amount", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = super::responses::NOT_JSON, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_quota`: no plan declares the quota", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = super::responses::IDENTITY_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/usage")]
@@ -66,7 +73,7 @@ pub async fn create_usage(
             quota: body.quota,
             // Out of range (negative, fractional, huge) is the documented `invalid_amount`,
             // not a body that does not fit.
-            amount: body.amount.as_u64().unwrap_or(0),
+            amount: super::params::whole_number(&body.amount).unwrap_or(0),
             idempotency_key: body.idempotency_key,
             caller: service.0.subject.into(),
         },

@@ -24,10 +24,11 @@ pub struct WebhookOut {
     request_body(content = String, description = "The event exactly as Stripe signed it", content_type = "application/json"),
     params(("Stripe-Signature" = String, Header, description = "t=...,v1=...")),
     responses(
-        (status = 200, body = WebhookOut),
-        (status = 400, description = "forged, stale or malformed", body = Problem, content_type = "application/problem+json"),
-        (status = 500, description = "not processed; Stripe will retry", body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "stored (and processed, or a duplicate of a processed event)", body = WebhookOut),
+        (status = 400, description = "`missing_signature`, `invalid_signature`, `stale_signature`, or `invalid_payload`: refused for good, nothing stored", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal_error`: not processed; Stripe will retry", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`stripe_not_configured`: no STRIPE_SECRET_KEY or webhook secret", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/webhooks/stripe")]

@@ -1,19 +1,24 @@
 //! The identity provider's ids for users and tenants, parsed once where a caller hands them in
 //! (a query, a path, a body, a token claim), so that nothing inside Tollgate ever holds an id
-//! that the database cannot store or a log line cannot show: 1 to 255 bytes of UTF-8, not
-//! blank, without control characters (NUL among them, which PostgreSQL refuses in text).
+//! that the database cannot store or a log line cannot show: 1 to 255 characters, not blank,
+//! without control characters (NUL among them, which PostgreSQL refuses in text).
 
 use std::fmt;
 
-/// The longest id accepted, in bytes.
-pub const MAX_ID_BYTES: usize = 255;
+/// The longest id accepted, in characters (Unicode scalar values, as JSON Schema counts them).
+pub const MAX_ID_CHARS: usize = 255;
+
+/// [`check_external_id`] as a JSON Schema (ECMA-262) pattern, for the OpenAPI document: no
+/// control character (Unicode category Cc), and at least one character that is neither a
+/// control character nor white space (Rust's `str::trim`). Length is `minLength`/`maxLength`.
+pub const EXTERNAL_ID_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$";
 
 /// Why a caller's id was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error("is empty or blank")]
     Blank,
-    #[error("is longer than {MAX_ID_BYTES} bytes")]
+    #[error("is longer than {MAX_ID_CHARS} characters")]
     TooLong,
     #[error("contains a control character")]
     ControlCharacter,
@@ -23,7 +28,7 @@ pub enum IdError {
 pub fn check_external_id(id: &str) -> Result<(), IdError> {
     if id.trim().is_empty() {
         Err(IdError::Blank)
-    } else if id.len() > MAX_ID_BYTES {
+    } else if id.chars().count() > MAX_ID_CHARS {
         Err(IdError::TooLong)
     } else if id.chars().any(char::is_control) {
         Err(IdError::ControlCharacter)
@@ -32,11 +37,35 @@ pub fn check_external_id(id: &str) -> Result<(), IdError> {
     }
 }
 
+/// The OpenAPI schema of an id that [`check_external_id`] accepts.
+fn external_id_schema(
+    description: &str,
+    example: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .min_length(Some(1))
+        .max_length(Some(MAX_ID_CHARS))
+        .pattern(Some(EXTERNAL_ID_PATTERN))
+        .examples([example])
+        .into()
+}
+
 macro_rules! external_id {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $description:literal, $example:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(String);
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                external_id_schema($description, $example)
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl $name {
             pub fn parse(id: &str) -> Result<Self, IdError> {
@@ -94,11 +123,21 @@ macro_rules! external_id {
 
 external_id!(
     /// A user, as the identity provider names them (a token's `sub`, a service's `user_id`).
-    UserId
+    UserId,
+    "The identity provider's user id: 1 to 255 characters, not blank, no control characters.",
+    "user_2NNEqL2nrIRdJ194ndJqAHwEfxC"
 );
 external_id!(
     /// A tenant (workspace, organization), as the identity provider names it.
-    TenantId
+    TenantId,
+    "The identity provider's tenant id: 1 to 255 characters, not blank, no control characters.",
+    "org_29w9IfBrPmcpi0IeBVaKtDJR"
+);
+external_id!(
+    /// A caller's key for one logical consumption of quota (`POST /v1/usage`).
+    IdempotencyKey,
+    "Unique per logical consumption: 1 to 255 characters, not blank, no control characters.",
+    "render-7f3a9c"
 );
 
 #[cfg(test)]
@@ -120,7 +159,8 @@ mod tests {
             assert_eq!(UserId::parse(id).unwrap().as_str(), id);
             assert_eq!(TenantId::parse(id).unwrap().as_str(), id);
         }
-        assert!(UserId::parse(&"x".repeat(MAX_ID_BYTES)).is_ok());
+        assert!(UserId::parse(&"x".repeat(MAX_ID_CHARS)).is_ok());
+        assert!(UserId::parse(&"é".repeat(MAX_ID_CHARS)).is_ok());
     }
 
     #[test]
@@ -128,11 +168,13 @@ mod tests {
         assert_eq!(UserId::parse(""), Err(IdError::Blank));
         assert_eq!(UserId::parse(" \t "), Err(IdError::Blank));
         assert_eq!(
-            UserId::parse(&"x".repeat(MAX_ID_BYTES + 1)),
+            UserId::parse(&"x".repeat(MAX_ID_CHARS + 1)),
             Err(IdError::TooLong)
         );
-        // Multi-byte characters count in bytes, as the database stores them.
-        assert_eq!(TenantId::parse(&"é".repeat(128)), Err(IdError::TooLong));
+        assert_eq!(
+            TenantId::parse(&"é".repeat(MAX_ID_CHARS + 1)),
+            Err(IdError::TooLong)
+        );
         for bad in [
             "a\0b",
             "\0",

@@ -143,10 +143,10 @@ pub async fn consume(
     }
     // The key is stored and compared exactly as sent; a blank one is refused.
     let key = &req.idempotency_key;
-    if key.trim().is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
+    if crate::billing::ids::check_external_id(key).is_err() {
         return Err(ApiError::bad_request(
             "invalid_idempotency_key",
-            "idempotency_key must be 1 to 255 printable characters",
+            "idempotency_key must be 1 to 255 characters, not blank, without control characters",
         ));
     }
     if !state.catalog.declares_quota(&req.quota) {

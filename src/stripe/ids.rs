@@ -55,6 +55,22 @@ macro_rules! stripe_id {
             }
         }
 
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                use utoipa::openapi::schema::{ObjectBuilder, Type};
+                let prefixes = Self::PREFIXES.join("|");
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some(format!("A Stripe {} id ({}...).", $kind, Self::PREFIXES.join(", "))))
+                    .max_length(Some(MAX_STRIPE_ID_BYTES))
+                    .pattern(Some(format!("^({prefixes})[A-Za-z0-9_]+$")))
+                    .examples([format!("{}a1B2c3D4e5F6g7H8", Self::PREFIXES[0])])
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)

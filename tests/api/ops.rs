@@ -196,6 +196,43 @@ async fn served_openapi_document_equals_the_committed_one() {
 }
 
 #[tokio::test]
+async fn every_response_is_described_and_every_problem_names_its_codes() {
+    let app = spawn_app().await;
+    let served: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let mut problems = 0;
+    for (path, item) in served["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for (status, response) in operation["responses"].as_object().unwrap() {
+                let description = response["description"].as_str().unwrap_or_default();
+                assert!(
+                    !description.is_empty(),
+                    "{method} {path} {status} has no description"
+                );
+                if response["content"]
+                    .get("application/problem+json")
+                    .is_some()
+                {
+                    problems += 1;
+                    // A code is written as `snake_case` in the description.
+                    let names_a_code = description.split('`').skip(1).step_by(2).any(|code| {
+                        !code.is_empty()
+                            && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    });
+                    assert!(
+                        names_a_code,
+                        "{method} {path} {status}: the description names no `code`: {description}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        problems > 50,
+        "only {problems} problem responses documented"
+    );
+}
+
+#[tokio::test]
 async fn with_saas_off_nothing_asks_stripe() {
     let app = spawn_app_with(Options {
         saas: false,

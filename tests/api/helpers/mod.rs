@@ -173,7 +173,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .merge(("checkout.rate_limit_per_minute", 5))
         .merge(("auth.issuer", idp.issuer()))
         .merge(("auth.audience", vec![AUDIENCE]))
-        .merge(("auth.jwks_refetch_min_seconds", 0));
+        // In the default profile (not a global value), so that `extra_toml` can override it.
+        .merge(Toml::string("[auth]\njwks_refetch_min_seconds = 0\n"));
     if options.config_file.is_some() {
         figment = figment.merge(("stripe.allowed_price_ids", Vec::<String>::new()));
     } else {

@@ -1,0 +1,26 @@
+//! Descriptions of the problem responses many endpoints share, each naming every `code` it can
+//! carry (see docs/API.md, Errors), so that the OpenAPI document lists what a client may see.
+
+pub const UNAUTHORIZED: &str = "`missing_token`, `invalid_token`, `token_expired`, \
+`token_wrong_issuer`, `token_wrong_audience`, `token_unknown_key`: send a valid token from the \
+identity provider";
+
+pub const IDENTITY_UNAVAILABLE: &str = "`identity_provider_unavailable`: no key of the identity \
+provider is known yet and its keys could not be fetched; try again shortly";
+
+pub const STRIPE_UNAVAILABLE: &str = "`billing_disabled` (SAAS=false: nothing is sold), \
+`stripe_not_configured` (no STRIPE_SECRET_KEY), or `identity_provider_unavailable`";
+
+pub const UPSTREAM: &str = "`upstream_error`: a request to Stripe failed or was refused; try \
+again shortly";
+
+pub const BODY_TOO_LARGE: &str = "`body_too_large`: the body is larger than \
+server.max_body_bytes";
+
+pub const NOT_JSON: &str = "`unsupported_media_type`: send the body as application/json";
+
+pub const MISSING_READ_SCOPE: &str = "`missing_scope`: the token lacks the read scope \
+(`billing:read`)";
+
+pub const MISSING_ADMIN_SCOPE: &str = "`missing_scope`: the token lacks the admin scope \
+(`billing:admin`)";
