@@ -1,0 +1,194 @@
+//! The `tollgate` binary as an operator runs it: what start-up errors show, and what the logs
+//! say about refusals. Each test runs the built binary with a clean environment.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+const DEFAULT_CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
+
+fn tollgate(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.env_clear()
+        .current_dir(dir)
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.join("tollgate.db").display()),
+        )
+        .env("TOLLGATE_CONFIG", DEFAULT_CONFIG);
+    cmd
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_named_but_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = std::fs::read_to_string(DEFAULT_CONFIG)
+        .unwrap()
+        .replace("hs256_secret = \"\"", "hs256_secret = 987654321");
+    assert!(config.contains("987654321"));
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = tollgate(dir.path())
+        .env("TOLLGATE_CONFIG", &path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("hs256_secret"), "{stderr}");
+    assert!(stderr.contains("not shown"), "{stderr}");
+    assert!(!stderr.contains("987654321"), "{stderr}");
+}
+
+#[test]
+fn a_numeric_secret_in_the_environment_is_a_valid_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tollgate(dir.path())
+        .env("TOLLGATE_AUTH__HS256_SECRET", "0012345")
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("0012345"), "{stderr}");
+}
+
+/// A running `tollgate serve` whose standard output is collected.
+struct Served {
+    child: Child,
+    port: u16,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Served {
+    fn start(mut cmd: Command) -> Served {
+        let mut child = cmd
+            .env("TOLLGATE_SERVER__HOST", "127.0.0.1")
+            .env("TOLLGATE_SERVER__PORT", "0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let lines = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line
+                    .contains("Tollgate listening")
+                    .then(|| line.split("port=").nth(1))
+                    .flatten()
+                    .and_then(|p| p.split_whitespace().next())
+                    .and_then(|p| p.parse::<u16>().ok())
+                {
+                    let _ = tx.send(port);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let port = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("tollgate serve says where it listens");
+        Served {
+            child,
+            port,
+            output,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Everything logged so far, once the process has stopped.
+    fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let lines = self.output.lock().unwrap().clone();
+        lines
+    }
+}
+
+fn signed(body: &str, secret: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let t = chrono::Utc::now().timestamp();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn refusals_and_events_the_sdk_cannot_type_are_not_logged_as_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tollgate(dir.path());
+    const SECRET: &str = "a-shared-secret-of-at-least-32-bytes!!";
+    cmd.env("SAAS", "false")
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_cli_test")
+        .env("TOLLGATE_AUTH__HS256_SECRET", SECRET);
+    let served = Served::start(cmd);
+    let http = reqwest::Client::new();
+    let now = chrono::Utc::now().timestamp();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"iss": "http://localhost:9999/", "sub": "user-1", "exp": now + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    // Billing is off: an expected refusal, and no token at all.
+    let res = http
+        .post(served.url("/v1/checkout"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"plan": "pro", "interval": "month"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let res = http
+        .post(served.url("/v1/checkout"))
+        .json(&serde_json::json!({"plan": "pro", "interval": "month"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = http.delete(served.url("/v1/status")).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    // A signed event whose object async-stripe's typed struct cannot hold: accepted.
+    let event = serde_json::json!({
+        "id": "evt_cli_1", "object": "event", "api_version": "2026-09-30.endive",
+        "created": chrono::Utc::now().timestamp(), "livemode": false, "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null}, "type": "customer.subscription.updated",
+        "data": {"object": {"id": "sub_1", "object": "subscription", "customer": "cus_1"}}
+    })
+    .to_string();
+    let res = http
+        .post(served.url("/v1/webhooks/stripe"))
+        .header("Stripe-Signature", signed(&event, "whsec_cli_test"))
+        .header("content-type", "application/json")
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = http
+        .post(served.url("/v1/admin/sync"))
+        .json(&serde_json::json!({"all": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let lines = served.stop();
+    let errors: Vec<&String> = lines.iter().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "refusals logged as errors: {errors:#?}");
+    for code in ["billing_disabled", "missing_token"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("INFO") && l.contains("request refused") && l.contains(code)),
+            "{code} is logged at INFO: {lines:#?}"
+        );
+    }
+}
