@@ -3,8 +3,6 @@
 //! that the database cannot store or a log line cannot show: 1 to 255 characters, not blank,
 //! without control characters (NUL among them, which PostgreSQL refuses in text).
 
-use std::fmt;
-
 /// The longest id accepted, in characters (Unicode scalar values, as JSON Schema counts them).
 pub const MAX_ID_CHARS: usize = 255;
 
@@ -37,48 +35,18 @@ pub fn check_external_id(id: &str) -> Result<(), IdError> {
     }
 }
 
-/// The OpenAPI schema of an id that [`check_external_id`] accepts.
-fn external_id_schema(
-    description: &str,
-    example: &str,
-) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .description(Some(description))
-        .min_length(Some(1))
-        .max_length(Some(MAX_ID_CHARS))
-        .pattern(Some(EXTERNAL_ID_PATTERN))
-        .examples([example])
-        .into()
-}
-
-macro_rules! external_id {
-    ($(#[$doc:meta])* $name:ident, $description:literal, $example:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
-
-        impl utoipa::PartialSchema for $name {
-            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-                external_id_schema($description, $example)
-            }
-        }
-
-        impl utoipa::ToSchema for $name {}
-
+/// What every id newtype over a `String` has: `as_str`, `Display`, `AsRef<str>`, conversion
+/// into `String` and comparison with strings (here and in `stripe::ids`).
+macro_rules! string_id {
+    ($name:ident) => {
         impl $name {
-            pub fn parse(id: &str) -> Result<Self, IdError> {
-                check_external_id(id).map(|()| $name(id.to_owned()))
-            }
-
             pub fn as_str(&self) -> &str {
                 &self.0
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
@@ -118,6 +86,47 @@ macro_rules! external_id {
                 self.0 == *other
             }
         }
+    };
+}
+pub(crate) use string_id;
+
+/// The OpenAPI schema of an id that [`check_external_id`] accepts.
+fn external_id_schema(
+    description: &str,
+    example: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .min_length(Some(1))
+        .max_length(Some(MAX_ID_CHARS))
+        .pattern(Some(EXTERNAL_ID_PATTERN))
+        .examples([example])
+        .into()
+}
+
+macro_rules! external_id {
+    ($(#[$doc:meta])* $name:ident, $description:literal, $example:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                external_id_schema($description, $example)
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
+        impl $name {
+            pub fn parse(id: &str) -> Result<Self, IdError> {
+                check_external_id(id).map(|()| $name(id.to_owned()))
+            }
+        }
+
+        string_id!($name);
     };
 }
 

@@ -3,8 +3,6 @@
 //! `/`, `..`, `?`, `%` or `#` into a URL path: whatever a caller or a webhook sends, the request
 //! Tollgate makes goes to the object it names and nowhere else.
 
-use std::fmt;
-
 /// The longest Stripe id accepted (Stripe's own are well under 100 characters).
 pub const MAX_STRIPE_ID_BYTES: usize = 255;
 
@@ -49,10 +47,6 @@ macro_rules! stripe_id {
             pub fn parse(id: &str) -> Result<Self, InvalidStripeId> {
                 check(id, $kind, Self::PREFIXES).map(|()| $name(id.to_owned()))
             }
-
-            pub fn as_str(&self) -> &str {
-                &self.0
-            }
         }
 
         impl utoipa::PartialSchema for $name {
@@ -71,29 +65,7 @@ macro_rules! stripe_id {
 
         impl utoipa::ToSchema for $name {}
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-
-        impl AsRef<str> for $name {
-            fn as_ref(&self) -> &str {
-                &self.0
-            }
-        }
-
-        impl From<$name> for String {
-            fn from(id: $name) -> String {
-                id.0
-            }
-        }
-
-        impl PartialEq<str> for $name {
-            fn eq(&self, other: &str) -> bool {
-                self.0 == other
-            }
-        }
+        crate::billing::ids::string_id!($name);
     };
 }
 
