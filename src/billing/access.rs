@@ -36,6 +36,26 @@ impl SubscriptionStatus {
         }
     }
 
+    /// The subscription still stands: it is the one to manage, and a new one would bill twice.
+    /// (`incomplete` does not: its first payment failed, and checking out again is the way on.)
+    pub fn stands(&self) -> bool {
+        matches!(
+            self,
+            Self::Active | Self::Trialing | Self::PastDue | Self::Unpaid | Self::Paused
+        )
+    }
+
+    /// The current period is being paid for: refunding or disputing its payment takes it back,
+    /// and a scheduled end that has passed ends it.
+    pub fn pays(&self) -> bool {
+        matches!(self, Self::Active | Self::Trialing | Self::PastDue)
+    }
+
+    /// A payment of the current period failed: the grace period runs from the first failure.
+    pub fn delinquent(&self) -> bool {
+        matches!(self, Self::PastDue | Self::Unpaid)
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             Self::Active => "active",
@@ -312,11 +332,7 @@ fn subscription_verdict<'a>(
         (true, None) => s.current_period_end,
         (false, None) => None,
     };
-    let paying = matches!(
-        s.status,
-        SubscriptionStatus::Active | SubscriptionStatus::Trialing | SubscriptionStatus::PastDue
-    );
-    if paying {
+    if s.status.pays() {
         if let Some(end) = scheduled_end {
             if now >= end {
                 return verdict(false, Reason::Canceled, None);
@@ -447,6 +463,31 @@ mod tests {
 
     fn eval(subs: &[SubscriptionFacts], purchases: &[PurchaseFacts]) -> Access {
         evaluate(&catalog(), policy(), subs, purchases, false, now())
+    }
+
+    #[test]
+    fn every_status_answers_whether_it_stands_pays_and_is_delinquent() {
+        use SubscriptionStatus as S;
+        // (status, stands, pays, delinquent)
+        let table = [
+            (S::Active, true, true, false),
+            (S::Trialing, true, true, false),
+            (S::PastDue, true, true, true),
+            (S::Unpaid, true, false, true),
+            (S::Paused, true, false, false),
+            (S::Incomplete, false, false, false),
+            (S::IncompleteExpired, false, false, false),
+            (S::Canceled, false, false, false),
+            (S::Other("future_status".into()), false, false, false),
+        ];
+        for (status, stands, pays, delinquent) in table {
+            assert_eq!(
+                (status.stands(), status.pays(), status.delinquent()),
+                (stands, pays, delinquent),
+                "{status:?}"
+            );
+            assert_eq!(SubscriptionStatus::parse(status.as_str()), status);
+        }
     }
 
     #[test]

@@ -45,11 +45,16 @@ pub struct SubscriptionRow {
 }
 
 impl SubscriptionRow {
+    /// The stored status, typed (see `SubscriptionStatus::stands` and its other questions).
+    pub fn subscription_status(&self) -> SubscriptionStatus {
+        SubscriptionStatus::parse(&self.status)
+    }
+
     pub fn facts(&self) -> SubscriptionFacts {
         SubscriptionFacts {
             id: self.stripe_subscription_id.clone(),
             plan_id: self.plan_id.clone(),
-            status: SubscriptionStatus::parse(&self.status),
+            status: self.subscription_status(),
             current_period_start: self.current_period_start.map(from_db_time),
             current_period_end: self.current_period_end.map(from_db_time),
             trial_end: self.trial_end.map(from_db_time),
@@ -147,7 +152,7 @@ pub fn upsert_subscription(
         .select(SubscriptionRow::as_select())
         .first(conn)
         .optional()?;
-    let delinquent = matches!(row.status.as_str(), "past_due" | "unpaid");
+    let delinquent = SubscriptionStatus::parse(&row.status).delinquent();
     row.payment_failed_at = if delinquent {
         let same_period =
             |t: &NaiveDateTime| row.current_period_start.is_none_or(|start| *t >= start);

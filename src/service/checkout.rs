@@ -34,10 +34,6 @@ pub struct CheckoutRequest {
     pub tenant_id: Option<TenantId>,
 }
 
-/// Statuses in which a subscription still stands: a new one would bill twice. (`incomplete`
-/// is left out: its first payment failed, and checking out again is the way on.)
-pub(crate) const STANDING: &[&str] = &["active", "trialing", "past_due", "unpaid", "paused"];
-
 pub(crate) fn gateway_error(e: GatewayError) -> ApiError {
     match e {
         GatewayError::Refused {
@@ -205,7 +201,7 @@ pub async fn start_checkout(
             if let Some(s) = stored
                 .subscriptions
                 .iter()
-                .find(|s| STANDING.contains(&s.status.as_str()))
+                .find(|s| s.subscription_status().stands())
             {
                 tenants::require_manager(caller, &subject, Some(s))?;
                 return Err(ApiError::conflict(

@@ -3,6 +3,7 @@
 //! change plan. Each asks Stripe to make the change, then re-reads the customer from Stripe
 //! (the same sync as webhooks), so what is stored is what Stripe holds.
 
+use crate::billing::access::SubscriptionStatus;
 use crate::billing::catalog::{Interval, PlanKind};
 use crate::billing::scope::Actor;
 use crate::billing::subject::Subject;
@@ -13,7 +14,7 @@ use crate::identity::Caller;
 use crate::startup::AppState;
 use crate::stripe::{CustomerId, SubscriptionId};
 
-use super::checkout::{gateway_error, priced_plan, stripe, STANDING};
+use super::checkout::{gateway_error, priced_plan, stripe};
 use super::sync::{sync_customer, SyncCause};
 use super::tenants;
 
@@ -43,7 +44,7 @@ pub(crate) async fn billing_subject(
     fn standing(st: &SubjectState) -> Option<&SubscriptionRow> {
         st.subscriptions
             .iter()
-            .find(|s| STANDING.contains(&s.status.as_str()))
+            .find(|s| s.subscription_status().stands())
     }
     let manageable = |subject: &Subject, st: &SubjectState| match subject {
         Subject::Tenant { .. } => standing(st)
@@ -104,7 +105,7 @@ async fn standing_subscription(
     let sub = stored
         .subscriptions
         .into_iter()
-        .find(|s| STANDING.contains(&s.status.as_str()))
+        .find(|s| s.subscription_status().stands())
         .ok_or_else(|| {
             ApiError::not_found("no_subscription", "you have no subscription to manage")
         })?;
@@ -143,7 +144,7 @@ pub async fn resume(state: &AppState, caller: &Caller, actor: &Actor) -> Result<
     let stripe = stripe(state)?;
     const SOURCE: &str = "api:subscription.resume";
     let sub = standing_subscription(state, caller, actor, SOURCE).await?;
-    if sub.status == "paused" {
+    if sub.subscription_status() == SubscriptionStatus::Paused {
         stripe
             .resume_paused(&subscription_id(&sub)?)
             .await

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use std::collections::HashMap;
 
-use crate::billing::access::PurchaseStatus;
+use crate::billing::access::{PurchaseStatus, SubscriptionStatus};
 use crate::billing::catalog::{Interval, PlanKind};
 use crate::billing::subject::Subject;
 use crate::db::audit::Origin;
@@ -164,7 +164,7 @@ async fn revoked_periods(
             .is_none_or(|start| charge.created >= start - chrono::Duration::days(1))
     };
     let paying = subscriptions.iter().filter(|s| {
-        matches!(s.status.as_str(), "active" | "trialing" | "past_due")
+        SubscriptionStatus::parse(&s.status).pays()
             && taken_back.iter().any(|(c, _)| may_have_paid(s, c))
     });
     for sub in paying {

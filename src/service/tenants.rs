@@ -16,7 +16,7 @@ use crate::identity::Caller;
 use crate::startup::AppState;
 use crate::stripe::{CustomerId, SubscriptionId};
 
-use super::checkout::{gateway_error, stripe, STANDING};
+use super::checkout::{gateway_error, stripe};
 use super::manage::fresh_state;
 use super::sync::{sync_customer, SyncCause};
 
@@ -228,7 +228,7 @@ async fn cancel_standing(
     let standing: Vec<String> = stored
         .subscriptions
         .iter()
-        .filter(|s| STANDING.contains(&s.status.as_str()) && which(s))
+        .filter(|s| s.subscription_status().stands() && which(s))
         .map(|s| s.stripe_subscription_id.clone())
         .collect();
     if standing.is_empty() {
@@ -282,7 +282,7 @@ pub async fn hand_over(
     let sub = stored
         .subscriptions
         .into_iter()
-        .find(|s| STANDING.contains(&s.status.as_str()))
+        .find(|s| s.subscription_status().stands())
         .ok_or_else(no_subscription)?;
     let stripe = stripe(state)?;
     if sub.manager_user_id.as_deref() != Some(user_id) {
