@@ -8,7 +8,7 @@ use crate::billing::ids::UserId;
 use crate::billing::subject::Subject;
 use crate::error::{ApiError, Problem};
 use crate::identity::{AdminScope, Service};
-use crate::service::checkout::stripe;
+use crate::service::gateway::stripe;
 use crate::service::reconcile::{self, ReconcileReport};
 use crate::startup::AppState;
 

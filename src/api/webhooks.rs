@@ -5,7 +5,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, Problem};
-use crate::service::checkout::stripe;
+use crate::service::gateway::stripe;
 use crate::service::webhooks::{handle_event, record_only, EventOutcome};
 use crate::startup::AppState;
 use crate::stripe::webhook::{verify, WebhookRejection};

@@ -14,10 +14,11 @@ use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::startup::AppState;
 use crate::stripe::{
-    metadata, CheckoutMode, CheckoutSessionId, CheckoutSessionSnapshot, CustomerId, GatewayError,
-    NewCheckout, StripeGateway,
+    metadata, CheckoutMode, CheckoutSessionId, CheckoutSessionSnapshot, CustomerId, NewCheckout,
+    StripeGateway,
 };
 
+use super::gateway::{gateway_error, stripe};
 use super::sync::{sync_customer, SyncCause};
 use super::tenants;
 
@@ -32,36 +33,6 @@ pub struct CheckoutRequest {
     pub quantity: u64,
     /// The tenant the caller acts in (checked against the token's tenant claim).
     pub tenant_id: Option<TenantId>,
-}
-
-pub(crate) fn gateway_error(e: GatewayError) -> ApiError {
-    match e {
-        GatewayError::Refused {
-            status,
-            code,
-            message,
-        } => {
-            tracing::warn!(status, ?code, %message, "Stripe refused a request");
-            ApiError::upstream(anyhow::anyhow!("Stripe refused ({status}): {message}"))
-        }
-        GatewayError::Other(e) => ApiError::upstream(e),
-    }
-}
-
-/// The Stripe gateway, unless billing is switched off (`SAAS=false`: nothing asks Stripe) or
-/// no key is configured.
-pub fn stripe(state: &AppState) -> Result<&StripeGateway, ApiError> {
-    if !state.settings.saas {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "billing_disabled",
-            "billing is switched off (SAAS=false): everyone has access and nothing is sold",
-        ));
-    }
-    state
-        .stripe
-        .as_ref()
-        .ok_or_else(ApiError::stripe_not_configured)
 }
 
 fn checked_redirect(

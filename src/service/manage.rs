@@ -14,7 +14,8 @@ use crate::identity::Caller;
 use crate::startup::AppState;
 use crate::stripe::{CustomerId, SubscriptionId};
 
-use super::checkout::{gateway_error, priced_plan, stripe};
+use super::checkout::priced_plan;
+use super::gateway::{gateway_error, stripe};
 use super::sync::{sync_customer, SyncCause};
 use super::tenants;
 

@@ -2,6 +2,7 @@
 //! Handlers call these and only map their results to HTTP.
 
 pub mod checkout;
+pub mod gateway;
 pub mod manage;
 pub mod quotas;
 pub mod reconcile;

@@ -16,7 +16,7 @@ use crate::identity::Caller;
 use crate::startup::AppState;
 use crate::stripe::{CustomerId, SubscriptionId};
 
-use super::checkout::{gateway_error, stripe};
+use super::gateway::{gateway_error, stripe};
 use super::manage::fresh_state;
 use super::sync::{sync_customer, SyncCause};
 
