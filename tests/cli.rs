@@ -59,6 +59,7 @@ struct Served {
     child: Child,
     port: u16,
     output: Arc<Mutex<Vec<String>>>,
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Served {
@@ -75,7 +76,7 @@ impl Served {
         let (tx, rx) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         let lines = output.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(port) = line
                     .contains("Tollgate listening")
@@ -96,6 +97,7 @@ impl Served {
             child,
             port,
             output,
+            reader,
         }
     }
 
@@ -103,11 +105,12 @@ impl Served {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Everything logged so far, once the process has stopped.
+    /// Everything the process logged, once it has stopped (the reader ends at the end of its
+    /// output).
     fn stop(mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        let _ = self.reader.join();
         let lines = self.output.lock().unwrap().clone();
         lines
     }

@@ -5,28 +5,38 @@ use diesel::prelude::*;
 
 use super::schema::stripe_events;
 use super::{on_backend, to_db_time, DbConnection};
-use crate::stripe::webhook::VerifiedEvent;
+
+/// A received event as it is stored: its ids were parsed at the edge (`stripe::webhook`).
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    pub id: &'a str,
+    pub event_type: &'a str,
+    pub customer_id: Option<&'a str>,
+    pub livemode: bool,
+    pub created: DateTime<Utc>,
+    /// The body exactly as Stripe signed it.
+    pub payload: &'a str,
+}
 
 /// Stores the event if it is new; tells whether it was already processed.
 pub fn record(
     conn: &mut DbConnection,
-    event: &VerifiedEvent,
-    payload: &str,
+    event: NewEvent<'_>,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
     let insert = diesel::insert_into(stripe_events::table).values((
-        stripe_events::event_id.eq(event.id.as_str()),
-        stripe_events::event_type.eq(&event.event_type),
-        stripe_events::stripe_customer_id.eq(event.customer.as_ref().map(|c| c.as_str())),
+        stripe_events::event_id.eq(event.id),
+        stripe_events::event_type.eq(event.event_type),
+        stripe_events::stripe_customer_id.eq(event.customer_id),
         stripe_events::livemode.eq(event.livemode),
-        stripe_events::payload.eq(payload),
+        stripe_events::payload.eq(event.payload),
         stripe_events::stripe_created_at.eq(to_db_time(event.created)),
         stripe_events::received_at.eq(to_db_time(now)),
         stripe_events::attempts.eq(0),
     ));
     on_backend!(conn, |c| insert.on_conflict_do_nothing().execute(c))?;
     let processed: Option<chrono::NaiveDateTime> = stripe_events::table
-        .find(event.id.as_str())
+        .find(event.id)
         .select(stripe_events::processed_at)
         .first(conn)?;
     Ok(processed.is_some())

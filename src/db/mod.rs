@@ -98,10 +98,12 @@ impl ManageConnection for ConnectionManager {
             Backend::Sqlite => {
                 let mut conn =
                     SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
-                // WAL lets readers run beside the single writer; writers wait instead of failing.
+                // Writers wait instead of failing. (WAL, which lets readers run beside the single
+                // writer, is set once for the file in `Database::connect`: switching the journal
+                // mode from several new connections at once fails with "database is locked".)
                 conn.batch_execute(
-                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
-                     PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                    "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+                     PRAGMA synchronous = NORMAL;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
@@ -151,6 +153,14 @@ impl Database {
                         .with_context(|| format!("creating {}", dir.display()))?;
                 }
             }
+            // The journal mode is the file's, kept across connections: set it once, before the
+            // pool opens its connections side by side.
+            SqliteConnection::establish(&manager.url)
+                .and_then(|mut conn| {
+                    conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL;")
+                        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))
+                })
+                .context("could not open the SQLite database (check DATABASE_URL)")?;
         }
         let pool = r2d2::Pool::builder()
             .max_size(max_connections)

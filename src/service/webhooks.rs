@@ -46,7 +46,7 @@ pub async fn handle_event(
     let (stored, body) = (event.clone(), payload.to_owned());
     let already = state
         .db
-        .run(move |conn| events::record(conn, &stored, &body, now))
+        .run(move |conn| events::record(conn, stored_event(&stored, &body), now))
         .await?;
     if already {
         return Ok(EventOutcome::Duplicate);
@@ -148,6 +148,18 @@ async fn customer_of_payment(
     }
 }
 
+/// The event as the event log stores it.
+fn stored_event<'a>(event: &'a VerifiedEvent, payload: &'a str) -> events::NewEvent<'a> {
+    events::NewEvent {
+        id: event.id.as_str(),
+        event_type: &event.event_type,
+        customer_id: event.customer.as_ref().map(CustomerId::as_str),
+        livemode: event.livemode,
+        created: event.created,
+        payload,
+    }
+}
+
 /// With billing off (`SAAS=false`) nothing asks Stripe: a signed event is stored and
 /// acknowledged (so Stripe keeps the endpoint), and `tollgate sync --all` catches up once
 /// billing is switched on.
@@ -162,7 +174,7 @@ pub async fn record_only(
         .db
         .run(move |conn| {
             // Recorded and claimed at once: of concurrent copies, one is processed.
-            if events::record(conn, &stored, &body, now)?
+            if events::record(conn, stored_event(&stored, &body), now)?
                 || !events::mark_processed(conn, stored.id.as_str(), now)?
             {
                 return Ok(EventOutcome::Duplicate);
