@@ -59,7 +59,8 @@ pub fn quantity(n: &serde_json::Number) -> u64 {
     whole_number(n).unwrap_or(0)
 }
 
-/// A promotion code as customers type it: Stripe's codes are letters, digits and dashes.
+/// A promotion code as customers type it: Stripe's codes are letters, digits and dashes (`_`
+/// is let through too; Stripe then finds no such code).
 pub fn promo_code(value: &str) -> Result<String, ApiError> {
     let code = value.trim();
     let valid = !code.is_empty()
@@ -72,7 +73,7 @@ pub fn promo_code(value: &str) -> Result<String, ApiError> {
     } else {
         Err(ApiError::unprocessable(
             "unknown_promotion_code",
-            "promotion codes are letters, digits and dashes (at most 500)",
+            "promotion codes are letters, digits, `-` and `_` (at most 500)",
         ))
     }
 }

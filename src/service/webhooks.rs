@@ -82,12 +82,12 @@ async fn apply(
         None
     };
     let Some(customer) = customer else {
-        return mark_processed(state, event)
-            .await
-            .map(|claimed| match claimed {
-                true => SyncOutcome::UnknownCustomer,
-                false => SyncOutcome::AlreadyProcessed,
-            });
+        let claimed = mark_processed(state, event).await?;
+        return Ok(if claimed {
+            SyncOutcome::UnknownCustomer
+        } else {
+            SyncOutcome::AlreadyProcessed
+        });
     };
     let mut cause = SyncCause::call(&format!("event:{} {}", event.id, event.event_type));
     cause.event_id = Some(event.id.as_str());

@@ -41,7 +41,6 @@ macro_rules! stripe_id {
         pub struct $name(String);
 
         impl $name {
-            pub const KIND: &'static str = $kind;
             pub const PREFIXES: &'static [&'static str] = &[$($prefix),+];
 
             pub fn parse(id: &str) -> Result<Self, InvalidStripeId> {
@@ -88,10 +87,6 @@ stripe_id!(
 stripe_id!(
     /// `pi_...`
     PaymentIntentId, "payment intent", ["pi_"]
-);
-stripe_id!(
-    /// `price_...` (plans name theirs in configuration).
-    PriceId, "price", ["price_"]
 );
 stripe_id!(
     /// `evt_...`
