@@ -448,14 +448,18 @@ impl TestDatabase {
         match std::env::var("TOLLGATE_TEST_POSTGRES_URL") {
             Ok(server) if !server.is_empty() => {
                 let name = format!("tollgate_test_{}", uuid::Uuid::new_v4().simple());
-                let admin_url = format!("{}/postgres", server.trim_end_matches('/'));
+                // Without TLS: replicas left running when the test binary exits still talk to
+                // the database, and OpenSSL's clean-up at exit under a live TLS connection
+                // aborts the process ("free(): invalid pointer") after every test passed.
+                let server = server.trim_end_matches('/');
+                let admin_url = format!("{server}/postgres?sslmode=disable");
                 let mut conn = diesel::PgConnection::establish(&admin_url)
                     .expect("PostgreSQL reachable at TOLLGATE_TEST_POSTGRES_URL");
                 diesel::sql_query(format!("CREATE DATABASE {name}"))
                     .execute(&mut conn)
                     .unwrap();
                 TestDatabase {
-                    url: format!("{}/{name}", server.trim_end_matches('/')),
+                    url: format!("{server}/{name}?sslmode=disable"),
                     admin: Some((admin_url, name)),
                     _dir: None,
                 }
