@@ -3,6 +3,7 @@
 pub mod access;
 pub mod catalog;
 pub mod ids;
+pub mod mirror;
 pub mod payment;
 pub mod quota;
 pub mod redirect;

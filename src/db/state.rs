@@ -1,6 +1,6 @@
 //! A subject's billing state: subscriptions mirrored from Stripe and one-time purchases.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 
@@ -10,7 +10,10 @@ use super::{from_db_time, on_backend, to_db_time, DbConnection};
 use crate::billing::access::{
     PurchaseFacts, PurchaseStatus, SubscriptionFacts, SubscriptionStatus,
 };
-use crate::billing::catalog::PlanKind;
+use crate::billing::catalog::{Interval, PlanKind};
+use crate::billing::mirror::{
+    Change, PaymentRecord, PaymentStatus, PurchaseRecord, Stored, SubscriptionRecord,
+};
 
 /// A subscription as stored.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize)]
@@ -68,6 +71,63 @@ impl SubscriptionRow {
             created_at: from_db_time(self.stripe_created_at),
         }
     }
+
+    /// The stored record, as the billing rules compare it with what Stripe holds.
+    pub fn record(&self) -> SubscriptionRecord {
+        SubscriptionRecord {
+            stripe_subscription_id: self.stripe_subscription_id.clone(),
+            subject: self.subject.clone(),
+            stripe_customer_id: self.stripe_customer_id.clone(),
+            status: self.subscription_status(),
+            plan_id: self.plan_id.clone(),
+            price_id: self.price_id.clone(),
+            price_interval: self.price_interval.as_deref().and_then(Interval::parse),
+            quantity: self.quantity,
+            current_period_start: self.current_period_start.map(from_db_time),
+            current_period_end: self.current_period_end.map(from_db_time),
+            trial_start: self.trial_start.map(from_db_time),
+            trial_end: self.trial_end.map(from_db_time),
+            cancel_at_period_end: self.cancel_at_period_end,
+            cancel_at: self.cancel_at.map(from_db_time),
+            canceled_at: self.canceled_at.map(from_db_time),
+            ended_at: self.ended_at.map(from_db_time),
+            latest_invoice_id: self.latest_invoice_id.clone(),
+            payment_failed_at: self.payment_failed_at.map(from_db_time),
+            stripe_created_at: from_db_time(self.stripe_created_at),
+            period_payment_revoked: self
+                .period_payment_revoked
+                .as_deref()
+                .and_then(PurchaseStatus::parse),
+            manager_user_id: self.manager_user_id.clone(),
+        }
+    }
+
+    fn of(r: &SubscriptionRecord, synced_at: NaiveDateTime) -> SubscriptionRow {
+        SubscriptionRow {
+            stripe_subscription_id: r.stripe_subscription_id.clone(),
+            subject: r.subject.clone(),
+            stripe_customer_id: r.stripe_customer_id.clone(),
+            status: r.status.as_str().to_owned(),
+            plan_id: r.plan_id.clone(),
+            price_id: r.price_id.clone(),
+            price_interval: r.price_interval.map(|i| i.as_str().to_owned()),
+            quantity: r.quantity,
+            current_period_start: r.current_period_start.map(to_db_time),
+            current_period_end: r.current_period_end.map(to_db_time),
+            trial_start: r.trial_start.map(to_db_time),
+            trial_end: r.trial_end.map(to_db_time),
+            cancel_at_period_end: r.cancel_at_period_end,
+            cancel_at: r.cancel_at.map(to_db_time),
+            canceled_at: r.canceled_at.map(to_db_time),
+            ended_at: r.ended_at.map(to_db_time),
+            latest_invoice_id: r.latest_invoice_id.clone(),
+            payment_failed_at: r.payment_failed_at.map(to_db_time),
+            stripe_created_at: to_db_time(r.stripe_created_at),
+            synced_at,
+            period_payment_revoked: r.period_payment_revoked.map(|p| p.as_str().to_owned()),
+            manager_user_id: r.manager_user_id.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize)]
@@ -94,6 +154,38 @@ impl PurchaseRow {
             status: PurchaseStatus::parse(&self.status)?,
             purchased_at: from_db_time(self.purchased_at),
         })
+    }
+
+    /// The stored record; `None` for a kind or status this version does not know.
+    pub fn record(&self) -> Option<PurchaseRecord> {
+        Some(PurchaseRecord {
+            checkout_session_id: self.checkout_session_id.clone(),
+            subject: self.subject.clone(),
+            stripe_customer_id: self.stripe_customer_id.clone(),
+            plan_id: self.plan_id.clone(),
+            kind: PlanKind::parse(&self.kind)?,
+            payment_intent_id: self.payment_intent_id.clone(),
+            amount: self.amount,
+            currency: self.currency.clone(),
+            status: PurchaseStatus::parse(&self.status)?,
+            purchased_at: from_db_time(self.purchased_at),
+        })
+    }
+
+    fn of(r: &PurchaseRecord, updated_at: NaiveDateTime) -> PurchaseRow {
+        PurchaseRow {
+            checkout_session_id: r.checkout_session_id.clone(),
+            subject: r.subject.clone(),
+            stripe_customer_id: r.stripe_customer_id.clone(),
+            plan_id: r.plan_id.clone(),
+            kind: r.kind.as_str().to_owned(),
+            payment_intent_id: r.payment_intent_id.clone(),
+            amount: r.amount,
+            currency: r.currency.clone(),
+            status: r.status.as_str().to_owned(),
+            purchased_at: to_db_time(r.purchased_at),
+            updated_at,
+        }
     }
 }
 
@@ -137,49 +229,67 @@ pub fn load(conn: &mut DbConnection, subject_key: &str) -> anyhow::Result<Subjec
     })
 }
 
-/// Upserts Stripe's current view of a subscription; tells whether anything changed.
-/// `payment_failed_at` (the start of the grace
-/// period) is kept from the stored row while the subscription stays delinquent in the same
-/// period, so that re-syncing never extends a grace period.
-pub fn upsert_subscription(
+/// What is stored of the records a Stripe read of the subject's customer could change: the
+/// subscriptions with `subscription_ids`, the subject's purchases and the payments with
+/// `payment_ids`.
+pub fn stored(
     conn: &mut DbConnection,
-    mut row: SubscriptionRow,
-    failure_reported_at: Option<DateTime<Utc>>,
-    origin: Origin<'_>,
-) -> anyhow::Result<bool> {
-    let stored: Option<SubscriptionRow> = subscriptions::table
-        .find(&row.stripe_subscription_id)
-        .select(SubscriptionRow::as_select())
-        .first(conn)
-        .optional()?;
-    let delinquent = SubscriptionStatus::parse(&row.status).delinquent();
-    row.payment_failed_at = if delinquent {
-        let same_period =
-            |t: &NaiveDateTime| row.current_period_start.is_none_or(|start| *t >= start);
-        match stored
-            .as_ref()
-            .and_then(|s| s.payment_failed_at)
-            .filter(same_period)
-        {
-            Some(t) => Some(t),
-            // First seen delinquent: when a payment failure was reported, else when the
-            // period's invoice was due (its start), so that a late discovery never grants a
-            // fresh grace period.
-            None => Some(
-                failure_reported_at
-                    .map(to_db_time)
-                    .or(row.current_period_start)
-                    .unwrap_or_else(|| to_db_time(origin.now)),
-            ),
-        }
+    subject_key: &str,
+    subscription_ids: &[&str],
+    payment_ids: &[&str],
+) -> anyhow::Result<Stored> {
+    let subscriptions: Vec<SubscriptionRow> = if subscription_ids.is_empty() {
+        Vec::new()
     } else {
-        None
+        subscriptions::table
+            .filter(subscriptions::stripe_subscription_id.eq_any(subscription_ids))
+            .select(SubscriptionRow::as_select())
+            .load(conn)?
     };
-    let (subject, id) = (row.subject.clone(), row.stripe_subscription_id.clone());
-    let changed = audit::record_change(
+    let purchases: Vec<PurchaseRow> = purchases::table
+        .filter(purchases::subject.eq(subject_key))
+        .select(PurchaseRow::as_select())
+        .load(conn)?;
+    let payments: Vec<PaymentRow> = if payment_ids.is_empty() {
+        Vec::new()
+    } else {
+        payments::table
+            .filter(payments::payment_id.eq_any(payment_ids))
+            .select(PaymentRow::as_select())
+            .load(conn)?
+    };
+    Ok(Stored {
+        subscriptions: subscriptions.iter().map(SubscriptionRow::record).collect(),
+        purchases: purchases.iter().filter_map(PurchaseRow::record).collect(),
+        payments: payments.iter().filter_map(PaymentRow::record).collect(),
+    })
+}
+
+/// The stored subscriptions of a Stripe customer.
+pub fn subscriptions_of_customer(
+    conn: &mut DbConnection,
+    stripe_customer_id: &str,
+) -> anyhow::Result<Vec<SubscriptionRecord>> {
+    let rows: Vec<SubscriptionRow> = subscriptions::table
+        .filter(subscriptions::stripe_customer_id.eq(stripe_customer_id))
+        .select(SubscriptionRow::as_select())
+        .load(conn)?;
+    Ok(rows.iter().map(SubscriptionRow::record).collect())
+}
+
+/// Writes a subscription the billing rules decided changed, with its audit row.
+pub fn write_subscription(
+    conn: &mut DbConnection,
+    change: &Change<SubscriptionRecord>,
+    origin: Origin<'_>,
+) -> anyhow::Result<()> {
+    let now = to_db_time(origin.now);
+    let row = SubscriptionRow::of(&change.after, now);
+    let before = change.before.as_ref().map(|b| SubscriptionRow::of(b, now));
+    audit::record_change(
         conn,
-        (&subject, "subscription", &id),
-        stored.as_ref(),
+        (&row.subject, "subscription", &row.stripe_subscription_id),
+        before.as_ref(),
         &row,
         origin,
     )?;
@@ -212,69 +322,38 @@ pub fn upsert_subscription(
             subscriptions::manager_user_id.eq(excluded(subscriptions::manager_user_id)),
         ))
         .execute(c))?;
-    Ok(changed)
+    Ok(())
 }
 
-/// Records a one-time purchase; a stored refund or dispute is never overwritten by `paid`.
-pub fn upsert_purchase(
+/// Writes a purchase the billing rules decided is new or changed its standing, with its audit
+/// row.
+pub fn write_purchase(
     conn: &mut DbConnection,
-    row: PurchaseRow,
+    change: &Change<PurchaseRecord>,
     origin: Origin<'_>,
-) -> anyhow::Result<bool> {
-    let stored: Option<PurchaseRow> = purchases::table
-        .find(&row.checkout_session_id)
-        .select(PurchaseRow::as_select())
-        .first(conn)
-        .optional()?;
-    if stored.is_some() {
-        return Ok(false);
-    }
+) -> anyhow::Result<()> {
+    let now = to_db_time(origin.now);
+    let row = PurchaseRow::of(&change.after, now);
+    let before = change.before.as_ref().map(|b| PurchaseRow::of(b, now));
     audit::record_change(
         conn,
         (&row.subject, "purchase", &row.checkout_session_id),
-        None,
+        before.as_ref(),
         &row,
         origin,
     )?;
-    let insert = diesel::insert_into(purchases::table).values(&row);
-    on_backend!(conn, |c| insert.on_conflict_do_nothing().execute(c))?;
-    Ok(true)
-}
-
-/// Brings the purchases a payment intent paid for to the payment's standing: a refund or a
-/// dispute revokes them, a won dispute restores them; a refund is final. Tells how many changed.
-pub fn set_purchase_standing(
-    conn: &mut DbConnection,
-    payment_intent_id: &str,
-    standing: PurchaseStatus,
-    origin: Origin<'_>,
-) -> anyhow::Result<usize> {
-    let stale: Vec<PurchaseRow> = purchases::table
-        .filter(purchases::payment_intent_id.eq(payment_intent_id))
-        .filter(purchases::status.ne(standing.as_str()))
-        .filter(purchases::status.ne(PurchaseStatus::Refunded.as_str()))
-        .select(PurchaseRow::as_select())
-        .load(conn)?;
-    let changed = stale.len();
-    for before in stale {
-        let mut after = before.clone();
-        after.status = standing.as_str().to_owned();
-        after.updated_at = to_db_time(origin.now);
-        audit::record_change(
-            conn,
-            (&before.subject, "purchase", &before.checkout_session_id),
-            Some(&before),
-            &after,
-            origin,
-        )?;
-        diesel::update(purchases::table.find(&before.checkout_session_id))
+    if before.is_none() {
+        let insert = diesel::insert_into(purchases::table).values(&row);
+        on_backend!(conn, |c| insert.on_conflict_do_nothing().execute(c))?;
+    } else {
+        diesel::update(purchases::table.find(&row.checkout_session_id))
             .set((
-                purchases::status.eq(&after.status),
-                purchases::updated_at.eq(after.updated_at),
+                purchases::status.eq(&row.status),
+                purchases::updated_at.eq(row.updated_at),
             ))
             .execute(conn)?;
     }
-    Ok(changed)
+    Ok(())
 }
 
 /// One charge of the subject's, as the payments history shows it.
@@ -297,21 +376,57 @@ pub struct PaymentRow {
     pub created_at: NaiveDateTime,
 }
 
-/// Upserts a payment as Stripe now shows it (refunds and disputes update it).
-pub fn upsert_payment(
+impl PaymentRow {
+    /// The stored record; `None` for a status this version does not know.
+    pub fn record(&self) -> Option<PaymentRecord> {
+        Some(PaymentRecord {
+            payment_id: self.payment_id.clone(),
+            subject: self.subject.clone(),
+            stripe_customer_id: self.stripe_customer_id.clone(),
+            amount: self.amount,
+            amount_refunded: self.amount_refunded,
+            currency: self.currency.clone(),
+            status: PaymentStatus::parse(&self.status)?,
+            disputed: self.disputed,
+            payment_intent_id: self.payment_intent_id.clone(),
+            description: self.description.clone(),
+            occurred_at: from_db_time(self.occurred_at),
+        })
+    }
+
+    fn of(r: &PaymentRecord, created_at: NaiveDateTime) -> PaymentRow {
+        PaymentRow {
+            payment_id: r.payment_id.clone(),
+            subject: r.subject.clone(),
+            stripe_customer_id: r.stripe_customer_id.clone(),
+            kind: "charge".to_owned(),
+            amount: r.amount,
+            amount_refunded: r.amount_refunded,
+            currency: r.currency.clone(),
+            status: r.status.as_str().to_owned(),
+            disputed: r.disputed,
+            payment_intent_id: r.payment_intent_id.clone(),
+            description: r.description.clone(),
+            occurred_at: to_db_time(r.occurred_at),
+            created_at,
+        }
+    }
+}
+
+/// Writes a payment as Stripe now shows it (refunds and disputes update it), with its audit
+/// row; a new one is first seen now.
+pub fn write_payment(
     conn: &mut DbConnection,
-    row: PaymentRow,
+    change: &Change<PaymentRecord>,
     origin: Origin<'_>,
-) -> anyhow::Result<bool> {
-    let stored: Option<PaymentRow> = payments::table
-        .find(&row.payment_id)
-        .select(PaymentRow::as_select())
-        .first(conn)
-        .optional()?;
-    let changed = audit::record_change(
+) -> anyhow::Result<()> {
+    let now = to_db_time(origin.now);
+    let row = PaymentRow::of(&change.after, now);
+    let before = change.before.as_ref().map(|b| PaymentRow::of(b, now));
+    audit::record_change(
         conn,
         (&row.subject, "payment", &row.payment_id),
-        stored.as_ref(),
+        before.as_ref(),
         &row,
         origin,
     )?;
@@ -320,6 +435,8 @@ pub fn upsert_payment(
         .on_conflict(payments::payment_id)
         .do_update()
         .set((
+            payments::subject.eq(excluded(payments::subject)),
+            payments::stripe_customer_id.eq(excluded(payments::stripe_customer_id)),
             payments::amount.eq(excluded(payments::amount)),
             payments::amount_refunded.eq(excluded(payments::amount_refunded)),
             payments::status.eq(excluded(payments::status)),
@@ -327,7 +444,7 @@ pub fn upsert_payment(
             payments::description.eq(excluded(payments::description)),
         ))
         .execute(c))?;
-    Ok(changed)
+    Ok(())
 }
 
 /// A page of the subject's payments, newest first, after `cursor` (the last page's last
@@ -371,45 +488,4 @@ pub fn customer_of_payment(
         .first(conn)
         .optional()?;
     Ok(found.flatten())
-}
-
-/// Marks every subscription of a deleted Stripe customer ended (Stripe cancels them when it
-/// deletes the customer); tells how many changed.
-pub fn end_subscriptions_of(
-    conn: &mut DbConnection,
-    stripe_customer_id: &str,
-    origin: Origin<'_>,
-) -> anyhow::Result<usize> {
-    let standing: Vec<SubscriptionRow> = subscriptions::table
-        .filter(subscriptions::stripe_customer_id.eq(stripe_customer_id))
-        .filter(subscriptions::status.ne("canceled"))
-        .select(SubscriptionRow::as_select())
-        .load(conn)?;
-    let now = to_db_time(origin.now);
-    for before in &standing {
-        let mut after = before.clone();
-        after.status = "canceled".to_owned();
-        after.ended_at = Some(before.ended_at.unwrap_or(now));
-        after.canceled_at = Some(before.canceled_at.unwrap_or(now));
-        audit::record_change(
-            conn,
-            (
-                &before.subject,
-                "subscription",
-                &before.stripe_subscription_id,
-            ),
-            Some(before),
-            &after,
-            origin,
-        )?;
-        diesel::update(subscriptions::table.find(&before.stripe_subscription_id))
-            .set((
-                subscriptions::status.eq(&after.status),
-                subscriptions::ended_at.eq(after.ended_at),
-                subscriptions::canceled_at.eq(after.canceled_at),
-                subscriptions::synced_at.eq(now),
-            ))
-            .execute(conn)?;
-    }
-    Ok(standing.len())
 }

@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 
 use crate::billing::catalog::{Interval, Plan, PlanKind};
 use crate::billing::ids::TenantId;
+use crate::billing::mirror::{CheckoutMode, StripeCheckout};
 use crate::billing::redirect;
 use crate::billing::scope::Actor;
 use crate::billing::subject::Subject;
@@ -13,10 +14,7 @@ use crate::db::{self, customers};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::startup::AppState;
-use crate::stripe::{
-    metadata, CheckoutMode, CheckoutSessionId, CheckoutSessionSnapshot, CustomerId, NewCheckout,
-    StripeGateway,
-};
+use crate::stripe::{metadata, CheckoutSessionId, CustomerId, NewCheckout, StripeGateway};
 
 use super::gateway::{gateway_error, stripe};
 use super::sync::{sync_customer, SyncCause};
@@ -104,7 +102,7 @@ pub async fn start_checkout(
     state: &AppState,
     caller: &Caller,
     req: CheckoutRequest,
-) -> Result<CheckoutSessionSnapshot, ApiError> {
+) -> Result<StripeCheckout, ApiError> {
     let stripe = stripe(state)?;
     let (plan, price_id) = priced_plan(state, &req.plan, req.interval)?;
     super::manage::check_quantity(req.quantity)?;
@@ -310,13 +308,13 @@ pub async fn verify_checkout(
             )
         })?;
     let subject = session
-        .metadata
-        .get(metadata::SUBJECT)
+        .subject
+        .as_ref()
         .or(session.client_reference_id.as_ref())
         .and_then(|key| Subject::parse_key(key));
     // The caller started it: the session names them as its manager (sessions from before
     // tenants were billed name only the user's own subject).
-    let started_by_caller = match session.metadata.get(metadata::MANAGER) {
+    let started_by_caller = match &session.manager {
         Some(manager) => caller.subject == *manager,
         None => subject.as_ref() == Some(&Subject::user(&caller.subject)),
     };

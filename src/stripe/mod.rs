@@ -1,6 +1,7 @@
 //! The Stripe boundary. Everything that speaks to Stripe goes through [`StripeGateway`], which
 //! is configured with the API base URL (tests point it at a local fake). Stripe's types stop
-//! here: callers get the plain snapshots below.
+//! here: callers get what Stripe holds in plain terms (`billing::mirror::Stripe*`), which the
+//! billing rules turn into what Tollgate stores.
 
 pub mod ids;
 pub mod webhook;
@@ -35,8 +36,10 @@ use stripe_core::dispute::ListDispute;
 use stripe_product::promotion_code::ListPromotionCode;
 use stripe_shared::{CheckoutSessionMode, CheckoutSessionPaymentStatus, InvoiceBillingReason};
 
+use crate::billing::access::SubscriptionStatus;
 use crate::config::StripeSettings;
 
+use crate::billing::mirror::{CheckoutMode, StripeCharge, StripeCheckout, StripeSubscription};
 pub use ids::{
     ChargeId, CheckoutSessionId, CustomerId, InvalidStripeId, PaymentIntentId, SubscriptionId,
 };
@@ -52,28 +55,6 @@ pub mod metadata {
     pub const MANAGER: &str = "tollgate_manager";
 }
 
-/// A Stripe subscription as Tollgate needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubscriptionSnapshot {
-    pub id: String,
-    pub customer_id: String,
-    pub status: String,
-    pub price_id: Option<String>,
-    pub quantity: u64,
-    /// From the subscription's items (API 2025+: periods live on items).
-    pub current_period_start: Option<DateTime<Utc>>,
-    pub current_period_end: Option<DateTime<Utc>>,
-    pub trial_start: Option<DateTime<Utc>>,
-    pub trial_end: Option<DateTime<Utc>>,
-    pub cancel_at_period_end: bool,
-    pub cancel_at: Option<DateTime<Utc>>,
-    pub canceled_at: Option<DateTime<Utc>>,
-    pub ended_at: Option<DateTime<Utc>>,
-    pub latest_invoice_id: Option<String>,
-    pub created: DateTime<Utc>,
-    pub metadata: HashMap<String, String>,
-}
-
 /// A Stripe customer as Tollgate needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CustomerLookup {
@@ -81,68 +62,6 @@ pub enum CustomerLookup {
     Live { subject: Option<String> },
     /// Deleted, or never existed.
     Gone,
-}
-
-/// A charge: one payment attempt, with what was refunded and whether it is disputed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChargeSnapshot {
-    pub id: String,
-    pub amount: i64,
-    pub amount_refunded: i64,
-    pub currency: String,
-    /// `succeeded`, `pending` or `failed`.
-    pub status: String,
-    pub refunded: bool,
-    /// Stripe's flag; it stays `true` after a dispute is won, so see `dispute_status`.
-    pub disputed: bool,
-    /// The status of the charge's newest dispute (read only for disputed charges).
-    pub dispute_status: Option<String>,
-    pub customer_id: Option<String>,
-    pub payment_intent_id: Option<String>,
-    pub description: Option<String>,
-    pub created: DateTime<Utc>,
-}
-
-impl ChargeSnapshot {
-    /// What the charge still pays for after refunds and disputes.
-    pub fn standing(&self) -> crate::billing::access::PurchaseStatus {
-        crate::billing::payment::standing(
-            self.refunded,
-            self.disputed,
-            self.dispute_status.as_deref(),
-        )
-    }
-
-    /// Whether `id` names this charge or its payment intent.
-    pub fn is_paid_by(&self, id: &str) -> bool {
-        self.id == id || self.payment_intent_id.as_deref() == Some(id)
-    }
-}
-
-/// A Checkout Session as Tollgate needs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckoutSessionSnapshot {
-    pub id: String,
-    pub url: Option<String>,
-    pub customer_id: Option<String>,
-    pub client_reference_id: Option<String>,
-    pub metadata: HashMap<String, String>,
-    pub mode: CheckoutMode,
-    /// `open`, `complete` or `expired`.
-    pub status: Option<String>,
-    pub paid: bool,
-    pub subscription_id: Option<String>,
-    pub payment_intent_id: Option<String>,
-    pub amount_total: Option<i64>,
-    pub currency: Option<String>,
-    pub created: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckoutMode {
-    Subscription,
-    Payment,
-    Other,
 }
 
 /// What a new Checkout Session asks Stripe for.
@@ -292,7 +211,7 @@ impl StripeGateway {
     pub async fn create_checkout_session(
         &self,
         new: NewCheckout,
-    ) -> Result<CheckoutSessionSnapshot, GatewayError> {
+    ) -> Result<StripeCheckout, GatewayError> {
         let mut item = CreateCheckoutSessionLineItems::new();
         item.price = Some(new.price_id.clone());
         item.quantity = Some(new.quantity);
@@ -340,19 +259,19 @@ impl StripeGateway {
             )?))
             .send(&self.client)
             .await?;
-        Ok(checkout_snapshot(session))
+        Ok(checkout_read(session))
     }
 
     /// `None` when Stripe has no such session.
     pub async fn checkout_session(
         &self,
         id: &CheckoutSessionId,
-    ) -> Result<Option<CheckoutSessionSnapshot>, GatewayError> {
+    ) -> Result<Option<StripeCheckout>, GatewayError> {
         match RetrieveCheckoutSession::new(id.as_str())
             .send(&self.client)
             .await
         {
-            Ok(session) => Ok(Some(checkout_snapshot(session))),
+            Ok(session) => Ok(Some(checkout_read(session))),
             Err(e) => not_found_as_none(e),
         }
     }
@@ -361,7 +280,7 @@ impl StripeGateway {
     pub async fn customer_subscriptions(
         &self,
         customer_id: &CustomerId,
-    ) -> Result<Vec<SubscriptionSnapshot>, GatewayError> {
+    ) -> Result<Vec<StripeSubscription>, GatewayError> {
         let mut out = Vec::new();
         let mut starting_after: Option<String> = None;
         loop {
@@ -373,7 +292,7 @@ impl StripeGateway {
                 req = req.starting_after(after.clone());
             }
             let page = req.send(&self.client).await?;
-            out.extend(page.data.into_iter().map(subscription_snapshot));
+            out.extend(page.data.into_iter().map(subscription_read));
             if !page.has_more {
                 break;
             }
@@ -391,8 +310,8 @@ impl StripeGateway {
         &self,
         customer_id: &CustomerId,
         all: bool,
-    ) -> Result<Vec<ChargeSnapshot>, GatewayError> {
-        let mut out: Vec<ChargeSnapshot> = Vec::new();
+    ) -> Result<Vec<StripeCharge>, GatewayError> {
+        let mut out: Vec<StripeCharge> = Vec::new();
         loop {
             let mut req = ListCharge::new().customer(customer_id.as_str()).limit(100);
             if let Some(last) = out.last() {
@@ -400,7 +319,7 @@ impl StripeGateway {
             }
             let page = req.send(&self.client).await?;
             let empty = page.data.is_empty();
-            out.extend(page.data.into_iter().map(charge_snapshot));
+            out.extend(page.data.into_iter().map(charge_read));
             if !all || !page.has_more || empty {
                 break;
             }
@@ -412,15 +331,12 @@ impl StripeGateway {
     }
 
     /// One charge, with its dispute's status (`None` when Stripe has no such charge).
-    pub async fn charge(
-        &self,
-        charge_id: &ChargeId,
-    ) -> Result<Option<ChargeSnapshot>, GatewayError> {
+    pub async fn charge(&self, charge_id: &ChargeId) -> Result<Option<StripeCharge>, GatewayError> {
         let mut charge = match RetrieveCharge::new(charge_id.as_str())
             .send(&self.client)
             .await
         {
-            Ok(charge) => charge_snapshot(charge),
+            Ok(charge) => charge_read(charge),
             Err(e) => return not_found_as_none(e),
         };
         if charge.disputed {
@@ -491,8 +407,8 @@ impl StripeGateway {
     pub async fn customer_completed_sessions(
         &self,
         customer_id: &CustomerId,
-    ) -> Result<Vec<CheckoutSessionSnapshot>, GatewayError> {
-        let mut out: Vec<CheckoutSessionSnapshot> = Vec::new();
+    ) -> Result<Vec<StripeCheckout>, GatewayError> {
+        let mut out: Vec<StripeCheckout> = Vec::new();
         loop {
             let mut req = ListCheckoutSession::new()
                 .customer(customer_id.as_str())
@@ -502,7 +418,7 @@ impl StripeGateway {
                 req = req.starting_after(last.id.clone());
             }
             let page = req.send(&self.client).await?;
-            out.extend(page.data.into_iter().map(checkout_snapshot));
+            out.extend(page.data.into_iter().map(checkout_read));
             if !page.has_more || out.is_empty() {
                 return Ok(out);
             }
@@ -633,8 +549,8 @@ fn idempotency_key(key: &str) -> Result<IdempotencyKey, GatewayError> {
         .map_err(|e| GatewayError::Other(anyhow::anyhow!("idempotency key: {e:?}")))
 }
 
-fn charge_snapshot(c: stripe_shared::Charge) -> ChargeSnapshot {
-    ChargeSnapshot {
+fn charge_read(c: stripe_shared::Charge) -> StripeCharge {
+    StripeCharge {
         id: c.id.as_str().to_owned(),
         amount: c.amount,
         amount_refunded: c.amount_refunded,
@@ -650,13 +566,15 @@ fn charge_snapshot(c: stripe_shared::Charge) -> ChargeSnapshot {
     }
 }
 
-fn checkout_snapshot(s: stripe_shared::CheckoutSession) -> CheckoutSessionSnapshot {
-    CheckoutSessionSnapshot {
+fn checkout_read(s: stripe_shared::CheckoutSession) -> StripeCheckout {
+    StripeCheckout {
         id: s.id.as_str().to_owned(),
         url: s.url,
         customer_id: s.customer.map(|c| c.id().as_str().to_owned()),
         client_reference_id: s.client_reference_id,
-        metadata: s.metadata.unwrap_or_default(),
+        subject: meta(&s.metadata, metadata::SUBJECT),
+        plan: meta(&s.metadata, metadata::PLAN),
+        manager: meta(&s.metadata, metadata::MANAGER),
         mode: match s.mode {
             CheckoutSessionMode::Subscription => CheckoutMode::Subscription,
             CheckoutSessionMode::Payment => CheckoutMode::Payment,
@@ -675,12 +593,12 @@ fn checkout_snapshot(s: stripe_shared::CheckoutSession) -> CheckoutSessionSnapsh
     }
 }
 
-fn subscription_snapshot(s: stripe_shared::Subscription) -> SubscriptionSnapshot {
+fn subscription_read(s: stripe_shared::Subscription) -> StripeSubscription {
     let item = s.items.data.first();
-    SubscriptionSnapshot {
+    StripeSubscription {
         id: s.id.as_str().to_owned(),
         customer_id: s.customer.id().as_str().to_owned(),
-        status: s.status.as_str().to_owned(),
+        status: SubscriptionStatus::parse(s.status.as_str()),
         price_id: item.map(|i| i.price.id.as_str().to_owned()),
         quantity: item.and_then(|i| i.quantity).unwrap_or(1),
         current_period_start: item.map(|i| ts(i.current_period_start)),
@@ -695,6 +613,10 @@ fn subscription_snapshot(s: stripe_shared::Subscription) -> SubscriptionSnapshot
             .latest_invoice
             .and_then(|i| i.id().as_ref().map(|id| id.as_str().to_owned())),
         created: ts(s.created),
-        metadata: s.metadata,
+        manager: s.metadata.get(metadata::MANAGER).cloned(),
     }
+}
+
+fn meta(metadata: &Option<HashMap<String, String>>, key: &str) -> Option<String> {
+    metadata.as_ref().and_then(|m| m.get(key)).cloned()
 }

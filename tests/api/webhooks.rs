@@ -490,3 +490,59 @@ async fn a_failure_discovered_late_counts_grace_from_the_period_start() {
     app.webhook_ok(&failed).await;
     assert_eq!(app.status(&token).await["reason"], "grace_expired");
 }
+
+/// When each billing row of the subject was last written: the snapshot's `updated_at`, every
+/// subscription's `synced_at`, every payment's and purchase's row, and the audit trail's size.
+async fn billing_writes(app: &TestApp) -> (Vec<String>, i64) {
+    let rows = app
+        .db(|conn| {
+            use diesel::RunQueryDsl;
+            #[derive(diesel::QueryableByName)]
+            struct Written {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                what: String,
+            }
+            let rows: Vec<Written> = diesel::sql_query(
+                "SELECT 'snapshot ' || subject || ' ' || CAST(updated_at AS TEXT) AS what FROM subject_snapshots \
+                 UNION ALL SELECT 'subscription ' || stripe_subscription_id || ' ' || CAST(synced_at AS TEXT) || ' ' || status FROM subscriptions \
+                 UNION ALL SELECT 'payment ' || payment_id || ' ' || status || ' ' || CAST(amount_refunded AS TEXT) FROM payments \
+                 ORDER BY 1",
+            )
+            .load(conn)?;
+            Ok(rows.into_iter().map(|r| r.what).collect::<Vec<_>>())
+        })
+        .await;
+    (rows, app.count("audit_log").await)
+}
+
+#[tokio::test]
+async fn an_event_that_changes_nothing_on_stripe_rewrites_no_billing_row() {
+    let app = spawn_app().await;
+    let (sub_id, token) = subscribed_by_webhook(&app, "user-1").await;
+    let before = billing_writes(&app).await;
+    assert!(
+        before
+            .0
+            .iter()
+            .any(|r| r.starts_with("snapshot user:user-1")),
+        "{before:?}"
+    );
+    // An hour later, Stripe tells of the same subscription again (another event id).
+    app.set_now(chrono::Utc::now() + chrono::Duration::hours(1));
+    let sub = app.stripe.subscription(&sub_id);
+    app.webhook_ok(&event("evt_same", "customer.subscription.updated", sub))
+        .await;
+    assert_eq!(processed(&app, "evt_same").await, (true, 1, None));
+    assert_eq!(billing_writes(&app).await, before);
+
+    // A change is written, and only then.
+    let sub = app
+        .stripe
+        .update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
+    app.webhook_ok(&event("evt_cancel", "customer.subscription.updated", sub))
+        .await;
+    let after = billing_writes(&app).await;
+    assert_ne!(after.0, before.0);
+    assert_eq!(after.1, before.1 + 1, "one audit row: the subscription");
+    assert_eq!(app.status(&token).await["cancel_at_period_end"], true);
+}
