@@ -8,7 +8,6 @@ use utoipa::{IntoParams, ToSchema};
 use crate::billing::access::Reason;
 use crate::billing::ids::TenantId;
 use crate::billing::scope::Scope;
-use crate::db::from_db_time;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
 use crate::service::quotas::QuotaView;
@@ -73,12 +72,14 @@ impl From<StatusView> for StatusOut {
             access: v.access.access,
             reason: v.access.reason,
             features: v.access.features,
-            status: sub.map(|s| s.status.clone()),
-            subscription_id: sub.map(|s| s.stripe_subscription_id.clone()),
-            interval: sub.and_then(|s| s.price_interval.clone()),
+            status: sub.map(|s| s.status.as_str().to_owned()),
+            subscription_id: sub.map(|s| s.id.clone()),
+            interval: sub
+                .and_then(|s| s.price_interval)
+                .map(|i| i.as_str().to_owned()),
             quantity: sub.map(|s| s.quantity),
             cancel_at_period_end: sub.is_some_and(|s| s.cancel_at_period_end),
-            cancel_at: sub.and_then(|s| s.cancel_at).map(from_db_time),
+            cancel_at: sub.and_then(|s| s.cancel_at),
             grace_until: v.access.grace_until,
             lifetime: v.access.lifetime,
             quotas: v.quotas,

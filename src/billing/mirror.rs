@@ -20,8 +20,8 @@
 
 use std::collections::HashMap;
 
-use super::access::{PurchaseStatus, SubscriptionStatus};
 use super::catalog::{Catalog, Interval, PlanKind};
+use super::facts::{PurchaseFacts, PurchaseStatus, SubscriptionFacts, SubscriptionStatus};
 use super::payment;
 use chrono::{DateTime, Duration, Utc};
 
@@ -168,6 +168,28 @@ pub struct SubscriptionRecord {
     pub manager_user_id: Option<String>,
 }
 
+impl SubscriptionRecord {
+    /// What access, quotas and the API read of it.
+    pub fn facts(&self) -> SubscriptionFacts {
+        SubscriptionFacts {
+            id: self.stripe_subscription_id.clone(),
+            plan_id: self.plan_id.clone(),
+            status: self.status.clone(),
+            current_period_start: self.current_period_start,
+            current_period_end: self.current_period_end,
+            trial_end: self.trial_end,
+            cancel_at_period_end: self.cancel_at_period_end,
+            cancel_at: self.cancel_at,
+            payment_failed_at: self.payment_failed_at,
+            period_payment_revoked: self.period_payment_revoked,
+            created_at: self.stripe_created_at,
+            price_interval: self.price_interval,
+            quantity: self.quantity,
+            manager_user_id: self.manager_user_id.clone(),
+        }
+    }
+}
+
 /// A one-time purchase as Tollgate stores it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PurchaseRecord {
@@ -181,6 +203,18 @@ pub struct PurchaseRecord {
     pub currency: String,
     pub status: PurchaseStatus,
     pub purchased_at: DateTime<Utc>,
+}
+
+impl PurchaseRecord {
+    /// What access and quotas read of it.
+    pub fn facts(&self) -> PurchaseFacts {
+        PurchaseFacts {
+            plan_id: self.plan_id.clone(),
+            kind: self.kind,
+            status: self.status,
+            purchased_at: self.purchased_at,
+        }
+    }
 }
 
 /// How a charge shows in the payments history.

@@ -3,7 +3,7 @@
 //! Stripe keeps `charge.disputed = true` after a dispute is won, so the dispute's own status
 //! decides; a refund is final.
 
-use super::access::PurchaseStatus;
+use super::facts::PurchaseStatus;
 
 /// The standing of what a charge paid for, from Stripe's view of the charge and of its newest
 /// dispute (`None` when Stripe lists none).

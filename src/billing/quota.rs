@@ -10,8 +10,9 @@
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 
-use super::access::{Access, PurchaseFacts, PurchaseStatus, Reason};
+use super::access::{Access, Reason};
 use super::catalog::{Catalog, PlanKind, QuotaLimit, QuotaPeriod, Unlimited};
+use super::facts::{PurchaseFacts, PurchaseStatus};
 
 /// The counter a consumption is added to, and when it starts again from zero.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -142,6 +142,7 @@ diesel::table! {
         state -> Text,
         role_exempt -> Bool,
         updated_at -> Timestamp,
+        facts_version -> Integer,
     }
 }
 

@@ -7,10 +7,8 @@ use diesel::upsert::excluded;
 use super::audit::{self, Origin};
 use super::schema::{payments, purchases, subscriptions};
 use super::{from_db_time, on_backend, to_db_time, DbConnection};
-use crate::billing::access::{
-    PurchaseFacts, PurchaseStatus, SubscriptionFacts, SubscriptionStatus,
-};
 use crate::billing::catalog::{Interval, PlanKind};
+use crate::billing::facts::{PurchaseStatus, SubjectFacts, SubscriptionStatus};
 use crate::billing::mirror::{
     Change, PaymentRecord, PaymentStatus, PurchaseRecord, Stored, SubscriptionRecord,
 };
@@ -51,25 +49,6 @@ impl SubscriptionRow {
     /// The stored status, typed (see `SubscriptionStatus::stands` and its other questions).
     pub fn subscription_status(&self) -> SubscriptionStatus {
         SubscriptionStatus::parse(&self.status)
-    }
-
-    pub fn facts(&self) -> SubscriptionFacts {
-        SubscriptionFacts {
-            id: self.stripe_subscription_id.clone(),
-            plan_id: self.plan_id.clone(),
-            status: self.subscription_status(),
-            current_period_start: self.current_period_start.map(from_db_time),
-            current_period_end: self.current_period_end.map(from_db_time),
-            trial_end: self.trial_end.map(from_db_time),
-            cancel_at_period_end: self.cancel_at_period_end,
-            cancel_at: self.cancel_at.map(from_db_time),
-            payment_failed_at: self.payment_failed_at.map(from_db_time),
-            period_payment_revoked: self
-                .period_payment_revoked
-                .as_deref()
-                .and_then(PurchaseStatus::parse),
-            created_at: from_db_time(self.stripe_created_at),
-        }
     }
 
     /// The stored record, as the billing rules compare it with what Stripe holds.
@@ -147,15 +126,6 @@ pub struct PurchaseRow {
 }
 
 impl PurchaseRow {
-    pub fn facts(&self) -> Option<PurchaseFacts> {
-        Some(PurchaseFacts {
-            plan_id: self.plan_id.clone(),
-            kind: PlanKind::parse(&self.kind)?,
-            status: PurchaseStatus::parse(&self.status)?,
-            purchased_at: from_db_time(self.purchased_at),
-        })
-    }
-
     /// The stored record; `None` for a kind or status this version does not know.
     pub fn record(&self) -> Option<PurchaseRecord> {
         Some(PurchaseRecord {
@@ -197,18 +167,21 @@ pub struct SubjectState {
 }
 
 impl SubjectState {
-    pub fn subscription_facts(&self) -> Vec<SubscriptionFacts> {
-        self.subscriptions
-            .iter()
-            .map(SubscriptionRow::facts)
-            .collect()
-    }
-
-    pub fn purchase_facts(&self) -> Vec<PurchaseFacts> {
-        self.purchases
-            .iter()
-            .filter_map(PurchaseRow::facts)
-            .collect()
+    /// The facts access evaluates (rows of a kind or status this version does not know are
+    /// left out).
+    pub fn facts(&self) -> SubjectFacts {
+        SubjectFacts {
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|s| s.record().facts())
+                .collect(),
+            purchases: self
+                .purchases
+                .iter()
+                .filter_map(|p| Some(p.record()?.facts()))
+                .collect(),
+        }
     }
 }
 

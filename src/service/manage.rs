@@ -3,8 +3,8 @@
 //! change plan. Each asks Stripe to make the change, then re-reads the customer from Stripe
 //! (the same sync as webhooks), so what is stored is what Stripe holds.
 
-use crate::billing::access::SubscriptionStatus;
 use crate::billing::catalog::{Interval, PlanKind};
+use crate::billing::facts::SubscriptionStatus;
 use crate::billing::scope::Actor;
 use crate::billing::subject::Subject;
 use crate::db::state::{SubjectState, SubscriptionRow};

@@ -6,13 +6,13 @@ use chrono::{DateTime, Utc};
 
 use crate::billing::access::{self, Access, AccessPolicy};
 use crate::billing::catalog::{Catalog, QuotaLimit};
+use crate::billing::facts::SubscriptionFacts;
 use crate::billing::quota::{self, Applied, BillingPeriod, BALANCE_BUCKET};
 use crate::billing::scope::{self, Actor, Scope};
 use crate::billing::subject::Subject;
 use crate::db::snapshot_cache::SnapshotCache;
 use crate::db::snapshots::Snapshot;
-use crate::db::state::SubscriptionRow;
-use crate::db::{self, from_db_time, DbConnection};
+use crate::db::{self, DbConnection};
 use crate::startup::AppState;
 
 use super::quotas::QuotaView;
@@ -25,7 +25,7 @@ pub struct StatusView {
     pub scope: Scope,
     pub access: Access,
     pub plan_name: String,
-    pub subscription: Option<SubscriptionRow>,
+    pub subscription: Option<SubscriptionFacts>,
     pub quotas: Vec<QuotaView>,
 }
 
@@ -50,7 +50,6 @@ impl StatusView {
         self.subscription
             .as_ref()
             .and_then(|s| s.current_period_end)
-            .map(from_db_time)
     }
     /// Seats: allowed by the plan's `seats` quota, else by the subscription's quantity; used as
     /// the caller reports its member count (`members`), else as counted by the `seats` quota.
@@ -79,10 +78,7 @@ impl StatusView {
     }
 
     pub fn trial_end(&self) -> Option<DateTime<Utc>> {
-        self.subscription
-            .as_ref()
-            .and_then(|s| s.trial_end)
-            .map(from_db_time)
+        self.subscription.as_ref().and_then(|s| s.trial_end)
     }
 }
 
@@ -232,8 +228,8 @@ impl Terms {
                 access::evaluate(
                     catalog,
                     self.policy,
-                    &snapshot.state.subscription_facts(),
-                    &snapshot.state.purchase_facts(),
+                    &snapshot.facts.subscriptions,
+                    &snapshot.facts.purchases,
                     exempt && i == 0,
                     self.now,
                 )
@@ -258,15 +254,14 @@ impl Terms {
             .filter(|_| evaluated.access.access)
             .and_then(|s| {
                 Some(BillingPeriod {
-                    start: from_db_time(s.current_period_start?),
-                    end: s.current_period_end.map(from_db_time),
+                    start: s.current_period_start?,
+                    end: s.current_period_end,
                 })
             });
-        let purchases = evaluated.stored.state.purchase_facts();
         quota::applied(
             &self.catalog,
             &evaluated.access,
-            &purchases,
+            &evaluated.stored.facts.purchases,
             billing,
             self.now,
         )
@@ -283,13 +278,9 @@ pub(crate) struct Evaluated {
 }
 
 impl Evaluated {
-    pub fn subscription(&self) -> Option<&SubscriptionRow> {
-        let id = self.access.subscription_id.as_ref()?;
-        self.stored
-            .state
-            .subscriptions
-            .iter()
-            .find(|s| &s.stripe_subscription_id == id)
+    pub fn subscription(&self) -> Option<&SubscriptionFacts> {
+        let id = self.access.subscription_id.as_deref()?;
+        self.stored.facts.subscription(id)
     }
 }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use std::collections::HashMap;
 
-use crate::billing::access::PurchaseStatus;
+use crate::billing::facts::PurchaseStatus;
 use crate::billing::mirror::{self, StripeCharge, StripeCheckout, StripeHolds, StripeSubscription};
 use crate::billing::subject::Subject;
 use crate::db::audit::Origin;

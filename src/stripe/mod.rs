@@ -36,7 +36,7 @@ use stripe_core::dispute::ListDispute;
 use stripe_product::promotion_code::ListPromotionCode;
 use stripe_shared::{CheckoutSessionMode, CheckoutSessionPaymentStatus, InvoiceBillingReason};
 
-use crate::billing::access::SubscriptionStatus;
+use crate::billing::facts::SubscriptionStatus;
 use crate::config::StripeSettings;
 
 use crate::billing::mirror::{CheckoutMode, StripeCharge, StripeCheckout, StripeSubscription};

@@ -109,6 +109,45 @@ async fn without_the_scope_it_is_403_and_without_a_token_401() {
 }
 
 #[tokio::test]
+async fn snapshots_in_the_older_format_are_read_and_rewritten_when_a_replica_starts() {
+    let app = spawn_app().await;
+    app.subscribe("user-1", "pro", "year").await;
+    let token = app.user_token("user-1");
+    let current = app.status(&token).await;
+    // Version 0 held copies of the table rows, as written before the facts format.
+    let versions = || {
+        app.db(|conn| {
+            use diesel::prelude::*;
+            use tollgate::db::schema::subject_snapshots::dsl::*;
+            Ok(subject_snapshots.select(facts_version).load::<i32>(conn)?)
+        })
+    };
+    app.db(|conn| {
+        use diesel::prelude::*;
+        use tollgate::db::schema::subject_snapshots::dsl::*;
+        let rows = tollgate::db::state::load(conn, "user:user-1")?;
+        diesel::update(subject_snapshots.find("user:user-1"))
+            .set((state.eq(serde_json::to_string(&rows)?), facts_version.eq(0)))
+            .execute(conn)?;
+        Ok(())
+    })
+    .await;
+    assert_eq!(versions().await, [0]);
+    assert_eq!(app.status(&token).await, current, "read as before");
+
+    let replica = app.another_instance().await;
+    assert_eq!(versions().await, [tollgate::db::snapshots::FACTS_VERSION]);
+    assert_eq!(app.status(&token).await, current);
+    let res = reqwest::Client::new()
+        .get(format!("{replica}/v1/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap(), current);
+}
+
+#[tokio::test]
 async fn subjects_without_a_snapshot_are_filled_in_from_their_tables_after_migrating() {
     let app = spawn_app().await;
     app.subscribe("user-1", "pro", "month").await;
