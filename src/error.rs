@@ -6,6 +6,8 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::service::error::{Refusal, ServiceError};
+
 /// A problem document (`application/problem+json`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -78,6 +80,27 @@ impl ApiError {
             ApiError::Client { code, .. } => code,
             ApiError::Internal(_) => "internal_error",
             ApiError::Upstream(_) => "upstream_error",
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Refused { kind, code, detail } => {
+                let status = match kind {
+                    Refusal::Invalid => StatusCode::BAD_REQUEST,
+                    Refusal::Forbidden => StatusCode::FORBIDDEN,
+                    Refusal::NotFound => StatusCode::NOT_FOUND,
+                    Refusal::Conflict => StatusCode::CONFLICT,
+                    Refusal::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+                    Refusal::TooMany => StatusCode::TOO_MANY_REQUESTS,
+                    Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                ApiError::new(status, code, detail)
+            }
+            ServiceError::Upstream(e) => ApiError::Upstream(e),
+            ServiceError::Internal(e) => ApiError::Internal(e),
         }
     }
 }

@@ -11,5 +11,6 @@ pub mod error;
 pub mod identity;
 pub mod service;
 pub mod startup;
+pub mod state;
 pub mod stripe;
 pub mod telemetry;

@@ -118,7 +118,7 @@ async fn sync(
     use tollgate::billing::subject::Subject;
     use tollgate::service::reconcile;
 
-    let state = tollgate::startup::build_state(settings, tollgate::startup::system_clock())?;
+    let state = tollgate::state::build_state(settings, tollgate::state::system_clock())?;
     let stripe = state
         .stripe
         .as_ref()

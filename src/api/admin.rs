@@ -9,8 +9,32 @@ use crate::billing::subject::Subject;
 use crate::error::{ApiError, Problem};
 use crate::identity::{AdminScope, Service};
 use crate::service::gateway::stripe;
-use crate::service::reconcile::{self, ReconcileReport};
-use crate::startup::AppState;
+use crate::service::reconcile;
+use crate::state::AppState;
+
+/// What one reconciliation found.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReconcileReport {
+    /// Customers re-read from Stripe.
+    pub customers: usize,
+    /// Customers whose stored state differed from Stripe's (now repaired).
+    pub drifted: usize,
+    /// Stored records changed.
+    pub changes: usize,
+    /// Customers that could not be re-read (logged; the next run retries them).
+    pub failed: usize,
+}
+
+impl From<reconcile::ReconcileReport> for ReconcileReport {
+    fn from(r: reconcile::ReconcileReport) -> Self {
+        ReconcileReport {
+            customers: r.customers,
+            drifted: r.drifted,
+            changes: r.changes,
+            failed: r.failed,
+        }
+    }
+}
 
 /// Either `{"user_id": "..."}` (re-read that user's customer and answer the report) or
 /// `{"all": true}` (re-read every customer in the background; 202 at once).
@@ -107,7 +131,7 @@ pub async fn admin_sync(
                         format!("user `{user_id}` has no Stripe customer"),
                     )
                 })?;
-            Ok(HttpResponse::Ok().json(report))
+            Ok(HttpResponse::Ok().json(ReconcileReport::from(report)))
         }
         None => {
             let state = state.clone();

@@ -12,7 +12,7 @@ use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
 use crate::service::checkout::{self as flow, CheckoutRequest};
 use crate::service::status::{status_of, Exemption};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::stripe::CheckoutSessionId;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -131,7 +131,7 @@ pub async fn verify_checkout(
     let session_id = params::session_id(&query.session_id)?;
     let actor = flow::verify_checkout(&state, &user.0, &session_id).await?;
     let view = status_of(&state, &actor, Exemption::Token(user.0.exempt)).await?;
-    Ok(HttpResponse::Ok().json(StatusOut::from(view)))
+    Ok(HttpResponse::Ok().json(StatusOut::of(view, None)))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

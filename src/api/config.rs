@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::billing::catalog::{PlanKind, Price, Quota};
 use crate::billing::scope::Scope;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct ConfigOut {

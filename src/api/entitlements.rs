@@ -11,7 +11,7 @@ use crate::billing::scope::Scope;
 use crate::error::{ApiError, Problem};
 use crate::identity::{ReadScope, Service};
 use crate::service::status::{access_of, status_of, Exemption};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -79,31 +79,18 @@ pub async fn get_entitlements(
     match query.feature {
         None => {
             let view = status_of(&state, &actor, exemption).await?;
-            let seats = view.seats(query.members.map(u64::from));
-            let mut out = StatusOut::from(view);
-            out.seats = seats;
+            let out = StatusOut::of(view, query.members.map(u64::from));
             Ok(HttpResponse::Ok().json(EntitlementsOut::Status(Box::new(out))))
         }
         Some(feature) => {
             // A feature check needs the verdict only: no quota counters are read.
             let view = access_of(&state, &actor, exemption).await?;
-            let unconditional = matches!(
-                view.access.reason,
-                crate::billing::access::Reason::SaasDisabled
-                    | crate::billing::access::Reason::Exempt
-            );
-            let in_plan = view.access.features.iter().any(|f| f == &feature);
-            let allowed = unconditional || in_plan;
-            let reason = if allowed || !view.access.access {
-                view.access.reason.as_str().to_owned()
-            } else {
-                "not_in_plan".to_owned()
-            };
+            let verdict = view.access.allows(&feature);
             Ok(
                 HttpResponse::Ok().json(EntitlementsOut::Feature(FeatureOut {
                     feature,
-                    allowed,
-                    reason,
+                    allowed: verdict.allowed,
+                    reason: verdict.reason.as_str().to_owned(),
                     plan: view.access.plan_id,
                     granted_by: view.scope,
                 })),

@@ -9,7 +9,7 @@ use crate::billing::subject::Subject;
 use crate::db::{self, from_db_time};
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::stripe::ChargeId;
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -6,14 +6,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::billing::access::Reason;
+use crate::billing::catalog::{QuotaLimit, QuotaPeriod};
 use crate::billing::ids::TenantId;
+use crate::billing::quota::{self, QuotaStanding};
 use crate::billing::scope::Scope;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
-use crate::service::quotas::QuotaView;
-use crate::service::status::{status_of, Exemption, Seats, StatusView};
-use crate::service::tenants::actor_for;
-use crate::startup::AppState;
+use crate::service::actors::actor_for;
+use crate::service::status::{status_of, Exemption, StatusView};
+use crate::state::AppState;
 
 /// A subject's billing status.
 #[derive(Debug, Serialize, ToSchema)]
@@ -55,13 +56,68 @@ pub struct StatusOut {
     pub quotas: Vec<QuotaView>,
 }
 
-impl From<StatusView> for StatusOut {
-    fn from(v: StatusView) -> Self {
+/// One quota as the subject has it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct QuotaView {
+    pub key: String,
+    /// The allowance per period: a number, `"unlimited"`, or `null` when the plan in force has
+    /// no such quota (only purchased credits can then be spent).
+    pub limit: Option<QuotaLimit>,
+    /// `day`, `month`, `billing_period` or `none` (`null` with no allowance).
+    pub period: Option<QuotaPeriod>,
+    /// Used of the allowance in the current period.
+    pub used: u64,
+    /// Purchased credits left (credit packs; they never reset and are spent after the
+    /// allowance).
+    pub balance: u64,
+    /// Allowance left plus the balance; `null` when unlimited.
+    pub remaining: Option<u64>,
+    /// When the allowance starts again from zero (`null` if never).
+    pub resets_at: Option<DateTime<Utc>>,
+}
+
+impl From<QuotaStanding> for QuotaView {
+    fn from(q: QuotaStanding) -> Self {
+        QuotaView {
+            key: q.key,
+            limit: q.limit,
+            period: q.period,
+            used: q.used,
+            balance: q.balance,
+            remaining: q.remaining,
+            resets_at: q.resets_at,
+        }
+    }
+}
+
+/// Seats in a subscription or plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Seats {
+    /// `null`: unlimited.
+    pub allowed: Option<u64>,
+    /// `null` when unknown: pass `members` or keep a `seats` quota.
+    pub used: Option<u64>,
+    pub available: Option<u64>,
+}
+
+impl From<quota::Seats> for Seats {
+    fn from(s: quota::Seats) -> Self {
+        Seats {
+            allowed: s.allowed,
+            used: s.used,
+            available: s.available,
+        }
+    }
+}
+
+impl StatusOut {
+    /// The status, with seats used as `members` reports them (else as the `seats` quota counts).
+    pub fn of(v: StatusView, members: Option<u64>) -> Self {
         let sub = v.subscription.as_ref();
         StatusOut {
             granted_by: v.scope,
             tenant_id: v.subject.tenant_id().map(str::to_owned),
-            seats: v.seats(None),
+            seats: v.seats(members).map(Seats::from),
             manager_user_id: sub
                 .filter(|_| v.scope == Scope::Tenant)
                 .and_then(|s| s.manager_user_id.clone()),
@@ -82,7 +138,7 @@ impl From<StatusView> for StatusOut {
             cancel_at: sub.and_then(|s| s.cancel_at),
             grace_until: v.access.grace_until,
             lifetime: v.access.lifetime,
-            quotas: v.quotas,
+            quotas: v.quotas.into_iter().map(QuotaView::from).collect(),
         }
     }
 }
@@ -124,5 +180,5 @@ pub async fn get_status(
         super::params::optional_tenant_id(query.tenant_id.as_deref())?,
     )?;
     let view = status_of(&state, &actor, Exemption::Token(user.0.exempt)).await?;
-    Ok(HttpResponse::Ok().json(StatusOut::from(view)))
+    Ok(HttpResponse::Ok().json(StatusOut::of(view, None)))
 }

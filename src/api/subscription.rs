@@ -11,10 +11,10 @@ use crate::billing::ids::TenantId;
 use crate::billing::scope::Actor;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
+use crate::service::actors::actor_for;
 use crate::service::manage;
 use crate::service::status::{status_of, Exemption};
-use crate::service::tenants::actor_for;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 async fn status_after(
     state: &AppState,
@@ -22,7 +22,7 @@ async fn status_after(
     user: &EndUser,
 ) -> Result<HttpResponse, ApiError> {
     let view = status_of(state, actor, Exemption::Token(user.0.exempt)).await?;
-    Ok(HttpResponse::Ok().json(StatusOut::from(view)))
+    Ok(HttpResponse::Ok().json(StatusOut::of(view, None)))
 }
 
 /// Cancels at the end of the paid period; access stays until then. Idempotent.

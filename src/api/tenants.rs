@@ -3,15 +3,16 @@
 //! Tollgate (scope `billing:admin`).
 
 use actix_web::{delete, put, web, HttpResponse};
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::params;
 use crate::billing::ids::{TenantId, UserId};
 use crate::error::{ApiError, Problem};
 use crate::identity::{AdminScope, Service};
-use crate::service::tenants::{self, ManagerOut, RemovalOut};
-use crate::startup::AppState;
+use crate::service::tenants::{self, Handover, Removal};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -30,6 +31,47 @@ pub struct MemberPath {
     /// The identity provider's user id.
     #[param(value_type = UserId, inline)]
     pub user_id: String,
+}
+
+/// What a removal did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RemovalOut {
+    pub tenant_id: String,
+    /// Set when a member was removed.
+    pub user_id: Option<String>,
+    /// When the removal was first recorded (a retry keeps it).
+    pub removed_at: DateTime<Utc>,
+    /// Subscriptions this call canceled on Stripe (empty on a retry that finds nothing left).
+    pub canceled_subscriptions: Vec<String>,
+}
+
+impl From<Removal> for RemovalOut {
+    fn from(r: Removal) -> Self {
+        RemovalOut {
+            tenant_id: r.tenant_id,
+            user_id: r.user_id,
+            removed_at: r.removed_at,
+            canceled_subscriptions: r.canceled_subscriptions,
+        }
+    }
+}
+
+/// Who manages a tenant's subscription after a hand-over.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ManagerOut {
+    pub tenant_id: String,
+    pub manager_user_id: String,
+    pub subscription_id: String,
+}
+
+impl From<Handover> for ManagerOut {
+    fn from(h: Handover) -> Self {
+        ManagerOut {
+            tenant_id: h.tenant_id,
+            manager_user_id: h.manager_user_id,
+            subscription_id: h.subscription_id,
+        }
+    }
 }
 
 /// The tenant was deleted: cancels on Stripe, at once, the tenant's subscription and every
@@ -61,7 +103,7 @@ pub async fn delete_tenant(
 ) -> Result<HttpResponse, ApiError> {
     let tenant_id = params::tenant_id(&path.tenant_id)?;
     let removal = tenants::remove_tenant(&state, &tenant_id).await?;
-    Ok(HttpResponse::Ok().json(removal))
+    Ok(HttpResponse::Ok().json(RemovalOut::from(removal)))
 }
 
 /// The member left the tenant: cancels on Stripe, at once, their membership subscription and,
@@ -92,7 +134,7 @@ pub async fn delete_member(
     let tenant_id = params::tenant_id(&path.tenant_id)?;
     let user_id = params::user_id(&path.user_id)?;
     let removal = tenants::remove_member(&state, &tenant_id, &user_id).await?;
-    Ok(HttpResponse::Ok().json(removal))
+    Ok(HttpResponse::Ok().json(RemovalOut::from(removal)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -134,6 +176,6 @@ pub async fn put_manager(
 ) -> Result<HttpResponse, ApiError> {
     let tenant_id = params::tenant_id(&path.tenant_id)?;
     let user_id = params::user_id(&body.user_id)?;
-    let out = tenants::hand_over(&state, &tenant_id, &user_id).await?;
+    let out = ManagerOut::from(tenants::hand_over(&state, &tenant_id, &user_id).await?);
     Ok(HttpResponse::Ok().json(out))
 }

@@ -1,17 +1,21 @@
 //! `POST /v1/usage`: sibling services spend a subject's quota.
 
+use actix_web::http::StatusCode;
 use actix_web::{post, web, HttpResponse};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::billing::access::Reason;
 use crate::billing::ids::{IdempotencyKey, TenantId, UserId};
+use crate::billing::quota::QuotaRefusal;
 use crate::error::{ApiError, Problem};
 use crate::identity::{Service, WriteScope};
-use crate::service::quotas::{consume, UsageOut, UsageRefusal, UsageRequest};
+use crate::service::quotas::{consume, UsageOutcome, UsageRequest};
 use crate::service::status::Exemption;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 use super::params::service_actor;
+use super::status::QuotaView;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +35,100 @@ pub struct UsageIn {
     /// the first answer again and consumes nothing more.
     #[schema(value_type = IdempotencyKey)]
     pub idempotency_key: String,
+}
+
+/// A granted consumption.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageOut {
+    pub granted: bool,
+    pub quota: String,
+    pub amount: u64,
+    pub idempotency_key: String,
+    /// Taken from the periodic allowance.
+    pub from_allowance: u64,
+    /// Taken from purchased credits.
+    pub from_balance: u64,
+    #[serde(flatten)]
+    pub after: QuotaView,
+}
+
+/// A refused consumption: a problem document (`quota_exhausted`, `no_access`,
+/// `quota_not_in_plan`) that also says what is left. Nothing was consumed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageRefusal {
+    #[serde(flatten)]
+    pub problem: Problem,
+    pub granted: bool,
+    pub quota: String,
+    pub amount: u64,
+    pub idempotency_key: String,
+    /// The access reason of the subject (e.g. `free`, `canceled`).
+    pub reason: Reason,
+    #[serde(flatten)]
+    pub after: QuotaView,
+}
+
+/// The answer a decision gives, the first time and for every replay: `UsageOut`, or a
+/// `UsageRefusal` problem document (402 when an allowance or credits exist but do not cover the
+/// amount, 403 when the subject has neither the quota nor credits for it).
+fn answer(outcome: UsageOutcome, idempotency_key: String) -> HttpResponse {
+    let after = QuotaView::from(outcome.after);
+    let Some(refusal) = outcome.refusal else {
+        let mut response = HttpResponse::Ok();
+        if outcome.replayed {
+            response.insert_header(("Idempotent-Replayed", "true"));
+        }
+        return response.json(UsageOut {
+            granted: true,
+            quota: outcome.quota,
+            amount: outcome.amount,
+            idempotency_key,
+            from_allowance: outcome.from_allowance,
+            from_balance: outcome.from_balance,
+            after,
+        });
+    };
+    let (status, detail) = match refusal {
+        QuotaRefusal::Exhausted => (
+            StatusCode::PAYMENT_REQUIRED,
+            format!(
+                "{} of `{}` asked, {} left; nothing was consumed",
+                outcome.amount,
+                outcome.quota,
+                after.remaining.unwrap_or(0)
+            ),
+        ),
+        QuotaRefusal::NotInPlan => (
+            StatusCode::FORBIDDEN,
+            format!(
+                "the plan in force has no `{}` quota and no credits were bought for it",
+                outcome.quota
+            ),
+        ),
+        QuotaRefusal::NoAccess => (
+            StatusCode::FORBIDDEN,
+            format!(
+                "the subject has no access that includes `{}`",
+                outcome.quota
+            ),
+        ),
+    };
+    let mut response = HttpResponse::build(status);
+    response.content_type("application/problem+json");
+    if outcome.replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    let body = UsageRefusal {
+        problem: Problem::new(status, refusal.code(), detail),
+        granted: false,
+        quota: outcome.quota,
+        amount: outcome.amount,
+        idempotency_key,
+        reason: outcome.reason,
+        after,
+    };
+    // `json` keeps the problem content type set above.
+    response.json(body)
 }
 
 /// Consumes `amount` of a quota for a user (in a tenant: from the grant that stands for them,
@@ -65,7 +163,8 @@ pub async fn create_usage(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let actor = service_actor(&body.user_id, body.tenant_id.as_deref())?;
-    let answer = consume(
+    let idempotency_key = body.idempotency_key.clone();
+    let outcome = consume(
         &state,
         &actor,
         Exemption::for_service(&state, actor.user_id.as_str()),
@@ -79,16 +178,5 @@ pub async fn create_usage(
         },
     )
     .await?;
-    let status = actix_web::http::StatusCode::from_u16(answer.status)
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    let mut response = HttpResponse::build(status);
-    response.content_type(if status.is_success() {
-        "application/json"
-    } else {
-        "application/problem+json"
-    });
-    if answer.replayed {
-        response.insert_header(("Idempotent-Replayed", "true"));
-    }
-    Ok(response.body(answer.body))
+    Ok(answer(outcome, idempotency_key))
 }

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, Problem};
 use crate::service::gateway::stripe;
 use crate::service::webhooks::{handle_event, record_only, EventOutcome};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::stripe::webhook::{verify, WebhookRejection};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -42,7 +42,7 @@ pub async fn stripe_webhook(
     let gateway = match stripe(&state) {
         Ok(gateway) => Some(gateway),
         Err(_) if !state.settings.saas && !state.settings.stripe.webhook_secrets.is_empty() => None,
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let payload = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("invalid_payload", "the body is not UTF-8"))?;

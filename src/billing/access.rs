@@ -93,6 +93,49 @@ pub struct Access {
     pub lifetime: bool,
 }
 
+impl Access {
+    /// Whether `feature` is allowed: always with unconditional access (billing off, exempt),
+    /// else when the plan in force lists it (without access, the free plan is in force).
+    pub fn allows(&self, feature: &str) -> FeatureVerdict {
+        let unconditional = matches!(self.reason, Reason::SaasDisabled | Reason::Exempt);
+        let in_plan = self.features.iter().any(|f| f == feature);
+        let allowed = unconditional || in_plan;
+        FeatureVerdict {
+            allowed,
+            reason: if allowed || !self.access {
+                FeatureReason::Access(self.reason)
+            } else {
+                FeatureReason::NotInPlan
+            },
+        }
+    }
+}
+
+/// The answer for one feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeatureVerdict {
+    pub allowed: bool,
+    pub reason: FeatureReason,
+}
+
+/// Why a feature is allowed or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureReason {
+    /// The access reason decides (`active`, `canceled`, `free`, ...).
+    Access(Reason),
+    /// Access stands, but the plan in force lacks the feature.
+    NotInPlan,
+}
+
+impl FeatureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeatureReason::Access(reason) => reason.as_str(),
+            FeatureReason::NotInPlan => "not_in_plan",
+        }
+    }
+}
+
 struct Verdict<'a> {
     access: bool,
     reason: Reason,
@@ -671,6 +714,52 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_feature_is_allowed_by_the_plan_in_force_or_unconditional_access() {
+        let cat = catalog();
+        let pro = eval(&[sub(SubscriptionStatus::Active)], &[]);
+        let verdict = pro.allows("export");
+        assert_eq!((verdict.allowed, verdict.reason.as_str()), (true, "active"));
+        let missing = pro.allows("lifetime_badge");
+        assert_eq!(
+            (missing.allowed, missing.reason),
+            (false, FeatureReason::NotInPlan)
+        );
+        assert_eq!(missing.reason.as_str(), "not_in_plan");
+
+        // Without access the free plan is in force: its features stand, others say why not.
+        let canceled = eval(&[sub(SubscriptionStatus::Canceled)], &[]);
+        assert!(canceled.allows("basic").allowed);
+        let refused = canceled.allows("export");
+        assert_eq!(
+            (refused.allowed, refused.reason.as_str()),
+            (false, "canceled")
+        );
+
+        for reason in [Reason::SaasDisabled, Reason::Exempt] {
+            let mut everything =
+                evaluate(&cat, policy(), &[], &[], reason == Reason::Exempt, now());
+            if reason == Reason::SaasDisabled {
+                everything = evaluate(
+                    &cat,
+                    AccessPolicy {
+                        saas_enabled: false,
+                        ..policy()
+                    },
+                    &[],
+                    &[],
+                    false,
+                    now(),
+                );
+            }
+            let verdict = everything.allows("not_a_feature_of_any_plan");
+            assert_eq!(
+                (verdict.allowed, verdict.reason),
+                (true, FeatureReason::Access(reason))
+            );
         }
     }
 }

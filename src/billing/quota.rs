@@ -179,6 +179,135 @@ pub fn remaining(limit: Option<QuotaLimit>, used: u64, balance: u64) -> Option<u
     }
 }
 
+/// One quota as the subject has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaStanding {
+    pub key: String,
+    /// The allowance per period; `None` when the plan in force has no such quota.
+    pub limit: Option<QuotaLimit>,
+    /// `None` with no allowance.
+    pub period: Option<QuotaPeriod>,
+    /// Used of the allowance in the current period.
+    pub used: u64,
+    /// Purchased credits left.
+    pub balance: u64,
+    /// Allowance left plus the balance; `None` when unlimited.
+    pub remaining: Option<u64>,
+    /// When the allowance starts again from zero (`None` if never, or with no allowance).
+    pub resets_at: Option<DateTime<Utc>>,
+}
+
+impl QuotaStanding {
+    /// The quota as it applies, with `used` of this window's allowance and `balance_spent` of
+    /// the purchased credits.
+    pub fn new(a: &Applied, used: u64, balance_spent: u64) -> QuotaStanding {
+        let balance = a.purchased.saturating_sub(balance_spent);
+        QuotaStanding::of(&a.key, a.limit, a.period, a.window.resets_at, used, balance)
+    }
+
+    pub fn of(
+        key: &str,
+        limit: Option<QuotaLimit>,
+        period: Option<QuotaPeriod>,
+        resets_at: Option<DateTime<Utc>>,
+        used: u64,
+        balance: u64,
+    ) -> QuotaStanding {
+        QuotaStanding {
+            key: key.to_owned(),
+            limit,
+            period: period.filter(|_| limit.is_some()),
+            used,
+            balance,
+            remaining: remaining(limit, used, balance),
+            resets_at: resets_at.filter(|_| limit.is_some()),
+        }
+    }
+}
+
+/// Why a consumption was refused (nothing was consumed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaRefusal {
+    /// An allowance or credits exist but do not cover the amount.
+    Exhausted,
+    /// Access stands, but neither the plan nor purchased credits have the quota.
+    NotInPlan,
+    /// The subject has no access, and no credits for the quota.
+    NoAccess,
+}
+
+impl QuotaRefusal {
+    /// How a refusal under these terms is explained.
+    pub fn of(applied: &Applied, has_access: bool) -> QuotaRefusal {
+        if applied.limit.is_some() || applied.purchased > 0 {
+            QuotaRefusal::Exhausted
+        } else if has_access {
+            QuotaRefusal::NotInPlan
+        } else {
+            QuotaRefusal::NoAccess
+        }
+    }
+
+    /// The stable problem code (also what the ledger records).
+    pub fn code(self) -> &'static str {
+        match self {
+            QuotaRefusal::Exhausted => "quota_exhausted",
+            QuotaRefusal::NotInPlan => "quota_not_in_plan",
+            QuotaRefusal::NoAccess => "no_access",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<QuotaRefusal> {
+        [
+            QuotaRefusal::Exhausted,
+            QuotaRefusal::NotInPlan,
+            QuotaRefusal::NoAccess,
+        ]
+        .into_iter()
+        .find(|r| r.code() == code)
+    }
+}
+
+/// The quota key that counts seats, when a plan limits them that way.
+pub const SEATS_QUOTA: &str = "seats";
+
+/// Seats in a subscription or plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seats {
+    /// `None`: unlimited.
+    pub allowed: Option<u64>,
+    /// `None` when unknown.
+    pub used: Option<u64>,
+    pub available: Option<u64>,
+}
+
+/// Seats: allowed by the plan's `seats` quota, else by the quantity of the subscription that
+/// grants access; used as the caller reports its member count (`members`), else as counted by
+/// the `seats` quota. `None` when neither the plan nor a granting subscription speaks of seats.
+pub fn seats(
+    quotas: &[QuotaStanding],
+    granting_quantity: Option<i64>,
+    members: Option<u64>,
+) -> Option<Seats> {
+    let quota = quotas.iter().find(|q| q.key == SEATS_QUOTA);
+    let allowed = match quota {
+        Some(q) => match q.limit? {
+            QuotaLimit::Limited(n) => Some(n),
+            QuotaLimit::Unlimited(_) => None,
+        },
+        None => Some(u64::try_from(granting_quantity?).ok()?),
+    };
+    let used = members.or(quota.map(|q| q.used));
+    Some(Seats {
+        allowed,
+        used,
+        available: match (allowed, used) {
+            (Some(a), Some(u)) => Some(a.saturating_sub(u)),
+            _ => None,
+        },
+    })
+}
+
 /// What a consumption takes from where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -532,5 +661,104 @@ mod tests {
                 "{reason:?}"
             );
         }
+    }
+
+    fn applied_with(limit: Option<QuotaLimit>, purchased: u64) -> Applied {
+        Applied {
+            key: "credits".into(),
+            limit,
+            period: limit.map(|_| QuotaPeriod::Day),
+            window: window(QuotaPeriod::Day, at(2026, 11, 21, 12), None),
+            purchased,
+        }
+    }
+
+    #[test]
+    fn a_refusal_says_exhausted_not_in_plan_or_no_access() {
+        assert_eq!(
+            QuotaRefusal::of(&applied_with(TEN, 0), true),
+            QuotaRefusal::Exhausted
+        );
+        assert_eq!(
+            QuotaRefusal::of(&applied_with(None, 5), false),
+            QuotaRefusal::Exhausted
+        );
+        assert_eq!(
+            QuotaRefusal::of(&applied_with(None, 0), true),
+            QuotaRefusal::NotInPlan
+        );
+        assert_eq!(
+            QuotaRefusal::of(&applied_with(None, 0), false),
+            QuotaRefusal::NoAccess
+        );
+        for r in [
+            QuotaRefusal::Exhausted,
+            QuotaRefusal::NotInPlan,
+            QuotaRefusal::NoAccess,
+        ] {
+            assert_eq!(QuotaRefusal::parse(r.code()), Some(r));
+        }
+        assert_eq!(QuotaRefusal::parse("quota_unknown"), None);
+    }
+
+    #[test]
+    fn a_standing_adds_what_is_left_and_hides_period_and_reset_without_an_allowance() {
+        let standing = QuotaStanding::new(&applied_with(TEN, 30), 4, 5);
+        assert_eq!(
+            (standing.used, standing.balance, standing.remaining),
+            (4, 25, Some(31))
+        );
+        assert_eq!(standing.resets_at, Some(at(2026, 11, 22, 0)));
+        assert_eq!(standing.period, Some(QuotaPeriod::Day));
+        let credits_only = QuotaStanding::of(
+            "credits",
+            None,
+            Some(QuotaPeriod::Day),
+            Some(at(2026, 11, 22, 0)),
+            0,
+            7,
+        );
+        assert_eq!(
+            (
+                credits_only.period,
+                credits_only.resets_at,
+                credits_only.remaining
+            ),
+            (None, None, Some(7))
+        );
+        let unlimited = QuotaStanding::new(&applied_with(UNLIMITED, 0), 1_000, 0);
+        assert_eq!(unlimited.remaining, None);
+    }
+
+    #[test]
+    fn seats_come_from_the_seats_quota_else_the_granting_quantity() {
+        let seat_quota =
+            |limit| QuotaStanding::of(SEATS_QUOTA, limit, Some(QuotaPeriod::None), None, 3, 0);
+        let by_quota = seats(&[seat_quota(TEN)], Some(50), None).unwrap();
+        assert_eq!(
+            (by_quota.allowed, by_quota.used, by_quota.available),
+            (Some(10), Some(3), Some(7))
+        );
+        let reported = seats(&[seat_quota(TEN)], None, Some(12)).unwrap();
+        assert_eq!((reported.used, reported.available), (Some(12), Some(0)));
+        let unlimited = seats(&[seat_quota(UNLIMITED)], None, None).unwrap();
+        assert_eq!((unlimited.allowed, unlimited.available), (None, None));
+        let by_quantity = seats(&[], Some(5), Some(2)).unwrap();
+        assert_eq!(
+            (by_quantity.allowed, by_quantity.used, by_quantity.available),
+            (Some(5), Some(2), Some(3))
+        );
+        assert_eq!(seats(&[], Some(5), None).unwrap().used, None);
+        assert_eq!(
+            seats(&[], None, Some(2)),
+            None,
+            "no plan nor subscription speaks of seats"
+        );
+        let no_limit = QuotaStanding::of(SEATS_QUOTA, None, None, None, 0, 4);
+        assert_eq!(
+            seats(&[no_limit], Some(5), None),
+            None,
+            "a seats balance without an allowance"
+        );
     }
 }

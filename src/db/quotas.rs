@@ -17,7 +17,7 @@ use super::schema::{quota_counters, usage_ledger};
 use super::{on_backend, to_db_time, write_transaction, DbConnection};
 use crate::billing::access::Reason;
 use crate::billing::catalog::{QuotaLimit, QuotaPeriod};
-use crate::billing::quota::{decide, Decision, BALANCE_BUCKET};
+use crate::billing::quota::{decide, Decision, QuotaRefusal, BALANCE_BUCKET};
 
 /// One consumption or refusal: the decision, the terms it was decided under and the counters
 /// after it. The answer is rendered from it (`service::quotas`), when first given and for every
@@ -96,8 +96,8 @@ pub struct Consumption<'a> {
     pub purchased: u64,
     /// The subject's access reason.
     pub reason: Reason,
-    /// The status and problem code a refusal answers with.
-    pub refusal: (u16, &'static str),
+    /// How a refusal is explained.
+    pub refusal: QuotaRefusal,
     pub now: DateTime<Utc>,
 }
 
@@ -113,6 +113,16 @@ pub enum Consumed {
 #[derive(Debug, thiserror::Error)]
 #[error("idempotency key taken by a concurrent request")]
 struct KeyTaken;
+
+/// What the ledger's `status_code` column records for a refusal: the HTTP status the answer
+/// carried when the column was introduced (`api/usage.rs` answers with the same). Tollgate reads
+/// the refusal back from `problem`; the column is kept for the ledger's other readers.
+fn recorded_status(refusal: QuotaRefusal) -> i32 {
+    match refusal {
+        QuotaRefusal::Exhausted => 402,
+        QuotaRefusal::NotInPlan | QuotaRefusal::NoAccess => 403,
+    }
+}
 
 fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
@@ -178,7 +188,7 @@ impl<'a> ConsumeCall<'a> {
             period: c.period.map(QuotaPeriod::as_str),
             resets_at: c.resets_at.map(to_db_time),
             reason: c.reason.as_str(),
-            refusal_status: i32::from(c.refusal.0),
+            refusal_status: recorded_status(c.refusal),
             now: to_db_time(c.now),
         }
     }
@@ -224,7 +234,7 @@ impl QueryFragment<Pg> for ConsumeCall<'_> {
         out.push_sql(", ");
         out.push_bind_param::<Integer, _>(&self.refusal_status)?;
         out.push_sql(", ");
-        out.push_bind_param::<Text, _>(self.c.refusal.1)?;
+        out.push_bind_param::<Text, _>(self.c.refusal.code())?;
         out.push_sql(", ");
         out.push_bind_param::<Text, _>(self.c.caller)?;
         out.push_sql(", ");
@@ -267,7 +277,11 @@ fn consume_in_transaction(
             from_allowance: to_i64(from_allowance),
             from_balance: to_i64(from_balance),
             bucket: c.bucket.to_owned(),
-            status_code: if granted { 200 } else { i32::from(c.refusal.0) },
+            status_code: if granted {
+                200
+            } else {
+                recorded_status(c.refusal)
+            },
             caller: c.caller.to_owned(),
             created_at: to_db_time(c.now),
             allowance: c.limit.map(QuotaLimit::to_text),
@@ -280,7 +294,7 @@ fn consume_in_transaction(
                     .saturating_sub(from_balance),
             ),
             reason: Some(c.reason.as_str().to_owned()),
-            problem: (!granted).then(|| c.refusal.1.to_owned()),
+            problem: (!granted).then(|| c.refusal.code().to_owned()),
         };
         let insert = diesel::insert_into(usage_ledger::table).values(&row);
         let inserted = on_backend!(conn, |b| insert.on_conflict_do_nothing().execute(b))?;

@@ -11,7 +11,7 @@ use actix_web::{web, FromRequest, HttpRequest};
 use super::{AuthError, Caller};
 use crate::config::ScopeSettings;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// An end user holding a valid token from the identity provider.
 #[derive(Debug, Clone)]

@@ -2,23 +2,22 @@
 
 use std::collections::HashMap;
 
-use actix_web::http::StatusCode;
-
-use crate::billing::catalog::{Interval, Plan, PlanKind};
+use crate::billing::catalog::{Interval, PlanKind};
 use crate::billing::ids::TenantId;
 use crate::billing::mirror::{CheckoutMode, StripeCheckout};
 use crate::billing::redirect;
 use crate::billing::scope::Actor;
 use crate::billing::subject::Subject;
 use crate::db::{self, customers};
-use crate::error::ApiError;
 use crate::identity::Caller;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::stripe::{metadata, CheckoutSessionId, CustomerId, NewCheckout, StripeGateway};
 
+use super::actors::{actor_for, billing_subject, require_manager};
+use super::error::ServiceError;
 use super::gateway::{gateway_error, stripe};
+use super::plans::{check_quantity, priced_plan};
 use super::sync::{sync_customer, SyncCause};
-use super::tenants;
 
 /// A checkout as the frontend asks for it.
 #[derive(Debug, Clone)]
@@ -38,7 +37,7 @@ fn checked_redirect(
     given: Option<String>,
     default: &str,
     field: &str,
-) -> Result<String, ApiError> {
+) -> Result<String, ServiceError> {
     match given {
         None => Ok(default.to_owned()),
         Some(url)
@@ -46,7 +45,7 @@ fn checked_redirect(
         {
             Ok(url)
         }
-        Some(url) => Err(ApiError::unprocessable(
+        Some(url) => Err(ServiceError::unprocessable(
             "redirect_not_allowed",
             format!(
                 "{field} `{url}` is not on an allowed origin (checkout.allowed_redirect_origins)"
@@ -55,59 +54,16 @@ fn checked_redirect(
     }
 }
 
-/// The plan named (by id or alias) and its Stripe price for `interval`, checked against the
-/// allowlist: what a checkout or a plan change may ask Stripe for.
-pub fn priced_plan<'a>(
-    state: &'a AppState,
-    name: &str,
-    interval: Interval,
-) -> Result<(&'a Plan, String), ApiError> {
-    let plan = state.catalog.plan(name).ok_or_else(|| {
-        ApiError::unprocessable(
-            "unknown_plan",
-            format!("there is no plan `{name}` (see GET /v1/config)"),
-        )
-    })?;
-    let price = plan.price(interval).ok_or_else(|| {
-        ApiError::unprocessable(
-            "unknown_interval",
-            format!(
-                "plan `{}` has no `{}` price (see GET /v1/config)",
-                plan.id,
-                interval.as_str()
-            ),
-        )
-    })?;
-    let price_id = price.price_id.clone().ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!(
-            "plan {} has no Stripe price id for {}",
-            plan.id,
-            interval.as_str()
-        ))
-    })?;
-    let allowlist = &state.settings.stripe.allowed_price_ids;
-    if !allowlist.is_empty() && !allowlist.contains(&price_id) {
-        return Err(ApiError::forbidden(
-            "price_not_allowed",
-            format!(
-                "price `{price_id}` of plan `{}` is not in STRIPE_ALLOWED_PRICE_IDS",
-                plan.id
-            ),
-        ));
-    }
-    Ok((plan, price_id))
-}
-
 pub async fn start_checkout(
     state: &AppState,
     caller: &Caller,
     req: CheckoutRequest,
-) -> Result<StripeCheckout, ApiError> {
+) -> Result<StripeCheckout, ServiceError> {
     let stripe = stripe(state)?;
     let (plan, price_id) = priced_plan(state, &req.plan, req.interval)?;
-    super::manage::check_quantity(req.quantity)?;
+    check_quantity(req.quantity)?;
     if req.quantity > 1 && plan.kind != PlanKind::Subscription {
-        return Err(ApiError::unprocessable(
+        return Err(ServiceError::unprocessable(
             "invalid_quantity",
             "quantity must be 1 to 10000 (one-time plans: 1)",
         ));
@@ -126,9 +82,9 @@ pub async fn start_checkout(
         "cancel_url",
     )?;
 
-    let actor = tenants::actor_for(caller, req.tenant_id)?;
+    let actor = actor_for(caller, req.tenant_id)?;
     let subject = plan.scope.subject(&actor).ok_or_else(|| {
-        ApiError::bad_request(
+        ServiceError::invalid(
             "tenant_required",
             format!(
                 "plan `{}` is bought for a {}: name the tenant (tenant_id, or the token's tenant claim)",
@@ -143,8 +99,7 @@ pub async fn start_checkout(
         .check_key(&Subject::user(&caller.subject).key())
         .is_err()
     {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
+        return Err(ServiceError::too_many(
             "rate_limited",
             format!(
                 "at most {} checkouts a minute; try again shortly",
@@ -160,7 +115,7 @@ pub async fn start_checkout(
         .await?;
     let removed = customer.as_ref().is_some_and(|c| c.removed_at.is_some());
     if removed && matches!(subject, Subject::Tenant { .. }) {
-        return Err(ApiError::conflict(
+        return Err(ServiceError::conflict(
             "tenant_removed",
             format!("{subject} was removed (DELETE /v1/tenants/...): it is not billed again"),
         ));
@@ -172,8 +127,8 @@ pub async fn start_checkout(
                 .iter()
                 .find(|s| s.subscription_status().stands())
             {
-                tenants::require_manager(caller, &subject, Some(s))?;
-                return Err(ApiError::conflict(
+                require_manager(caller, &subject, Some(s))?;
+                return Err(ServiceError::conflict(
                     "subscription_exists",
                     format!(
                         "subscription {} is {}: change plans through the customer portal (POST /v1/portal)",
@@ -188,7 +143,7 @@ pub async fn start_checkout(
                 .iter()
                 .any(|p| p.plan_id == plan.id && p.status == "paid")
             {
-                return Err(ApiError::conflict(
+                return Err(ServiceError::conflict(
                     "already_purchased",
                     format!("plan `{}` is already yours for life", plan.id),
                 ));
@@ -205,7 +160,7 @@ pub async fn start_checkout(
                 .await
                 .map_err(gateway_error)?
                 .ok_or_else(|| {
-                    ApiError::unprocessable(
+                    ServiceError::unprocessable(
                         "unknown_promotion_code",
                         format!("promotion code `{code}` is not active"),
                     )
@@ -264,7 +219,7 @@ async fn ensure_customer(
     stripe: &StripeGateway,
     subject: &Subject,
     email: Option<&str>,
-) -> Result<String, ApiError> {
+) -> Result<String, ServiceError> {
     let (s, e, now) = (subject.clone(), email.map(str::to_owned), state.now());
     let row = state
         .db
@@ -295,14 +250,14 @@ pub async fn verify_checkout(
     state: &AppState,
     caller: &Caller,
     session_id: &CheckoutSessionId,
-) -> Result<Actor, ApiError> {
+) -> Result<Actor, ServiceError> {
     let stripe = stripe(state)?;
     let session = stripe
         .checkout_session(session_id)
         .await
         .map_err(gateway_error)?
         .ok_or_else(|| {
-            ApiError::not_found(
+            ServiceError::not_found(
                 "checkout_session_not_found",
                 format!("Stripe has no Checkout Session `{session_id}`"),
             )
@@ -319,7 +274,7 @@ pub async fn verify_checkout(
         None => subject.as_ref() == Some(&Subject::user(&caller.subject)),
     };
     let Some(subject) = subject.filter(|_| started_by_caller) else {
-        return Err(ApiError::forbidden(
+        return Err(ServiceError::forbidden(
             "not_your_session",
             "this Checkout Session belongs to someone else",
         ));
@@ -329,29 +284,29 @@ pub async fn verify_checkout(
         .tenant_id()
         .map(TenantId::parse)
         .transpose()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("session subject {subject}: {e}")))?;
+        .map_err(|e| ServiceError::Internal(anyhow::anyhow!("session subject {subject}: {e}")))?;
     let actor = Actor::new(caller.subject.clone(), tenant_id);
     let Some(customer_id) = session.customer_id.as_deref() else {
         // Not completed yet: nothing to sync; the status says what is there.
         return Ok(actor);
     };
-    let customer_id = CustomerId::parse(customer_id).map_err(ApiError::upstream)?;
+    let customer_id = CustomerId::parse(customer_id).map_err(ServiceError::upstream)?;
     let mut cause = SyncCause::call("api:checkout.verify");
     cause.checkout = Some(session);
     sync_customer(state, stripe, &customer_id, cause)
         .await
-        .map_err(ApiError::upstream)?;
+        .map_err(ServiceError::upstream)?;
     Ok(actor)
 }
 
 /// Opens the Stripe customer portal of the subject whose billing the caller manages in their
-/// tenant (see `manage::billing_subject`); a tenant's only for its billing manager.
+/// tenant (see `actors::billing_subject`); a tenant's only for its billing manager.
 pub async fn open_portal(
     state: &AppState,
     caller: &Caller,
     return_url: Option<String>,
     tenant_id: Option<TenantId>,
-) -> Result<String, ApiError> {
+) -> Result<String, ServiceError> {
     let stripe = stripe(state)?;
     let return_url = checked_redirect(
         state,
@@ -359,18 +314,18 @@ pub async fn open_portal(
         &state.settings.checkout.default_portal_return_url,
         "return_url",
     )?;
-    let actor = tenants::actor_for(caller, tenant_id)?;
-    let (subject, stored) = super::manage::billing_subject(state, &actor).await?;
-    tenants::require_manager(caller, &subject, stored.subscriptions.first())?;
+    let actor = actor_for(caller, tenant_id)?;
+    let (subject, stored) = billing_subject(state, &actor).await?;
+    require_manager(caller, &subject, stored.subscriptions.first())?;
     let s = subject.clone();
     let row = state.db.run(move |conn| customers::find(conn, &s)).await?;
     let customer_id = row.and_then(|r| r.stripe_customer_id).ok_or_else(|| {
-        ApiError::not_found(
+        ServiceError::not_found(
             "no_billing_account",
             "you have no Stripe customer yet: start a checkout first",
         )
     })?;
-    let customer_id = CustomerId::parse(&customer_id).map_err(ApiError::upstream)?;
+    let customer_id = CustomerId::parse(&customer_id).map_err(ServiceError::upstream)?;
     stripe
         .create_portal_session(&customer_id, &return_url)
         .await

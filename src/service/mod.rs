@@ -1,9 +1,12 @@
 //! Use cases: each combines the pure billing rules with the database and Stripe boundaries.
 //! Handlers call these and only map their results to HTTP.
 
+pub mod actors;
 pub mod checkout;
+pub mod error;
 pub mod gateway;
 pub mod manage;
+pub mod plans;
 pub mod quotas;
 pub mod reconcile;
 pub mod status;

@@ -1,79 +1,16 @@
 //! Quotas for sibling services: how much is left, and consuming it atomically and
 //! idempotently (`POST /v1/usage`).
 
-use actix_web::http::StatusCode;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
-
 use crate::billing::access::Reason;
-use crate::billing::catalog::{QuotaLimit, QuotaPeriod};
-use crate::billing::quota::{self, Applied};
+use crate::billing::catalog::QuotaPeriod;
+use crate::billing::quota::{self, Applied, QuotaRefusal, QuotaStanding};
 use crate::billing::scope::Actor;
 use crate::db::from_db_time;
 use crate::db::quotas::{Consumed, Consumption, LedgerRow};
-use crate::error::{ApiError, Problem};
-use crate::startup::AppState;
+use crate::state::AppState;
 
+use super::error::ServiceError;
 use super::status::{Exemption, Terms};
-
-/// One quota as the subject has it now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct QuotaView {
-    pub key: String,
-    /// The allowance per period: a number, `"unlimited"`, or `null` when the plan in force has
-    /// no such quota (only purchased credits can then be spent).
-    pub limit: Option<QuotaLimit>,
-    /// `day`, `month`, `billing_period` or `none` (`null` with no allowance).
-    pub period: Option<QuotaPeriod>,
-    /// Used of the allowance in the current period.
-    pub used: u64,
-    /// Purchased credits left (credit packs; they never reset and are spent after the
-    /// allowance).
-    pub balance: u64,
-    /// Allowance left plus the balance; `null` when unlimited.
-    pub remaining: Option<u64>,
-    /// When the allowance starts again from zero (`null` if never).
-    pub resets_at: Option<DateTime<Utc>>,
-}
-
-impl QuotaView {
-    pub fn new(a: &Applied, used: u64, balance_spent: u64) -> QuotaView {
-        let balance = a.purchased.saturating_sub(balance_spent);
-        QuotaView::of(&a.key, a.limit, a.period, a.window.resets_at, used, balance)
-    }
-
-    /// The quota as a ledger row recorded it after its decision.
-    pub fn after(row: &LedgerRow) -> anyhow::Result<QuotaView> {
-        Ok(QuotaView::of(
-            &row.quota,
-            row.limit()?,
-            row.quota_period()?,
-            row.resets_at.map(from_db_time),
-            u64::try_from(row.used_after).unwrap_or(0),
-            u64::try_from(row.balance_after).unwrap_or(0),
-        ))
-    }
-
-    fn of(
-        key: &str,
-        limit: Option<QuotaLimit>,
-        period: Option<QuotaPeriod>,
-        resets_at: Option<DateTime<Utc>>,
-        used: u64,
-        balance: u64,
-    ) -> QuotaView {
-        QuotaView {
-            key: key.to_owned(),
-            limit,
-            period: period.filter(|_| limit.is_some()),
-            used,
-            balance,
-            remaining: quota::remaining(limit, used, balance),
-            resets_at: resets_at.filter(|_| limit.is_some()),
-        }
-    }
-}
 
 /// A consumption a service asks for.
 #[derive(Debug, Clone)]
@@ -85,44 +22,59 @@ pub struct UsageRequest {
     pub caller: String,
 }
 
-/// The answer to a consumption, as first given (and replayed for the same key).
-#[derive(Debug, Clone)]
-pub struct UsageAnswer {
-    pub status: u16,
-    /// JSON (`UsageOut`, or a `UsageRefusal` problem document).
-    pub body: String,
+/// A consumption's decision, as first taken (and replayed for the same key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageOutcome {
+    /// The idempotency key was seen before: this is its first decision, nothing more consumed.
     pub replayed: bool,
-}
-
-/// A granted consumption.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UsageOut {
-    pub granted: bool,
     pub quota: String,
     pub amount: u64,
-    pub idempotency_key: String,
     /// Taken from the periodic allowance.
     pub from_allowance: u64,
     /// Taken from purchased credits.
     pub from_balance: u64,
-    #[serde(flatten)]
-    pub after: QuotaView,
+    /// The quota after the decision.
+    pub after: QuotaStanding,
+    /// Why nothing was consumed; `None` when granted.
+    pub refusal: Option<QuotaRefusal>,
+    /// The subject's access reason when it was decided.
+    pub reason: Reason,
 }
 
-/// A refused consumption: a problem document (`quota_exhausted`, `no_access`,
-/// `quota_not_in_plan`) that also says what is left. Nothing was consumed.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UsageRefusal {
-    #[serde(flatten)]
-    pub problem: Problem,
-    pub granted: bool,
-    pub quota: String,
-    pub amount: u64,
-    pub idempotency_key: String,
-    /// The access reason of the subject (e.g. `free`, `canceled`).
-    pub reason: Reason,
-    #[serde(flatten)]
-    pub after: QuotaView,
+impl UsageOutcome {
+    /// The decision a ledger row recorded.
+    fn of(row: &LedgerRow, replayed: bool) -> anyhow::Result<UsageOutcome> {
+        let after = QuotaStanding::of(
+            &row.quota,
+            row.limit()?,
+            row.quota_period()?,
+            row.resets_at.map(from_db_time),
+            u64::try_from(row.used_after).unwrap_or(0),
+            u64::try_from(row.balance_after).unwrap_or(0),
+        );
+        let refusal = if row.granted {
+            None
+        } else {
+            let code = row
+                .problem
+                .as_deref()
+                .unwrap_or(QuotaRefusal::Exhausted.code());
+            Some(
+                QuotaRefusal::parse(code)
+                    .ok_or_else(|| anyhow::anyhow!("ledger problem code {code:?}"))?,
+            )
+        };
+        Ok(UsageOutcome {
+            replayed,
+            quota: row.quota.clone(),
+            amount: u64::try_from(row.amount).unwrap_or(0),
+            from_allowance: u64::try_from(row.from_allowance).unwrap_or(0),
+            from_balance: u64::try_from(row.from_balance).unwrap_or(0),
+            after,
+            refusal,
+            reason: row.access_reason()?.unwrap_or(Reason::Free),
+        })
+    }
 }
 
 const MAX_AMOUNT: u64 = 1_000_000_000;
@@ -134,9 +86,9 @@ pub async fn consume(
     actor: &Actor,
     exemption: Exemption,
     req: UsageRequest,
-) -> Result<UsageAnswer, ApiError> {
+) -> Result<UsageOutcome, ServiceError> {
     if req.amount == 0 || req.amount > MAX_AMOUNT {
-        return Err(ApiError::bad_request(
+        return Err(ServiceError::invalid(
             "invalid_amount",
             format!("amount must be 1 to {MAX_AMOUNT}"),
         ));
@@ -144,13 +96,13 @@ pub async fn consume(
     // The key is stored and compared exactly as sent; a blank one is refused.
     let key = &req.idempotency_key;
     if crate::billing::ids::check_external_id(key).is_err() {
-        return Err(ApiError::bad_request(
+        return Err(ServiceError::invalid(
             "invalid_idempotency_key",
             "idempotency_key must be 1 to 255 characters, not blank, without control characters",
         ));
     }
     if !state.catalog.declares_quota(&req.quota) {
-        return Err(ApiError::unprocessable(
+        return Err(ServiceError::unprocessable(
             "unknown_quota",
             format!("no plan declares the quota `{}`", req.quota),
         ));
@@ -189,7 +141,7 @@ pub async fn consume(
                 resets_at: applied.window.resets_at,
                 purchased: applied.purchased,
                 reason: evaluated.access.reason,
-                refusal: refusal(&applied, evaluated.access.access),
+                refusal: QuotaRefusal::of(&applied, evaluated.access.access),
                 now,
             };
             crate::db::quotas::consume(conn, &consumption)
@@ -200,85 +152,18 @@ pub async fn consume(
         Consumed::Replay(row) => (row, true),
     };
     if replayed && (row.quota != req.quota || u64::try_from(row.amount).ok() != Some(req.amount)) {
-        return Err(ApiError::conflict(
+        return Err(ServiceError::conflict(
             "idempotency_key_reused",
             "this idempotency_key was used for another quota or amount; use a new key",
         ));
     }
-    let outcome = match (replayed, row.status_code) {
+    let outcome = UsageOutcome::of(&row, replayed)?;
+    let label = match (replayed, outcome.refusal) {
         (true, _) => "replayed",
-        (false, 200) => "granted",
-        (false, 402) => "exhausted",
-        (false, _) => "forbidden",
+        (false, None) => "granted",
+        (false, Some(QuotaRefusal::Exhausted)) => "exhausted",
+        (false, Some(_)) => "forbidden",
     };
-    metrics::counter!("tollgate_usage_total", "outcome" => outcome).increment(1);
-    let (status, body) = render(&row, &req.idempotency_key)?;
-    Ok(UsageAnswer {
-        status,
-        body,
-        replayed,
-    })
-}
-
-const QUOTA_EXHAUSTED: &str = "quota_exhausted";
-const QUOTA_NOT_IN_PLAN: &str = "quota_not_in_plan";
-const NO_ACCESS: &str = "no_access";
-
-/// How a refusal under these terms answers: 402 when an allowance or credits exist but do not
-/// cover the amount, 403 when the subject has neither the quota nor credits for it.
-fn refusal(applied: &Applied, has_access: bool) -> (u16, &'static str) {
-    let (status, code) = if applied.limit.is_some() || applied.purchased > 0 {
-        (StatusCode::PAYMENT_REQUIRED, QUOTA_EXHAUSTED)
-    } else if has_access {
-        (StatusCode::FORBIDDEN, QUOTA_NOT_IN_PLAN)
-    } else {
-        (StatusCode::FORBIDDEN, NO_ACCESS)
-    };
-    (status.as_u16(), code)
-}
-
-/// The answer a ledger row gives, the first time and for every replay: `UsageOut`, or a
-/// `UsageRefusal` problem document.
-fn render(row: &LedgerRow, idempotency_key: &str) -> anyhow::Result<(u16, String)> {
-    let after = QuotaView::after(row)?;
-    let amount = u64::try_from(row.amount).unwrap_or(0);
-    if row.granted {
-        let granted = UsageOut {
-            granted: true,
-            quota: row.quota.clone(),
-            amount,
-            idempotency_key: idempotency_key.to_owned(),
-            from_allowance: u64::try_from(row.from_allowance).unwrap_or(0),
-            from_balance: u64::try_from(row.from_balance).unwrap_or(0),
-            after,
-        };
-        return Ok((StatusCode::OK.as_u16(), serde_json::to_string(&granted)?));
-    }
-    let status = u16::try_from(row.status_code)
-        .ok()
-        .and_then(|s| StatusCode::from_u16(s).ok())
-        .ok_or_else(|| anyhow::anyhow!("ledger status {}", row.status_code))?;
-    let code = row.problem.as_deref().unwrap_or(QUOTA_EXHAUSTED);
-    let detail = match code {
-        QUOTA_EXHAUSTED => format!(
-            "{amount} of `{}` asked, {} left; nothing was consumed",
-            row.quota,
-            after.remaining.unwrap_or(0)
-        ),
-        QUOTA_NOT_IN_PLAN => format!(
-            "the plan in force has no `{}` quota and no credits were bought for it",
-            row.quota
-        ),
-        _ => format!("the subject has no access that includes `{}`", row.quota),
-    };
-    let refusal = UsageRefusal {
-        problem: Problem::new(status, code, detail),
-        granted: false,
-        quota: row.quota.clone(),
-        amount,
-        idempotency_key: idempotency_key.to_owned(),
-        reason: row.access_reason()?.unwrap_or(Reason::Free),
-        after,
-    };
-    Ok((status.as_u16(), serde_json::to_string(&refusal)?))
+    metrics::counter!("tollgate_usage_total", "outcome" => label).increment(1);
+    Ok(outcome)
 }

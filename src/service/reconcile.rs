@@ -4,18 +4,15 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-use utoipa::ToSchema;
-
 use crate::billing::subject::Subject;
 use crate::db::customers;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::stripe::{CustomerId, StripeGateway};
 
 use super::sync::{sync_customer, SyncCause, SyncOutcome};
 
 /// What one reconciliation found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
     /// Customers re-read from Stripe.
     pub customers: usize,
@@ -115,7 +112,7 @@ fn record_metrics(report: &ReconcileReport) {
 
 /// The in-service schedule: every `interval`, one replica (whichever takes the lock) runs a
 /// full reconciliation.
-pub async fn run_schedule(state: actix_web::web::Data<AppState>, interval: Duration) {
+pub async fn run_schedule(state: std::sync::Arc<AppState>, interval: Duration) {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

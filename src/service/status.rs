@@ -5,17 +5,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::billing::access::{self, Access, AccessPolicy};
-use crate::billing::catalog::{Catalog, QuotaLimit};
+use crate::billing::catalog::Catalog;
 use crate::billing::facts::SubscriptionFacts;
-use crate::billing::quota::{self, Applied, BillingPeriod, BALANCE_BUCKET};
+use crate::billing::quota::{self, Applied, BillingPeriod, QuotaStanding, BALANCE_BUCKET};
 use crate::billing::scope::{self, Actor, Scope};
 use crate::billing::subject::Subject;
 use crate::db::snapshot_cache::SnapshotCache;
 use crate::db::snapshots::Snapshot;
 use crate::db::{self, DbConnection};
-use crate::startup::AppState;
-
-use super::quotas::QuotaView;
+use crate::state::AppState;
 
 /// The verdict plus the facts of the subscription behind it, and the quotas now in force.
 #[derive(Debug, Clone)]
@@ -26,11 +24,11 @@ pub struct StatusView {
     pub access: Access,
     pub plan_name: String,
     pub subscription: Option<SubscriptionFacts>,
-    pub quotas: Vec<QuotaView>,
+    pub quotas: Vec<QuotaStanding>,
 }
 
 impl StatusView {
-    fn of(catalog: &Catalog, evaluated: Evaluated, quotas: Vec<QuotaView>) -> StatusView {
+    fn of(catalog: &Catalog, evaluated: Evaluated, quotas: Vec<QuotaStanding>) -> StatusView {
         let plan_name = catalog
             .plan(&evaluated.access.plan_id)
             .map(|p| p.name.clone())
@@ -51,48 +49,15 @@ impl StatusView {
             .as_ref()
             .and_then(|s| s.current_period_end)
     }
-    /// Seats: allowed by the plan's `seats` quota, else by the subscription's quantity; used as
-    /// the caller reports its member count (`members`), else as counted by the `seats` quota.
-    /// `None` when neither the plan nor a subscription speaks of seats.
-    pub fn seats(&self, members: Option<u64>) -> Option<Seats> {
-        let quota = self.quotas.iter().find(|q| q.key == SEATS_QUOTA);
-        let allowed = match quota {
-            Some(q) => match q.limit? {
-                QuotaLimit::Limited(n) => Some(n),
-                QuotaLimit::Unlimited(_) => None,
-            },
-            None => {
-                let granting = self.subscription.as_ref().filter(|_| self.access.access)?;
-                Some(u64::try_from(granting.quantity).ok()?)
-            }
-        };
-        let used = members.or(quota.map(|q| q.used));
-        Some(Seats {
-            allowed,
-            used,
-            available: match (allowed, used) {
-                (Some(a), Some(u)) => Some(a.saturating_sub(u)),
-                _ => None,
-            },
-        })
+    /// Seats (see [`quota::seats`]), used as `members` reports them.
+    pub fn seats(&self, members: Option<u64>) -> Option<quota::Seats> {
+        let granting = self.subscription.as_ref().filter(|_| self.access.access);
+        quota::seats(&self.quotas, granting.map(|s| s.quantity), members)
     }
 
     pub fn trial_end(&self) -> Option<DateTime<Utc>> {
         self.subscription.as_ref().and_then(|s| s.trial_end)
     }
-}
-
-/// The quota key that counts seats, when a plan limits them that way.
-pub const SEATS_QUOTA: &str = "seats";
-
-/// Seats in a subscription or plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct Seats {
-    /// `null`: unlimited.
-    pub allowed: Option<u64>,
-    /// `null` when unknown: pass `members` or keep a `seats` quota.
-    pub used: Option<u64>,
-    pub available: Option<u64>,
 }
 
 /// Where an exemption comes from.
@@ -344,7 +309,7 @@ async fn view(
                             .copied()
                             .unwrap_or(0)
                     };
-                    QuotaView::new(a, get(&a.window.bucket), get(BALANCE_BUCKET))
+                    QuotaStanding::new(a, get(&a.window.bucket), get(BALANCE_BUCKET))
                 })
                 .collect();
             Ok(StatusView::of(&terms.catalog, evaluated, quotas))

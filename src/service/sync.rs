@@ -12,7 +12,7 @@ use crate::billing::mirror::{self, StripeCharge, StripeCheckout, StripeHolds, St
 use crate::billing::subject::Subject;
 use crate::db::audit::Origin;
 use crate::db::{self, customers, events};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::stripe::{ChargeId, CustomerId, CustomerLookup, StripeGateway, SubscriptionId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

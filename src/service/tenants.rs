@@ -2,77 +2,24 @@
 //! removing a tenant or a member cancels on Stripe.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::billing::ids::{TenantId, UserId};
-use crate::billing::scope::{Actor, Scope};
+use crate::billing::scope::Scope;
 use crate::billing::subject::Subject;
 use crate::db::audit::{self, Entry};
 use crate::db::state::SubscriptionRow;
 use crate::db::{self, customers, from_db_time};
-use crate::error::ApiError;
-use crate::identity::Caller;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::stripe::{CustomerId, SubscriptionId};
 
+use super::error::ServiceError;
+use super::gateway::{fresh_state, subscription_id};
 use super::gateway::{gateway_error, stripe};
-use super::manage::fresh_state;
 use super::sync::{sync_customer, SyncCause};
 
-/// The end user, in the tenant they act in: the `tenant_id` they name, which their token's
-/// tenant claim must list, or else the one tenant the claim names. A token naming several
-/// tenants and no `tenant_id` acts as the user alone.
-pub fn actor_for(caller: &Caller, requested: Option<TenantId>) -> Result<Actor, ApiError> {
-    let tenant_id = match requested {
-        Some(t) => {
-            if !caller.tenant_ids.contains(&t) {
-                return Err(ApiError::forbidden(
-                    "tenant_not_allowed",
-                    format!("your token does not make you a member of tenant `{t}`"),
-                ));
-            }
-            Some(t)
-        }
-        None => match caller.tenant_ids.as_slice() {
-            [only] => Some(only.clone()),
-            _ => None,
-        },
-    };
-    Ok(Actor::new(caller.subject.clone(), tenant_id))
-}
-
-/// Refuses an end user who is not the manager of the tenant's subscription.
-pub fn require_manager(
-    caller: &Caller,
-    subject: &Subject,
-    sub: Option<&SubscriptionRow>,
-) -> Result<(), ApiError> {
-    let Subject::Tenant { tenant_id } = subject else {
-        return Ok(());
-    };
-    let manager = sub.and_then(|s| s.manager_user_id.as_deref());
-    if manager == Some(caller.subject.as_str()) {
-        return Ok(());
-    }
-    Err(ApiError::forbidden(
-        "not_billing_manager",
-        match manager {
-            Some(_) => format!(
-                "only the member who subscribed manages tenant `{tenant_id}`'s subscription; \
-                 other members read its status only"
-            ),
-            None => format!(
-                "tenant `{tenant_id}`'s subscription has no billing manager on record; a \
-                 service can name one (PUT /v1/tenants/{{tenant_id}}/manager)"
-            ),
-        },
-    ))
-}
-
 /// What a removal did.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RemovalOut {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
     pub tenant_id: String,
     /// Set when a member was removed.
     pub user_id: Option<String>,
@@ -87,7 +34,10 @@ const REMOVAL_COMMENT: &str = "removed from the product (Tollgate)";
 /// Removes a tenant: records it, then cancels on Stripe every standing subscription of the
 /// tenant and of its memberships. Safe to repeat: a call after a Stripe failure finishes what
 /// the first one started.
-pub async fn remove_tenant(state: &AppState, tenant_id: &TenantId) -> Result<RemovalOut, ApiError> {
+pub async fn remove_tenant(
+    state: &AppState,
+    tenant_id: &TenantId,
+) -> Result<Removal, ServiceError> {
     const SOURCE: &str = "api:tenants.delete";
     let tenant_id = tenant_id.as_str();
     let tenant = Subject::Tenant {
@@ -116,7 +66,7 @@ pub async fn remove_tenant(state: &AppState, tenant_id: &TenantId) -> Result<Rem
         })
         .await?;
     let (removed_at, rows) = removal.ok_or_else(|| {
-        ApiError::not_found(
+        ServiceError::not_found(
             "tenant_not_found",
             format!("Tollgate holds no billing record of tenant `{tenant_id}`: nothing to cancel, nothing recorded"),
         )
@@ -131,7 +81,7 @@ pub async fn remove_tenant(state: &AppState, tenant_id: &TenantId) -> Result<Rem
         };
         canceled.extend(cancel_standing(state, &subject, &customer_id, SOURCE, |_| true).await?);
     }
-    Ok(RemovalOut {
+    Ok(Removal {
         tenant_id: tenant_id.to_owned(),
         user_id: None,
         removed_at,
@@ -146,7 +96,7 @@ pub async fn remove_member(
     state: &AppState,
     tenant_id: &TenantId,
     user_id: &UserId,
-) -> Result<RemovalOut, ApiError> {
+) -> Result<Removal, ServiceError> {
     const SOURCE: &str = "api:tenants.members.delete";
     let (tenant_id, user_id) = (tenant_id.as_str(), user_id.as_str());
     let membership = Subject::Membership {
@@ -180,7 +130,7 @@ pub async fn remove_member(
             |s: &SubscriptionRow| !is_tenant || s.manager_user_id.as_deref() == Some(user_id);
         canceled.extend(cancel_standing(state, &subject, &customer_id, SOURCE, which).await?);
     }
-    Ok(RemovalOut {
+    Ok(Removal {
         tenant_id: tenant_id.to_owned(),
         user_id: Some(user_id.to_owned()),
         removed_at,
@@ -222,7 +172,7 @@ async fn cancel_standing(
     customer_id: &str,
     source: &str,
     which: impl Fn(&SubscriptionRow) -> bool,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Vec<String>, ServiceError> {
     let stripe = stripe(state)?;
     let (_, stored) = fresh_state(state, subject, source).await?;
     let standing: Vec<String> = stored
@@ -237,23 +187,23 @@ async fn cancel_standing(
     for id in &standing {
         stripe
             .cancel_now(
-                &SubscriptionId::parse(id).map_err(ApiError::upstream)?,
+                &SubscriptionId::parse(id).map_err(ServiceError::upstream)?,
                 REMOVAL_COMMENT,
             )
             .await
             .map_err(gateway_error)?;
         tracing::info!(%subject, subscription = %id, "canceled: removed");
     }
-    let customer_id = CustomerId::parse(customer_id).map_err(ApiError::upstream)?;
+    let customer_id = CustomerId::parse(customer_id).map_err(ServiceError::upstream)?;
     sync_customer(state, stripe, &customer_id, SyncCause::call(source))
         .await
-        .map_err(ApiError::upstream)?;
+        .map_err(ServiceError::upstream)?;
     Ok(standing)
 }
 
 /// Who manages a tenant's subscription after a hand-over.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ManagerOut {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
     pub tenant_id: String,
     pub manager_user_id: String,
     pub subscription_id: String,
@@ -265,14 +215,14 @@ pub async fn hand_over(
     state: &AppState,
     tenant_id: &TenantId,
     user_id: &UserId,
-) -> Result<ManagerOut, ApiError> {
+) -> Result<Handover, ServiceError> {
     const SOURCE: &str = "api:tenants.manager";
     let (tenant_id, user_id) = (tenant_id.as_str(), user_id.as_str());
     let tenant = Subject::Tenant {
         tenant_id: tenant_id.to_owned(),
     };
     let no_subscription = || {
-        ApiError::not_found(
+        ServiceError::not_found(
             "no_subscription",
             format!("tenant `{tenant_id}` has no subscription to hand over"),
         )
@@ -287,15 +237,15 @@ pub async fn hand_over(
     let stripe = stripe(state)?;
     if sub.manager_user_id.as_deref() != Some(user_id) {
         stripe
-            .set_manager(&super::manage::subscription_id(&sub)?, user_id)
+            .set_manager(&subscription_id(&sub)?, user_id)
             .await
             .map_err(gateway_error)?;
         tracing::info!(subject = %tenant, subscription = %sub.stripe_subscription_id, "billing manager handed over");
         sync_customer(state, stripe, &customer_id, SyncCause::call(SOURCE))
             .await
-            .map_err(ApiError::upstream)?;
+            .map_err(ServiceError::upstream)?;
     }
-    Ok(ManagerOut {
+    Ok(Handover {
         tenant_id: tenant_id.to_owned(),
         manager_user_id: user_id.to_owned(),
         subscription_id: sub.stripe_subscription_id,

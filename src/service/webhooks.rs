@@ -1,7 +1,7 @@
 //! Applying a verified Stripe event: store it by id, then re-read what it concerns.
 
 use crate::db::{self, events};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::stripe::webhook::VerifiedEvent;
 use crate::stripe::{ChargeId, CustomerId, PaymentIntentId, StripeGateway};
 

@@ -644,7 +644,7 @@ async fn the_database_decides_every_consumption_as_the_billing_rule_does() {
                     resets_at: Some(at(2026, 12, 1, 0, 0)),
                     purchased,
                     reason: Reason::Active,
-                    refusal: (402, "quota_exhausted"),
+                    refusal: tollgate::billing::quota::QuotaRefusal::Exhausted,
                     now,
                 };
                 let case = format!("case {i}: {limit:?} amount {amount} used {used_before} purchased {purchased} spent {spent}");

@@ -90,7 +90,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub stripe: FakeStripe,
     pub idp: Idp,
-    pub app: actix_web::web::Data<tollgate::startup::AppState>,
+    pub app: actix_web::web::Data<tollgate::state::AppState>,
     settings: Settings,
     database: TestDatabase,
     /// When set, the time every instance of this app sees as now.
@@ -212,7 +212,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 }
 
 /// A clock that answers the pinned time when one is set, else the real time.
-fn clock(pinned: &Arc<Mutex<Option<DateTime<Utc>>>>) -> tollgate::startup::Clock {
+fn clock(pinned: &Arc<Mutex<Option<DateTime<Utc>>>>) -> tollgate::state::Clock {
     let pinned = pinned.clone();
     Arc::new(move || pinned.lock().unwrap().unwrap_or_else(Utc::now))
 }

@@ -1,0 +1,61 @@
+//! The plans a caller may buy or change to: the catalog's plan and price, checked against the
+//! price allowlist, and the seats asked for.
+
+use crate::billing::catalog::{Interval, Plan};
+use crate::state::AppState;
+
+use super::error::ServiceError;
+
+/// The plan named (by id or alias) and its Stripe price for `interval`, checked against the
+/// allowlist: what a checkout or a plan change may ask Stripe for.
+pub fn priced_plan<'a>(
+    state: &'a AppState,
+    name: &str,
+    interval: Interval,
+) -> Result<(&'a Plan, String), ServiceError> {
+    let plan = state.catalog.plan(name).ok_or_else(|| {
+        ServiceError::unprocessable(
+            "unknown_plan",
+            format!("there is no plan `{name}` (see GET /v1/config)"),
+        )
+    })?;
+    let price = plan.price(interval).ok_or_else(|| {
+        ServiceError::unprocessable(
+            "unknown_interval",
+            format!(
+                "plan `{}` has no `{}` price (see GET /v1/config)",
+                plan.id,
+                interval.as_str()
+            ),
+        )
+    })?;
+    let price_id = price.price_id.clone().ok_or_else(|| {
+        ServiceError::Internal(anyhow::anyhow!(
+            "plan {} has no Stripe price id for {}",
+            plan.id,
+            interval.as_str()
+        ))
+    })?;
+    let allowlist = &state.settings.stripe.allowed_price_ids;
+    if !allowlist.is_empty() && !allowlist.contains(&price_id) {
+        return Err(ServiceError::forbidden(
+            "price_not_allowed",
+            format!(
+                "price `{price_id}` of plan `{}` is not in STRIPE_ALLOWED_PRICE_IDS",
+                plan.id
+            ),
+        ));
+    }
+    Ok((plan, price_id))
+}
+
+/// Seats on a subscription: 1 to 10,000.
+pub(crate) fn check_quantity(quantity: u64) -> Result<(), ServiceError> {
+    if quantity == 0 || quantity > 10_000 {
+        return Err(ServiceError::unprocessable(
+            "invalid_quantity",
+            "quantity must be 1 to 10000 (one-time plans: 1)",
+        ));
+    }
+    Ok(())
+}
