@@ -11,7 +11,11 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
-use crate::billing::catalog::{Interval, PlanKind};
+use std::sync::Arc;
+
+use crate::billing::catalog::{
+    Catalog, Interval, Plan, PlanKind, Price, Quota, QuotaLimit, Unlimited,
+};
 
 /// The environment names the seed products already use, and the key each one sets.
 const PLAIN_ENV_NAMES: &[(&str, &str)] = &[
@@ -39,6 +43,9 @@ pub struct Settings {
     #[serde(default)]
     pub exemptions: ExemptionSettings,
     pub plans: Vec<PlanSettings>,
+    /// Built from `plans` by validation (never read from the files).
+    #[serde(skip)]
+    catalog: Option<Arc<Catalog>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,7 +315,7 @@ impl Settings {
     pub fn extract(figment: Figment) -> Result<Settings, ConfigError> {
         let mut settings: Settings = figment.extract().map_err(describe_load_error)?;
         settings.resolve_price_env();
-        settings.validate()?;
+        settings.catalog = Some(Arc::new(settings.validate()?));
         Ok(settings)
     }
 
@@ -327,7 +334,7 @@ impl Settings {
         }
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<Catalog, ConfigError> {
         let mut problems = Vec::new();
         let mut problem = |key: &str, text: String| {
             problems.push(ConfigProblem {
@@ -448,13 +455,178 @@ impl Settings {
                 );
             }
         }
-        if let Err(errors) = crate::billing::catalog::Catalog::from_settings(self) {
-            problems.extend(errors);
+        let catalog = self
+            .build_catalog()
+            .map_err(|errors| problems.extend(errors));
+        match catalog {
+            Ok(catalog) if problems.is_empty() => Ok(catalog),
+            _ => Err(ConfigError::Invalid(problems)),
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems))
+    }
+
+    /// The plan catalog, as validated when the settings were loaded (`load`, `extract`).
+    pub fn catalog(&self) -> anyhow::Result<Arc<Catalog>> {
+        self.catalog
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("the settings were not validated (Settings::extract)"))
+    }
+
+    /// The plan catalog these settings define, or every problem with the plans: built once,
+    /// when the settings are validated.
+    fn build_catalog(&self) -> Result<Catalog, Vec<ConfigProblem>> {
+        let settings = self;
+        let mut problems = Vec::new();
+        let mut problem =
+            |key: String, text: String| problems.push(ConfigProblem { key, problem: text });
+        let mut plans = Vec::new();
+        let mut names_seen = std::collections::HashSet::new();
+        let mut prices_seen = std::collections::HashSet::new();
+
+        for (i, p) in settings.plans.iter().enumerate() {
+            let key = format!("plans[{i}] ({})", p.id);
+            if p.id.is_empty()
+                || !p
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                problem(
+                    key.clone(),
+                    "id must be non-empty letters, digits, `_` or `-`".into(),
+                );
+            }
+            for name in std::iter::once(&p.id).chain(&p.aliases) {
+                if !names_seen.insert(name.to_ascii_lowercase()) {
+                    problem(
+                        key.clone(),
+                        format!("`{name}` is used by two plans (ids and aliases must be unique)"),
+                    );
+                }
+            }
+            let mut quotas = BTreeMap::new();
+            for (qkey, q) in &p.quotas {
+                let limit = match &q.limit {
+                    QuotaLimitSetting::Count(n) => QuotaLimit::Limited(*n),
+                    QuotaLimitSetting::Word(w) if w == "unlimited" => {
+                        QuotaLimit::Unlimited(Unlimited)
+                    }
+                    QuotaLimitSetting::Word(w) => {
+                        problem(
+                            format!("{key}.quotas.{qkey}.limit"),
+                            format!("`{w}` is neither a number nor \"unlimited\""),
+                        );
+                        continue;
+                    }
+                };
+                quotas.insert(
+                    qkey.clone(),
+                    Quota {
+                        limit,
+                        period: q.period,
+                    },
+                );
+            }
+            let mut prices = Vec::new();
+            for price in &p.prices {
+                let pkey = format!("{key}.prices.{}", price.interval.as_str());
+                if prices.iter().any(|x: &Price| x.interval == price.interval) {
+                    problem(pkey.clone(), "two prices with the same interval".into());
+                }
+                let fits = match p.kind {
+                    PlanKind::Subscription => price.interval != Interval::Once,
+                    PlanKind::Lifetime | PlanKind::CreditPack => price.interval == Interval::Once,
+                };
+                if !fits {
+                    problem(
+                        pkey.clone(),
+                        format!(
+                            "a {} plan takes {} prices",
+                            p.kind.as_str(),
+                            if p.kind == PlanKind::Subscription {
+                                "month or year"
+                            } else {
+                                "only once"
+                            }
+                        ),
+                    );
+                }
+                if price.amount < 0 {
+                    problem(pkey.clone(), "amount must not be negative".into());
+                }
+                if price.currency.len() != 3 {
+                    problem(
+                        pkey.clone(),
+                        format!("currency `{}` is not a 3-letter ISO code", price.currency),
+                    );
+                }
+                match &price.price_id {
+                    Some(id) => {
+                        if !prices_seen.insert(id.clone()) {
+                            problem(pkey.clone(), format!("price id `{id}` is used twice"));
+                        }
+                        if !settings.stripe.allowed_price_ids.is_empty() && !settings.stripe.allowed_price_ids.contains(id) {
+                            // Allowed but worth knowing: checkouts for it will be refused.
+                            tracing::warn!(plan = %p.id, price = %id, "price id is not in stripe.allowed_price_ids; checkouts for it will be refused");
+                        }
+                    }
+                    None if settings.stripe.is_configured() => problem(
+                        pkey.clone(),
+                        match &price.price_id_env {
+                            Some(env) => format!("no Stripe price id: set the environment variable {env} (or price_id)"),
+                            None => "no Stripe price id: set price_id (price_...) or price_id_env".into(),
+                        },
+                    ),
+                    None => {}
+                }
+                prices.push(Price {
+                    interval: price.interval,
+                    price_id: price.price_id.clone(),
+                    amount: price.amount,
+                    currency: price.currency.to_ascii_lowercase(),
+                });
+            }
+            plans.push(Plan {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                aliases: p.aliases.clone(),
+                rank: p.rank,
+                kind: p.kind,
+                features: p.features.clone(),
+                quotas,
+                scope: p.scope.unwrap_or(settings.billing.scope),
+                trial_days: if p.kind == PlanKind::Subscription {
+                    p.trial_days.unwrap_or(settings.billing.default_trial_days)
+                } else {
+                    0
+                },
+                trial_requires_card: p.trial_requires_card,
+                prices,
+            });
+        }
+
+        let free_plan = plans
+            .iter()
+            .position(|p| p.id == settings.billing.free_plan);
+        match free_plan.map(|i| &plans[i]) {
+            None => problem(
+                "billing.free_plan".into(),
+                format!(
+                    "names `{}`, which is not a plan id: add a plan without prices or change it",
+                    settings.billing.free_plan
+                ),
+            ),
+            Some(plan) if !plan.is_free() || plan.kind != PlanKind::Subscription => problem(
+                "billing.free_plan".into(),
+                format!(
+                    "plan `{}` must be a subscription plan without prices",
+                    plan.id
+                ),
+            ),
+            Some(_) => {}
+        }
+        match (problems.is_empty(), free_plan) {
+            (true, Some(_)) => Catalog::new(plans, &settings.billing.free_plan).ok_or(problems),
+            _ => Err(problems),
         }
     }
 }

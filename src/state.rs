@@ -45,16 +45,7 @@ pub fn system_clock() -> Clock {
 
 /// Opens the database (migrating it) and builds the shared state.
 pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState> {
-    let catalog = Catalog::from_settings(&settings).map_err(|problems| {
-        anyhow::anyhow!(
-            "invalid plans: {}",
-            problems
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
+    let catalog = settings.catalog()?;
     let db = Database::connect(
         settings.database.url.expose_secret(),
         settings.database.max_connections,
@@ -75,7 +66,7 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
     let checkout_limiter = RateLimiter::keyed(Quota::per_minute(per_minute));
     Ok(AppState {
         settings,
-        catalog: Arc::new(catalog),
+        catalog,
         db,
         stripe,
         identity,

@@ -59,8 +59,11 @@ fn load(name: &str) -> Loaded {
         Ok(s) => s,
         Err(e) => panic!("{name} is not a valid configuration: {e}"),
     };
-    let catalog = Catalog::from_settings(&settings)
-        .unwrap_or_else(|problems| panic!("{name}: invalid catalog: {problems:?}"));
+    let catalog = Catalog::clone(
+        &settings
+            .catalog()
+            .expect("validated settings hold the catalog"),
+    );
     Loaded {
         settings,
         catalog,

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::scope::Scope;
-use crate::config::{ConfigProblem, QuotaLimitSetting, Settings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -195,170 +194,12 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn from_settings(settings: &Settings) -> Result<Catalog, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
-        let mut problem =
-            |key: String, text: String| problems.push(ConfigProblem { key, problem: text });
-        let mut plans = Vec::new();
-        let mut names_seen = std::collections::HashSet::new();
-        let mut prices_seen = std::collections::HashSet::new();
-
-        for (i, p) in settings.plans.iter().enumerate() {
-            let key = format!("plans[{i}] ({})", p.id);
-            if p.id.is_empty()
-                || !p
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
-                problem(
-                    key.clone(),
-                    "id must be non-empty letters, digits, `_` or `-`".into(),
-                );
-            }
-            for name in std::iter::once(&p.id).chain(&p.aliases) {
-                if !names_seen.insert(name.to_ascii_lowercase()) {
-                    problem(
-                        key.clone(),
-                        format!("`{name}` is used by two plans (ids and aliases must be unique)"),
-                    );
-                }
-            }
-            let mut quotas = BTreeMap::new();
-            for (qkey, q) in &p.quotas {
-                let limit = match &q.limit {
-                    QuotaLimitSetting::Count(n) => QuotaLimit::Limited(*n),
-                    QuotaLimitSetting::Word(w) if w == "unlimited" => {
-                        QuotaLimit::Unlimited(Unlimited)
-                    }
-                    QuotaLimitSetting::Word(w) => {
-                        problem(
-                            format!("{key}.quotas.{qkey}.limit"),
-                            format!("`{w}` is neither a number nor \"unlimited\""),
-                        );
-                        continue;
-                    }
-                };
-                quotas.insert(
-                    qkey.clone(),
-                    Quota {
-                        limit,
-                        period: q.period,
-                    },
-                );
-            }
-            let mut prices = Vec::new();
-            for price in &p.prices {
-                let pkey = format!("{key}.prices.{}", price.interval.as_str());
-                if prices.iter().any(|x: &Price| x.interval == price.interval) {
-                    problem(pkey.clone(), "two prices with the same interval".into());
-                }
-                let fits = match p.kind {
-                    PlanKind::Subscription => price.interval != Interval::Once,
-                    PlanKind::Lifetime | PlanKind::CreditPack => price.interval == Interval::Once,
-                };
-                if !fits {
-                    problem(
-                        pkey.clone(),
-                        format!(
-                            "a {} plan takes {} prices",
-                            p.kind.as_str(),
-                            if p.kind == PlanKind::Subscription {
-                                "month or year"
-                            } else {
-                                "only once"
-                            }
-                        ),
-                    );
-                }
-                if price.amount < 0 {
-                    problem(pkey.clone(), "amount must not be negative".into());
-                }
-                if price.currency.len() != 3 {
-                    problem(
-                        pkey.clone(),
-                        format!("currency `{}` is not a 3-letter ISO code", price.currency),
-                    );
-                }
-                match &price.price_id {
-                    Some(id) => {
-                        if !prices_seen.insert(id.clone()) {
-                            problem(pkey.clone(), format!("price id `{id}` is used twice"));
-                        }
-                        if !settings.stripe.allowed_price_ids.is_empty() && !settings.stripe.allowed_price_ids.contains(id) {
-                            // Allowed but worth knowing: checkouts for it will be refused.
-                            tracing::warn!(plan = %p.id, price = %id, "price id is not in stripe.allowed_price_ids; checkouts for it will be refused");
-                        }
-                    }
-                    None if settings.stripe.is_configured() => problem(
-                        pkey.clone(),
-                        match &price.price_id_env {
-                            Some(env) => format!("no Stripe price id: set the environment variable {env} (or price_id)"),
-                            None => "no Stripe price id: set price_id (price_...) or price_id_env".into(),
-                        },
-                    ),
-                    None => {}
-                }
-                prices.push(Price {
-                    interval: price.interval,
-                    price_id: price.price_id.clone(),
-                    amount: price.amount,
-                    currency: price.currency.to_ascii_lowercase(),
-                });
-            }
-            plans.push(Plan {
-                id: p.id.clone(),
-                name: p.name.clone(),
-                aliases: p.aliases.clone(),
-                rank: p.rank,
-                kind: p.kind,
-                features: p.features.clone(),
-                quotas,
-                scope: p.scope.unwrap_or(settings.billing.scope),
-                trial_days: if p.kind == PlanKind::Subscription {
-                    p.trial_days.unwrap_or(settings.billing.default_trial_days)
-                } else {
-                    0
-                },
-                trial_requires_card: p.trial_requires_card,
-                prices,
-            });
-        }
-
-        let free_plan = plans
-            .iter()
-            .position(|p| p.id == settings.billing.free_plan);
-        match free_plan.map(|i| &plans[i]) {
-            None => problem(
-                "billing.free_plan".into(),
-                format!(
-                    "names `{}`, which is not a plan id: add a plan without prices or change it",
-                    settings.billing.free_plan
-                ),
-            ),
-            Some(plan) if !plan.is_free() || plan.kind != PlanKind::Subscription => problem(
-                "billing.free_plan".into(),
-                format!(
-                    "plan `{}` must be a subscription plan without prices",
-                    plan.id
-                ),
-            ),
-            Some(_) => {}
-        }
-        match (problems.is_empty(), free_plan) {
-            (true, Some(free_plan)) => Ok(Catalog { plans, free_plan }),
-            _ => Err(problems),
-        }
-    }
-
-    /// A catalog from already-valid plans (tests).
-    #[cfg(test)]
-    pub(crate) fn from_parts(plans: Vec<Plan>, free_plan: &str) -> Catalog {
-        let free_plan = plans
-            .iter()
-            .position(|p| p.id == free_plan)
-            .expect("free plan exists");
-        Catalog { plans, free_plan }
+    /// The catalog of `plans`, valid as configuration checks them (`config`), with
+    /// `free_plan` the id of the plan everyone holds without paying; `None` when no plan has
+    /// that id.
+    pub fn new(plans: Vec<Plan>, free_plan: &str) -> Option<Catalog> {
+        let free_plan = plans.iter().position(|p| p.id == free_plan)?;
+        Some(Catalog { plans, free_plan })
     }
 
     #[cfg(test)]

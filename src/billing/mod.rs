@@ -74,7 +74,7 @@ pub(crate) mod test_support {
     /// free < basic < pro < lifetime, plus a credit pack. Quotas: `credits` 10 a day on free,
     /// 100 a day on pro, 100 per pack; `generations` 250 per billing period on pro.
     pub fn catalog() -> Catalog {
-        Catalog::from_parts(
+        Catalog::new(
             vec![
                 with_quotas(
                     plan("free", 0, PlanKind::Subscription, &["basic"], vec![]),
@@ -123,5 +123,6 @@ pub(crate) mod test_support {
             ],
             "free",
         )
+        .expect("the free plan is among them")
     }
 }
