@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod catalog;
+pub mod checkout;
 pub mod facts;
 pub mod ids;
 pub mod mirror;

@@ -33,16 +33,15 @@ pub fn actor_for(caller: &Caller, requested: Option<TenantId>) -> Result<Actor, 
     Ok(Actor::new(caller.subject.clone(), tenant_id))
 }
 
-/// Refuses an end user who is not the manager of the tenant's subscription.
+/// Refuses an end user who is not the manager (`manager`) of the tenant's subscription.
 pub fn require_manager(
     caller: &Caller,
     subject: &Subject,
-    sub: Option<&SubscriptionRow>,
+    manager: Option<&str>,
 ) -> Result<(), ServiceError> {
     let Subject::Tenant { tenant_id } = subject else {
         return Ok(());
     };
-    let manager = sub.and_then(|s| s.manager_user_id.as_deref());
     if manager == Some(caller.subject.as_str()) {
         return Ok(());
     }

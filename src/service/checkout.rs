@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::billing::catalog::{Interval, PlanKind};
+use crate::billing::catalog::{Interval, Plan, PlanKind};
+use crate::billing::checkout::{self, CheckoutRefusal};
 use crate::billing::ids::TenantId;
 use crate::billing::mirror::{CheckoutMode, StripeCheckout};
 use crate::billing::redirect;
@@ -61,13 +62,7 @@ pub async fn start_checkout(
 ) -> Result<StripeCheckout, ServiceError> {
     let stripe = stripe(state)?;
     let (plan, price_id) = priced_plan(state, &req.plan, req.interval)?;
-    check_quantity(req.quantity)?;
-    if req.quantity > 1 && plan.kind != PlanKind::Subscription {
-        return Err(ServiceError::unprocessable(
-            "invalid_quantity",
-            "quantity must be 1 to 10000 (one-time plans: 1)",
-        ));
-    }
+    check_quantity(plan.kind, req.quantity)?;
     let checkout = &state.settings.checkout;
     let success_url = checked_redirect(
         state,
@@ -114,42 +109,8 @@ pub async fn start_checkout(
         .run(move |conn| Ok((db::state::load(conn, &s.key())?, customers::find(conn, &s)?)))
         .await?;
     let removed = customer.as_ref().is_some_and(|c| c.removed_at.is_some());
-    if removed && matches!(subject, Subject::Tenant { .. }) {
-        return Err(ServiceError::conflict(
-            "tenant_removed",
-            format!("{subject} was removed (DELETE /v1/tenants/...): it is not billed again"),
-        ));
-    }
-    match plan.kind {
-        PlanKind::Subscription => {
-            if let Some(s) = stored
-                .subscriptions
-                .iter()
-                .find(|s| s.subscription_status().stands())
-            {
-                require_manager(caller, &subject, Some(s))?;
-                return Err(ServiceError::conflict(
-                    "subscription_exists",
-                    format!(
-                        "subscription {} is {}: change plans through the customer portal (POST /v1/portal)",
-                        s.stripe_subscription_id, s.status
-                    ),
-                ));
-            }
-        }
-        PlanKind::Lifetime => {
-            if stored
-                .purchases
-                .iter()
-                .any(|p| p.plan_id == plan.id && p.status == "paid")
-            {
-                return Err(ServiceError::conflict(
-                    "already_purchased",
-                    format!("plan `{}` is already yours for life", plan.id),
-                ));
-            }
-        }
-        PlanKind::CreditPack => {}
+    if let Some(refused) = checkout::refusal(plan, &subject, removed, &stored.facts()) {
+        return Err(refusal(caller, &subject, plan, refused));
     }
 
     let promotion_code_id = match req.promo_code.as_deref() {
@@ -211,6 +172,40 @@ pub async fn start_checkout(
         .map_err(gateway_error)?;
     tracing::info!(%subject, plan = %plan.id, session = %session.id, "checkout started");
     Ok(session)
+}
+
+/// What a checkout refused by the billing rules answers. A tenant's existing subscription is
+/// named only to its billing manager.
+fn refusal(
+    caller: &Caller,
+    subject: &Subject,
+    plan: &Plan,
+    refused: CheckoutRefusal,
+) -> ServiceError {
+    match refused {
+        CheckoutRefusal::TenantRemoved => ServiceError::conflict(
+            "tenant_removed",
+            format!("{subject} was removed (DELETE /v1/tenants/...): it is not billed again"),
+        ),
+        CheckoutRefusal::SubscriptionExists {
+            subscription_id,
+            status,
+            manager,
+        } => match require_manager(caller, subject, manager.as_deref()) {
+            Err(not_manager) => not_manager,
+            Ok(()) => ServiceError::conflict(
+                "subscription_exists",
+                format!(
+                    "subscription {subscription_id} is {}: change plans through the customer portal (POST /v1/portal)",
+                    status.as_str()
+                ),
+            ),
+        },
+        CheckoutRefusal::AlreadyPurchased => ServiceError::conflict(
+            "already_purchased",
+            format!("plan `{}` is already yours for life", plan.id),
+        ),
+    }
 }
 
 /// The subject's Stripe customer, created on first need and reused for ever after.
@@ -316,7 +311,14 @@ pub async fn open_portal(
     )?;
     let actor = actor_for(caller, tenant_id)?;
     let (subject, stored) = billing_subject(state, &actor).await?;
-    require_manager(caller, &subject, stored.subscriptions.first())?;
+    require_manager(
+        caller,
+        &subject,
+        stored
+            .subscriptions
+            .first()
+            .and_then(|s| s.manager_user_id.as_deref()),
+    )?;
     let s = subject.clone();
     let row = state.db.run(move |conn| customers::find(conn, &s)).await?;
     let customer_id = row.and_then(|r| r.stripe_customer_id).ok_or_else(|| {

@@ -37,7 +37,7 @@ async fn standing_subscription(
         .ok_or_else(|| {
             ServiceError::not_found("no_subscription", "you have no subscription to manage")
         })?;
-    require_manager(caller, &subject, Some(&sub))?;
+    require_manager(caller, &subject, sub.manager_user_id.as_deref())?;
     Ok(sub)
 }
 
@@ -115,7 +115,7 @@ pub async fn change(
         ));
     }
     if let Some(q) = quantity {
-        check_quantity(q)?;
+        check_quantity(plan.kind, q)?;
     }
     const SOURCE: &str = "api:subscription.change";
     let sub = standing_subscription(state, caller, actor, SOURCE).await?;

@@ -1,7 +1,8 @@
 //! The plans a caller may buy or change to: the catalog's plan and price, checked against the
 //! price allowlist, and the seats asked for.
 
-use crate::billing::catalog::{Interval, Plan};
+use crate::billing::catalog::{Interval, Plan, PlanKind};
+use crate::billing::checkout;
 use crate::state::AppState;
 
 use super::error::ServiceError;
@@ -49,12 +50,15 @@ pub fn priced_plan<'a>(
     Ok((plan, price_id))
 }
 
-/// Seats on a subscription: 1 to 10,000.
-pub(crate) fn check_quantity(quantity: u64) -> Result<(), ServiceError> {
-    if quantity == 0 || quantity > 10_000 {
+/// Seats: 1 to 10,000 on a subscription, 1 on a one-time plan.
+pub(crate) fn check_quantity(kind: PlanKind, quantity: u64) -> Result<(), ServiceError> {
+    if !checkout::quantity_allowed(kind, quantity) {
         return Err(ServiceError::unprocessable(
             "invalid_quantity",
-            "quantity must be 1 to 10000 (one-time plans: 1)",
+            format!(
+                "quantity must be 1 to {} (one-time plans: 1)",
+                checkout::MAX_QUANTITY
+            ),
         ));
     }
     Ok(())
