@@ -92,13 +92,13 @@ pub struct SyncStartedOut {
         (status = 200, description = "one user re-read: the report", body = ReconcileReport),
         (status = 202, description = "a full reconciliation started in the background", body = SyncStartedOut),
         (status = 400, description = "`invalid_body` (send either a `user_id` or `all: true`) or `invalid_user_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = super::responses::MISSING_ADMIN_SCOPE, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
+        super::responses::MissingAdminScope,
         (status = 404, description = "`no_billing_account`: the user has no Stripe customer", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = super::responses::NOT_JSON, body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::BodyTooLarge,
+        super::responses::NotJson,
+        super::responses::Upstream,
+        super::responses::StripeUnavailable,
     )
 )]
 #[post("/v1/admin/sync")]

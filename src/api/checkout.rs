@@ -51,15 +51,15 @@ pub struct CheckoutOut {
     responses(
         (status = 201, description = "the Checkout Session: send the browser to `url`", body = CheckoutOut),
         (status = 400, description = "`invalid_body`, `invalid_tenant_id`, or `tenant_required` (a tenant or membership plan, and no tenant named)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
         (status = 403, description = "`price_not_allowed` (outside STRIPE_ALLOWED_PRICE_IDS), `tenant_not_allowed` (the token does not list the tenant), or `not_billing_manager` (another member manages the tenant's subscription)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`subscription_exists` (change it through the portal or `/v1/subscription/change`), `already_purchased` (the lifetime plan is owned), or `tenant_removed`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = super::responses::NOT_JSON, body = Problem, content_type = "application/problem+json"),
+        super::responses::BodyTooLarge,
+        super::responses::NotJson,
         (status = 422, description = "`unknown_plan`, `unknown_interval`, `invalid_quantity`, `redirect_not_allowed`, or `unknown_promotion_code`: the request is well formed but names something the configuration or Stripe does not have", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: too many checkouts a minute; try again shortly", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::Upstream,
+        super::responses::StripeUnavailable,
     )
 )]
 #[post("/v1/checkout")]
@@ -114,11 +114,11 @@ pub struct VerifyQuery {
     responses(
         (status = 200, description = "the caller's status after syncing the session's customer", body = StatusOut),
         (status = 400, description = "`invalid_query`, or `invalid_session_id` (not `cs_` followed by letters, digits and `_`)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
         (status = 403, description = "`not_your_session`: the session belongs to someone else", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`checkout_session_not_found`: Stripe has no such Checkout Session", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::Upstream,
+        super::responses::StripeUnavailable,
     )
 )]
 #[get("/v1/checkout/verify")]
@@ -159,13 +159,13 @@ pub struct PortalOut {
     responses(
         (status = 200, description = "the portal session: send the browser to `url`", body = PortalOut),
         (status = 400, description = "`invalid_body` or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
         (status = 403, description = "`tenant_not_allowed`, or `not_billing_manager` for a tenant's portal", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`no_billing_account`: no Stripe customer yet (start a checkout first)", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        super::responses::BodyTooLarge,
         (status = 422, description = "`redirect_not_allowed`: `return_url` is not on an allowed origin", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::Upstream,
+        super::responses::StripeUnavailable,
     )
 )]
 #[post("/v1/portal")]

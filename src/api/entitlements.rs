@@ -61,9 +61,9 @@ pub struct FeatureOut {
     responses(
         (status = 200, description = "`StatusOut` without `feature`; `FeatureOut` with it", body = EntitlementsOut),
         (status = 400, description = "`invalid_query`, `invalid_user_id`, or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = super::responses::MISSING_READ_SCOPE, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::IDENTITY_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
+        super::responses::MissingReadScope,
+        super::responses::IdentityUnavailable,
     )
 )]
 #[get("/v1/entitlements")]

@@ -68,8 +68,8 @@ fn parse_cursor(cursor: &str) -> Option<(chrono::NaiveDateTime, String)> {
     responses(
         (status = 200, description = "one page of the caller's payments, newest first", body = PaymentsOut),
         (status = 400, description = "`invalid_query`, `invalid_limit` (not 1 to 100), or `invalid_cursor` (not a `next_cursor` this endpoint gave)", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::IDENTITY_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
+        super::responses::IdentityUnavailable,
     )
 )]
 #[get("/v1/payments")]

@@ -163,9 +163,9 @@ pub struct TenantQuery {
     responses(
         (status = 200, description = "the caller's plan, access, period and quotas", body = StatusOut),
         (status = 400, description = "`invalid_query` or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
         (status = 403, description = "`tenant_not_allowed`: the token does not list the tenant", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::IDENTITY_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::IdentityUnavailable,
     )
 )]
 #[get("/v1/status")]

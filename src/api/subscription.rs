@@ -25,6 +25,30 @@ async fn status_after(
     Ok(HttpResponse::Ok().json(StatusOut::of(view, None)))
 }
 
+/// What cancel and resume ask of the subscription.
+enum Change {
+    Cancel,
+    Resume,
+}
+
+/// The body cancel and resume share: who acts, the change, then the status after it.
+async fn apply(
+    state: &AppState,
+    user: &EndUser,
+    query: &TenantQuery,
+    change: Change,
+) -> Result<HttpResponse, ApiError> {
+    let actor = actor_for(
+        &user.0,
+        super::params::optional_tenant_id(query.tenant_id.as_deref())?,
+    )?;
+    match change {
+        Change::Cancel => manage::cancel(state, &user.0, &actor).await?,
+        Change::Resume => manage::resume(state, &user.0, &actor).await?,
+    }
+    status_after(state, &actor, user).await
+}
+
 /// Cancels at the end of the paid period; access stays until then. Idempotent.
 #[utoipa::path(
     tag = "frontend",
@@ -34,12 +58,12 @@ async fn status_after(
     responses(
         (status = 200, description = "the status after the change", body = StatusOut),
         (status = 400, description = "`invalid_query` or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
         (status = 403, description = "`tenant_not_allowed`, or `not_billing_manager` for a tenant's subscription", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`no_subscription`: nothing to manage", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::BodyTooLarge,
+        super::responses::Upstream,
+        super::responses::StripeUnavailable,
     )
 )]
 #[post("/v1/subscription/cancel")]
@@ -49,12 +73,7 @@ pub async fn cancel_subscription(
     user: EndUser,
     query: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = actor_for(
-        &user.0,
-        super::params::optional_tenant_id(query.tenant_id.as_deref())?,
-    )?;
-    manage::cancel(&state, &user.0, &actor).await?;
-    status_after(&state, &actor, &user).await
+    apply(&state, &user, &query, Change::Cancel).await
 }
 
 /// Withdraws a scheduled cancellation, or resumes a paused subscription. Idempotent.
@@ -66,12 +85,12 @@ pub async fn cancel_subscription(
     responses(
         (status = 200, description = "the status after the change", body = StatusOut),
         (status = 400, description = "`invalid_query` or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
         (status = 403, description = "`tenant_not_allowed`, or `not_billing_manager` for a tenant's subscription", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`no_subscription`: nothing to manage", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::BodyTooLarge,
+        super::responses::Upstream,
+        super::responses::StripeUnavailable,
     )
 )]
 #[post("/v1/subscription/resume")]
@@ -81,12 +100,7 @@ pub async fn resume_subscription(
     user: EndUser,
     query: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let actor = actor_for(
-        &user.0,
-        super::params::optional_tenant_id(query.tenant_id.as_deref())?,
-    )?;
-    manage::resume(&state, &user.0, &actor).await?;
-    status_after(&state, &actor, &user).await
+    apply(&state, &user, &query, Change::Resume).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -113,14 +127,14 @@ pub struct ChangeIn {
     responses(
         (status = 200, description = "the status after the change", body = StatusOut),
         (status = 400, description = "`invalid_body` or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
         (status = 403, description = "`price_not_allowed`, `tenant_not_allowed`, or `not_billing_manager`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`no_subscription`: nothing to change", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = super::responses::NOT_JSON, body = Problem, content_type = "application/problem+json"),
+        super::responses::BodyTooLarge,
+        super::responses::NotJson,
         (status = 422, description = "`unknown_plan`, `unknown_interval`, `invalid_quantity`, or `not_a_subscription_plan`", body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::Upstream,
+        super::responses::StripeUnavailable,
     )
 )]
 #[post("/v1/subscription/change")]

@@ -86,12 +86,12 @@ impl From<Handover> for ManagerOut {
     responses(
         (status = 200, description = "the removal, and the subscriptions canceled now", body = RemovalOut),
         (status = 400, description = "`invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = super::responses::MISSING_ADMIN_SCOPE, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
+        super::responses::MissingAdminScope,
         (status = 404, description = "`tenant_not_found`: Tollgate holds no billing record of the tenant; nothing is recorded", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        super::responses::BodyTooLarge,
         (status = 502, description = "`upstream_error`: Stripe failed; the removal is recorded, retry to finish", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::StripeUnavailable,
     )
 )]
 #[delete("/v1/tenants/{tenant_id}")]
@@ -117,11 +117,11 @@ pub async fn delete_tenant(
     responses(
         (status = 200, description = "the removal, and the subscriptions canceled now", body = RemovalOut),
         (status = 400, description = "`invalid_tenant_id` or `invalid_user_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = super::responses::MISSING_ADMIN_SCOPE, body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
+        super::responses::MissingAdminScope,
+        super::responses::BodyTooLarge,
         (status = 502, description = "`upstream_error`: Stripe failed; the removal is recorded, retry to finish", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::StripeUnavailable,
     )
 )]
 #[delete("/v1/tenants/{tenant_id}/members/{user_id}")]
@@ -157,13 +157,13 @@ pub struct ManagerIn {
     responses(
         (status = 200, description = "who manages the tenant's subscription now", body = ManagerOut),
         (status = 400, description = "`invalid_body`, `invalid_tenant_id`, or `invalid_user_id`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = super::responses::MISSING_ADMIN_SCOPE, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
+        super::responses::MissingAdminScope,
         (status = 404, description = "`no_subscription`: the tenant has no subscription that stands", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = super::responses::NOT_JSON, body = Problem, content_type = "application/problem+json"),
-        (status = 502, description = super::responses::UPSTREAM, body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::STRIPE_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::BodyTooLarge,
+        super::responses::NotJson,
+        super::responses::Upstream,
+        super::responses::StripeUnavailable,
     )
 )]
 #[put("/v1/tenants/{tenant_id}/manager")]

@@ -144,14 +144,14 @@ fn answer(outcome: UsageOutcome, idempotency_key: String) -> HttpResponse {
     responses(
         (status = 200, description = "granted: what is left (a replay carries `Idempotent-Replayed: true`)", body = UsageOut),
         (status = 400, description = "`invalid_body`, `invalid_user_id`, `invalid_tenant_id`, `invalid_amount` (not 1 to 1,000,000,000), or `invalid_idempotency_key`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = super::responses::UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
         (status = 402, description = "`quota_exhausted`: not enough left; nothing consumed", body = UsageRefusal, content_type = "application/problem+json"),
         (status = 403, description = "`missing_scope` (the token lacks the write scope), `no_access` (the subject has no access) or `quota_not_in_plan` (its plan lacks the quota); the last two carry the `UsageRefusal` fields", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`idempotency_key_reused`: the key was used for another quota or amount", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = super::responses::NOT_JSON, body = Problem, content_type = "application/problem+json"),
+        super::responses::BodyTooLarge,
+        super::responses::NotJson,
         (status = 422, description = "`unknown_quota`: no plan declares the quota", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = super::responses::IDENTITY_UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
+        super::responses::IdentityUnavailable,
     )
 )]
 #[post("/v1/usage")]

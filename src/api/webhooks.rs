@@ -26,7 +26,7 @@ pub struct WebhookOut {
     responses(
         (status = 200, description = "stored (and processed, or a duplicate of a processed event)", body = WebhookOut),
         (status = 400, description = "`missing_signature`, `invalid_signature`, `stale_signature`, or `invalid_payload`: refused for good, nothing stored", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = super::responses::BODY_TOO_LARGE, body = Problem, content_type = "application/problem+json"),
+        super::responses::BodyTooLarge,
         (status = 500, description = "`internal_error`: not processed; Stripe will retry", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`stripe_not_configured` (no STRIPE_SECRET_KEY or webhook secret), or `billing_disabled` (SAAS=false and no webhook secret: events are not even stored)", body = Problem, content_type = "application/problem+json"),
     )
