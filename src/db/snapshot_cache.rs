@@ -4,6 +4,11 @@
 //! Only the stored facts are cached, never a verdict: access is evaluated at every request with
 //! the request's time, so periods, trials and grace end on time on cached snapshots too.
 //!
+//! Most subjects asked about have nothing on record (a tenant check asks for the user, the
+//! membership and the tenant; most memberships and many tenants were never billed). Those are
+//! remembered apart, as a key alone ([`SnapshotCache::absent`], twice as many as entries), so
+//! they neither cost a database read every time nor evict the subjects that have facts.
+//!
 //! Staying fresh (PostgreSQL only; on SQLite the cache is off, because `tollgate sync` in another
 //! process writes the same file and could not tell the server):
 //! - A trigger on `subject_snapshots` (migration 000007) sends `NOTIFY tollgate_snapshots` with
@@ -47,6 +52,10 @@ pub const APPLICATION_NAME: &str = "tollgate_snapshot_listener";
 
 pub struct SnapshotCache {
     entries: quick_cache::sync::Cache<String, Arc<Snapshot>>,
+    /// Subjects with nothing on record (no row, or a row holding no facts and no exemption).
+    absent: quick_cache::sync::Cache<String, ()>,
+    /// What an absent subject reads as.
+    empty: Arc<Snapshot>,
     /// Bumped by every invalidation and every change of `live`.
     epoch: AtomicU64,
     /// The listener is connected and listening: entries are kept fresh.
@@ -61,6 +70,8 @@ impl SnapshotCache {
     pub fn new(capacity: usize) -> SnapshotCache {
         SnapshotCache {
             entries: quick_cache::sync::Cache::new(capacity.max(1)),
+            absent: quick_cache::sync::Cache::new(capacity.max(1).saturating_mul(2)),
+            empty: Arc::new(Snapshot::default()),
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(false),
         }
@@ -75,7 +86,9 @@ impl SnapshotCache {
         if !self.is_live() {
             return None;
         }
-        self.entries.get(subject)
+        self.entries
+            .get(subject)
+            .or_else(|| self.absent.get(subject).map(|()| self.empty.clone()))
     }
 
     /// Taken before reading snapshots from the database; `None` while the cache is dark.
@@ -89,28 +102,39 @@ impl SnapshotCache {
     /// first and checking after, rather than the other way round, leaves no moment in which an
     /// invalidation could slip between the check and the store.)
     pub fn fill(&self, ticket: Ticket, subject: &str, snapshot: Arc<Snapshot>) {
-        self.entries.insert(subject.to_owned(), snapshot);
-        if self.epoch.load(Ordering::SeqCst) != ticket.0 || !self.is_live() {
-            self.entries.remove(subject);
+        if snapshot.is_empty() {
+            self.absent.insert(subject.to_owned(), ());
+        } else {
+            self.entries.insert(subject.to_owned(), snapshot);
         }
+        if self.epoch.load(Ordering::SeqCst) != ticket.0 || !self.is_live() {
+            self.remove(subject);
+        }
+    }
+
+    fn remove(&self, subject: &str) {
+        self.entries.remove(subject);
+        self.absent.remove(subject);
     }
 
     /// `subject`'s snapshot changed (or is about to be visible as changed).
     pub fn invalidate(&self, subject: &str) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.entries.remove(subject);
+        self.remove(subject);
     }
 
     /// Every entry may be stale.
     pub fn invalidate_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         self.entries.clear();
+        self.absent.clear();
     }
 
     /// The listener is listening (again): start from empty, since anything cached before may
     /// have missed a notification.
     fn go_live(&self) {
         self.entries.clear();
+        self.absent.clear();
         self.live.store(true, Ordering::SeqCst);
         // After `live`: a reader that read the epoch before this and `live` after holds a
         // ticket that no longer fills.
@@ -132,7 +156,12 @@ impl SnapshotCache {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.absent.is_empty()
+    }
+
+    /// How many subjects with facts, and how many without, are cached.
+    pub fn len(&self) -> (usize, usize) {
+        (self.entries.len(), self.absent.len())
     }
 }
 
@@ -265,6 +294,43 @@ mod tests {
     }
 
     #[test]
+    fn subjects_with_nothing_on_record_are_remembered_apart_and_evict_nobody() {
+        let cache = SnapshotCache::new(10);
+        cache.go_live();
+        for subject in ["user:a", "user:b"] {
+            let ticket = cache.ticket().unwrap();
+            cache.fill(ticket, subject, snapshot(true));
+        }
+        // Many absent subjects later, the two with facts are still there.
+        for i in 0..1000 {
+            let ticket = cache.ticket().unwrap();
+            cache.fill(
+                ticket,
+                &format!("tenant:t{i}"),
+                Arc::new(Snapshot::default()),
+            );
+        }
+        assert!(cache.get("user:a").unwrap().role_exempt);
+        assert!(cache.get("user:b").unwrap().role_exempt);
+        let (with_facts, absent) = cache.len();
+        assert_eq!(with_facts, 2);
+        assert!(absent > 0 && absent <= 20, "{absent}");
+        // An absent subject reads as empty, and a write drops what was remembered of it.
+        let remembered = (0..1000)
+            .map(|i| format!("tenant:t{i}"))
+            .find(|s| cache.get(s).is_some())
+            .expect("some absent subjects are remembered");
+        assert!(cache.get(&remembered).unwrap().is_empty());
+        cache.invalidate(&remembered);
+        assert!(cache.get(&remembered).is_none());
+        // A read that raced with a write is not remembered as absent either.
+        let ticket = cache.ticket().unwrap();
+        cache.invalidate("user:z");
+        cache.fill(ticket, "tenant:new", Arc::new(Snapshot::default()));
+        assert!(cache.get("tenant:new").is_none());
+    }
+
+    #[test]
     fn notifications_drop_the_named_subject_or_everything() {
         let cache = live_cache();
         for subject in ["user:a", "user:b", "tenant:t"] {
@@ -274,6 +340,15 @@ mod tests {
         cache.apply("user:a");
         assert!(cache.get("user:a").is_none());
         assert!(cache.get("user:b").is_some());
+        let ticket = cache.ticket().unwrap();
+        cache.fill(ticket, "tenant:absent", Arc::new(Snapshot::default()));
+        cache.apply("tenant:absent");
+        assert!(cache.get("tenant:absent").is_none());
+        cache.fill(
+            cache.ticket().unwrap(),
+            "tenant:absent",
+            Arc::new(Snapshot::default()),
+        );
         cache.apply(EVERYTHING);
         assert!(cache.is_empty());
     }

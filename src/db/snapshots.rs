@@ -35,6 +35,13 @@ pub struct Snapshot {
     pub role_exempt: bool,
 }
 
+impl Snapshot {
+    /// Nothing on record: no facts and no exemption (what a subject without a row reads as).
+    pub fn is_empty(&self) -> bool {
+        !self.role_exempt && self.facts.subscriptions.is_empty() && self.facts.purchases.is_empty()
+    }
+}
+
 /// Version 1 of a snapshot's `state`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct FactsV1 {

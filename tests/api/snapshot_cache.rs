@@ -196,3 +196,44 @@ async fn without_its_listener_a_replica_reads_the_database_until_it_listens_agai
         "answered from the cache again"
     );
 }
+
+#[tokio::test]
+async fn a_subject_with_nothing_on_record_is_remembered_until_a_write_names_it() {
+    let app = spawn_app().await;
+    if !app.uses_postgres() {
+        return;
+    }
+    let (mut conn, subscribed) = cached_subscriber(&app).await;
+    // user-2 was never billed: no row; the answer is remembered.
+    assert!(!export_allowed(&app, &app.address, "user-2").await);
+    let (_, absent) = app.app.db.snapshot_cache().unwrap().len();
+    assert!(absent >= 1, "user-2 is remembered as having nothing");
+
+    // A row appears unannounced: still the remembered answer (no database read).
+    conn.transaction(|c| {
+        diesel::sql_query("ALTER TABLE subject_snapshots DISABLE TRIGGER subject_snapshots_notify")
+            .execute(c)?;
+        diesel::sql_query(
+            "INSERT INTO subject_snapshots (subject, state, role_exempt, updated_at, facts_version) \
+             SELECT 'user:user-2', $1, false, updated_at, facts_version FROM subject_snapshots WHERE subject = $2",
+        )
+        .bind::<diesel::sql_types::Text, _>(&subscribed)
+        .bind::<diesel::sql_types::Text, _>(SUBJECT)
+        .execute(c)?;
+        diesel::sql_query("ALTER TABLE subject_snapshots ENABLE TRIGGER subject_snapshots_notify")
+            .execute(c)
+    })
+    .unwrap();
+    for _ in 0..3 {
+        assert!(!export_allowed(&app, &app.address, "user-2").await);
+    }
+    // Named in a notification, the row is read.
+    diesel::sql_query("NOTIFY tollgate_snapshots, 'user:user-2'")
+        .execute(&mut conn)
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !export_allowed(&app, &app.address, "user-2").await {
+        assert!(start.elapsed() < DEADLINE, "user-2's row was never read");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
