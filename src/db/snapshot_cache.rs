@@ -16,7 +16,8 @@
 //!   [`listen`] holds one connection per replica that LISTENs and drops each named entry.
 //! - The replica that wrote a snapshot also drops the entry itself once its transaction has
 //!   committed ([`crate::db::Database::snapshot_written`]), so a replica reads its own writes at
-//!   once; other replicas follow within one poll of the listener (`POLL`) after the commit.
+//!   once; other replicas follow as soon as the notification reaches their listener, which
+//!   waits on its connection's socket ([`super::pg_listen`]) and costs nothing while idle.
 //! - While the listener is not connected the cache is dark: emptied, never read, never filled.
 //!   Notifications missed in that time cannot leave a stale entry behind.
 //! - A read that raced with an invalidation never leaves its older copy behind: a reader takes
@@ -27,9 +28,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use diesel::pg::PgConnection;
-use diesel::{Connection, RunQueryDsl};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
+use super::pg_listen::PgListener;
 use super::snapshots::Snapshot;
 
 /// The channel the snapshot trigger notifies on (migration 000007).
@@ -37,11 +39,8 @@ pub const CHANNEL: &str = "tollgate_snapshots";
 /// The payload that drops every entry (sent by hand after bulk repairs: `NOTIFY
 /// tollgate_snapshots, '*'`).
 pub const EVERYTHING: &str = "*";
-/// How often the listener collects notifications: the longest another replica's write can go
-/// unseen here after its commit.
-pub const POLL: Duration = Duration::from_millis(2);
-/// How often the listener proves its connection alive with a query (a dead peer that never
-/// closed the socket would otherwise go unnoticed).
+/// After how long without traffic the listener proves its connection alive with a query (a
+/// dead peer that never closed the socket would otherwise go unnoticed).
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long the heartbeat may take before the connection is given up.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -191,39 +190,58 @@ pub async fn listen(cache: Arc<SnapshotCache>, url: String) {
     }
 }
 
-fn connect(url: &str) -> anyhow::Result<PgConnection> {
-    let mut conn = PgConnection::establish(url)?;
-    diesel::sql_query(format!("SET application_name = '{APPLICATION_NAME}'")).execute(&mut conn)?;
-    diesel::sql_query(format!("LISTEN {CHANNEL}")).execute(&mut conn)?;
-    Ok(conn)
+fn connect(url: &str) -> anyhow::Result<PgListener> {
+    PgListener::connect(url, APPLICATION_NAME, &[CHANNEL])
 }
 
-/// Applies notifications until the connection fails; returns why it stopped.
-async fn follow(cache: &SnapshotCache, mut conn: PgConnection) -> anyhow::Error {
-    let mut poll = tokio::time::interval(POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heartbeat = tokio::time::Instant::now();
+/// Applies notifications as they arrive until the connection fails; returns why it stopped.
+async fn follow(cache: &SnapshotCache, conn: PgListener) -> anyhow::Error {
+    // SAFETY: the descriptor is the connection's socket, open and the same for as long as the
+    // connection lives, and the `AsyncFd` owns the connection (it deregisters before closing).
+    let registered = unsafe { AsyncFd::register_with_interest(conn, Interest::READABLE) };
+    let mut socket = match registered {
+        Ok(socket) => socket,
+        Err(e) => return anyhow::anyhow!("could not wait on the listener's socket: {e}"),
+    };
+    // What libpq read while connecting is in its buffer already: no readiness will announce it.
+    match socket.get_mut().receive() {
+        Ok(arrived) => arrived.payloads.iter().for_each(|p| cache.apply(p)),
+        Err(e) => return e,
+    }
+    let mut heartbeat_sent: Option<tokio::time::Instant> = None;
+    let mut last_traffic = tokio::time::Instant::now();
     loop {
-        poll.tick().await;
-        // Reads what has arrived on the socket without waiting (libpq's PQconsumeInput).
-        for notification in conn.notifications_iter() {
-            match notification {
-                Ok(n) => cache.apply(&n.payload),
-                Err(e) => return e.into(),
+        let deadline = match heartbeat_sent {
+            Some(sent) => sent + HEARTBEAT_TIMEOUT,
+            None => last_traffic + HEARTBEAT,
+        };
+        match tokio::time::timeout_at(deadline, socket.readable_mut()).await {
+            Ok(Ok(mut ready)) => {
+                let arrived = ready.get_inner_mut().receive();
+                ready.clear_ready();
+                match arrived {
+                    Ok(arrived) => {
+                        for payload in &arrived.payloads {
+                            cache.apply(payload);
+                        }
+                        if arrived.heartbeat {
+                            heartbeat_sent = None;
+                        }
+                        last_traffic = tokio::time::Instant::now();
+                    }
+                    Err(e) => return e,
+                }
             }
-        }
-        if last_heartbeat.elapsed() >= HEARTBEAT {
-            let beat = tokio::task::spawn_blocking(move || {
-                let result = diesel::sql_query("SELECT 1").execute(&mut conn);
-                (conn, result)
-            });
-            match tokio::time::timeout(HEARTBEAT_TIMEOUT, beat).await {
-                Ok(Ok((back, Ok(_)))) => conn = back,
-                Ok(Ok((_, Err(e)))) => return e.into(),
-                Ok(Err(e)) => return e.into(),
-                Err(_) => return anyhow::anyhow!("no answer to the heartbeat"),
+            Ok(Err(e)) => return e.into(),
+            Err(_) if heartbeat_sent.is_some() => {
+                return anyhow::anyhow!("no answer to the heartbeat");
             }
-            last_heartbeat = tokio::time::Instant::now();
+            Err(_) => {
+                if let Err(e) = socket.get_mut().send_heartbeat() {
+                    return e;
+                }
+                heartbeat_sent = Some(tokio::time::Instant::now());
+            }
         }
     }
 }

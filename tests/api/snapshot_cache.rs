@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use crate::helpers::{event, spawn_app, TestApp};
 
 const SUBJECT: &str = "user:user-1";
-/// How long a replica may take to see another's write in these tests: the listener polls every
-/// few milliseconds, this only keeps a broken build from hanging.
+/// How long a replica may take to see another's write in these tests: the listener wakes as
+/// the notification arrives, this only keeps a broken build from hanging.
 const DEADLINE: Duration = Duration::from_secs(10);
 
 /// Whether `user_id` may use `export`, asked of the replica at `base` by a service.
@@ -162,7 +162,7 @@ async fn a_change_written_by_one_replica_reaches_the_others_cache() {
     });
     app.webhook_ok(&event("evt_gone", "customer.subscription.deleted", sub))
         .await;
-    // The replica that wrote sees its write at once; the other within a poll of its listener.
+    // The replica that wrote sees its write at once; the other when its listener is notified.
     assert!(!export_allowed(&app, &app.address, "user-1").await);
     until_export_is(&app, &other, false).await;
 }
