@@ -160,16 +160,24 @@ wait_ready() {
 
 # measure NAME URL LUA PID [TOKEN]: warm-up, then the measured wrk run; writes NAME.wrk
 # (wrk's output) and NAME.env (server-side figures) under $WORK.
+# measure NAME URL LUA PID [TOKEN]: a warm-up, then the measured run. With COLD=1 in the
+# environment: no warm-up, and the peak RSS is not reset (a cold start, measured as it comes).
 measure() {
   local name="$1" url="$2" lua="$3" pid="$4" token="${5:-}"
   local env=(BENCH_LUA_DIR="$BENCH_DIR" BENCH_SUBJECTS="$SUBJECTS" BENCH_TOKEN="$token"
-    BENCH_QUOTA="$QUOTA" BENCH_FEATURE="$FEATURE")
-  log "$name: ${WARMUP}s warm-up, ${DURATION}s measured ($url)"
-  reset_peak_rss "$pid"
+    BENCH_QUOTA="$QUOTA" BENCH_FEATURE="$FEATURE" BENCH_THREADS="$THREADS")
   local x0 x1 c0 c1 m0 m1 p0 p1
   x0="$(db_xacts)"
-  env "${env[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$BENCH_DIR/$lua" "$url" \
-    -- "warm-$name-$$" >"$WORK/$name.warmup.wrk"
+  if [[ -n "${COLD:-}" ]]; then
+    log "$name: no warm-up (cold start), ${DURATION}s measured ($url)"
+    echo 'BENCH_JSON {"requests":0,"duration_us":0,"bytes":0,"non_2xx":0,"connect_errors":0,"read_errors":0,"write_errors":0,"timeouts":0,"p50_us":0,"p90_us":0,"p99_us":0,"p999_us":0,"max_us":0,"mean_us":0}' \
+      >"$WORK/$name.warmup.wrk"
+  else
+    log "$name: ${WARMUP}s warm-up, ${DURATION}s measured ($url)"
+    reset_peak_rss "$pid"
+    env "${env[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$BENCH_DIR/$lua" "$url" \
+      -- "warm-$name-$$" >"$WORK/$name.warmup.wrk"
+  fi
   c0="$(cpu_ticks "$pid")"
   p0="$(pg_ticks)"
   m0="$(machine_ticks)"
@@ -320,7 +328,27 @@ log "starting Tollgate (release) on port $TOLLGATE_PORT"
 TOLLGATE_PID=$!
 STARTED_PIDS+=("$TOLLGATE_PID")
 wait_ready "http://127.0.0.1:$TOLLGATE_PORT/readyz" "$TOLLGATE_PID" tollgate "$WORK/tollgate.log"
+# Idle: what a replica costs when nobody asks (its snapshot listener waits on its socket).
+IDLE_SECONDS=10
+i0="$(cpu_ticks "$TOLLGATE_PID")"
+sleep "$IDLE_SECONDS"
+i1="$(cpu_ticks "$TOLLGATE_PID")"
+IDLE_CPU_PCT="$(python3 -c "print(f'{100 * ($i1 - $i0) / $(getconf CLK_TCK) / $IDLE_SECONDS:.2f}')")"
+log "idle for ${IDLE_SECONDS}s: ${IDLE_CPU_PCT}% of a core"
+# Cold: the cache starts empty and fills as the run goes.
+COLD=1 measure entitlements_cold "http://127.0.0.1:$TOLLGATE_PORT" entitlements.lua "$TOLLGATE_PID" "$TOKEN"
+# Warm: every seeded user, membership and tenant is read once first.
+TOUCH_SECONDS=$(( SUBJECTS / 2000 + 5 ))
+log "warming the cache: every id's user, membership and tenant (${TOUCH_SECONDS}s)"
+env BENCH_LUA_DIR="$BENCH_DIR" BENCH_SUBJECTS="$SUBJECTS" BENCH_TOKEN="$TOKEN" BENCH_FEATURE="$FEATURE" \
+  BENCH_THREADS="$THREADS" wrk -t"$THREADS" -c"$THREADS" -d"${TOUCH_SECONDS}s" \
+  -s "$BENCH_DIR/touch.lua" "http://127.0.0.1:$TOLLGATE_PORT" -- "touch-$$" >"$WORK/touch.wrk"
+touched="$(grep '^BENCH_JSON' "$WORK/touch.wrk" | python3 -c 'import json,sys; print(json.loads(sys.stdin.read()[11:])["requests"])')"
+[[ "$touched" -ge "$SUBJECTS" ]] || log "WARNING: the warming pass asked for $touched ids of $SUBJECTS"
+echo "touched=$touched" >"$WORK/touch.env"
 measure entitlements "http://127.0.0.1:$TOLLGATE_PORT" entitlements.lua "$TOLLGATE_PID" "$TOKEN"
+measure entitlements_tenant "http://127.0.0.1:$TOLLGATE_PORT" entitlements_tenant.lua "$TOLLGATE_PID" "$TOKEN"
+measure entitlements_status "http://127.0.0.1:$TOLLGATE_PORT" entitlements_status.lua "$TOLLGATE_PID" "$TOKEN"
 if [[ -n "$USAGE_EXISTS" ]]; then
   measure usage "http://127.0.0.1:$TOLLGATE_PORT" usage.lua "$TOLLGATE_PID" "$TOKEN"
   echo "probe_status=$probe_status" >>"$WORK/usage.env"
@@ -372,6 +400,11 @@ log "pgbench -S -c $CONNECTIONS -j $THREADS -T $DURATION"
 (cd "$WORK" && pgbench -S -c "$CONNECTIONS" -j "$THREADS" -T "$DURATION" -n \
   --log --log-prefix=pgbench_tx "$PG_SERVER_URL/$PGBENCH_DB") | tee "$WORK/pgbench.out" >&2
 
+# ------------------------------------------------------------------- statements per webhook
+log "counting the statements of a webhook (examples/webhook_statements.rs, fake Stripe)"
+TOLLGATE_TEST_POSTGRES_URL="$PG_SERVER_URL" cargo run -q --locked --example webhook_statements \
+  -- "$WORK/webhook_statements.md" >&2
+
 # -------------------------------------------------------------------------------- report
 cat >"$WORK/meta.env" <<EOF
 date=$(date -u '+%Y-%m-%d %H:%M UTC')
@@ -395,6 +428,8 @@ rust_log=$TOLLGATE_LOG
 pool_size=$(awk -F' *= *' '/^max_connections/{print $2; exit}' "$CONFIG")
 workers=$(nproc)
 log_lines=$(wc -l <"$WORK/tollgate.log")
+idle_cpu_pct=$IDLE_CPU_PCT
+idle_seconds=$IDLE_SECONDS
 EOF
 python3 "$BENCH_DIR/report.py" "$WORK" "$BENCH_DIR/BENCHMARKS.md.in" "$REPORT"
 log "wrote $REPORT"
