@@ -3,16 +3,26 @@
 //!
 //! It is a libpq connection like diesel's own (the same `DATABASE_URL`, the same TLS and
 //! `sslmode` behaviour), used through libpq's asynchronous calls: `PQconsumeInput` after the
-//! socket is readable, `PQnotifies` for what arrived, `PQsendQuery` for the heartbeat. diesel
-//! does not expose its connection's socket, so this module holds the only `unsafe` code of the
-//! crate; every call below is one of libpq's documented entry points on a connection this
-//! value owns.
+//! socket is readable, `PQnotifies` for what arrived. After `LISTEN` it sends nothing: a peer
+//! that died without closing the connection is found by TCP keepalives (probes after
+//! [`KEEPALIVE_IDLE_SECONDS`] of silence, the connection failed after
+//! [`KEEPALIVE_FAIL_SECONDS`]), which make the socket report the failure. diesel does not
+//! expose its connection's socket, so this module holds the only `unsafe` code of the crate;
+//! every call below is one of libpq's documented entry points on a connection this value
+//! owns.
 
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::ptr::NonNull;
 
 use pq_sys::{ConnStatusType, ExecStatusType, PGconn};
+
+/// Reads of one readiness, at most (a flood of notifications is read in the next round).
+const MAX_READS: usize = 1024;
+/// Silence after which the kernel probes the peer.
+pub const KEEPALIVE_IDLE_SECONDS: u32 = 5;
+/// How long unanswered probes and unacknowledged writes take to fail the connection.
+pub const KEEPALIVE_FAIL_SECONDS: u32 = 9;
 
 /// A LISTENing libpq connection. Closed when dropped.
 pub struct PgListener {
@@ -23,15 +33,6 @@ pub struct PgListener {
 // is used only through `&mut self` (and `as_raw_fd`, which reads a field libpq keeps).
 unsafe impl Send for PgListener {}
 
-/// What arrived on the connection.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Arrived {
-    /// The payloads of the notifications, in order.
-    pub payloads: Vec<String>,
-    /// The heartbeat query was answered.
-    pub heartbeat: bool,
-}
-
 /// Notices (warnings from the server) are not printed on stderr.
 unsafe extern "C" fn quiet(_: *mut c_void, _: *const c_char) {}
 
@@ -39,12 +40,41 @@ impl PgListener {
     /// Connects (blocking: call it off the async threads), names the session and LISTENs on
     /// each channel.
     pub fn connect(url: &str, application_name: &str, channels: &[&str]) -> anyhow::Result<Self> {
-        let url = CString::new(url)?;
-        // SAFETY: `url` is a NUL-terminated string that outlives the call.
-        let raw = unsafe { pq_sys::PQconnectdb(url.as_ptr()) };
+        // The URL is expanded in place (`expand_dbname`); the keywords after it override what
+        // it says of the same.
+        let idle = KEEPALIVE_IDLE_SECONDS.to_string();
+        let interval = "2".to_owned();
+        let count = ((KEEPALIVE_FAIL_SECONDS - KEEPALIVE_IDLE_SECONDS) / 2)
+            .max(1)
+            .to_string();
+        let user_timeout = (KEEPALIVE_FAIL_SECONDS * 1000).to_string();
+        let params: [(&str, &str); 7] = [
+            ("dbname", url),
+            ("application_name", application_name),
+            ("keepalives", "1"),
+            ("keepalives_idle", &idle),
+            ("keepalives_interval", &interval),
+            ("keepalives_count", &count),
+            ("tcp_user_timeout", &user_timeout),
+        ];
+        let keys: Vec<CString> = params
+            .iter()
+            .map(|(k, _)| CString::new(*k))
+            .collect::<Result<_, _>>()?;
+        let values: Vec<CString> = params
+            .iter()
+            .map(|(_, v)| CString::new(*v))
+            .collect::<Result<_, _>>()?;
+        let mut key_ptrs: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr()).collect();
+        let mut value_ptrs: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
+        key_ptrs.push(std::ptr::null());
+        value_ptrs.push(std::ptr::null());
+        // SAFETY: both arrays are NULL-terminated and point to NUL-terminated strings that
+        // outlive the call.
+        let raw = unsafe { pq_sys::PQconnectdbParams(key_ptrs.as_ptr(), value_ptrs.as_ptr(), 1) };
         let conn = NonNull::new(raw)
             .ok_or_else(|| anyhow::anyhow!("libpq could not allocate a connection"))?;
-        let listener = PgListener { conn };
+        let mut listener = PgListener { conn };
         // SAFETY: `conn` is a live connection owned by `listener`.
         if unsafe { pq_sys::PQstatus(listener.conn.as_ptr()) } != ConnStatusType::CONNECTION_OK {
             anyhow::bail!("could not connect: {}", listener.error());
@@ -53,8 +83,6 @@ impl PgListener {
         unsafe {
             pq_sys::PQsetNoticeProcessor(listener.conn.as_ptr(), Some(quiet), std::ptr::null_mut());
         }
-        let mut listener = listener;
-        listener.exec(&format!("SET application_name = '{application_name}'"))?;
         for channel in channels {
             listener.exec(&format!("LISTEN {channel}"))?;
         }
@@ -76,41 +104,45 @@ impl PgListener {
         }
     }
 
-    /// Sends the heartbeat query without waiting for its answer (see [`Arrived::heartbeat`]).
-    pub fn send_heartbeat(&mut self) -> anyhow::Result<()> {
-        // SAFETY: `conn` is live and owned; the query is a static NUL-terminated string.
-        let sent = unsafe { pq_sys::PQsendQuery(self.conn.as_ptr(), c"SELECT 1".as_ptr()) };
-        if sent == 1 {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!("heartbeat not sent: {}", self.error()))
+    /// Reads everything the socket holds without waiting (libpq reads one chunk per call, and
+    /// the socket's readiness is only announced again for new data, so this reads until the
+    /// socket is empty), and returns the payloads of the notifications, in order. An error
+    /// means the connection is gone.
+    pub fn receive(&mut self) -> anyhow::Result<Vec<String>> {
+        let mut payloads = self.receive_once()?;
+        for _ in 0..MAX_READS {
+            if !self.socket_has_data()? {
+                break;
+            }
+            payloads.extend(self.receive_once()?);
+        }
+        Ok(payloads)
+    }
+
+    /// Whether bytes are waiting on the socket (libpq's socket never blocks).
+    fn socket_has_data(&self) -> anyhow::Result<bool> {
+        // The descriptor stays libpq's: borrowed for the peek, never closed here.
+        // SAFETY: the descriptor is this connection's open socket (see `as_raw_fd`).
+        let socket = std::mem::ManuallyDrop::new(unsafe {
+            std::net::TcpStream::from_raw_fd(self.as_raw_fd())
+        });
+        match socket.peek(&mut [0_u8; 1]) {
+            Ok(0) => Ok(true), // closed: the next read reports it
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// Reads what the socket holds without waiting, and returns the notifications and whether
-    /// the heartbeat was answered. An error means the connection is gone.
-    pub fn receive(&mut self) -> anyhow::Result<Arrived> {
+    fn receive_once(&mut self) -> anyhow::Result<Vec<String>> {
         let conn = self.conn.as_ptr();
-        let mut arrived = Arrived::default();
-        // SAFETY: `conn` is live and owned; every result is cleared and every notification
-        // freed exactly once; `extra` is a NUL-terminated string libpq owns until then.
+        let mut payloads = Vec::new();
+        // SAFETY: `conn` is live and owned; every notification is freed exactly once, after its
+        // `extra` (a NUL-terminated string libpq owns until then) was copied.
         unsafe {
             if pq_sys::PQconsumeInput(conn) == 0 {
                 anyhow::bail!("connection lost: {}", self.error());
-            }
-            while pq_sys::PQisBusy(conn) == 0 {
-                let result = pq_sys::PQgetResult(conn);
-                if result.is_null() {
-                    break;
-                }
-                let status = pq_sys::PQresultStatus(result);
-                pq_sys::PQclear(result);
-                match status {
-                    ExecStatusType::PGRES_TUPLES_OK | ExecStatusType::PGRES_COMMAND_OK => {
-                        arrived.heartbeat = true
-                    }
-                    _ => anyhow::bail!("heartbeat failed: {}", self.error()),
-                }
             }
             loop {
                 let notify = pq_sys::PQnotifies(conn);
@@ -121,10 +153,10 @@ impl PgListener {
                     .to_string_lossy()
                     .into_owned();
                 pq_sys::PQfreemem(notify.cast());
-                arrived.payloads.push(payload);
+                payloads.push(payload);
             }
         }
-        Ok(arrived)
+        Ok(payloads)
     }
 
     fn error(&self) -> String {

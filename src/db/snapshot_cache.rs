@@ -39,11 +39,10 @@ pub const CHANNEL: &str = "tollgate_snapshots";
 /// The payload that drops every entry (sent by hand after bulk repairs: `NOTIFY
 /// tollgate_snapshots, '*'`).
 pub const EVERYTHING: &str = "*";
-/// After how long without traffic the listener proves its connection alive with a query (a
-/// dead peer that never closed the socket would otherwise go unnoticed).
-const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How long the heartbeat may take before the connection is given up.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the listener reads its connection even without a readiness event: data libpq's
+/// TLS layer decrypted but did not hand over yet shows on no socket (a safety net; each read
+/// is one non-blocking call).
+const DRAIN: Duration = Duration::from_millis(500);
 /// The wait before connecting again after the listener lost its connection.
 const RECONNECT: Duration = Duration::from_secs(1);
 /// How the listener's session shows in `pg_stat_activity`.
@@ -190,6 +189,7 @@ pub async fn listen(cache: Arc<SnapshotCache>, url: String) {
     }
 }
 
+/// A dead peer is noticed through TCP keepalives (see [`super::pg_listen`]).
 fn connect(url: &str) -> anyhow::Result<PgListener> {
     PgListener::connect(url, APPLICATION_NAME, &[CHANNEL])
 }
@@ -205,43 +205,24 @@ async fn follow(cache: &SnapshotCache, conn: PgListener) -> anyhow::Error {
     };
     // What libpq read while connecting is in its buffer already: no readiness will announce it.
     match socket.get_mut().receive() {
-        Ok(arrived) => arrived.payloads.iter().for_each(|p| cache.apply(p)),
+        Ok(payloads) => payloads.iter().for_each(|p| cache.apply(p)),
         Err(e) => return e,
     }
-    let mut heartbeat_sent: Option<tokio::time::Instant> = None;
-    let mut last_traffic = tokio::time::Instant::now();
     loop {
-        let deadline = match heartbeat_sent {
-            Some(sent) => sent + HEARTBEAT_TIMEOUT,
-            None => last_traffic + HEARTBEAT,
-        };
-        match tokio::time::timeout_at(deadline, socket.readable_mut()).await {
+        let payloads = match tokio::time::timeout(DRAIN, socket.readable_mut()).await {
             Ok(Ok(mut ready)) => {
-                let arrived = ready.get_inner_mut().receive();
+                // `receive` reads until the socket is empty, so the readiness may be cleared.
+                let payloads = ready.get_inner_mut().receive();
                 ready.clear_ready();
-                match arrived {
-                    Ok(arrived) => {
-                        for payload in &arrived.payloads {
-                            cache.apply(payload);
-                        }
-                        if arrived.heartbeat {
-                            heartbeat_sent = None;
-                        }
-                        last_traffic = tokio::time::Instant::now();
-                    }
-                    Err(e) => return e,
-                }
+                payloads
             }
             Ok(Err(e)) => return e.into(),
-            Err(_) if heartbeat_sent.is_some() => {
-                return anyhow::anyhow!("no answer to the heartbeat");
-            }
-            Err(_) => {
-                if let Err(e) = socket.get_mut().send_heartbeat() {
-                    return e;
-                }
-                heartbeat_sent = Some(tokio::time::Instant::now());
-            }
+            // No readiness: read anyway (see `DRAIN`).
+            Err(_) => socket.get_mut().receive(),
+        };
+        match payloads {
+            Ok(payloads) => payloads.iter().for_each(|p| cache.apply(p)),
+            Err(e) => return e,
         }
     }
 }

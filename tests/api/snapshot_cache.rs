@@ -237,3 +237,57 @@ async fn a_subject_with_nothing_on_record_is_remembered_until_a_write_names_it()
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test]
+async fn the_listener_stays_connected_through_a_burst_of_checks() {
+    let app = spawn_app().await;
+    if !app.uses_postgres() {
+        return;
+    }
+    until_live(&app, true).await;
+    app.subscribe("user-1", "pro", "month").await;
+    let cache = app.app.db.snapshot_cache().unwrap().clone();
+    let token = app.idp.service_token("billing:read");
+    // Checks for many subjects, some of them misses, from several clients for a while: the
+    // listener must not lose its connection meanwhile (the cache would go dark and empty).
+    let stop = std::time::Instant::now() + Duration::from_secs(12);
+    let clients: Vec<_> = (0..6)
+        .map(|c| {
+            let (http, base, token) = (app.http.clone(), app.address.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while std::time::Instant::now() < stop {
+                    i += 1;
+                    let res = http
+                        .get(format!(
+                            "{base}/v1/entitlements?user_id=user-{}&feature=export",
+                            (c * 1000 + i) % 500
+                        ))
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(res.status(), 200);
+                }
+            })
+        })
+        .collect();
+    while std::time::Instant::now() < stop {
+        assert!(
+            cache.is_live(),
+            "the listener lost its connection under load"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert!(cache.is_live());
+    // And it still hears of changes.
+    let mut conn = outsider(&app);
+    silent_write(&mut conn, NOTHING);
+    diesel::sql_query(format!("NOTIFY tollgate_snapshots, '{SUBJECT}'"))
+        .execute(&mut conn)
+        .unwrap();
+    until_export_is(&app, &app.address, false).await;
+}
