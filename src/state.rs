@@ -1,6 +1,7 @@
 //! The application state: what every request and use case shares. Built once per process from
 //! the settings; holds nothing a replica could not rebuild from them.
 
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,9 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use secrecy::ExposeSecret;
 
+use crate::billing::access::AccessPolicy;
 use crate::billing::catalog::Catalog;
-use crate::config::Settings;
+use crate::config::{CheckoutSettings, Settings};
 use crate::db::Database;
 use crate::identity::IdentityVerifier;
 use crate::stripe::StripeGateway;
@@ -21,9 +23,18 @@ use crate::stripe::StripeGateway;
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// Shared by every request; holds nothing a replica could not rebuild from config.
+///
+/// Use cases (src/service) read what they need from the fields built for them here (`catalog`,
+/// `policy`, `exempt_subjects`, `checkout`), never `settings`, which is for the HTTP layer and
+/// start-up (tests/architecture.rs checks it).
 pub struct AppState {
     pub settings: Settings,
     pub catalog: Arc<Catalog>,
+    /// How stored facts become access (`saas`, the grace period).
+    pub policy: AccessPolicy,
+    /// Identity-provider user ids that always have access (`exemptions.subjects`).
+    pub exempt_subjects: HashSet<String>,
+    pub checkout: CheckoutTerms,
     pub db: Database,
     /// `None` while no Stripe key is configured.
     pub stripe: Option<StripeGateway>,
@@ -31,6 +42,33 @@ pub struct AppState {
     pub checkout_limiter: DefaultKeyedRateLimiter<String>,
     pub metrics: PrometheusHandle,
     clock: Clock,
+}
+
+/// What the checkout and portal use cases need of the settings.
+#[derive(Debug, Clone)]
+pub struct CheckoutTerms {
+    /// Origins that success, cancel and return URLs may point to.
+    pub allowed_redirect_origins: Vec<String>,
+    pub default_success_url: String,
+    pub default_cancel_url: String,
+    pub default_portal_return_url: String,
+    /// The Stripe prices a checkout may use; empty: any price of the catalog.
+    pub allowed_price_ids: HashSet<String>,
+    /// Checkout sessions one person may create per minute (`checkout_limiter` enforces it).
+    pub rate_limit_per_minute: u32,
+}
+
+impl CheckoutTerms {
+    fn of(checkout: &CheckoutSettings, allowed_price_ids: &[String]) -> CheckoutTerms {
+        CheckoutTerms {
+            allowed_redirect_origins: checkout.allowed_redirect_origins.clone(),
+            default_success_url: checkout.default_success_url.clone(),
+            default_cancel_url: checkout.default_cancel_url.clone(),
+            default_portal_return_url: checkout.default_portal_return_url.clone(),
+            allowed_price_ids: allowed_price_ids.iter().cloned().collect(),
+            rate_limit_per_minute: checkout.rate_limit_per_minute,
+        }
+    }
 }
 
 impl AppState {
@@ -64,9 +102,18 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
     let per_minute = NonZeroU32::new(settings.checkout.rate_limit_per_minute)
         .context("checkout.rate_limit_per_minute must be at least 1")?;
     let checkout_limiter = RateLimiter::keyed(Quota::per_minute(per_minute));
+    let policy = AccessPolicy {
+        saas_enabled: settings.saas,
+        grace_period: chrono::Duration::hours(i64::from(settings.billing.grace_period_hours)),
+    };
+    let exempt_subjects = settings.exemptions.subjects.iter().cloned().collect();
+    let checkout = CheckoutTerms::of(&settings.checkout, &settings.stripe.allowed_price_ids);
     Ok(AppState {
         settings,
         catalog,
+        policy,
+        exempt_subjects,
+        checkout,
         db,
         stripe,
         identity,

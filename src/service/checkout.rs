@@ -41,9 +41,7 @@ fn checked_redirect(
 ) -> Result<String, ServiceError> {
     match given {
         None => Ok(default.to_owned()),
-        Some(url)
-            if redirect::is_allowed(&url, &state.settings.checkout.allowed_redirect_origins) =>
-        {
+        Some(url) if redirect::is_allowed(&url, &state.checkout.allowed_redirect_origins) => {
             Ok(url)
         }
         Some(url) => Err(ServiceError::unprocessable(
@@ -63,7 +61,7 @@ pub async fn start_checkout(
     let stripe = stripe(state)?;
     let (plan, price_id) = priced_plan(state, &req.plan, req.interval)?;
     check_quantity(plan.kind, req.quantity)?;
-    let checkout = &state.settings.checkout;
+    let checkout = &state.checkout;
     let success_url = checked_redirect(
         state,
         req.success_url,
@@ -306,7 +304,7 @@ pub async fn open_portal(
     let return_url = checked_redirect(
         state,
         return_url,
-        &state.settings.checkout.default_portal_return_url,
+        &state.checkout.default_portal_return_url,
         "return_url",
     )?;
     let actor = actor_for(caller, tenant_id)?;

@@ -28,7 +28,7 @@ pub(crate) fn gateway_error(e: GatewayError) -> ServiceError {
 /// The Stripe gateway, unless billing is switched off (`SAAS=false`: nothing asks Stripe) or
 /// no key is configured.
 pub fn stripe(state: &AppState) -> Result<&StripeGateway, ServiceError> {
-    if !state.settings.saas {
+    if !state.policy.saas_enabled {
         return Err(ServiceError::unavailable(
             "billing_disabled",
             "billing is switched off (SAAS=false): everyone has access and nothing is sold",

@@ -37,7 +37,7 @@ pub fn priced_plan<'a>(
             interval.as_str()
         ))
     })?;
-    let allowlist = &state.settings.stripe.allowed_price_ids;
+    let allowlist = &state.checkout.allowed_price_ids;
     if !allowlist.is_empty() && !allowlist.contains(&price_id) {
         return Err(ServiceError::forbidden(
             "price_not_allowed",

@@ -75,12 +75,7 @@ impl Exemption {
     /// A service asking about `user_id`.
     pub fn for_service(state: &AppState, user_id: &str) -> Exemption {
         Exemption::Remembered {
-            listed: state
-                .settings
-                .exemptions
-                .subjects
-                .iter()
-                .any(|s| s == user_id),
+            listed: state.exempt_subjects.contains(user_id),
         }
     }
 
@@ -121,13 +116,6 @@ impl Exemption {
     }
 }
 
-pub fn policy(state: &AppState) -> AccessPolicy {
-    AccessPolicy {
-        saas_enabled: state.settings.saas,
-        grace_period: chrono::Duration::hours(i64::from(state.settings.billing.grace_period_hours)),
-    }
-}
-
 /// What evaluating access needs from the app, owned, so that it moves to a blocking thread.
 #[derive(Clone)]
 pub(crate) struct Terms {
@@ -142,7 +130,7 @@ impl Terms {
     pub fn of(state: &AppState) -> Terms {
         Terms {
             catalog: state.catalog.clone(),
-            policy: policy(state),
+            policy: state.policy,
             cache: state.db.snapshot_cache().cloned(),
             now: state.now(),
         }
