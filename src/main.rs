@@ -5,6 +5,11 @@ use secrecy::ExposeSecret;
 use tollgate::config::Settings;
 use tollgate::startup::Application;
 
+/// mimalloc rather than glibc's malloc: cheaper for the many short-lived allocations of a
+/// request (the library, and tests through it, keep the system allocator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tollgate",

@@ -76,7 +76,7 @@ impl Application {
                         Ok(res)
                     }
                 })
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
         })
         .workers(workers)
         .worker_max_blocking_threads(blocking)

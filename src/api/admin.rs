@@ -102,7 +102,6 @@ pub struct SyncStartedOut {
     )
 )]
 #[post("/v1/admin/sync")]
-#[tracing::instrument(skip_all)]
 pub async fn admin_sync(
     state: web::Data<AppState>,
     _service: Service<AdminScope>,

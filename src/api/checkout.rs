@@ -63,7 +63,6 @@ pub struct CheckoutOut {
     )
 )]
 #[post("/v1/checkout")]
-#[tracing::instrument(skip_all, fields(caller))]
 pub async fn create_checkout(
     state: web::Data<AppState>,
     user: EndUser,
@@ -122,7 +121,6 @@ pub struct VerifyQuery {
     )
 )]
 #[get("/v1/checkout/verify")]
-#[tracing::instrument(skip_all, fields(caller))]
 pub async fn verify_checkout(
     state: web::Data<AppState>,
     user: EndUser,
@@ -169,7 +167,6 @@ pub struct PortalOut {
     )
 )]
 #[post("/v1/portal")]
-#[tracing::instrument(skip_all, fields(caller))]
 pub async fn create_portal(
     state: web::Data<AppState>,
     user: EndUser,

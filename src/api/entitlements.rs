@@ -67,7 +67,6 @@ pub struct FeatureOut {
     )
 )]
 #[get("/v1/entitlements")]
-#[tracing::instrument(skip_all)]
 pub async fn get_entitlements(
     state: web::Data<AppState>,
     _service: Service<ReadScope>,

@@ -73,7 +73,6 @@ fn parse_cursor(cursor: &str) -> Option<(chrono::NaiveDateTime, String)> {
     )
 )]
 #[get("/v1/payments")]
-#[tracing::instrument(skip_all, fields(caller))]
 pub async fn list_payments(
     state: web::Data<AppState>,
     user: EndUser,

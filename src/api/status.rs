@@ -169,7 +169,6 @@ pub struct TenantQuery {
     )
 )]
 #[get("/v1/status")]
-#[tracing::instrument(skip_all, fields(caller))]
 pub async fn get_status(
     state: web::Data<AppState>,
     user: EndUser,

@@ -67,7 +67,6 @@ async fn apply(
     )
 )]
 #[post("/v1/subscription/cancel")]
-#[tracing::instrument(skip_all, fields(caller))]
 pub async fn cancel_subscription(
     state: web::Data<AppState>,
     user: EndUser,
@@ -94,7 +93,6 @@ pub async fn cancel_subscription(
     )
 )]
 #[post("/v1/subscription/resume")]
-#[tracing::instrument(skip_all, fields(caller))]
 pub async fn resume_subscription(
     state: web::Data<AppState>,
     user: EndUser,
@@ -138,7 +136,6 @@ pub struct ChangeIn {
     )
 )]
 #[post("/v1/subscription/change")]
-#[tracing::instrument(skip_all, fields(caller))]
 pub async fn change_subscription(
     state: web::Data<AppState>,
     user: EndUser,

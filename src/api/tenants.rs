@@ -95,7 +95,6 @@ impl From<Handover> for ManagerOut {
     )
 )]
 #[delete("/v1/tenants/{tenant_id}")]
-#[tracing::instrument(skip_all)]
 pub async fn delete_tenant(
     state: web::Data<AppState>,
     _service: Service<AdminScope>,
@@ -125,7 +124,6 @@ pub async fn delete_tenant(
     )
 )]
 #[delete("/v1/tenants/{tenant_id}/members/{user_id}")]
-#[tracing::instrument(skip_all)]
 pub async fn delete_member(
     state: web::Data<AppState>,
     _service: Service<AdminScope>,
@@ -167,7 +165,6 @@ pub struct ManagerIn {
     )
 )]
 #[put("/v1/tenants/{tenant_id}/manager")]
-#[tracing::instrument(skip_all)]
 pub async fn put_manager(
     state: web::Data<AppState>,
     _service: Service<AdminScope>,

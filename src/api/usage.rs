@@ -155,7 +155,6 @@ fn answer(outcome: UsageOutcome, idempotency_key: String) -> HttpResponse {
     )
 )]
 #[post("/v1/usage")]
-#[tracing::instrument(skip_all)]
 pub async fn create_usage(
     state: web::Data<AppState>,
     service: Service<WriteScope>,
