@@ -371,6 +371,7 @@ def main():
     values = dict(meta)
     values.update({
         "subjects_fmt": f"{int(meta.get('subjects', '0')):,}",
+        "cache_entries_fmt": f"{int(meta.get('cache_entries', '0')):,}",
         "mem_total_gb": f"{int(meta.get('mem_total_kb', '0')) / 1024 / 1024:.1f}",
         "results_table": table,
         "verdict_table": "\n".join(
