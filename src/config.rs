@@ -135,6 +135,10 @@ pub struct ReconcileSettings {
     pub interval_seconds: u64,
 }
 
+/// The issuer config/default.toml ships with: nothing runs there, so keys fetched from it never
+/// come (start-up warns; see [`AuthSettings::issuer_is_placeholder`]).
+pub const PLACEHOLDER_ISSUER: &str = "http://localhost:9999/";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
@@ -155,6 +159,16 @@ pub struct AuthSettings {
     pub jwks_cache_seconds: u64,
     pub claims: ClaimSettings,
     pub scopes: ScopeSettings,
+}
+
+impl AuthSettings {
+    /// Keys would be fetched from the shipped placeholder issuer: no JWKS URL, no HS256 secret,
+    /// and the issuer left at [`PLACEHOLDER_ISSUER`]. Every authenticated call then fails.
+    pub fn issuer_is_placeholder(&self) -> bool {
+        self.jwks_url.is_none()
+            && self.hs256_secret.is_none()
+            && self.issuer.as_deref() == Some(PLACEHOLDER_ISSUER)
+    }
 }
 
 /// Where each fact lives in the token: a claim name or a JSON pointer (`/app_metadata/role`).

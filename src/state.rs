@@ -98,6 +98,12 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
     if stripe.is_none() {
         tracing::warn!("Stripe is not configured (STRIPE_SECRET_KEY unset): checkout, portal and webhooks answer 503");
     }
+    if settings.auth.issuer_is_placeholder() {
+        tracing::warn!(
+            issuer = crate::config::PLACEHOLDER_ISSUER,
+            "auth.issuer is still the placeholder of config/default.toml: no identity provider runs there, so every call with a token will answer 503 identity_provider_unavailable; set auth.issuer (TOLLGATE_AUTH__ISSUER) or auth.jwks_url to your provider, or auth.hs256_secret for tokens you sign yourself"
+        );
+    }
     let identity = IdentityVerifier::new(settings.auth.clone(), settings.exemptions.clone())?;
     let per_minute = NonZeroU32::new(settings.checkout.rate_limit_per_minute)
         .context("checkout.rate_limit_per_minute must be at least 1")?;

@@ -195,3 +195,49 @@ async fn refusals_and_events_the_sdk_cannot_type_are_not_logged_as_errors() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_placeholder_issuer_is_named_at_start_up_and_in_the_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(tollgate(dir.path()));
+    // A token whose key would come from the identity provider: nothing answers at the
+    // placeholder issuer, so the keys cannot be fetched.
+    let header = base64_url(br#"{"alg":"RS256","typ":"JWT","kid":"k1"}"#);
+    let claims = base64_url(br#"{"sub":"user-1"}"#);
+    let token = format!("{header}.{claims}.c2ln");
+    let res = reqwest::Client::new()
+        .get(served.url("/v1/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let problem: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(problem["code"], "identity_provider_unavailable");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("auth.jwks_url"), "{detail}");
+    let logs = served.stop();
+    let warning = logs
+        .iter()
+        .find(|l| l.contains("WARN") && l.contains("placeholder"))
+        .unwrap_or_else(|| panic!("no start-up warning about the issuer in {logs:#?}"));
+    assert!(warning.contains("TOLLGATE_AUTH__ISSUER"), "{warning}");
+}
+
+#[tokio::test]
+async fn a_configured_issuer_starts_without_the_placeholder_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tollgate(dir.path());
+    cmd.env("TOLLGATE_AUTH__ISSUER", "https://idp.example.com/");
+    let logs = Served::start(cmd).stop();
+    assert!(
+        logs.iter().any(|l| l.contains("Tollgate listening")),
+        "{logs:#?}"
+    );
+    assert!(!logs.iter().any(|l| l.contains("placeholder")), "{logs:#?}");
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

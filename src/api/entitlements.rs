@@ -6,6 +6,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::params::service_actor;
 use super::status::StatusOut;
+use crate::billing::access::FeatureReason;
 use crate::billing::ids::{TenantId, UserId};
 use crate::billing::scope::Scope;
 use crate::error::{ApiError, Problem};
@@ -42,7 +43,10 @@ pub enum EntitlementsOut {
 pub struct FeatureOut {
     pub feature: String,
     pub allowed: bool,
-    /// The access reason, or `not_in_plan` when access stands but the plan lacks the feature.
+    /// The access reason (`active`, `trialing`, `free`, `canceled` ...); `not_in_plan` when
+    /// access stands but the plan in force lacks the feature; `unknown_feature` when no plan
+    /// declares the feature (check its spelling against `GET /v1/config`).
+    #[schema(example = "active")]
     pub reason: String,
     pub plan: String,
     /// Whose grant decided: `user`, `membership` or `tenant`.
@@ -84,7 +88,10 @@ pub async fn get_entitlements(
         Some(feature) => {
             // A feature check needs the verdict only: no quota counters are read.
             let view = access_of(&state, &actor, exemption).await?;
-            let verdict = view.access.allows(&feature);
+            let verdict = view.access.allows(&state.catalog, &feature);
+            if verdict.reason == FeatureReason::UnknownFeature {
+                log_unknown_once(&feature);
+            }
             Ok(
                 HttpResponse::Ok().json(EntitlementsOut::Feature(FeatureOut {
                     feature,
@@ -95,5 +102,20 @@ pub async fn get_entitlements(
                 })),
             )
         }
+    }
+}
+
+/// Logs a feature name that no plan declares, once per name (as long as this replica remembers
+/// it: up to a thousand names), so that a misspelt check shows in the logs without flooding them.
+fn log_unknown_once(feature: &str) {
+    static LOGGED: std::sync::OnceLock<quick_cache::sync::Cache<String, ()>> =
+        std::sync::OnceLock::new();
+    let logged = LOGGED.get_or_init(|| quick_cache::sync::Cache::new(1000));
+    if logged.get(feature).is_none() {
+        logged.insert(feature.to_owned(), ());
+        tracing::warn!(
+            feature,
+            "a service asked about a feature that no plan declares (answered unknown_feature)"
+        );
     }
 }

@@ -9,7 +9,8 @@ pub const UNAUTHORIZED: &str = "`missing_token`, `invalid_token`, `token_expired
 identity provider";
 
 pub const IDENTITY_UNAVAILABLE: &str = "`identity_provider_unavailable`: no key of the identity \
-provider is known yet and its keys could not be fetched; try again shortly";
+provider is known yet and its keys could not be fetched (check auth.jwks_url or auth.issuer; \
+if they are right, try again shortly)";
 
 pub const STRIPE_UNAVAILABLE: &str = "`billing_disabled` (SAAS=false: nothing is sold), \
 `stripe_not_configured` (no STRIPE_SECRET_KEY), or `identity_provider_unavailable`";

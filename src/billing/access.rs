@@ -95,9 +95,17 @@ pub struct Access {
 
 impl Access {
     /// Whether `feature` is allowed: always with unconditional access (billing off, exempt),
-    /// else when the plan in force lists it (without access, the free plan is in force).
-    pub fn allows(&self, feature: &str) -> FeatureVerdict {
+    /// else when the plan in force lists it (without access, the free plan is in force). A
+    /// feature no plan of `catalog` declares is refused as `unknown_feature`, whatever the
+    /// subject holds: a misspelt name says so instead of quietly denying.
+    pub fn allows(&self, catalog: &Catalog, feature: &str) -> FeatureVerdict {
         let unconditional = matches!(self.reason, Reason::SaasDisabled | Reason::Exempt);
+        if !unconditional && !catalog.declares_feature(feature) {
+            return FeatureVerdict {
+                allowed: false,
+                reason: FeatureReason::UnknownFeature,
+            };
+        }
         let in_plan = self.features.iter().any(|f| f == feature);
         let allowed = unconditional || in_plan;
         FeatureVerdict {
@@ -125,6 +133,8 @@ pub enum FeatureReason {
     Access(Reason),
     /// Access stands, but the plan in force lacks the feature.
     NotInPlan,
+    /// No plan declares the feature (a misspelt name, or one the catalog does not sell).
+    UnknownFeature,
 }
 
 impl FeatureReason {
@@ -132,6 +142,7 @@ impl FeatureReason {
         match self {
             FeatureReason::Access(reason) => reason.as_str(),
             FeatureReason::NotInPlan => "not_in_plan",
+            FeatureReason::UnknownFeature => "unknown_feature",
         }
     }
 }
@@ -721,9 +732,9 @@ mod tests {
     fn a_feature_is_allowed_by_the_plan_in_force_or_unconditional_access() {
         let cat = catalog();
         let pro = eval(&[sub(SubscriptionStatus::Active)], &[]);
-        let verdict = pro.allows("export");
+        let verdict = pro.allows(&cat, "export");
         assert_eq!((verdict.allowed, verdict.reason.as_str()), (true, "active"));
-        let missing = pro.allows("lifetime_badge");
+        let missing = pro.allows(&cat, "lifetime_badge");
         assert_eq!(
             (missing.allowed, missing.reason),
             (false, FeatureReason::NotInPlan)
@@ -732,8 +743,8 @@ mod tests {
 
         // Without access the free plan is in force: its features stand, others say why not.
         let canceled = eval(&[sub(SubscriptionStatus::Canceled)], &[]);
-        assert!(canceled.allows("basic").allowed);
-        let refused = canceled.allows("export");
+        assert!(canceled.allows(&cat, "basic").allowed);
+        let refused = canceled.allows(&cat, "export");
         assert_eq!(
             (refused.allowed, refused.reason.as_str()),
             (false, "canceled")
@@ -755,10 +766,31 @@ mod tests {
                     now(),
                 );
             }
-            let verdict = everything.allows("not_a_feature_of_any_plan");
+            let verdict = everything.allows(&cat, "not_a_feature_of_any_plan");
             assert_eq!(
                 (verdict.allowed, verdict.reason),
                 (true, FeatureReason::Access(reason))
+            );
+        }
+    }
+
+    #[test]
+    fn a_feature_no_plan_declares_is_refused_as_unknown_whatever_is_held() {
+        let cat = catalog();
+        for held in [
+            eval(&[sub(SubscriptionStatus::Active)], &[]),
+            eval(&[sub(SubscriptionStatus::Canceled)], &[]),
+            eval(&[], &[]),
+        ] {
+            let verdict = held.allows(&cat, "exprot");
+            assert_eq!(
+                (verdict.allowed, verdict.reason.as_str()),
+                (false, "unknown_feature")
+            );
+            // A declared feature is judged as before.
+            assert_ne!(
+                held.allows(&cat, "export").reason,
+                FeatureReason::UnknownFeature
             );
         }
     }

@@ -233,6 +233,13 @@ impl Catalog {
         })
     }
 
+    /// Whether any plan lists the feature `name`.
+    pub fn declares_feature(&self, name: &str) -> bool {
+        self.plans
+            .iter()
+            .any(|p| p.features.iter().any(|f| f == name))
+    }
+
     /// Whether any plan declares the quota `key`.
     pub fn declares_quota(&self, key: &str) -> bool {
         self.plans.iter().any(|p| p.quotas.contains_key(key))

@@ -66,7 +66,9 @@ impl From<AuthError> for ApiError {
                 return ApiError::new(
                     actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
                     "identity_provider_unavailable",
-                    "the identity provider's keys could not be fetched; try again shortly",
+                    "the identity provider's keys could not be fetched: check that auth.jwks_url (or \
+                     auth.issuer's /.well-known/openid-configuration) is right and reachable from \
+                     Tollgate; if it is, the provider is down: try again shortly",
                 );
             }
         };

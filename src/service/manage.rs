@@ -15,7 +15,7 @@ use super::actors::{billing_subject, require_manager};
 use super::error::ServiceError;
 use super::gateway::{fresh_state, subscription_id};
 use super::gateway::{gateway_error, stripe};
-use super::plans::{check_quantity, priced_plan};
+use super::plans::{catalog_price, check_quantity, priced_plan};
 use super::sync::{sync_customer, SyncCause};
 
 /// The subscription the caller manages: the newest one that still stands, of the subject
@@ -106,17 +106,19 @@ pub async fn change(
     interval: Interval,
     quantity: Option<u64>,
 ) -> Result<(), ServiceError> {
-    let stripe = stripe(state)?;
-    let (plan, price_id) = priced_plan(state, plan, interval)?;
-    if plan.kind != PlanKind::Subscription {
+    // What the caller got wrong is answered before what Tollgate lacks (Stripe's keys).
+    let (wanted, _) = catalog_price(state, plan, interval)?;
+    if wanted.kind != PlanKind::Subscription {
         return Err(ServiceError::unprocessable(
             "not_a_subscription_plan",
-            format!("plan `{}` is bought once: use POST /v1/checkout", plan.id),
+            format!("plan `{}` is bought once: use POST /v1/checkout", wanted.id),
         ));
     }
     if let Some(q) = quantity {
-        check_quantity(plan.kind, q)?;
+        check_quantity(wanted.kind, q)?;
     }
+    let stripe = stripe(state)?;
+    let (_, price_id) = priced_plan(state, plan, interval)?;
     const SOURCE: &str = "api:subscription.change";
     let sub = standing_subscription(state, caller, actor, SOURCE).await?;
     let same_seats = quantity.is_none_or(|q| i64::try_from(q).ok() == Some(sub.quantity));
@@ -125,7 +127,7 @@ pub async fn change(
             .change_price(&subscription_id(&sub)?, &price_id, quantity)
             .await
             .map_err(gateway_error)?;
-        tracing::info!(subject = %sub.subject, subscription = %sub.stripe_subscription_id, plan = %plan.id, ?quantity, "plan changed");
+        tracing::info!(subject = %sub.subject, subscription = %sub.stripe_subscription_id, plan = %wanted.id, ?quantity, "plan changed");
         resync(state, &sub, SOURCE).await?;
     }
     Ok(())

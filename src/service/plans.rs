@@ -1,19 +1,20 @@
 //! The plans a caller may buy or change to: the catalog's plan and price, checked against the
 //! price allowlist, and the seats asked for.
 
-use crate::billing::catalog::{Interval, Plan, PlanKind};
+use crate::billing::catalog::{Interval, Plan, PlanKind, Price};
 use crate::billing::checkout;
 use crate::state::AppState;
 
 use super::error::ServiceError;
 
-/// The plan named (by id or alias) and its Stripe price for `interval`, checked against the
-/// allowlist: what a checkout or a plan change may ask Stripe for.
-pub fn priced_plan<'a>(
+/// The plan named (by id or alias) and its price for `interval`, from the catalog alone: a
+/// name or interval the catalog lacks is the caller's mistake (422), whether or not Stripe is
+/// configured, so it is checked before anything about Stripe.
+pub fn catalog_price<'a>(
     state: &'a AppState,
     name: &str,
     interval: Interval,
-) -> Result<(&'a Plan, String), ServiceError> {
+) -> Result<(&'a Plan, &'a Price), ServiceError> {
     let plan = state.catalog.plan(name).ok_or_else(|| {
         ServiceError::unprocessable(
             "unknown_plan",
@@ -30,6 +31,17 @@ pub fn priced_plan<'a>(
             ),
         )
     })?;
+    Ok((plan, price))
+}
+
+/// [`catalog_price`] with its Stripe price id, checked against the allowlist: what a checkout
+/// or a plan change may ask Stripe for.
+pub fn priced_plan<'a>(
+    state: &'a AppState,
+    name: &str,
+    interval: Interval,
+) -> Result<(&'a Plan, String), ServiceError> {
+    let (plan, price) = catalog_price(state, name, interval)?;
     let price_id = price.price_id.clone().ok_or_else(|| {
         ServiceError::Internal(anyhow::anyhow!(
             "plan {} has no Stripe price id for {}",

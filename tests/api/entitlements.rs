@@ -67,6 +67,40 @@ async fn one_feature_answers_allowed_and_reason() {
 }
 
 #[tokio::test]
+async fn a_feature_no_plan_declares_answers_unknown_feature_instead_of_a_quiet_no() {
+    let app = spawn_app().await;
+    app.subscribe("user-1", "pro", "month").await;
+    let service = app.idp.service_token("billing:read");
+    for user in ["user-1", "user-2"] {
+        let body: Value = app
+            .get(
+                &format!("/v1/entitlements?user_id={user}&feature=exprot"),
+                Some(&service),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            (&body["feature"], &body["allowed"], &body["reason"]),
+            (&json!("exprot"), &json!(false), &json!("unknown_feature")),
+            "{user}: {body}"
+        );
+    }
+    // The correctly spelt feature is still judged on what the user holds.
+    let body: Value = app
+        .get(
+            "/v1/entitlements?user_id=user-1&feature=export",
+            Some(&service),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["reason"], "active");
+}
+
+#[tokio::test]
 async fn scopes_may_come_as_a_list_claim() {
     let app = spawn_app().await;
     let mut claims = app.idp.claims("svc");

@@ -66,6 +66,52 @@ async fn config_shows_plans_and_publishable_key_but_no_secret() {
 }
 
 #[tokio::test]
+async fn without_stripe_keys_a_plan_the_catalog_lacks_is_still_the_callers_422() {
+    let app = spawn_app_with(Options {
+        stripe_configured: false,
+        ..Default::default()
+    })
+    .await;
+    let token = app.user_token("u1");
+    for (path, body, code) in [
+        (
+            "/v1/checkout",
+            serde_json::json!({"plan": "platinum", "interval": "month"}),
+            "unknown_plan",
+        ),
+        (
+            "/v1/checkout",
+            serde_json::json!({"plan": "lifetime", "interval": "month"}),
+            "unknown_interval",
+        ),
+        (
+            "/v1/subscription/change",
+            serde_json::json!({"plan": "platinum", "interval": "month"}),
+            "unknown_plan",
+        ),
+    ] {
+        let res = app.post_json(path, Some(&token), &body).await;
+        assert_eq!(res.status(), 422, "{path} {body}");
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["code"],
+            code,
+            "{path} {body}"
+        );
+    }
+    // A plan the catalog has still needs Stripe.
+    let res = app
+        .checkout(
+            &token,
+            serde_json::json!({"plan": "pro", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["code"],
+        "stripe_not_configured"
+    );
+}
+
+#[tokio::test]
 async fn without_stripe_keys_stripe_endpoints_answer_503_and_the_rest_works() {
     let app = spawn_app_with(Options {
         stripe_configured: false,
