@@ -1,6 +1,7 @@
 //! The one error type of the API: RFC 9457 problem+json with a stable snake_case `code`.
 //! 4xx say what to fix; 5xx are opaque to the caller and logged in full.
 
+use actix_web::http::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
@@ -29,6 +30,8 @@ pub enum ApiError {
         status: StatusCode,
         code: &'static str,
         detail: String,
+        /// Answered as `Retry-After` (429, and 503s that pass by themselves).
+        retry_after_seconds: Option<u64>,
     },
     /// Something on our side or Stripe's failed; the cause is logged, never shown.
     #[error("internal error: {0:#}")]
@@ -43,7 +46,19 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            retry_after_seconds: None,
         }
+    }
+    /// Tells the caller when trying again makes sense (`Retry-After`).
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        if let ApiError::Client {
+            retry_after_seconds,
+            ..
+        } = &mut self
+        {
+            *retry_after_seconds = Some(seconds);
+        }
+        self
     }
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
@@ -94,10 +109,16 @@ impl From<ServiceError> for ApiError {
                     Refusal::NotFound => StatusCode::NOT_FOUND,
                     Refusal::Conflict => StatusCode::CONFLICT,
                     Refusal::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
-                    Refusal::TooMany => StatusCode::TOO_MANY_REQUESTS,
+                    Refusal::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
                     Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
                 };
-                ApiError::new(status, code, detail)
+                let error = ApiError::new(status, code, detail);
+                match kind {
+                    Refusal::TooMany {
+                        retry_after_seconds,
+                    } => error.retry_after(retry_after_seconds),
+                    _ => error,
+                }
             }
             ServiceError::Upstream(e) => ApiError::Upstream(e),
             ServiceError::Internal(e) => ApiError::Internal(e),
@@ -144,7 +165,33 @@ impl ResponseError for ApiError {
                 "A request to Stripe failed; try again shortly.".into()
             }
         };
-        problem_response(status, self.code(), detail)
+        let mut response = problem_response(status, self.code(), detail);
+        let headers = response.headers_mut();
+        if let Some(challenge) = bearer_challenge(status, self.code()) {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        if let ApiError::Client {
+            retry_after_seconds: Some(seconds),
+            ..
+        } = self
+        {
+            headers.insert(RETRY_AFTER, HeaderValue::from(*seconds));
+        }
+        response
+    }
+}
+
+/// The `WWW-Authenticate` challenge of RFC 6750 for a refusal about the bearer token: every 401
+/// (with `error="invalid_token"` when a token was sent but refused), and a 403 for a missing
+/// scope.
+fn bearer_challenge(status: StatusCode, code: &str) -> Option<&'static str> {
+    match (status, code) {
+        (StatusCode::UNAUTHORIZED, "missing_token") => Some(r#"Bearer realm="tollgate""#),
+        (StatusCode::UNAUTHORIZED, _) => Some(r#"Bearer realm="tollgate", error="invalid_token""#),
+        (StatusCode::FORBIDDEN, "missing_scope") => {
+            Some(r#"Bearer realm="tollgate", error="insufficient_scope""#)
+        }
+        _ => None,
     }
 }
 

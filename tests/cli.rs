@@ -212,6 +212,8 @@ async fn the_placeholder_issuer_is_named_at_start_up_and_in_the_503() {
         .await
         .unwrap();
     assert_eq!(res.status(), 503);
+    // The keys are fetched again after auth.jwks_refetch_min_seconds (30 by default).
+    assert_eq!(res.headers()["retry-after"], "30");
     let problem: serde_json::Value = res.json().await.unwrap();
     assert_eq!(problem["code"], "identity_provider_unavailable");
     let detail = problem["detail"].as_str().unwrap();

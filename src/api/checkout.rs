@@ -57,7 +57,7 @@ pub struct CheckoutOut {
         super::responses::BodyTooLarge,
         super::responses::NotJson,
         (status = 422, description = "`unknown_plan`, `unknown_interval`, `invalid_quantity`, `redirect_not_allowed`, or `unknown_promotion_code`: the request is well formed but names something the configuration or Stripe does not have", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "`rate_limited`: too many checkouts a minute; try again shortly", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: too many checkouts a minute; try again after `Retry-After` seconds", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "seconds until the next checkout is allowed"))),
         super::responses::Upstream,
         super::responses::StripeUnavailable,
     )

@@ -39,7 +39,10 @@ pub struct PlanOut {
 }
 
 /// Pricing configuration: plans, prices and the publishable key.
-#[utoipa::path(tag = "frontend", operation_id = "v1.config.get", responses((status = 200, description = "the SaaS switch, the publishable key and the plans with their prices", body = ConfigOut)))]
+/// The configuration changes only with a deploy: browsers and CDNs may keep it five minutes.
+const CONFIG_CACHE_CONTROL: &str = "public, max-age=300";
+
+#[utoipa::path(tag = "frontend", operation_id = "v1.config.get", responses((status = 200, description = "the SaaS switch, the publishable key and the plans with their prices", body = ConfigOut, headers(("Cache-Control" = String, description = "`public, max-age=300`: the configuration changes only with a deploy")))))]
 #[get("/v1/config")]
 pub async fn get_config(state: web::Data<AppState>) -> HttpResponse {
     let plans = state
@@ -59,16 +62,18 @@ pub async fn get_config(state: web::Data<AppState>) -> HttpResponse {
             prices: p.prices.clone(),
         })
         .collect();
-    HttpResponse::Ok().json(ConfigOut {
-        saas: state.settings.saas,
-        publishable_key: state
-            .settings
-            .stripe
-            .publishable_key
-            .clone()
-            .filter(|k| !k.is_empty()),
-        stripe_configured: state.stripe.is_some(),
-        free_plan: state.catalog.free_plan().id.clone(),
-        plans,
-    })
+    HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, CONFIG_CACHE_CONTROL))
+        .json(ConfigOut {
+            saas: state.settings.saas,
+            publishable_key: state
+                .settings
+                .stripe
+                .publishable_key
+                .clone()
+                .filter(|k| !k.is_empty()),
+            stripe_configured: state.stripe.is_some(),
+            free_plan: state.catalog.free_plan().id.clone(),
+            plans,
+        })
 }

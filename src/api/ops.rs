@@ -25,7 +25,7 @@ pub async fn healthz() -> HttpResponse {
     operation_id = "readyz",
     responses(
         (status = 200, description = "the database answers a query", body = HealthOut),
-        (status = 503, description = "`database_unavailable`: the database is not reachable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`database_unavailable`: the database is not reachable", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "seconds before asking again"))),
     )
 )]
 #[get("/readyz")]
@@ -37,6 +37,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             "database_unavailable",
             "the database is not reachable",
         )
+        .retry_after(5)
     })?;
     Ok(HttpResponse::Ok().json(HealthOut { status: "ready" }))
 }

@@ -31,12 +31,22 @@ pub const MISSING_ADMIN_SCOPE: &str = "`missing_scope`: the token lacks the admi
 
 /// 401: [`UNAUTHORIZED`].
 #[derive(utoipa::IntoResponses)]
-#[response(status = 401, description = UNAUTHORIZED, content_type = "application/problem+json")]
+#[response(
+    status = 401,
+    description = UNAUTHORIZED,
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tollgate\"`, with `error=\"invalid_token\"` when a token was sent (RFC 6750)"))
+)]
 pub struct Unauthorized(#[allow(dead_code)] Problem);
 
 /// 503: [`IDENTITY_UNAVAILABLE`].
 #[derive(utoipa::IntoResponses)]
-#[response(status = 503, description = IDENTITY_UNAVAILABLE, content_type = "application/problem+json")]
+#[response(
+    status = 503,
+    description = IDENTITY_UNAVAILABLE,
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u64, description = "seconds until the keys are fetched again (`auth.jwks_refetch_min_seconds`)"))
+)]
 pub struct IdentityUnavailable(#[allow(dead_code)] Problem);
 
 /// 503: [`STRIPE_UNAVAILABLE`].
@@ -61,10 +71,20 @@ pub struct NotJson(#[allow(dead_code)] Problem);
 
 /// 403: [`MISSING_READ_SCOPE`].
 #[derive(utoipa::IntoResponses)]
-#[response(status = 403, description = MISSING_READ_SCOPE, content_type = "application/problem+json")]
+#[response(
+    status = 403,
+    description = MISSING_READ_SCOPE,
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tollgate\", error=\"insufficient_scope\"` (RFC 6750)"))
+)]
 pub struct MissingReadScope(#[allow(dead_code)] Problem);
 
 /// 403: [`MISSING_ADMIN_SCOPE`].
 #[derive(utoipa::IntoResponses)]
-#[response(status = 403, description = MISSING_ADMIN_SCOPE, content_type = "application/problem+json")]
+#[response(
+    status = 403,
+    description = MISSING_ADMIN_SCOPE,
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"tollgate\", error=\"insufficient_scope\"` (RFC 6750)"))
+)]
 pub struct MissingAdminScope(#[allow(dead_code)] Problem);

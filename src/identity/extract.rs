@@ -95,7 +95,17 @@ async fn authenticate(req: HttpRequest) -> Result<(Caller, web::Data<AppState>),
         .cloned()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("application state missing")))?;
     let token = bearer(&req)?;
-    let caller = state.identity.verify(&token).await?;
+    let caller = state.identity.verify(&token).await.map_err(|e| {
+        // The keys are fetched again no sooner than auth.jwks_refetch_min_seconds after a
+        // failed fetch: that is when trying again makes sense.
+        let retry = matches!(e, AuthError::KeysUnavailable(_))
+            .then_some(state.settings.auth.jwks_refetch_min_seconds);
+        let error = ApiError::from(e);
+        match retry {
+            Some(seconds) => error.retry_after(seconds),
+            None => error,
+        }
+    })?;
     Ok((caller, state))
 }
 

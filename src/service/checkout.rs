@@ -94,12 +94,15 @@ pub async fn start_checkout(
         .check_key(&Subject::user(&caller.subject).key())
         .is_err()
     {
+        // The limiter frees one checkout every 60 / limit seconds.
+        let per_minute = u64::from(checkout.rate_limit_per_minute.max(1));
         return Err(ServiceError::too_many(
             "rate_limited",
             format!(
                 "at most {} checkouts a minute; try again shortly",
                 checkout.rate_limit_per_minute
             ),
+            60_u64.div_ceil(per_minute),
         ));
     }
 

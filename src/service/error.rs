@@ -15,8 +15,8 @@ pub enum Refusal {
     Conflict,
     /// Well-formed but not possible as asked (422).
     Unprocessable,
-    /// Too many such requests just now (429).
-    TooMany,
+    /// Too many such requests just now (429); another may succeed after this many seconds.
+    TooMany { retry_after_seconds: u64 },
     /// This deployment cannot do it (billing off, Stripe not configured) (503).
     Unavailable,
 }
@@ -61,8 +61,18 @@ impl ServiceError {
     pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
         Self::refused(Refusal::Unprocessable, code, detail)
     }
-    pub fn too_many(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::refused(Refusal::TooMany, code, detail)
+    pub fn too_many(
+        code: &'static str,
+        detail: impl Into<String>,
+        retry_after_seconds: u64,
+    ) -> Self {
+        Self::refused(
+            Refusal::TooMany {
+                retry_after_seconds,
+            },
+            code,
+            detail,
+        )
     }
     pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
         Self::refused(Refusal::Unavailable, code, detail)

@@ -252,3 +252,41 @@ async fn hs256_tokens_verify_with_the_shared_secret_when_configured() {
         200
     );
 }
+
+#[tokio::test]
+async fn token_refusals_carry_the_bearer_challenge_of_rfc_6750() {
+    let app = spawn_app().await;
+    let challenge = |res: &reqwest::Response| {
+        res.headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let res = app.get("/v1/status", None).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        challenge(&res).as_deref(),
+        Some(r#"Bearer realm="tollgate""#)
+    );
+    let res = app.get("/v1/status", Some("not-a-jwt")).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        challenge(&res).as_deref(),
+        Some(r#"Bearer realm="tollgate", error="invalid_token""#)
+    );
+    // A valid token without the scope the endpoint needs.
+    let user = app.user_token("user-1");
+    let res = app
+        .get("/v1/entitlements?user_id=user-1", Some(&user))
+        .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        challenge(&res).as_deref(),
+        Some(r#"Bearer realm="tollgate", error="insufficient_scope""#)
+    );
+    // Other refusals are not about the token.
+    let res = app
+        .checkout(&user, json!({"plan": "platinum", "interval": "month"}))
+        .await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(challenge(&res), None);
+}

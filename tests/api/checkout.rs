@@ -384,6 +384,8 @@ async fn checkout_creation_is_rate_limited_per_user() {
         .checkout(&token, json!({"plan": "pro", "interval": "month"}))
         .await;
     assert_eq!(res.status(), 429);
+    // Five a minute: one frees every 12 seconds.
+    assert_eq!(res.headers()["retry-after"], "12");
     assert_eq!(res.json::<Value>().await.unwrap()["code"], "rate_limited");
     let other = app.user_token("user-2");
     assert_eq!(

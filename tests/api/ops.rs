@@ -26,6 +26,7 @@ async fn health_readiness_config_and_docs_answer() {
 async fn config_shows_plans_and_publishable_key_but_no_secret() {
     let app = spawn_app().await;
     let res = app.get("/v1/config", None).await;
+    assert_eq!(res.headers()["cache-control"], "public, max-age=300");
     let body = res.text().await.unwrap();
     assert!(!body.contains("sk_test"), "secret key leaked: {body}");
     assert!(!body.contains("whsec_"), "webhook secret leaked: {body}");
