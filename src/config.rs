@@ -58,6 +58,10 @@ pub struct ServerSettings {
     pub json_logs: bool,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Origins whose browser apps may call Tollgate (CORS). Unset: the checkout's allowed
+    /// redirect origins (the product's own front ends); `[]`: no cross-origin calls.
+    #[serde(default, deserialize_with = "optional_string_list")]
+    pub cors_allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,6 +282,20 @@ pub enum ConfigError {
 }
 
 impl Settings {
+    /// The origins CORS admits, as browsers send them: `server.cors_allowed_origins`, or else
+    /// the origins of `checkout.allowed_redirect_origins`.
+    pub fn cors_origins(&self) -> Vec<String> {
+        match &self.server.cors_allowed_origins {
+            Some(origins) => origins.clone(),
+            None => self
+                .checkout
+                .allowed_redirect_origins
+                .iter()
+                .filter_map(|o| crate::billing::redirect::parse_origin(o))
+                .collect(),
+        }
+    }
+
     /// Loads `path` (TOML), then the plain environment names, then `TOLLGATE_*` variables.
     pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         Self::load_from(Figment::new().merge(Toml::file_exact(path)))
@@ -410,6 +428,17 @@ impl Settings {
                 problem(
                     "checkout.allowed_redirect_origins",
                     format!("`{origin}` is not an origin like https://app.example.com"),
+                );
+            }
+        }
+        for origin in self.server.cors_allowed_origins.iter().flatten() {
+            // Browsers send an origin in exactly this form, which CORS compares byte for byte.
+            let exact = crate::billing::redirect::parse_origin(origin);
+            if exact.as_deref() != Some(origin.as_str()) {
+                let hint = exact.map_or(String::new(), |e| format!(" (write `{e}`)"));
+                problem(
+                    "server.cors_allowed_origins",
+                    format!("`{origin}` is not an origin like https://app.example.com{hint}"),
                 );
             }
         }
@@ -731,6 +760,10 @@ fn string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
         .collect())
 }
 
+fn optional_string_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    string_list(d).map(Some)
+}
+
 fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
     Ok(string_list(d)?
         .into_iter()
@@ -868,6 +901,38 @@ mod tests {
             assert!(text.contains("not shown"), "{text}");
             assert!(
                 !text.contains("987654321") && !text.contains("123456789"),
+                "{text}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn cors_origins_default_to_the_redirect_origins_and_must_be_exact() {
+        Jail::expect_with(|_| {
+            let s = load().unwrap();
+            assert_eq!(s.server.cors_allowed_origins, None);
+            assert_eq!(s.cors_origins(), vec!["http://localhost:3000".to_owned()]);
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "TOLLGATE_SERVER__CORS_ALLOWED_ORIGINS",
+                "https://app.example.com,https://admin.example.com",
+            );
+            let s = load().unwrap();
+            assert_eq!(s.cors_origins().len(), 2);
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "TOLLGATE_SERVER__CORS_ALLOWED_ORIGINS",
+                "https://app.example.com/",
+            );
+            let text = problems(load());
+            assert!(
+                text.contains("server.cors_allowed_origins")
+                    && text.contains("write `https://app.example.com`"),
                 "{text}"
             );
             Ok(())

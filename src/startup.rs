@@ -38,6 +38,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let max_body = settings.server.max_body_bytes;
         let (workers, blocking) = db_threads(settings.database.max_connections);
+        let cors_origins = settings.cors_origins();
         let state = web::Data::new(build_state(settings, clock)?);
         let app_state = state.clone();
         let server = HttpServer::new(move || {
@@ -76,6 +77,7 @@ impl Application {
                         Ok(res)
                     }
                 })
+                .wrap(cors(&cors_origins))
                 .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
         })
         .workers(workers)
@@ -123,6 +125,27 @@ pub fn db_threads(max_connections: u32) -> (usize, usize) {
         .unwrap_or(usize::MAX)
         .max(1);
     (workers, connections.div_ceil(workers))
+}
+
+/// CORS for browser apps on `origins` (see `Settings::cors_origins`): preflights answered, the
+/// caller's token sent as `Authorization` (no cookies), and the headers a client reads exposed.
+/// A request from another origin is still served (curl, services), without CORS headers, so a
+/// browser refuses to hand its answer to the page.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    use actix_web::http::header;
+    let cors = origins
+        .iter()
+        .fold(actix_cors::Cors::default(), |cors, origin| {
+            cors.allowed_origin(origin)
+        });
+    cors.allowed_methods(["GET", "POST", "DELETE"])
+        .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+        .expose_headers([
+            HeaderName::from_static("x-request-id"),
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+        ])
+        .max_age(3600)
 }
 
 /// No route matched: 405 with `Allow` for a known path asked with another method, else 404.

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod checkout;
+mod cors;
 mod entitlements;
 mod hardening;
 mod ops;
