@@ -17,7 +17,7 @@ use crate::stripe::{metadata, CheckoutSessionId, CustomerId, NewCheckout, Stripe
 use super::actors::{actor_for, billing_subject, require_manager};
 use super::error::ServiceError;
 use super::gateway::{gateway_error, stripe};
-use super::plans::{catalog_price, check_quantity, priced_plan};
+use super::plans::{catalog_price, check_quantity, stripe_price_id};
 use super::sync::{sync_customer, SyncCause};
 
 /// A checkout as the frontend asks for it.
@@ -59,10 +59,10 @@ pub async fn start_checkout(
     req: CheckoutRequest,
 ) -> Result<StripeCheckout, ServiceError> {
     // What the caller got wrong is answered before what Tollgate lacks (Stripe's keys).
-    let (plan, _) = catalog_price(state, &req.plan, req.interval)?;
+    let (plan, price) = catalog_price(state, &req.plan, req.interval)?;
     check_quantity(plan.kind, req.quantity)?;
     let stripe = stripe(state)?;
-    let (plan, price_id) = priced_plan(state, &req.plan, req.interval)?;
+    let price_id = stripe_price_id(state, plan, price, req.interval)?;
     let checkout = &state.checkout;
     let success_url = checked_redirect(
         state,

@@ -15,7 +15,7 @@ use super::actors::{billing_subject, require_manager};
 use super::error::ServiceError;
 use super::gateway::{fresh_state, subscription_id};
 use super::gateway::{gateway_error, stripe};
-use super::plans::{catalog_price, check_quantity, priced_plan};
+use super::plans::{catalog_price, check_quantity, stripe_price_id};
 use super::sync::{sync_customer, SyncCause};
 
 /// The subscription the caller manages: the newest one that still stands, of the subject
@@ -107,7 +107,7 @@ pub async fn change(
     quantity: Option<u64>,
 ) -> Result<(), ServiceError> {
     // What the caller got wrong is answered before what Tollgate lacks (Stripe's keys).
-    let (wanted, _) = catalog_price(state, plan, interval)?;
+    let (wanted, price) = catalog_price(state, plan, interval)?;
     if wanted.kind != PlanKind::Subscription {
         return Err(ServiceError::unprocessable(
             "not_a_subscription_plan",
@@ -118,7 +118,7 @@ pub async fn change(
         check_quantity(wanted.kind, q)?;
     }
     let stripe = stripe(state)?;
-    let (_, price_id) = priced_plan(state, plan, interval)?;
+    let price_id = stripe_price_id(state, wanted, price, interval)?;
     const SOURCE: &str = "api:subscription.change";
     let sub = standing_subscription(state, caller, actor, SOURCE).await?;
     let same_seats = quantity.is_none_or(|q| i64::try_from(q).ok() == Some(sub.quantity));

@@ -34,14 +34,14 @@ pub fn catalog_price<'a>(
     Ok((plan, price))
 }
 
-/// [`catalog_price`] with its Stripe price id, checked against the allowlist: what a checkout
-/// or a plan change may ask Stripe for.
-pub fn priced_plan<'a>(
-    state: &'a AppState,
-    name: &str,
+/// The Stripe price id of `price` (one of `plan`'s, from [`catalog_price`]), checked against
+/// the allowlist: what a checkout or a plan change may ask Stripe for.
+pub fn stripe_price_id(
+    state: &AppState,
+    plan: &Plan,
+    price: &Price,
     interval: Interval,
-) -> Result<(&'a Plan, String), ServiceError> {
-    let (plan, price) = catalog_price(state, name, interval)?;
+) -> Result<String, ServiceError> {
     let price_id = price.price_id.clone().ok_or_else(|| {
         ServiceError::Internal(anyhow::anyhow!(
             "plan {} has no Stripe price id for {}",
@@ -59,7 +59,7 @@ pub fn priced_plan<'a>(
             ),
         ));
     }
-    Ok((plan, price_id))
+    Ok(price_id)
 }
 
 /// Seats: 1 to 10,000 on a subscription, 1 on a one-time plan.
