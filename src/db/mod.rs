@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use diesel::connection::SimpleConnection;
+use diesel::expression::{AppearsOnTable, BoxableExpression};
 use diesel::pg::PgConnection;
+use diesel::query_builder::QueryFragment;
 use diesel::r2d2::{self, ManageConnection};
 use diesel::sqlite::SqliteConnection;
-use diesel::{Connection, RunQueryDsl};
+use diesel::{BoolExpressionMethods, Column, Connection, ExpressionMethods, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -61,6 +63,36 @@ impl Backend {
             None
         }
     }
+}
+
+/// `column = $1 OR column = $2 ...`: what `column.eq_any(values)` means, written so that
+/// PostgreSQL keeps the statement prepared. Through the combined connection diesel writes
+/// `eq_any` as `IN ($1, $2)` and marks it never to be cached, so every call was parsed and
+/// planned anew; this form is cached by its text, one statement per count of values.
+/// `values` must not be empty.
+pub(crate) fn any_of<'a, T, C>(
+    column: C,
+    values: &[&'a str],
+) -> Box<dyn BoxableExpression<T, MultiBackend, SqlType = diesel::sql_types::Bool> + 'a>
+where
+    T: 'a,
+    C: Column<Table = T, SqlType = diesel::sql_types::Text>
+        + ExpressionMethods
+        + Copy
+        + AppearsOnTable<T>
+        + QueryFragment<MultiBackend>
+        + diesel::expression::ValidGrouping<(), IsAggregate = diesel::expression::is_aggregate::No>
+        + 'a,
+    diesel::dsl::Eq<C, &'a str>:
+        BoxableExpression<T, MultiBackend, SqlType = diesel::sql_types::Bool>,
+{
+    assert!(!values.is_empty(), "any_of needs at least one value");
+    let mut any: Box<dyn BoxableExpression<T, MultiBackend, SqlType = diesel::sql_types::Bool>> =
+        Box::new(column.eq(values[0]));
+    for value in &values[1..] {
+        any = Box::new(any.or(column.eq(*value)));
+    }
+    any
 }
 
 /// Opens connections of the backend named by the URL scheme; never by trial and error.
@@ -112,13 +144,15 @@ impl ManageConnection for ConnectionManager {
         }
     }
 
+    /// The check-out test: diesel's ping, a `SELECT 1` prepared once per connection (a simple
+    /// query would make PostgreSQL parse and plan it on every check-out).
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1")
-            .map_err(r2d2::Error::QueryError)
+        diesel::r2d2::R2D2Connection::ping(conn).map_err(r2d2::Error::QueryError)
     }
 
-    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
-        false
+    /// A connection given back inside a transaction it could not end is not reused.
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        diesel::r2d2::R2D2Connection::is_broken(conn)
     }
 }
 

@@ -390,10 +390,12 @@ pub fn used(
     if wanted.is_empty() {
         return Ok(HashMap::new());
     }
-    let buckets: Vec<&str> = wanted.iter().map(|(_, b)| b.as_str()).collect();
+    let mut buckets: Vec<&str> = wanted.iter().map(|(_, b)| b.as_str()).collect();
+    buckets.sort_unstable();
+    buckets.dedup();
     let rows: Vec<(String, String, i64)> = quota_counters::table
         .filter(quota_counters::subject.eq(subject))
-        .filter(quota_counters::bucket.eq_any(buckets))
+        .filter(super::any_of(quota_counters::bucket, &buckets))
         .select((
             quota_counters::quota,
             quota_counters::bucket,

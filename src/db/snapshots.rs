@@ -231,7 +231,7 @@ pub fn read_many(
             .load(conn)?
     } else {
         subject_snapshots::table
-            .filter(subject_snapshots::subject.eq_any(missing))
+            .filter(super::any_of(subject_snapshots::subject, &missing))
             .select(columns)
             .load(conn)?
     };
