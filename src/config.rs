@@ -43,9 +43,42 @@ pub struct Settings {
     #[serde(default)]
     pub exemptions: ExemptionSettings,
     pub plans: Vec<PlanSettings>,
+    /// Local development aids; never on in production.
+    #[serde(default)]
+    pub dev: DevSettings,
     /// Built from `plans` by validation (never read from the files).
     #[serde(skip)]
     catalog: Option<Arc<Catalog>>,
+}
+
+/// Local development: tokens minted by `tollgate dev-token`, so that the API can be called
+/// without an identity provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevSettings {
+    /// Accept tokens minted by `tollgate dev-token` (beside the identity provider's). Refused
+    /// together with a live Stripe key.
+    #[serde(default)]
+    pub tokens: bool,
+    /// The key that signs and verifies them: created (random, readable by its owner only) by
+    /// whichever of the server and `tollgate dev-token` needs it first.
+    #[serde(default = "DevSettings::default_key_file")]
+    pub key_file: std::path::PathBuf,
+}
+
+impl DevSettings {
+    fn default_key_file() -> std::path::PathBuf {
+        "data/dev-token.key".into()
+    }
+}
+
+impl Default for DevSettings {
+    fn default() -> Self {
+        DevSettings {
+            tokens: false,
+            key_file: Self::default_key_file(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,6 +134,14 @@ pub struct StripeSettings {
 impl StripeSettings {
     pub fn is_configured(&self) -> bool {
         self.secret_key.is_some()
+    }
+
+    /// A live-mode key is set (`sk_live_` or `rk_live_`): real money moves.
+    pub fn is_live(&self) -> bool {
+        self.secret_key.as_ref().is_some_and(|k| {
+            let k = k.expose_secret();
+            k.starts_with("sk_live_") || k.starts_with("rk_live_")
+        })
     }
 }
 
@@ -408,6 +449,21 @@ impl Settings {
                     "is empty while a Stripe secret key is set: set STRIPE_WEBHOOK_SECRET to the endpoint's signing secret (whsec_...)".into(),
                 );
             }
+        }
+        if self.dev.tokens && self.stripe.is_live() {
+            problem(
+                "dev.tokens",
+                "is on while stripe.secret_key is a live key: development tokens let anyone who \
+                 can read dev.key_file act as any user; turn dev.tokens off (TOLLGATE_DEV__TOKENS) \
+                 or use a test key (sk_test_...)"
+                    .into(),
+            );
+        }
+        if self.dev.tokens && self.dev.key_file.as_os_str().is_empty() {
+            problem(
+                "dev.key_file",
+                "is empty: name the file that holds the development token key".into(),
+            );
         }
         if let Some(pk) = &self.stripe.publishable_key {
             if !pk.is_empty() && !pk.starts_with("pk_") {

@@ -51,6 +51,33 @@ enum Command {
         #[arg(long)]
         subject: Option<String>,
     },
+    /// Print a development token (accepted only by a server with dev.tokens = true).
+    DevToken(DevTokenArgs),
+}
+
+/// Who a development token speaks for.
+#[derive(clap::Args)]
+struct DevTokenArgs {
+    /// The user's id (as the identity provider would put it in `sub`), or a service's name.
+    #[arg(long)]
+    sub: String,
+    /// A tenant the user belongs to (repeat for several).
+    #[arg(long = "tenant")]
+    tenants: Vec<String>,
+    /// A role or group (repeat for several; an exempt role such as `admin` always has access).
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// An OAuth scope (repeat for several), e.g. billing:read for a service.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// A service token: every scope of auth.scopes (read, write and admin).
+    #[arg(long)]
+    service: bool,
+    #[arg(long)]
+    email: Option<String>,
+    /// Seconds until the token expires.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
+    ttl_seconds: i64,
 }
 
 #[actix_web::main]
@@ -84,6 +111,7 @@ async fn main() -> std::process::ExitCode {
             Ok(())
         }
         Command::Sync { all, user, subject } => sync(settings, all, user, subject).await,
+        Command::DevToken(args) => dev_token(&settings, args),
         Command::Openapi => unreachable!("handled above"),
     };
     match result {
@@ -111,6 +139,43 @@ fn migrate(settings: &Settings) -> anyhow::Result<()> {
     )?;
     let applied = db.migrate()?;
     println!("applied {} migration(s)", applied.len());
+    Ok(())
+}
+
+fn dev_token(settings: &Settings, args: DevTokenArgs) -> anyhow::Result<()> {
+    use tollgate::billing::ids::{TenantId, UserId};
+    use tollgate::identity::dev::{DevClaims, DevKey};
+
+    if settings.stripe.is_live() {
+        anyhow::bail!("stripe.secret_key is a live key: development tokens are refused beside it");
+    }
+    let mut scopes = args.scopes;
+    if args.service {
+        let s = &settings.auth.scopes;
+        scopes.extend([s.read.clone(), s.write.clone(), s.admin.clone()]);
+    }
+    let claims = DevClaims {
+        subject: UserId::parse(&args.sub).map_err(|e| anyhow::anyhow!("--sub {e}"))?,
+        email: args.email,
+        tenants: args
+            .tenants
+            .iter()
+            .map(|t| TenantId::parse(t).map_err(|e| anyhow::anyhow!("--tenant {e}")))
+            .collect::<anyhow::Result<_>>()?,
+        roles: args.roles,
+        scopes,
+        ttl_seconds: args.ttl_seconds,
+        issued_at: chrono::Utc::now().timestamp(),
+    };
+    let key = DevKey::load_or_create(&settings.dev.key_file)?;
+    println!("{}", key.mint(&claims.to_json(&settings.auth.claims)?)?);
+    if !settings.dev.tokens {
+        eprintln!(
+            "note: dev.tokens is off in this configuration; the server accepts this token only when \
+             started with TOLLGATE_DEV__TOKENS=true (and the same dev.key_file, {})",
+            key.path().display()
+        );
+    }
     Ok(())
 }
 

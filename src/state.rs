@@ -16,6 +16,7 @@ use crate::billing::access::AccessPolicy;
 use crate::billing::catalog::Catalog;
 use crate::config::{CheckoutSettings, Settings};
 use crate::db::Database;
+use crate::identity::dev::DevKey;
 use crate::identity::IdentityVerifier;
 use crate::stripe::StripeGateway;
 
@@ -98,13 +99,26 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
     if stripe.is_none() {
         tracing::warn!("Stripe is not configured (STRIPE_SECRET_KEY unset): checkout, portal and webhooks answer 503");
     }
-    if settings.auth.issuer_is_placeholder() {
+    if settings.auth.issuer_is_placeholder() && !settings.dev.tokens {
         tracing::warn!(
             issuer = crate::config::PLACEHOLDER_ISSUER,
-            "auth.issuer is still the placeholder of config/default.toml: no identity provider runs there, so every call with a token will answer 503 identity_provider_unavailable; set auth.issuer (TOLLGATE_AUTH__ISSUER) or auth.jwks_url to your provider, or auth.hs256_secret for tokens you sign yourself"
+            "auth.issuer is still the placeholder of config/default.toml: no identity provider runs there, so every call with a token will answer 503 identity_provider_unavailable; set auth.issuer (TOLLGATE_AUTH__ISSUER) or auth.jwks_url to your provider, or auth.hs256_secret for tokens you sign yourself; on your own machine, TOLLGATE_DEV__TOKENS=true and `tollgate dev-token` give tokens without a provider"
         );
     }
-    let identity = IdentityVerifier::new(settings.auth.clone(), settings.exemptions.clone())?;
+    let dev_key = if settings.dev.tokens {
+        let key = DevKey::load_or_create(&settings.dev.key_file)
+            .context("dev.tokens is on but its key could not be read or made")?;
+        tracing::warn!(
+            key_file = %key.path().display(),
+            "DEVELOPMENT TOKENS ARE ACCEPTED (dev.tokens = true): anyone who can read the key file \
+             can act as any user or service; never run this in production"
+        );
+        Some(key)
+    } else {
+        None
+    };
+    let identity =
+        IdentityVerifier::new(settings.auth.clone(), settings.exemptions.clone(), dev_key)?;
     let per_minute = NonZeroU32::new(settings.checkout.rate_limit_per_minute)
         .context("checkout.rate_limit_per_minute must be at least 1")?;
     let checkout_limiter = RateLimiter::keyed(Quota::per_minute(per_minute));

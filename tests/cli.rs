@@ -243,3 +243,116 @@ fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
+
+/// `tollgate dev-token` in `dir` with `args`: the token it prints, and what it says on stderr.
+fn dev_token(dir: &Path, args: &[&str]) -> (String, String) {
+    let out = tollgate(dir).arg("dev-token").args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "dev-token {args:?} failed: {stderr}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    (token, stderr)
+}
+
+async fn get(served: &Served, path: &str, token: &str) -> (u16, serde_json::Value) {
+    let res = reqwest::Client::new()
+        .get(served.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn dev_tokens_are_accepted_only_by_a_server_started_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // Minted before any server ran: the command makes the key, which the server then reads.
+    let (alice, note) = dev_token(dir.path(), &["--sub", "alice", "--tenant", "acme"]);
+    assert!(note.contains("TOLLGATE_DEV__TOKENS=true"), "{note}");
+    assert!(dir.path().join("data/dev-token.key").exists());
+    let (service, _) = dev_token(dir.path(), &["--sub", "checkout-svc", "--service"]);
+    let (boss, _) = dev_token(dir.path(), &["--sub", "boss", "--role", "admin"]);
+
+    let mut cmd = tollgate(dir.path());
+    cmd.env("TOLLGATE_DEV__TOKENS", "true");
+    let served = Served::start(cmd);
+    let (status, body) = get(&served, "/v1/status?tenant_id=acme", &alice).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["plan"], "free", "{body}");
+    assert_eq!(body["access"], false, "{body}");
+    // The tenant claim says which tenants the user may act in.
+    let (status, body) = get(&served, "/v1/status?tenant_id=globex", &alice).await;
+    assert_eq!(status, 403, "{body}");
+    // An exempt role, as the provider's token would carry it.
+    let (status, body) = get(&served, "/v1/status", &boss).await;
+    assert_eq!(
+        (status, &body["access"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+    // A service token carries the scopes; a user's does not.
+    let path = "/v1/entitlements?user_id=alice&feature=pro";
+    let (status, body) = get(&served, path, &service).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["allowed"], false, "{body}");
+    let (status, body) = get(&served, path, &alice).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (403, &serde_json::json!("missing_scope"))
+    );
+    // A token signed with another key file.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (stranger, _) = dev_token(elsewhere.path(), &["--sub", "alice"]);
+    let (status, body) = get(&served, "/v1/status", &stranger).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("dev.key_file"),
+        "{body}"
+    );
+    let logs = served.stop();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("WARN") && l.contains("DEVELOPMENT TOKENS ARE ACCEPTED")),
+        "no loud start-up warning in {logs:#?}"
+    );
+    assert!(!logs.iter().any(|l| l.contains("placeholder")), "{logs:#?}");
+
+    // The same key file, but a server not started for development tokens.
+    let served = Served::start(tollgate(dir.path()));
+    let (status, body) = get(&served, "/v1/status", &alice).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["code"], "invalid_token", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("dev.tokens"),
+        "{body}"
+    );
+    served.stop();
+}
+
+#[test]
+fn dev_tokens_are_refused_beside_a_live_stripe_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = |cmd: &mut Command| {
+        cmd.env("STRIPE_SECRET_KEY", "sk_live_123")
+            .env("STRIPE_WEBHOOK_SECRET", "whsec_123");
+    };
+    let mut check = tollgate(dir.path());
+    live(&mut check);
+    let out = check
+        .env("TOLLGATE_DEV__TOKENS", "true")
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("dev.tokens"), "{stderr}");
+    assert!(!stderr.contains("sk_live_123"), "{stderr}");
+    // Nor does the command mint one, whatever the server's setting.
+    let mut mint = tollgate(dir.path());
+    live(&mut mint);
+    let out = mint.args(["dev-token", "--sub", "alice"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(!dir.path().join("data/dev-token.key").exists());
+}

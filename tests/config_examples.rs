@@ -165,7 +165,11 @@ fn every_example_is_a_complete_configuration() {
     let default_keys = key_paths(&config_path("default.toml"));
     for name in EXAMPLES {
         let keys = key_paths(&example_path(name));
-        let missing: Vec<_> = default_keys.difference(&keys).collect();
+        // `[dev]` is for a developer's machine, never a product's configuration.
+        let missing: Vec<_> = default_keys
+            .difference(&keys)
+            .filter(|k| !(k.as_str() == "dev" || k.starts_with("dev.")))
+            .collect();
         assert!(
             missing.is_empty(),
             "{name} lacks keys of default.toml: {missing:?}"
@@ -487,4 +491,66 @@ async fn seed_004_ai_generations() {
         .expect("paid plan listed");
     assert_eq!(listed["quotas"]["generations"]["limit"], 250);
     assert_eq!(listed["quotas"]["generations"]["period"], "billing_month");
+}
+
+/// `NAME=value` pairs of `TOLLGATE_*` variables in `.env.example` (commented out there).
+fn env_example() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(config_path("../.env.example")).unwrap();
+    text.lines()
+        .filter_map(|l| l.trim_start_matches('#').trim().split_once('='))
+        .filter(|(name, _)| name.starts_with("TOLLGATE_") && !name.contains(' '))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect()
+}
+
+#[test]
+fn every_setting_in_env_example_is_a_key_and_its_example_value_loads() {
+    let dir = TempDir::new().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("tollgate.db").display());
+    let mut figment = Figment::new()
+        .merge(Toml::file_exact(config_path("default.toml")))
+        .merge(("database.url", db_url));
+    let pairs = env_example();
+    assert!(pairs.len() >= 10, "{pairs:?}");
+    for (name, value) in &pairs {
+        if name == "TOLLGATE_CONFIG" {
+            assert!(
+                config_path(&format!("../{value}")).exists(),
+                "{name}={value}"
+            );
+            continue;
+        }
+        if value.is_empty() {
+            continue;
+        }
+        let key = name["TOLLGATE_".len()..]
+            .to_ascii_lowercase()
+            .replace("__", ".");
+        let value: figment::value::Value = value.parse().unwrap();
+        figment = figment.merge((key, value));
+    }
+    // Unknown keys are refused (deny_unknown_fields), so a misspelt name fails here.
+    if let Err(e) = Settings::extract(figment) {
+        panic!(".env.example's values do not load: {e}");
+    }
+}
+
+#[test]
+fn compose_passes_through_only_documented_settings() {
+    let compose = std::fs::read_to_string(config_path("../docker-compose.yml")).unwrap();
+    let documented: BTreeSet<String> = env_example().into_iter().map(|(n, _)| n).collect();
+    let passed: Vec<&str> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- "))
+        .map(|v| v.split('=').next().unwrap_or(v))
+        .filter(|v| v.starts_with("TOLLGATE_"))
+        .collect();
+    assert!(passed.contains(&"TOLLGATE_DEV__TOKENS"), "{passed:?}");
+    assert!(passed.contains(&"TOLLGATE_CONFIG"), "{passed:?}");
+    for name in passed {
+        assert!(
+            documented.contains(name),
+            "{name} is passed by compose but not in .env.example"
+        );
+    }
 }

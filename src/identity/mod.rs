@@ -3,6 +3,7 @@
 //! `kid`), or an optional HS256 secret. Handlers receive a [`Caller`] through the
 //! [`EndUser`] and [`Service`] extractors and never look at tokens themselves.
 
+pub mod dev;
 mod extract;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub use extract::{AdminScope, EndUser, ReadScope, ScopeKind, Service, WriteScope
 
 use crate::billing::ids::{TenantId, UserId};
 use crate::config::{AuthSettings, ExemptionSettings};
+use dev::DevKey;
 
 /// Who is calling, as the token says.
 #[derive(Debug, Clone)]
@@ -56,6 +58,8 @@ pub enum AuthError {
     KeysUnavailable(#[source] anyhow::Error),
 }
 
+const BAD_SIGNATURE: &str = "the signature does not verify";
+
 /// The longest email claim kept (RFC 5321's limit on a path).
 const MAX_EMAIL_BYTES: usize = 320;
 
@@ -63,6 +67,8 @@ pub struct IdentityVerifier {
     settings: AuthSettings,
     exemptions: ExemptionSettings,
     keys: Arc<KeyCache>,
+    /// The key of development tokens, when `dev.tokens` is on.
+    dev: Option<DevKey>,
     /// Tokens verified recently (services reuse one token for many calls): the caller and
     /// until when (unix seconds) the answer may be reused. Only successes are kept.
     verified: quick_cache::sync::Cache<String, (Caller, i64)>,
@@ -74,9 +80,15 @@ const VERIFIED_TOKENS: usize = 10_000;
 const VERIFIED_FOR_SECONDS: i64 = 60;
 
 impl IdentityVerifier {
-    pub fn new(settings: AuthSettings, exemptions: ExemptionSettings) -> anyhow::Result<Self> {
+    /// `dev`: the key of development tokens, accepted beside the provider's when given.
+    pub fn new(
+        settings: AuthSettings,
+        exemptions: ExemptionSettings,
+        dev: Option<DevKey>,
+    ) -> anyhow::Result<Self> {
         Ok(IdentityVerifier {
             keys: Arc::new(KeyCache::new(&settings)?),
+            dev,
             settings,
             exemptions,
             verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
@@ -104,6 +116,31 @@ impl IdentityVerifier {
         // `alg: none` and unknown algorithms fail here: jsonwebtoken has no `none`.
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        if header.kid.as_deref() == Some(dev::DEV_KID) {
+            let dev = self.dev.as_ref().ok_or_else(|| {
+                AuthError::Invalid(
+                    "a development token (`tollgate dev-token`) is accepted only by a server \
+                     started with dev.tokens = true (TOLLGATE_DEV__TOKENS=true)"
+                        .into(),
+                )
+            })?;
+            if header.alg != Algorithm::HS256 {
+                return Err(AuthError::Invalid(
+                    "a development token is signed with HS256".into(),
+                ));
+            }
+            let validation = DevKey::validation(self.settings.leeway_seconds);
+            return self
+                .decode(token, &dev.decoding_key(), &validation)
+                .map_err(|e| match e {
+                    AuthError::Invalid(m) if m == BAD_SIGNATURE => AuthError::Invalid(format!(
+                        "the development token was not signed with this server's key ({}): \
+                         mint it with the same dev.key_file",
+                        dev.path().display()
+                    )),
+                    other => other,
+                });
+        }
         let key = match header.alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
                 // Never verify an HMAC token with a public key (algorithm confusion).
@@ -125,22 +162,30 @@ impl IdentityVerifier {
                 KeyCache::key_for(&self.keys, kid, header.alg).await?
             }
         };
-        let data = jsonwebtoken::decode::<Value>(token, &key, &self.validation(header.alg))
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => AuthError::Expired,
-                    ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                    ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-                    ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
-                        AuthError::WrongAudience
-                    }
-                    ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => {
-                        AuthError::WrongIssuer
-                    }
-                    _ => AuthError::Invalid(e.to_string()),
+        self.decode(token, &key, &self.validation(header.alg))
+    }
+
+    /// The caller and `exp` of a token whose key is known.
+    fn decode(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+        validation: &Validation,
+    ) -> Result<(Caller, i64), AuthError> {
+        let data = jsonwebtoken::decode::<Value>(token, key, validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidSignature => AuthError::Invalid(BAD_SIGNATURE.into()),
+                ErrorKind::InvalidAudience => AuthError::WrongAudience,
+                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+                ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+                    AuthError::WrongAudience
                 }
-            })?;
+                ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::WrongIssuer,
+                _ => AuthError::Invalid(e.to_string()),
+            }
+        })?;
         let expires = data.claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
         Ok((self.caller_from_claims(&data.claims)?, expires))
     }
