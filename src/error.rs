@@ -11,6 +11,13 @@ use crate::service::error::{Refusal, ServiceError};
 
 /// A problem document (`application/problem+json`).
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "type": "urn:tollgate:problem:unknown_plan",
+    "title": "Unprocessable Entity",
+    "status": 422,
+    "detail": "there is no plan `platinum` (see GET /v1/config)",
+    "code": "unknown_plan"
+})))]
 pub struct Problem {
     /// A URI naming the problem type (`urn:tollgate:problem:<code>`).
     #[serde(rename = "type")]

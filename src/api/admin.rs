@@ -14,6 +14,7 @@ use crate::state::AppState;
 
 /// What one reconciliation found.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"customers": 1, "drifted": 1, "changes": 2, "failed": 0})))]
 pub struct ReconcileReport {
     /// Customers re-read from Stripe.
     pub customers: usize,
@@ -77,7 +78,9 @@ impl utoipa::PartialSchema for SyncIn {
 
 impl ToSchema for SyncIn {}
 
+/// A full reconciliation was started in the background.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"started": true})))]
 pub struct SyncStartedOut {
     pub started: bool,
 }

@@ -15,8 +15,16 @@ use crate::service::status::{status_of, Exemption};
 use crate::state::AppState;
 use crate::stripe::CheckoutSessionId;
 
+/// What to buy, and where Stripe sends the browser afterwards.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({
+    "plan": "pro",
+    "interval": "month",
+    "success_url": "https://app.example.com/billing/success?session_id={CHECKOUT_SESSION_ID}",
+    "cancel_url": "https://app.example.com/pricing",
+    "quantity": 1
+})))]
 pub struct CheckoutIn {
     /// Plan id or alias (see `GET /v1/config`).
     pub plan: String,
@@ -35,7 +43,12 @@ pub struct CheckoutIn {
     pub tenant_id: Option<String>,
 }
 
+/// A Stripe Checkout Session started for the caller.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "session_id": "cs_test_a1b2c3",
+    "url": "https://checkout.stripe.com/c/pay/cs_test_a1b2c3"
+})))]
 pub struct CheckoutOut {
     pub session_id: String,
     /// Redirect the browser here.
@@ -100,7 +113,7 @@ pub async fn create_checkout(
 #[into_params(parameter_in = Query)]
 pub struct VerifyQuery {
     /// The `{CHECKOUT_SESSION_ID}` Stripe put in the success URL.
-    #[param(value_type = CheckoutSessionId, inline)]
+    #[param(value_type = CheckoutSessionId, inline, example = "cs_test_a1b2c3")]
     pub session_id: String,
 }
 
@@ -132,8 +145,10 @@ pub async fn verify_checkout(
     Ok(HttpResponse::Ok().json(StatusOut::of(view, None)))
 }
 
+/// Optional settings of a portal session.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"return_url": "https://app.example.com/account"})))]
 pub struct PortalIn {
     /// Where the portal's back link goes; must be on an allowed origin.
     pub return_url: Option<String>,
@@ -143,8 +158,11 @@ pub struct PortalIn {
     pub tenant_id: Option<String>,
 }
 
+/// A Stripe customer portal session.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"url": "https://billing.stripe.com/p/session/test_YWNjdF8xTnZGcTI"})))]
 pub struct PortalOut {
+    /// Redirect the browser here.
     pub url: String,
 }
 

@@ -10,7 +10,41 @@ use crate::billing::catalog::{PlanKind, Price, Quota};
 use crate::billing::scope::Scope;
 use crate::state::AppState;
 
+/// What a pricing page needs: the SaaS switch, the publishable key and the plan catalog.
 #[derive(Serialize, ToSchema)]
+#[schema(examples(json!({
+    "saas": true,
+    "publishable_key": "pk_test_51NvFq2LkdIwHu7ix",
+    "stripe_configured": true,
+    "free_plan": "free",
+    "plans": [
+        {
+            "id": "free", "name": "Free", "aliases": [], "rank": 0, "kind": "subscription",
+            "scope": "user", "features": [],
+            "quotas": {"generations": {"limit": 10, "period": "month"}},
+            "trial_days": 0, "prices": []
+        },
+        {
+            "id": "pro", "name": "Pro", "aliases": [], "rank": 10, "kind": "subscription",
+            "scope": "user", "features": ["pro"],
+            "quotas": {"generations": {"limit": 250, "period": "billing_period"}},
+            "trial_days": 0,
+            "prices": [
+                {"interval": "month", "price_id": "price_1NvFq2LkdIwHu7ixMonthly", "amount": 900, "currency": "usd"},
+                {"interval": "year", "price_id": "price_1NvFq2LkdIwHu7ixYearly", "amount": 9000, "currency": "usd"}
+            ]
+        },
+        {
+            "id": "lifetime", "name": "Lifetime", "aliases": [], "rank": 20, "kind": "lifetime",
+            "scope": "user", "features": ["pro"],
+            "quotas": {"generations": {"limit": "unlimited", "period": "month"}},
+            "trial_days": 0,
+            "prices": [
+                {"interval": "once", "price_id": "price_1NvFq3LkdIwHu7ixLifetime", "amount": 19900, "currency": "usd"}
+            ]
+        }
+    ]
+})))]
 pub struct ConfigOut {
     /// `false`: billing is off and every check allows.
     pub saas: bool,
@@ -22,7 +56,18 @@ pub struct ConfigOut {
     pub plans: Vec<PlanOut>,
 }
 
+/// One plan of the catalog, with its prices.
 #[derive(Serialize, ToSchema)]
+#[schema(examples(json!({
+    "id": "pro", "name": "Pro", "aliases": [], "rank": 10, "kind": "subscription",
+    "scope": "user", "features": ["pro"],
+    "quotas": {"generations": {"limit": 250, "period": "billing_period"}},
+    "trial_days": 0,
+    "prices": [
+        {"interval": "month", "price_id": "price_1NvFq2LkdIwHu7ixMonthly", "amount": 900, "currency": "usd"},
+        {"interval": "year", "price_id": "price_1NvFq2LkdIwHu7ixYearly", "amount": 9000, "currency": "usd"}
+    ]
+})))]
 pub struct PlanOut {
     pub id: String,
     pub name: String,

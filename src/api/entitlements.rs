@@ -25,6 +25,7 @@ pub struct EntitlementsQuery {
     #[param(value_type = TenantId, inline, required = false)]
     pub tenant_id: Option<String>,
     /// Answer `{allowed, reason}` for this one feature.
+    #[param(example = "pro")]
     pub feature: Option<String>,
     /// The tenant's member count, as the asking service knows it: reported as seats used.
     #[param(value_type = u64, minimum = 0, maximum = 4_294_967_295_u64, required = false)]
@@ -34,12 +35,19 @@ pub struct EntitlementsQuery {
 /// What `GET /v1/entitlements` answers: the whole status, or one feature's verdict.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
+#[schema(examples(json!({
+    "feature": "pro", "allowed": true, "reason": "active", "plan": "pro", "granted_by": "user"
+})))]
 pub enum EntitlementsOut {
     Status(Box<StatusOut>),
     Feature(FeatureOut),
 }
 
+/// Whether one feature is allowed, and why.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "feature": "pro", "allowed": true, "reason": "active", "plan": "pro", "granted_by": "user"
+})))]
 pub struct FeatureOut {
     pub feature: String,
     pub allowed: bool,

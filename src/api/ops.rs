@@ -7,8 +7,11 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
+/// Liveness or readiness.
 #[derive(Serialize, ToSchema)]
+#[schema(examples(json!({"status": "ok"})))]
 pub struct HealthOut {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
     pub status: &'static str,
 }
 

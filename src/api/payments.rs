@@ -16,7 +16,7 @@ use crate::stripe::ChargeId;
 #[into_params(parameter_in = Query)]
 pub struct PaymentsQuery {
     /// Page size, 1 to 100 (default 20).
-    #[param(minimum = 1, maximum = 100)]
+    #[param(minimum = 1, maximum = 100, example = 20)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[param(
@@ -26,7 +26,13 @@ pub struct PaymentsQuery {
     pub cursor: Option<String>,
 }
 
+/// One payment: a Stripe charge, updated by its refunds and disputes.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "id": "ch_3NvFq2LkdIwHu7ix0snN0B15", "amount": 900, "amount_refunded": 0,
+    "currency": "usd", "status": "paid", "description": "Subscription creation",
+    "occurred_at": "2026-11-21T12:00:00Z"
+})))]
 pub struct PaymentOut {
     /// Stripe charge id.
     pub id: String,
@@ -40,10 +46,19 @@ pub struct PaymentOut {
     pub occurred_at: DateTime<Utc>,
 }
 
+/// One page of payments, newest first.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "data": [{
+        "id": "ch_3NvFq2LkdIwHu7ix0snN0B15", "amount": 900, "amount_refunded": 0,
+        "currency": "usd", "status": "paid", "description": "Subscription creation",
+        "occurred_at": "2026-11-21T12:00:00Z"
+    }],
+    "next_cursor": "1795262400:ch_3NvFq2LkdIwHu7ix0snN0B15"
+})))]
 pub struct PaymentsOut {
     pub data: Vec<PaymentOut>,
-    /// Pass as `cursor` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 

@@ -18,6 +18,31 @@ use crate::state::AppState;
 
 /// A subject's billing status.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "granted_by": "user",
+    "tenant_id": null,
+    "plan": "pro",
+    "plan_name": "Pro",
+    "access": true,
+    "reason": "active",
+    "features": ["pro"],
+    "status": "active",
+    "subscription_id": "sub_1NvFq2",
+    "interval": "month",
+    "quantity": 1,
+    "seats": {"allowed": 1, "used": null, "available": null},
+    "manager_user_id": null,
+    "current_period_end": "2026-12-21T12:00:00Z",
+    "trial_end": null,
+    "cancel_at_period_end": false,
+    "cancel_at": null,
+    "grace_until": null,
+    "lifetime": false,
+    "quotas": [{
+        "key": "generations", "limit": 250, "period": "billing_period", "used": 12,
+        "balance": 0, "remaining": 238, "resets_at": "2026-12-21T12:00:00Z"
+    }]
+})))]
 pub struct StatusOut {
     /// Whose grant this is: `user` (the user's own), `membership` (the user in this tenant) or
     /// `tenant` (shared by the tenant's members).
@@ -58,6 +83,10 @@ pub struct StatusOut {
 
 /// One quota as the subject has it now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "key": "generations", "limit": 250, "period": "billing_period", "used": 12,
+    "balance": 0, "remaining": 238, "resets_at": "2026-12-21T12:00:00Z"
+})))]
 pub struct QuotaView {
     pub key: String,
     /// The allowance per period: a number, `"unlimited"`, or `null` when the plan in force has
@@ -92,6 +121,7 @@ impl From<QuotaStanding> for QuotaView {
 
 /// Seats in a subscription or plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(examples(json!({"allowed": 5, "used": 3, "available": 2})))]
 pub struct Seats {
     /// `null`: unlimited.
     pub allowed: Option<u64>,

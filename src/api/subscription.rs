@@ -101,8 +101,10 @@ pub async fn resume_subscription(
     apply(&state, &user, &query, Change::Resume).await
 }
 
+/// The plan, interval and seats to move the subscription to.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"plan": "pro", "interval": "year", "quantity": 1})))]
 pub struct ChangeIn {
     /// Plan id or alias of a subscription plan.
     pub plan: String,

@@ -35,6 +35,12 @@ pub struct MemberPath {
 
 /// What a removal did.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "tenant_id": "org_29w9IfBrPmcpi0IeBVaKtDJR",
+    "user_id": "user_2NNEqL2nrIRdJ194ndJqAHwEfxC",
+    "removed_at": "2026-11-21T12:00:00Z",
+    "canceled_subscriptions": ["sub_1NvFq2"]
+})))]
 pub struct RemovalOut {
     pub tenant_id: String,
     /// Set when a member was removed.
@@ -58,6 +64,11 @@ impl From<Removal> for RemovalOut {
 
 /// Who manages a tenant's subscription after a hand-over.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "tenant_id": "org_29w9IfBrPmcpi0IeBVaKtDJR",
+    "manager_user_id": "user_2NNEqL2nrIRdJ194ndJqAHwEfxC",
+    "subscription_id": "sub_1NvFq2"
+})))]
 pub struct ManagerOut {
     pub tenant_id: String,
     pub manager_user_id: String,
@@ -135,8 +146,10 @@ pub async fn delete_member(
     Ok(HttpResponse::Ok().json(RemovalOut::from(removal)))
 }
 
+/// The member to hand the tenant's subscription over to.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({"user_id": "user_2NNEqL2nrIRdJ194ndJqAHwEfxC"})))]
 pub struct ManagerIn {
     /// The member who manages the tenant's subscription from now on.
     #[schema(value_type = UserId)]

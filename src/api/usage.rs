@@ -17,8 +17,15 @@ use crate::state::AppState;
 use super::params::service_actor;
 use super::status::QuotaView;
 
+/// A consumption of a user's quota.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(examples(json!({
+    "user_id": "user_2NNEqL2nrIRdJ194ndJqAHwEfxC",
+    "quota": "generations",
+    "amount": 1,
+    "idempotency_key": "render-7f3a9c"
+})))]
 pub struct UsageIn {
     /// The identity provider's user id.
     #[schema(value_type = UserId)]
@@ -39,6 +46,12 @@ pub struct UsageIn {
 
 /// A granted consumption.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "granted": true, "quota": "generations", "amount": 1, "idempotency_key": "render-7f3a9c",
+    "from_allowance": 1, "from_balance": 0,
+    "key": "generations", "limit": 250, "period": "billing_period", "used": 13, "balance": 0,
+    "remaining": 237, "resets_at": "2026-12-21T12:00:00Z"
+})))]
 pub struct UsageOut {
     pub granted: bool,
     pub quota: String,
@@ -55,6 +68,15 @@ pub struct UsageOut {
 /// A refused consumption: a problem document (`quota_exhausted`, `no_access`,
 /// `quota_not_in_plan`) that also says what is left. Nothing was consumed.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "type": "urn:tollgate:problem:quota_exhausted", "title": "Payment Required", "status": 402,
+    "detail": "2 of `generations` asked, 1 left; nothing was consumed",
+    "code": "quota_exhausted",
+    "granted": false, "quota": "generations", "amount": 2, "idempotency_key": "render-7f3a9d",
+    "reason": "active",
+    "key": "generations", "limit": 250, "period": "billing_period", "used": 249, "balance": 0,
+    "remaining": 1, "resets_at": "2026-12-21T12:00:00Z"
+})))]
 pub struct UsageRefusal {
     #[serde(flatten)]
     pub problem: Problem,

@@ -10,7 +10,9 @@ use crate::service::webhooks::{handle_event, record_only, EventOutcome};
 use crate::state::AppState;
 use crate::stripe::webhook::{verify, WebhookRejection};
 
+/// The event was taken.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"received": true, "duplicate": false})))]
 pub struct WebhookOut {
     pub received: bool,
     /// True when this event id was processed before (nothing changed).
