@@ -108,7 +108,7 @@ pub struct SyncStartedOut {
 pub async fn admin_sync(
     state: web::Data<AppState>,
     _service: Service<AdminScope>,
-    body: web::Json<SyncIn>,
+    body: super::params::JsonObject<SyncIn>,
 ) -> Result<HttpResponse, ApiError> {
     // What to do is checked before whether it can be done.
     let target = match (body.user_id.as_deref(), body.all) {

@@ -79,7 +79,7 @@ pub struct CheckoutOut {
 pub async fn create_checkout(
     state: web::Data<AppState>,
     user: EndUser,
-    body: web::Json<CheckoutIn>,
+    body: super::params::JsonObject<CheckoutIn>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let promo_code = body
@@ -194,11 +194,16 @@ pub async fn create_portal(
     let body: PortalIn = if body.iter().all(u8::is_ascii_whitespace) {
         PortalIn::default()
     } else {
-        serde_json::from_slice::<Option<PortalIn>>(&body)
-            .map_err(|e| {
-                ApiError::bad_request("invalid_body", format!("the JSON body does not fit: {e}"))
-            })?
-            .unwrap_or_default()
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Null) => PortalIn::default(),
+            Ok(value) => params::object(value)?,
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    format!("the JSON body does not fit: {e}"),
+                ))
+            }
+        }
     };
     let tenant_id = params::optional_tenant_id(body.tenant_id.as_deref())?;
     let url = flow::open_portal(&state, &user.0, body.return_url, tenant_id).await?;

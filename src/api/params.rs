@@ -77,3 +77,52 @@ pub fn promo_code(value: &str) -> Result<String, ApiError> {
         ))
     }
 }
+
+/// A JSON request body that must be an object, parsed into `T`. serde reads a struct from an
+/// array too (`[null, null]` would be a `PortalIn`), which no caller means: an array, a string
+/// or a number is refused as `400 invalid_body`. Size, content type and syntax are checked as
+/// for `web::Json` (`error::json_error_handler`).
+pub struct JsonObject<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + 'static> actix_web::FromRequest for JsonObject<T> {
+    type Error = actix_web::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(
+        req: &actix_web::HttpRequest,
+        payload: &mut actix_web::dev::Payload,
+    ) -> Self::Future {
+        let json = actix_web::web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let value = json.await?.into_inner();
+            Ok(JsonObject(object(value)?))
+        })
+    }
+}
+
+/// `value` as `T` when it is a JSON object.
+pub fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be a JSON object ({...})",
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request("invalid_body", format!("the JSON body does not fit: {e}"))
+    })
+}
+
+impl<T> JsonObject<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for JsonObject<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}

@@ -141,7 +141,7 @@ pub struct ChangeIn {
 pub async fn change_subscription(
     state: web::Data<AppState>,
     user: EndUser,
-    body: web::Json<ChangeIn>,
+    body: super::params::JsonObject<ChangeIn>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = actor_for(
         &user.0,

@@ -182,7 +182,7 @@ pub async fn put_manager(
     state: web::Data<AppState>,
     _service: Service<AdminScope>,
     path: web::Path<TenantPath>,
-    body: web::Json<ManagerIn>,
+    body: super::params::JsonObject<ManagerIn>,
 ) -> Result<HttpResponse, ApiError> {
     let tenant_id = params::tenant_id(&path.tenant_id)?;
     let user_id = params::user_id(&body.user_id)?;

@@ -180,7 +180,7 @@ fn answer(outcome: UsageOutcome, idempotency_key: String) -> HttpResponse {
 pub async fn create_usage(
     state: web::Data<AppState>,
     service: Service<WriteScope>,
-    body: web::Json<UsageIn>,
+    body: super::params::JsonObject<UsageIn>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let actor = service_actor(&body.user_id, body.tenant_id.as_deref())?;

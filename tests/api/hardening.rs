@@ -724,3 +724,45 @@ async fn bodies_the_published_schema_allows_are_accepted_and_those_it_forbids_re
         assert_eq!((status, code(&answer)), (400, "invalid_body"), "{body}");
     }
 }
+
+#[tokio::test]
+async fn bodies_that_are_not_json_objects_are_invalid_body_and_change_nothing() {
+    let app = spawn_app().await;
+    let user = app.user_token("user-1");
+    let write = app.idp.service_token("billing:write");
+    let admin = app.idp.service_token("billing:admin");
+    let before = stored(&app).await;
+    // serde would read a struct from an array of its fields' values.
+    let shapes = [
+        json!([null, null]),
+        json!(["pro", "month"]),
+        json!(["u1", "credits", 1, "key-1"]),
+        json!("pro"),
+        json!(7),
+        json!(true),
+    ];
+    for (path, token) in [
+        ("/v1/checkout", &user),
+        ("/v1/portal", &user),
+        ("/v1/subscription/change", &user),
+        ("/v1/usage", &write),
+        ("/v1/admin/sync", &admin),
+        ("/v1/tenants/t1/manager", &admin),
+    ] {
+        for body in &shapes {
+            let method = if path.ends_with("/manager") {
+                Method::PUT
+            } else {
+                Method::POST
+            };
+            let (status, answer) = send(&app, method, path, Some(token), Some(body.clone())).await;
+            assert_eq!(
+                (status, code(&answer)),
+                (400, "invalid_body"),
+                "{path} {body}: {answer}"
+            );
+        }
+    }
+    assert_eq!(stored(&app).await, before);
+    assert!(app.stripe.received().is_empty());
+}
