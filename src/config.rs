@@ -49,6 +49,41 @@ pub struct Settings {
     /// Built from `plans` by validation (never read from the files).
     #[serde(skip)]
     catalog: Option<Arc<Catalog>>,
+    /// Where the settings came from (for the start-up line).
+    #[serde(skip)]
+    pub source: ConfigSource,
+    /// What loading left out or noticed, for the log once it is set up.
+    #[serde(skip)]
+    pub notices: Vec<String>,
+}
+
+/// The configuration compiled into the binary (`config/default.toml`): every key documented;
+/// a file names only what it changes.
+pub const BUILTIN_DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Read when no file is named (`--config`, `TOLLGATE_CONFIG`) and it exists.
+pub const SYSTEM_CONFIG: &str = "/etc/tollgate/tollgate.toml";
+
+/// Top-level keys that are not sections (`TOLLGATE_SAAS`).
+const TOP_LEVEL_KEYS: &[&str] = &["saas"];
+
+/// Where a configuration came from, besides the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The built-in defaults (and the environment) only.
+    #[default]
+    BuiltIn,
+    /// A file merged over the built-in defaults.
+    File(std::path::PathBuf),
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::BuiltIn => f.write_str("built-in defaults"),
+            ConfigSource::File(path) => write!(f, "{} over the built-in defaults", path.display()),
+        }
+    }
 }
 
 /// Local development: tokens minted by `tollgate dev-token`, so that the API can be called
@@ -111,6 +146,21 @@ pub struct DatabaseSettings {
 
 fn default_snapshot_cache_entries() -> usize {
     100_000
+}
+
+impl DatabaseSettings {
+    /// The URL without its password, to be logged.
+    pub fn display_url(&self) -> String {
+        let url = self.url.expose_secret();
+        match url::Url::parse(url) {
+            Ok(mut parsed) if parsed.password().is_some() => {
+                let _ = parsed.set_password(Some("***"));
+                parsed.to_string()
+            }
+            Ok(_) => url.to_owned(),
+            Err(_) => "(not a URL)".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -337,9 +387,29 @@ impl Settings {
         }
     }
 
-    /// Loads `path` (TOML), then the plain environment names, then `TOLLGATE_*` variables.
-    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
-        Self::load_from(Figment::new().merge(Toml::file_exact(path)))
+    /// Loads the built-in defaults ([`BUILTIN_DEFAULTS`]), the file (`path`, or else
+    /// [`SYSTEM_CONFIG`] when it exists) merged over them, then the plain environment names,
+    /// then `TOLLGATE_*` variables. A file needs only the keys it changes (a list, such as
+    /// `plans`, replaces the default's whole list).
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let system = Path::new(SYSTEM_CONFIG);
+        let file = path.or_else(|| system.exists().then_some(system));
+        let mut figment = Figment::new().merge(Toml::string(BUILTIN_DEFAULTS));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::Load(format!(
+                    "the configuration file {} does not exist (--config or TOLLGATE_CONFIG)",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let mut settings = Self::load_from(figment)?;
+        settings.source = match file {
+            Some(file) => ConfigSource::File(file.to_owned()),
+            None => ConfigSource::BuiltIn,
+        };
+        Ok(settings)
     }
 
     /// Layers the environment over `base` and validates the result.
@@ -358,12 +428,27 @@ impl Settings {
                     .unwrap_or_default();
                 key.into()
             });
-        // TOLLGATE_CONFIG names the file and TOLLGATE_TEST_* belong to the test suite.
-        let prefixed = Env::prefixed("TOLLGATE_")
+        // TOLLGATE_CONFIG names the file and TOLLGATE_TEST_* belong to the test suite. A name
+        // without a section (`__`) that is no top-level key is not meant for Tollgate:
+        // Kubernetes sets TOLLGATE_PORT=tcp://... for a Service named tollgate. It is ignored
+        // with a notice rather than refusing to start.
+        let is_setting = |k: &str| {
+            let k = k.to_ascii_lowercase();
+            k != "config"
+                && !k.starts_with("test_")
+                && (k.contains("__") || TOP_LEVEL_KEYS.contains(&k.as_str()))
+        };
+        let ignored: Vec<String> = Env::prefixed("TOLLGATE_")
+            .iter()
+            .map(|(k, _)| k.into_string())
             .filter(|k| {
-                let k = k.as_str().to_ascii_lowercase();
-                k != "config" && !k.starts_with("test_")
+                let lower = k.to_ascii_lowercase();
+                lower != "config" && !lower.starts_with("test_") && !is_setting(k)
             })
+            .map(|k| format!("TOLLGATE_{}", k.to_ascii_uppercase()))
+            .collect();
+        let prefixed = Env::prefixed("TOLLGATE_")
+            .filter(move |k| is_setting(k.as_str()))
             .split("__");
         // Secrets are taken exactly as written: figment would read `007` as the number 7.
         let raw = |env: Env| {
@@ -376,19 +461,25 @@ impl Settings {
                 })
                 .fold(Figment::new(), |f, (key, value)| f.merge((key, value)))
         };
-        Self::extract(
+        let mut settings = Self::extract(
             base.merge(plain.clone())
                 .merge(raw(plain))
                 .merge(prefixed.clone())
                 .merge(raw(prefixed)),
-        )
+        )?;
+        settings.notices.extend(ignored.into_iter().map(|name| {
+            format!("ignored the environment variable {name}: it names no setting (settings are TOLLGATE_<SECTION>__<KEY>, e.g. TOLLGATE_SERVER__PORT)")
+        }));
+        Ok(settings)
     }
 
     /// Extracts and validates exactly what `figment` holds (no environment layering).
     pub fn extract(figment: Figment) -> Result<Settings, ConfigError> {
         let mut settings: Settings = figment.extract().map_err(describe_load_error)?;
         settings.resolve_price_env();
-        settings.catalog = Some(Arc::new(settings.validate()?));
+        let (catalog, notices) = settings.validate()?;
+        settings.catalog = Some(Arc::new(catalog));
+        settings.notices.extend(notices);
         Ok(settings)
     }
 
@@ -407,7 +498,8 @@ impl Settings {
         }
     }
 
-    fn validate(&self) -> Result<Catalog, ConfigError> {
+    /// The catalog, and what is allowed but worth a warning.
+    fn validate(&self) -> Result<(Catalog, Vec<String>), ConfigError> {
         let mut problems = Vec::new();
         let mut problem = |key: &str, text: String| {
             problems.push(ConfigProblem {
@@ -426,6 +518,9 @@ impl Settings {
                 "must start with sqlite://, postgres:// or postgresql:// (set DATABASE_URL)".into(),
             );
         }
+        if let Some(problem_text) = database_url_problem(db_url) {
+            problem("database.url", problem_text);
+        }
         if self.database.max_connections == 0 {
             problem("database.max_connections", "must be at least 1".into());
         }
@@ -442,6 +537,24 @@ impl Settings {
             let key = key.expose_secret();
             if !(key.starts_with("sk_") || key.starts_with("rk_")) {
                 problem("stripe.secret_key", "must start with sk_ or rk_ (set STRIPE_SECRET_KEY to the secret key from Developers > API keys)".into());
+            }
+            if let Some(pk) = self
+                .stripe
+                .publishable_key
+                .as_deref()
+                .filter(|pk| !pk.is_empty())
+            {
+                let live = key.starts_with("sk_live_") || key.starts_with("rk_live_");
+                if (live && pk.starts_with("pk_test_")) || (!live && pk.starts_with("pk_live_")) {
+                    problem(
+                        "stripe.publishable_key",
+                        format!(
+                            "is a {} key but stripe.secret_key is a {} key: both must come from the same mode (Developers > API keys)",
+                            if live { "test" } else { "live" },
+                            if live { "live" } else { "test" },
+                        ),
+                    );
+                }
             }
             if self.stripe.webhook_secrets.is_empty() {
                 problem(
@@ -535,6 +648,28 @@ impl Settings {
                 "no way to check tokens: set auth.jwks_url, auth.issuer (OIDC discovery) or auth.hs256_secret".into(),
             );
         }
+        if let Some(issuer) = &self.auth.issuer {
+            let scheme = url::Url::parse(issuer).ok().map(|u| u.scheme().to_owned());
+            if !matches!(scheme.as_deref(), Some("https" | "http")) {
+                problem(
+                    "auth.issuer",
+                    format!("`{issuer}` is not an https:// URL (the issuer your provider puts in `iss`, e.g. https://example.eu.auth0.com/)"),
+                );
+            }
+        }
+        for (i, secret) in self.stripe.webhook_secrets.iter().enumerate() {
+            if !secret.expose_secret().starts_with("whsec_") {
+                problem(
+                    "stripe.webhook_secrets",
+                    format!("secret {} (not shown) does not start with whsec_: use the webhook endpoint's signing secret, not an API key", i + 1),
+                );
+            }
+        }
+        for id in &self.stripe.allowed_price_ids {
+            if let Some(text) = price_id_problem(id) {
+                problem("stripe.allowed_price_ids", text);
+            }
+        }
         if let Some(url) = &self.auth.jwks_url {
             if url::Url::parse(url).is_err() {
                 problem("auth.jwks_url", format!("`{url}` is not a URL"));
@@ -558,7 +693,7 @@ impl Settings {
             .build_catalog()
             .map_err(|errors| problems.extend(errors));
         match catalog {
-            Ok(catalog) if problems.is_empty() => Ok(catalog),
+            Ok(built) if problems.is_empty() => Ok(built),
             _ => Err(ConfigError::Invalid(problems)),
         }
     }
@@ -572,8 +707,9 @@ impl Settings {
 
     /// The plan catalog these settings define, or every problem with the plans: built once,
     /// when the settings are validated.
-    fn build_catalog(&self) -> Result<Catalog, Vec<ConfigProblem>> {
+    fn build_catalog(&self) -> Result<(Catalog, Vec<String>), Vec<ConfigProblem>> {
         let settings = self;
+        let mut omitted = Vec::new();
         let mut problems = Vec::new();
         let mut problem =
             |key: String, text: String| problems.push(ConfigProblem { key, problem: text });
@@ -660,12 +796,15 @@ impl Settings {
                 }
                 match &price.price_id {
                     Some(id) => {
+                        if let Some(text) = price_id_problem(id) {
+                            problem(pkey.clone(), text);
+                        }
                         if !prices_seen.insert(id.clone()) {
                             problem(pkey.clone(), format!("price id `{id}` is used twice"));
                         }
                         if !settings.stripe.allowed_price_ids.is_empty() && !settings.stripe.allowed_price_ids.contains(id) {
                             // Allowed but worth knowing: checkouts for it will be refused.
-                            tracing::warn!(plan = %p.id, price = %id, "price id is not in stripe.allowed_price_ids; checkouts for it will be refused");
+                            omitted.push(format!("{} ({id})", p.id));
                         }
                     }
                     None if settings.stripe.is_configured() => problem(
@@ -724,9 +863,55 @@ impl Settings {
             Some(_) => {}
         }
         match (problems.is_empty(), free_plan) {
-            (true, Some(_)) => Catalog::new(plans, &settings.billing.free_plan).ok_or(problems),
+            (true, Some(_)) => {
+                let catalog = Catalog::new(plans, &settings.billing.free_plan).ok_or(problems)?;
+                let notices = if omitted.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![format!(
+                        "stripe.allowed_price_ids omits prices of the catalog, whose checkouts will be refused: {}",
+                        omitted.join(", ")
+                    )]
+                };
+                Ok((catalog, notices))
+            }
             _ => Err(problems),
         }
+    }
+}
+
+/// What is wrong with a database URL that its scheme alone does not show.
+fn database_url_problem(url: &str) -> Option<String> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        return path
+            .trim()
+            .is_empty()
+            .then(|| "names no file: write sqlite://path/to/file.db".to_owned());
+    }
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return None; // the scheme's own problem, reported beside
+    }
+    match url::Url::parse(url) {
+        Ok(parsed) if parsed.host_str().is_some_and(|h| !h.is_empty()) => None,
+        Ok(_) => Some("names no host: write postgres://user:password@host:5432/database".into()),
+        // The URL is a secret: say what is wrong, never what it holds.
+        Err(e) => Some(format!(
+            "is not a valid URL ({e}; a password with @, : or / must be percent-encoded)"
+        )),
+    }
+}
+
+/// What is wrong with a Stripe price id.
+fn price_id_problem(id: &str) -> Option<String> {
+    if id.starts_with("prod_") {
+        Some(format!("`{id}` is a product id: use one of its prices' ids (price_...), from the product's page in Stripe"))
+    } else if !(id.starts_with("price_") || id.starts_with("plan_")) {
+        Some(format!("`{id}` is not a Stripe price id (price_...)"))
+    } else {
+        None
     }
 }
 
@@ -757,10 +942,104 @@ fn describe_load_error(err: figment::Error) -> ConfigError {
                     other => other,
                 };
             }
+            if let Kind::UnknownField(field, expected) = &e.kind {
+                return unknown_key(&e, field, expected);
+            }
             e.to_string()
         })
         .collect();
     ConfigError::Load(problems.join("\n"))
+}
+
+/// An unknown key, named as its author wrote it (the environment variable, or the key and its
+/// line in the file), with the closest key there is.
+fn unknown_key(e: &figment::Error, field: &str, expected: &[&str]) -> String {
+    let mut parent: Vec<&str> = e.path.iter().map(String::as_str).collect();
+    if parent.last() == Some(&field) {
+        parent.pop();
+    }
+    let dotted = |name: &str| {
+        parent
+            .iter()
+            .filter(|p| p.parse::<usize>().is_err())
+            .copied()
+            .chain([name])
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let closest = expected
+        .iter()
+        .map(|candidate| (strsim::jaro_winkler(field, candidate), *candidate))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c);
+    let metadata = e.metadata.as_ref();
+    let from_env = metadata.is_some_and(|m| m.name.contains("environment"));
+    let (written, suggestion) = if from_env {
+        let var = |name: &str| {
+            format!(
+                "TOLLGATE_{}",
+                dotted(name).replace('.', "__").to_ascii_uppercase()
+            )
+        };
+        (
+            format!(
+                "the environment variable {} ({})",
+                var(field),
+                dotted(field)
+            ),
+            closest.map(var),
+        )
+    } else {
+        let file = metadata.and_then(|m| match &m.source {
+            Some(figment::Source::File(path)) => Some(path.clone()),
+            _ => None,
+        });
+        let at = file.as_deref().map_or(String::new(), |path| {
+            let line = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| line_of(&text, &parent, field));
+            match line {
+                Some(n) => format!(" at line {n} of {}", path.display()),
+                None => format!(" in {}", path.display()),
+            }
+        });
+        (format!("`{}`{at}", dotted(field)), closest.map(dotted))
+    };
+    let hint = match suggestion {
+        Some(s) => format!("; did you mean {s}?"),
+        None if expected.is_empty() => String::new(),
+        None => format!(" (known here: {})", expected.join(", ")),
+    };
+    format!("{written} is not a setting{hint}")
+}
+
+/// The line (from 1) where `key` is set under the table `parent` (array indices ignored).
+fn line_of(text: &str, parent: &[&str], key: &str) -> Option<usize> {
+    let table: Vec<&str> = parent
+        .iter()
+        .filter(|p| p.parse::<usize>().is_err())
+        .copied()
+        .collect();
+    let table = table.join(".");
+    let mut current = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            current = header
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned();
+            continue;
+        }
+        let Some((name, _)) = line.split_once('=') else {
+            continue;
+        };
+        if current == table && name.trim().trim_matches('"') == key {
+            return Some(n + 1);
+        }
+    }
+    None
 }
 
 fn yes() -> bool {
@@ -837,7 +1116,7 @@ mod tests {
     const DEFAULT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml");
 
     fn load() -> Result<Settings, ConfigError> {
-        Settings::load(Path::new(DEFAULT))
+        Settings::load(Some(Path::new(DEFAULT)))
     }
 
     fn problems(result: Result<Settings, ConfigError>) -> String {
@@ -855,6 +1134,119 @@ mod tests {
             assert_eq!(s.server.port, 8080);
             assert!(s.database.url.expose_secret().starts_with("sqlite://"));
             assert!(!s.stripe.is_configured());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_short_file_is_merged_over_the_built_in_defaults() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "tollgate.toml",
+                r#"
+                [server]
+                port = 9000
+
+                [[plans]]
+                id = "free"
+                name = "Free"
+                rank = 0
+                features = []
+                "#,
+            )?;
+            let s = Settings::load(Some(Path::new("tollgate.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.server.port, 9000);
+            // Everything else is the defaults'; the list of plans is the file's alone.
+            assert_eq!(s.server.max_body_bytes, 262_144);
+            assert_eq!(s.auth.scopes.read, "billing:read");
+            assert_eq!(s.plans.len(), 1);
+            assert_eq!(s.source, ConfigSource::File("tollgate.toml".into()));
+            let defaults = Settings::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(defaults.source, ConfigSource::BuiltIn);
+            assert_eq!(
+                defaults.plans.len(),
+                load().map_err(|e| e.to_string())?.plans.len()
+            );
+            let missing = problems(Settings::load(Some(Path::new("nowhere.toml"))));
+            assert!(
+                missing.contains("nowhere.toml") && missing.contains("does not exist"),
+                "{missing}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn stray_tollgate_variables_are_noticed_not_fatal() {
+        Jail::expect_with(|jail| {
+            // What Kubernetes sets for a Service named tollgate.
+            jail.set_env("TOLLGATE_PORT", "tcp://10.0.0.12:8080");
+            jail.set_env("TOLLGATE_SERVICE_HOST", "10.0.0.12");
+            jail.set_env("TOLLGATE_SAAS", "false");
+            let s = load().map_err(|e| e.to_string())?;
+            assert!(!s.saas);
+            assert_eq!(s.server.port, 8080);
+            assert_eq!(s.notices.len(), 2, "{:?}", s.notices);
+            assert!(
+                s.notices.iter().any(|n| n.contains("TOLLGATE_PORT")),
+                "{:?}",
+                s.notices
+            );
+            assert!(s
+                .notices
+                .iter()
+                .any(|n| n.contains("TOLLGATE_SERVICE_HOST")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_misspelt_key_is_named_as_written_with_the_closest_key() {
+        Jail::expect_with(|jail| {
+            jail.set_env("TOLLGATE_SERVER__PROT", "9000");
+            let text = problems(load());
+            assert!(
+                text.contains("TOLLGATE_SERVER__PROT (server.prot)"),
+                "{text}"
+            );
+            assert!(
+                text.contains("did you mean TOLLGATE_SERVER__PORT?"),
+                "{text}"
+            );
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "tollgate.toml",
+                "saas = true\n\n[server]\nhost = \"0.0.0.0\"\nprot = 9000\n",
+            )?;
+            let text = problems(Settings::load(Some(Path::new("tollgate.toml"))));
+            assert!(
+                text.contains("`server.prot` at line 5 of tollgate.toml"),
+                "{text}"
+            );
+            assert!(text.contains("did you mean server.port?"), "{text}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("TOLLGATE_AUTH__ZZZ", "1");
+            let text = problems(load());
+            assert!(text.contains("TOLLGATE_AUTH__ZZZ"), "{text}");
+            assert!(
+                text.contains("known here:") && text.contains("issuer"),
+                "{text}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_logged_database_url_hides_its_password() {
+        Jail::expect_with(|jail| {
+            jail.set_env("DATABASE_URL", "postgres://app:s3cret@db:5432/tollgate");
+            let s = load().map_err(|e| e.to_string())?;
+            let shown = s.database.display_url();
+            assert_eq!(shown, "postgres://app:***@db:5432/tollgate");
             Ok(())
         });
     }
@@ -927,7 +1319,6 @@ mod tests {
     fn numeric_secrets_are_taken_as_written_from_the_environment() {
         Jail::expect_with(|jail| {
             jail.set_env("TOLLGATE_AUTH__HS256_SECRET", "0012345");
-            jail.set_env("STRIPE_WEBHOOK_SECRET", "007");
             let s = load().map_err(|e| e.to_string())?;
             let hs = s
                 .auth
@@ -937,7 +1328,89 @@ mod tests {
                 .expose_secret()
                 .to_owned();
             assert_eq!(hs, "0012345");
-            assert_eq!(s.stripe.webhook_secrets[0].expose_secret(), "007");
+            Ok(())
+        });
+        // A webhook secret is a whsec_ signing secret: a number is refused, and not shown.
+        Jail::expect_with(|jail| {
+            jail.set_env("STRIPE_WEBHOOK_SECRET", "whsec_ok, 0071234");
+            let text = problems(load());
+            assert!(
+                text.contains("secret 2 (not shown) does not start with whsec_"),
+                "{text}"
+            );
+            assert!(!text.contains("0071234"), "{text}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn check_config_catches_mistakes_of_form() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (
+                &[("TOLLGATE_AUTH__ISSUER", "example.eu.auth0.com")],
+                "auth.issuer",
+                "https://",
+            ),
+            (
+                &[("DATABASE_URL", "postgres://user:p@ss@/db")],
+                "database.url",
+                "percent-encoded",
+            ),
+            (
+                &[("DATABASE_URL", "sqlite://")],
+                "database.url",
+                "names no file",
+            ),
+            (
+                &[
+                    ("STRIPE_SECRET_KEY", "sk_live_abc"),
+                    ("STRIPE_PUBLISHABLE_KEY", "pk_test_abc"),
+                    ("STRIPE_WEBHOOK_SECRET", "whsec_abc"),
+                ],
+                "stripe.publishable_key",
+                "same mode",
+            ),
+            (
+                &[("STRIPE_MONTHLY_PRICE_ID", "prod_NWjs8kKbJWmuuc")],
+                "plans[1] (pro)",
+                "is a product id",
+            ),
+            (
+                &[("STRIPE_ALLOWED_PRICE_IDS", "price_a,12345")],
+                "stripe.allowed_price_ids",
+                "not a Stripe price id",
+            ),
+        ];
+        for (env, key, text) in cases {
+            Jail::expect_with(|jail| {
+                for (name, value) in *env {
+                    jail.set_env(name, value);
+                }
+                let found = problems(load());
+                assert!(
+                    found.contains(key) && found.contains(text),
+                    "{env:?}: {found}"
+                );
+                assert!(!found.contains("user:p@ss"), "{found}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn allowed_price_ids_that_omit_a_catalog_price_are_a_notice() {
+        Jail::expect_with(|jail| {
+            jail.set_env("STRIPE_MONTHLY_PRICE_ID", "price_m");
+            jail.set_env("STRIPE_YEARLY_PRICE_ID", "price_y");
+            jail.set_env("STRIPE_ALLOWED_PRICE_IDS", "price_m");
+            let s = load().map_err(|e| e.to_string())?;
+            let notice = s.notices.iter().find(|n| n.contains("omits")).cloned();
+            let notice = notice.unwrap_or_else(|| panic!("{:?}", s.notices));
+            assert!(
+                notice.contains("pro (price_y)") && !notice.contains("price_m"),
+                "{notice}"
+            );
             Ok(())
         });
     }

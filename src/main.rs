@@ -17,14 +17,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Headless billing API for SaaS products that sell through Stripe"
 )]
 struct Cli {
-    /// Configuration file; environment variables override it.
-    #[arg(
-        long,
-        env = "TOLLGATE_CONFIG",
-        default_value = "config/default.toml",
-        global = true
-    )]
-    config: PathBuf,
+    /// Configuration file, merged over the built-in defaults (config/default.toml): it needs
+    /// only the keys it changes. Unset: /etc/tollgate/tollgate.toml if it exists, else the
+    /// defaults alone. Environment variables (and a .env file in the working directory)
+    /// override both.
+    #[arg(long, env = "TOLLGATE_CONFIG", global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -95,7 +93,16 @@ async fn main() -> std::process::ExitCode {
             }
         }
     }
-    let settings = match Settings::load(&cli.config) {
+    // A .env file in the working directory sets what the environment does not already set.
+    let dotenv = match dotenvy::from_path(".env") {
+        Ok(()) => true,
+        Err(e) if e.not_found() => false,
+        Err(e) => {
+            eprintln!("error: .env: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -103,11 +110,27 @@ async fn main() -> std::process::ExitCode {
         }
     };
     tollgate::telemetry::init(settings.server.json_logs);
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    for notice in &settings.notices {
+        // Only the server logs to standard output; a command's output is its own.
+        match command {
+            Command::Serve => tracing::warn!("{notice}"),
+            _ => eprintln!("warning: {notice}"),
+        }
+    }
+    if dotenv && matches!(command, Command::Serve) {
+        tracing::info!("read .env from the working directory");
+    }
+    let result = match command {
         Command::Serve => serve(settings).await,
         Command::Migrate => migrate(&settings),
         Command::CheckConfig => {
-            println!("configuration is valid ({} plans)", settings.plans.len());
+            println!(
+                "configuration is valid: {} plans, from {}{}",
+                settings.plans.len(),
+                settings.source,
+                if dotenv { " and .env" } else { "" }
+            );
             Ok(())
         }
         Command::Sync { all, user, subject } => sync(settings, all, user, subject).await,
@@ -125,8 +148,10 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let config = settings.source.to_string();
+    let database = settings.database.display_url();
     let app = Application::build(settings)?;
-    tracing::info!(port = app.port(), "Tollgate listening");
+    tracing::info!(port = app.port(), %database, %config, "Tollgate listening");
     app.run_until_stopped().await?;
     Ok(())
 }

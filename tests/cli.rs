@@ -356,3 +356,38 @@ fn dev_tokens_are_refused_beside_a_live_stripe_key() {
     assert!(out.stdout.is_empty());
     assert!(!dir.path().join("data/dev-token.key").exists());
 }
+
+#[test]
+fn outside_the_repository_the_built_in_defaults_and_a_dot_env_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = || {
+        let out = tollgate(dir.path())
+            .env_remove("TOLLGATE_CONFIG")
+            .env("TOLLGATE_PORT", "tcp://10.0.0.12:8080")
+            .arg("check-config")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No config/ here, no TOLLGATE_CONFIG: the defaults compiled into the binary.
+    let (ok, stdout, stderr) = check();
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("from built-in defaults"), "{stdout}");
+    assert!(!stdout.contains(".env"), "{stdout}");
+    // Kubernetes' service variable is a notice, not a failure.
+    assert!(
+        stderr.contains("warning: ignored the environment variable TOLLGATE_PORT"),
+        "{stderr}"
+    );
+    // A .env file in the working directory is read.
+    std::fs::write(dir.path().join(".env"), "TOLLGATE_SERVER__PORT=9123\n").unwrap();
+    let (ok, stdout, stderr) = check();
+    assert!(ok && stdout.contains("and .env"), "{stdout}{stderr}");
+    std::fs::write(dir.path().join(".env"), "SAAS=maybe\n").unwrap();
+    let (ok, _, stderr) = check();
+    assert!(!ok && stderr.contains("\"SAAS\""), "{stderr}");
+}
