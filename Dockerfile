@@ -3,7 +3,8 @@
 # Build stage. pq-sys (libpq) and libsqlite3-sys are built from bundled sources; libpq links
 # the system OpenSSL (libssl-dev). cmake and clang cover aws-lc-sys on platforms where it does
 # not build with cc alone.
-FROM rust:1-bookworm AS builder
+# The toolchain the project is built and tested with (rust-version of the CI machine).
+FROM rust:1.95.0-bookworm AS builder
 RUN apt-get update \
  && apt-get install -y --no-install-recommends pkg-config libssl-dev cmake clang \
  && rm -rf /var/lib/apt/lists/*
@@ -17,9 +18,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 # Runtime stage.
 FROM debian:bookworm-slim
-# libssl3: libpq is linked against the system OpenSSL. curl: for the health check.
+# libssl3: libpq is linked against the system OpenSSL.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libssl3 curl \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin tollgate
 WORKDIR /app
@@ -29,10 +30,12 @@ COPY config/ /app/config/
 RUN mkdir -p /app/data && chown tollgate:tollgate /app/data
 USER tollgate
 EXPOSE 8080
-# Readiness: the process answers and the database is reachable.
+# Readiness: the process answers and the database is reachable (`tollgate healthcheck` asks
+# http://127.0.0.1:<server.port>/readyz; no curl needed in the image).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-  CMD curl -fsS "http://127.0.0.1:${TOLLGATE_SERVER__PORT:-8080}/readyz" >/dev/null || exit 1
-# Reads config/default.toml from /app; pass `--config /app/config/examples/<file>.toml`
-# (or mount your own file) to use another one. Environment variables override the file.
+  CMD ["/usr/local/bin/tollgate", "healthcheck"]
+# Its defaults are compiled in; /etc/tollgate/tollgate.toml is merged over them when mounted,
+# or the file named by --config / TOLLGATE_CONFIG (e.g. /app/config/examples/<file>.toml).
+# Environment variables override both.
 ENTRYPOINT ["/usr/local/bin/tollgate"]
 CMD ["serve"]

@@ -392,6 +392,25 @@ impl Settings {
     /// then `TOLLGATE_*` variables. A file needs only the keys it changes (a list, such as
     /// `plans`, replaces the default's whole list).
     pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let (figment, source) = Self::files(path)?;
+        let mut settings = Self::load_from(figment)?;
+        settings.source = source;
+        Ok(settings)
+    }
+
+    /// One section (`database`, `server`) from the same layers as [`Settings::load`], without
+    /// reading or validating the rest: what `migrate` and `healthcheck` need.
+    pub fn load_section<T: serde::de::DeserializeOwned>(
+        path: Option<&Path>,
+        section: &str,
+    ) -> Result<T, ConfigError> {
+        let (figment, _) = Self::files(path)?;
+        let (figment, _) = Self::with_environment(figment);
+        figment.extract_inner(section).map_err(describe_load_error)
+    }
+
+    /// The built-in defaults with the file merged over them.
+    fn files(path: Option<&Path>) -> Result<(Figment, ConfigSource), ConfigError> {
         let system = Path::new(SYSTEM_CONFIG);
         let file = path.or_else(|| system.exists().then_some(system));
         let mut figment = Figment::new().merge(Toml::string(BUILTIN_DEFAULTS));
@@ -404,16 +423,25 @@ impl Settings {
             }
             figment = figment.merge(Toml::file_exact(file));
         }
-        let mut settings = Self::load_from(figment)?;
-        settings.source = match file {
+        let source = match file {
             Some(file) => ConfigSource::File(file.to_owned()),
             None => ConfigSource::BuiltIn,
         };
-        Ok(settings)
+        Ok((figment, source))
     }
 
     /// Layers the environment over `base` and validates the result.
     pub fn load_from(base: Figment) -> Result<Settings, ConfigError> {
+        let (figment, ignored) = Self::with_environment(base);
+        let mut settings = Self::extract(figment)?;
+        settings.notices.extend(ignored.into_iter().map(|name| {
+            format!("ignored the environment variable {name}: it names no setting (settings are TOLLGATE_<SECTION>__<KEY>, e.g. TOLLGATE_SERVER__PORT)")
+        }));
+        Ok(settings)
+    }
+
+    /// `base` with the environment layered over it, and the `TOLLGATE_` names left out.
+    fn with_environment(base: Figment) -> (Figment, Vec<String>) {
         let plain = Env::raw()
             .filter(|k| {
                 PLAIN_ENV_NAMES
@@ -461,16 +489,12 @@ impl Settings {
                 })
                 .fold(Figment::new(), |f, (key, value)| f.merge((key, value)))
         };
-        let mut settings = Self::extract(
-            base.merge(plain.clone())
-                .merge(raw(plain))
-                .merge(prefixed.clone())
-                .merge(raw(prefixed)),
-        )?;
-        settings.notices.extend(ignored.into_iter().map(|name| {
-            format!("ignored the environment variable {name}: it names no setting (settings are TOLLGATE_<SECTION>__<KEY>, e.g. TOLLGATE_SERVER__PORT)")
-        }));
-        Ok(settings)
+        let figment = base
+            .merge(plain.clone())
+            .merge(raw(plain))
+            .merge(prefixed.clone())
+            .merge(raw(prefixed));
+        (figment, ignored)
     }
 
     /// Extracts and validates exactly what `figment` holds (no environment layering).

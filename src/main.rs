@@ -1,8 +1,8 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
-use tollgate::config::Settings;
+use tollgate::config::{DatabaseSettings, ServerSettings, Settings};
 use tollgate::startup::Application;
 
 /// mimalloc rather than glibc's malloc: cheaper for the many short-lived allocations of a
@@ -31,8 +31,15 @@ struct Cli {
 enum Command {
     /// Run the HTTP service (the default).
     Serve,
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations and exit (reads the database settings only).
     Migrate,
+    /// Exit 0 when the local server is ready (GET /readyz), 1 otherwise: for container health
+    /// checks.
+    Healthcheck {
+        /// Ask this URL instead of http://127.0.0.1:<server.port>/readyz.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Validate the configuration and exit.
     CheckConfig,
     /// Print the OpenAPI document (what /openapi.json serves).
@@ -102,6 +109,23 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // These need one section each, not a configuration that would serve.
+    let narrow = match &cli.command {
+        Some(Command::Migrate) => Some(migrate(cli.config.as_deref())),
+        Some(Command::Healthcheck { url }) => {
+            Some(healthcheck(cli.config.as_deref(), url.as_deref()).await)
+        }
+        _ => None,
+    };
+    if let Some(result) = narrow {
+        return match result {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -123,7 +147,7 @@ async fn main() -> std::process::ExitCode {
     }
     let result = match command {
         Command::Serve => serve(settings).await,
-        Command::Migrate => migrate(&settings),
+        Command::Migrate | Command::Healthcheck { .. } => unreachable!("handled above"),
         Command::CheckConfig => {
             println!(
                 "configuration is valid: {} plans, from {}{}",
@@ -156,14 +180,45 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn migrate(settings: &Settings) -> anyhow::Result<()> {
+/// Applies pending migrations with the database settings alone (the rest of the configuration
+/// is not read, so a job that only migrates needs no Stripe or identity settings).
+fn migrate(config: Option<&Path>) -> anyhow::Result<()> {
+    let database: DatabaseSettings = Settings::load_section(config, "database")?;
     let db = tollgate::db::Database::connect(
-        settings.database.url.expose_secret(),
+        database.url.expose_secret(),
         1,
-        std::time::Duration::from_secs(settings.database.connect_timeout_seconds),
+        std::time::Duration::from_secs(database.connect_timeout_seconds),
     )?;
     let applied = db.migrate()?;
-    println!("applied {} migration(s)", applied.len());
+    println!(
+        "applied {} migration(s) to {}",
+        applied.len(),
+        database.display_url()
+    );
+    Ok(())
+}
+
+/// Asks the local server's `/readyz` (or `url`): for container health checks, without curl.
+async fn healthcheck(config: Option<&Path>, url: Option<&str>) -> anyhow::Result<()> {
+    let url = match url {
+        Some(url) => url.to_owned(),
+        None => {
+            let server: ServerSettings = Settings::load_section(config, "server")?;
+            format!("http://127.0.0.1:{}/readyz", server.port)
+        }
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    let res = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    if !res.status().is_success() {
+        anyhow::bail!("{url} answered {}", res.status());
+    }
+    println!("{url}: {}", res.status());
     Ok(())
 }
 

@@ -391,3 +391,57 @@ fn outside_the_repository_the_built_in_defaults_and_a_dot_env_serve() {
     let (ok, _, stderr) = check();
     assert!(!ok && stderr.contains("\"SAAS\""), "{stderr}");
 }
+
+#[test]
+fn migrate_needs_only_the_database_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    // Settings a server would refuse: migrate does not read them.
+    let out = tollgate(dir.path())
+        .env("STRIPE_SECRET_KEY", "not-a-key")
+        .env("TOLLGATE_AUTH__ISSUER", "nonsense")
+        .arg("migrate")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = dir.path().join("tollgate.db");
+    assert!(stdout.contains("migration(s) to sqlite://"), "{stdout}");
+    assert!(stdout.contains(&db.display().to_string()), "{stdout}");
+    assert!(db.exists());
+    // The full configuration is still checked by every other command.
+    let out = tollgate(dir.path())
+        .env("STRIPE_SECRET_KEY", "not-a-key")
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn healthcheck_exits_by_the_servers_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(tollgate(dir.path()));
+    let check = |url: &str| {
+        tollgate(dir.path())
+            .args(["healthcheck", "--url", url])
+            .output()
+            .unwrap()
+    };
+    let out = check(&served.url("/readyz"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An answer that is not 2xx, and nothing listening.
+    let out = check(&served.url("/nowhere"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    let url = served.url("/readyz");
+    served.stop();
+    assert!(!check(&url).status.success());
+}
