@@ -460,19 +460,18 @@ impl Settings {
         // without a section (`__`) that is no top-level key is not meant for Tollgate:
         // Kubernetes sets TOLLGATE_PORT=tcp://... for a Service named tollgate. It is ignored
         // with a notice rather than refusing to start.
-        let is_setting = |k: &str| {
+        let reserved = |k: &str| {
             let k = k.to_ascii_lowercase();
-            k != "config"
-                && !k.starts_with("test_")
-                && (k.contains("__") || TOP_LEVEL_KEYS.contains(&k.as_str()))
+            k == "config" || k.starts_with("test_")
+        };
+        let is_setting = move |k: &str| {
+            !reserved(k)
+                && (k.contains("__") || TOP_LEVEL_KEYS.contains(&k.to_ascii_lowercase().as_str()))
         };
         let ignored: Vec<String> = Env::prefixed("TOLLGATE_")
             .iter()
             .map(|(k, _)| k.into_string())
-            .filter(|k| {
-                let lower = k.to_ascii_lowercase();
-                lower != "config" && !lower.starts_with("test_") && !is_setting(k)
-            })
+            .filter(|k| !reserved(k) && !is_setting(k))
             .map(|k| format!("TOLLGATE_{}", k.to_ascii_uppercase()))
             .collect();
         let prefixed = Env::prefixed("TOLLGATE_")

@@ -70,6 +70,13 @@ impl ApiError {
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
     }
+    /// `400 invalid_body`: a JSON body that does not fit its type.
+    pub fn body_does_not_fit(error: impl std::fmt::Display) -> Self {
+        Self::bad_request(
+            "invalid_body",
+            format!("the JSON body does not fit: {error}"),
+        )
+    }
     pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, detail)
     }
@@ -238,9 +245,7 @@ pub fn json_error_handler(
             "unsupported_media_type",
             "send the body as application/json",
         ),
-        E::Deserialize(e) => {
-            ApiError::bad_request("invalid_body", format!("the JSON body does not fit: {e}"))
-        }
+        E::Deserialize(e) => ApiError::body_does_not_fit(e),
         _ => ApiError::bad_request("invalid_body", err.to_string()),
     };
     api.into()

@@ -197,12 +197,7 @@ pub async fn create_portal(
         match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(serde_json::Value::Null) => PortalIn::default(),
             Ok(value) => params::object(value)?,
-            Err(e) => {
-                return Err(ApiError::bad_request(
-                    "invalid_body",
-                    format!("the JSON body does not fit: {e}"),
-                ))
-            }
+            Err(e) => return Err(ApiError::body_does_not_fit(e)),
         }
     };
     let tenant_id = params::optional_tenant_id(body.tenant_id.as_deref())?;

@@ -108,9 +108,7 @@ pub fn object<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Resul
             "the body must be a JSON object ({...})",
         ));
     }
-    serde_json::from_value(value).map_err(|e| {
-        ApiError::bad_request("invalid_body", format!("the JSON body does not fit: {e}"))
-    })
+    serde_json::from_value(value).map_err(ApiError::body_does_not_fit)
 }
 
 impl<T> JsonObject<T> {
