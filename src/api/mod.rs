@@ -6,6 +6,7 @@ mod admin;
 mod checkout;
 mod config;
 mod entitlements;
+mod grants;
 mod ops;
 mod params;
 mod payments;
@@ -78,6 +79,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(tenants::delete_member)
         .service(tenants::put_manager)
         .service(webhooks::stripe_webhook)
+        .service(grants::create_grant)
+        .service(grants::list_grants)
+        .service(grants::delete_grant)
         .service(admin::admin_sync)
         .service(ops::metrics);
 }

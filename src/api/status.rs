@@ -38,6 +38,8 @@ use crate::state::AppState;
     "cancel_at": null,
     "grace_until": null,
     "lifetime": false,
+    "grant_id": null,
+    "grant_until": null,
     "quotas": [{
         "key": "generations", "limit": 250, "period": "billing_period", "used": 12,
         "balance": 0, "remaining": 238, "resets_at": "2026-12-21T12:00:00Z"
@@ -76,6 +78,10 @@ pub struct StatusOut {
     pub grace_until: Option<DateTime<Utc>>,
     /// Access comes from a one-time lifetime purchase.
     pub lifetime: bool,
+    /// The grant behind the verdict (`reason: granted`), if one decided it.
+    pub grant_id: Option<String>,
+    /// When that grant ends (`null`: it does not).
+    pub grant_until: Option<DateTime<Utc>>,
     /// The quotas in force: the plan's allowances and purchased credits, with what is used,
     /// what is left and when the allowance resets.
     pub quotas: Vec<QuotaView>,
@@ -168,6 +174,8 @@ impl StatusOut {
             cancel_at: sub.and_then(|s| s.cancel_at),
             grace_until: v.access.grace_until,
             lifetime: v.access.lifetime,
+            grant_id: v.access.grant.as_ref().map(|g| g.id.clone()),
+            grant_until: v.access.grant.as_ref().and_then(|g| g.until),
             quotas: v.quotas.into_iter().map(QuotaView::from).collect(),
         }
     }

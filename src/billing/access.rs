@@ -5,7 +5,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::catalog::{Catalog, Plan, PlanKind};
-use super::facts::{PurchaseFacts, PurchaseStatus, SubscriptionFacts, SubscriptionStatus};
+use super::facts::{
+    GrantFacts, PurchaseFacts, PurchaseStatus, SubscriptionFacts, SubscriptionStatus,
+};
 
 #[derive(Debug, Clone, Copy)]
 pub struct AccessPolicy {
@@ -33,12 +35,14 @@ pub enum Reason {
     /// The payment was refunded, or is contested by an open or lost chargeback (SPEC's list of
     /// reasons has no separate one for disputes; the purchase and payment say `disputed`).
     Refunded,
+    /// A plan given without a payment (`POST /v1/grants`), until the grant ends.
+    Granted,
     /// No paid plan at all.
     Free,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::SaasDisabled,
         Reason::Exempt,
         Reason::Lifetime,
@@ -52,6 +56,7 @@ impl Reason {
         Reason::Incomplete,
         Reason::Paused,
         Reason::Refunded,
+        Reason::Granted,
         Reason::Free,
     ];
 
@@ -71,6 +76,7 @@ impl Reason {
             Reason::Incomplete => "incomplete",
             Reason::Paused => "paused",
             Reason::Refunded => "refunded",
+            Reason::Granted => "granted",
             Reason::Free => "free",
         }
     }
@@ -91,6 +97,8 @@ pub struct Access {
     pub subscription_id: Option<String>,
     pub grace_until: Option<DateTime<Utc>>,
     pub lifetime: bool,
+    /// The grant that decided the verdict, if one did.
+    pub grant: Option<GrantFacts>,
 }
 
 impl Access {
@@ -154,17 +162,21 @@ struct Verdict<'a> {
     subscription_id: Option<String>,
     grace_until: Option<DateTime<Utc>>,
     lifetime: bool,
+    grant: Option<GrantFacts>,
     /// Newer facts explain a refusal better than older ones.
     at: DateTime<Utc>,
 }
 
-/// Decides the caller's access. The highest-ranked plan with access wins; with none, the most
-/// recent subscription or purchase explains why, and the free plan applies.
+/// Decides the caller's access. The highest-ranked plan with access wins (on a tie, a paid
+/// subscription or purchase before a grant); with none, the most recent subscription or
+/// purchase explains why, and the free plan applies. A grant that has ended explains nothing:
+/// it was never paid for.
 pub fn evaluate(
     catalog: &Catalog,
     policy: AccessPolicy,
     subscriptions: &[SubscriptionFacts],
     purchases: &[PurchaseFacts],
+    grants: &[GrantFacts],
     exempt: bool,
     now: DateTime<Utc>,
 ) -> Access {
@@ -178,6 +190,7 @@ pub fn evaluate(
             subscription_id: None,
             grace_until: None,
             lifetime: false,
+            grant: None,
         }
     };
     if !policy.saas_enabled {
@@ -194,7 +207,8 @@ pub fn evaluate(
             purchases
                 .iter()
                 .filter_map(|p| purchase_verdict(catalog, p)),
-        );
+        )
+        .chain(grants.iter().filter_map(|g| grant_verdict(catalog, g, now)));
 
     let mut best_grant: Option<Verdict> = None;
     let mut latest_refusal: Option<Verdict> = None;
@@ -221,6 +235,7 @@ pub fn evaluate(
                 subscription_id: v.subscription_id,
                 grace_until: v.grace_until,
                 lifetime: v.lifetime,
+                grant: v.grant,
             }
         }
         None => {
@@ -236,6 +251,7 @@ pub fn evaluate(
                 subscription_id,
                 grace_until,
                 lifetime: false,
+                grant: None,
             }
         }
     }
@@ -256,6 +272,7 @@ fn subscription_verdict<'a>(
         subscription_id: Some(s.id.clone()),
         grace_until,
         lifetime: false,
+        grant: None,
         at: s.created_at,
     };
     let grace_from = |start: DateTime<Utc>| start + policy.grace_period;
@@ -340,7 +357,31 @@ fn purchase_verdict<'a>(catalog: &'a Catalog, p: &PurchaseFacts) -> Option<Verdi
         subscription_id: None,
         grace_until: None,
         lifetime: access,
+        grant: None,
         at: p.purchased_at,
+    })
+}
+
+/// A grant in force grants its plan; one that has ended, or whose plan the catalog no longer
+/// has, takes no part.
+fn grant_verdict<'a>(
+    catalog: &'a Catalog,
+    g: &GrantFacts,
+    now: DateTime<Utc>,
+) -> Option<Verdict<'a>> {
+    if g.until.is_some_and(|until| now >= until) {
+        return None;
+    }
+    let plan = catalog.plan(&g.plan_id)?;
+    Some(Verdict {
+        access: true,
+        reason: Reason::Granted,
+        plan: Some(plan),
+        subscription_id: None,
+        grace_until: None,
+        lifetime: false,
+        grant: Some(g.clone()),
+        at: g.created_at,
     })
 }
 
@@ -401,7 +442,7 @@ mod tests {
     }
 
     fn eval(subs: &[SubscriptionFacts], purchases: &[PurchaseFacts]) -> Access {
-        evaluate(&catalog(), policy(), subs, purchases, false, now())
+        evaluate(&catalog(), policy(), subs, purchases, &[], false, now())
     }
 
     #[test]
@@ -500,7 +541,7 @@ mod tests {
             saas_enabled: true,
             grace_period: Duration::hours(48),
         };
-        let a = evaluate(&catalog(), long, &[s], &[], false, now());
+        let a = evaluate(&catalog(), long, &[s], &[], &[], false, now());
         assert_eq!((a.access, a.reason), (true, Reason::Grace));
     }
 
@@ -660,7 +701,7 @@ mod tests {
     #[test]
     fn exempt_callers_get_the_top_plan_whatever_they_hold() {
         for subs in [vec![], vec![sub(SubscriptionStatus::Canceled)]] {
-            let a = evaluate(&catalog(), policy(), &subs, &[], true, now());
+            let a = evaluate(&catalog(), policy(), &subs, &[], &[], true, now());
             assert_eq!(
                 (a.access, a.reason, a.plan_id.as_str()),
                 (true, Reason::Exempt, "lifetime")
@@ -679,6 +720,7 @@ mod tests {
                 &catalog(),
                 off,
                 &[sub(SubscriptionStatus::Unpaid)],
+                &[],
                 &[],
                 exempt,
                 now(),
@@ -706,7 +748,15 @@ mod tests {
                         saas_enabled: saas,
                         ..policy()
                     };
-                    let a = evaluate(&catalog(), p, &[sub(status.clone())], &[], exempt, now());
+                    let a = evaluate(
+                        &catalog(),
+                        p,
+                        &[sub(status.clone())],
+                        &[],
+                        &[],
+                        exempt,
+                        now(),
+                    );
                     let expected = match (saas, exempt) {
                         (false, _) => Some(Reason::SaasDisabled),
                         (true, true) => Some(Reason::Exempt),
@@ -751,8 +801,15 @@ mod tests {
         );
 
         for reason in [Reason::SaasDisabled, Reason::Exempt] {
-            let mut everything =
-                evaluate(&cat, policy(), &[], &[], reason == Reason::Exempt, now());
+            let mut everything = evaluate(
+                &cat,
+                policy(),
+                &[],
+                &[],
+                &[],
+                reason == Reason::Exempt,
+                now(),
+            );
             if reason == Reason::SaasDisabled {
                 everything = evaluate(
                     &cat,
@@ -760,6 +817,7 @@ mod tests {
                         saas_enabled: false,
                         ..policy()
                     },
+                    &[],
                     &[],
                     &[],
                     false,
@@ -793,5 +851,92 @@ mod tests {
                 FeatureReason::UnknownFeature
             );
         }
+    }
+
+    fn grant(plan: &str, until: Option<DateTime<Utc>>) -> GrantFacts {
+        GrantFacts {
+            id: format!("grant_{plan}"),
+            plan_id: plan.into(),
+            until,
+            created_at: now() - Duration::days(1),
+        }
+    }
+
+    fn eval_with(
+        subs: &[SubscriptionFacts],
+        purchases: &[PurchaseFacts],
+        grants: &[GrantFacts],
+    ) -> Access {
+        evaluate(&catalog(), policy(), subs, purchases, grants, false, now())
+    }
+
+    #[test]
+    fn a_grant_in_force_grants_its_plan_until_it_ends() {
+        for until in [None, Some(now() + Duration::seconds(1))] {
+            let a = eval_with(&[], &[], &[grant("pro", until)]);
+            assert_eq!(
+                (a.access, a.reason, a.plan_id.as_str()),
+                (true, Reason::Granted, "pro")
+            );
+            assert_eq!(a.grant, Some(grant("pro", until)));
+            assert!(a.allows(&catalog(), "export").allowed);
+            assert_eq!((a.subscription_id, a.lifetime), (None, false));
+        }
+        // Ended at `now` or before: it takes no part, and explains nothing.
+        for until in [now(), now() - Duration::days(1)] {
+            let a = eval_with(&[], &[], &[grant("pro", Some(until))]);
+            assert_eq!((a.access, a.reason, a.grant), (false, Reason::Free, None));
+        }
+        let ended = eval_with(
+            &[sub(SubscriptionStatus::Canceled)],
+            &[],
+            &[grant("pro", Some(now()))],
+        );
+        assert_eq!((ended.access, ended.reason), (false, Reason::Canceled));
+    }
+
+    #[test]
+    fn the_strongest_source_wins_between_grants_and_payments() {
+        // A higher plan granted beats a lower one paid for, and the other way round.
+        let mut basic = sub(SubscriptionStatus::Active);
+        basic.plan_id = Some("basic".into());
+        let a = eval_with(&[basic], &[], &[grant("pro", None)]);
+        assert_eq!((a.reason, a.plan_id.as_str()), (Reason::Granted, "pro"));
+        let a = eval_with(
+            &[sub(SubscriptionStatus::Active)],
+            &[],
+            &[grant("basic", None)],
+        );
+        assert_eq!((a.reason, a.plan_id.as_str()), (Reason::Active, "pro"));
+        assert_eq!(a.grant, None);
+        // The same plan paid and granted: the payment stands (it has a period, a manager ...).
+        let a = eval_with(
+            &[sub(SubscriptionStatus::Active)],
+            &[],
+            &[grant("pro", None)],
+        );
+        assert_eq!(a.reason, Reason::Active);
+        // A grant keeps access that a failed payment lost.
+        let a = eval_with(
+            &[sub(SubscriptionStatus::Unpaid)],
+            &[],
+            &[grant("pro", None)],
+        );
+        assert_eq!((a.access, a.reason), (true, Reason::Granted));
+        // Of two grants, the higher plan's.
+        let a = eval_with(&[], &[], &[grant("basic", None), grant("lifetime", None)]);
+        assert_eq!(a.plan_id, "lifetime");
+        let a = eval_with(
+            &[],
+            &[lifetime(PurchaseStatus::Paid)],
+            &[grant("pro", None)],
+        );
+        assert_eq!(a.reason, Reason::Lifetime);
+    }
+
+    #[test]
+    fn a_grant_of_a_plan_the_catalog_no_longer_has_grants_nothing() {
+        let a = eval_with(&[], &[], &[grant("retired", None)]);
+        assert_eq!((a.access, a.reason), (false, Reason::Free));
     }
 }

@@ -207,6 +207,13 @@ impl Catalog {
         self.plans[self.free_plan].scope = scope;
     }
 
+    #[cfg(test)]
+    pub(crate) fn set_scope_for_tests(&mut self, plan: &str, scope: Scope) {
+        if let Some(p) = self.plans.iter_mut().find(|p| p.id == plan) {
+            p.scope = scope;
+        }
+    }
+
     pub fn plans(&self) -> &[Plan] {
         &self.plans
     }

@@ -107,6 +107,7 @@ mod tests {
         SubjectFacts {
             subscriptions,
             purchases,
+            ..SubjectFacts::default()
         }
     }
 

@@ -131,6 +131,16 @@ pub struct PurchaseFacts {
     pub purchased_at: DateTime<Utc>,
 }
 
+/// A plan given without a payment (a comp, a partner deal, a test user's plan): it grants its
+/// plan until `until` (for ever without one). Revoked grants are not facts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrantFacts {
+    pub id: String,
+    pub plan_id: String,
+    pub until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
 /// Everything stored of one subject that access and quotas evaluate.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SubjectFacts {
@@ -138,6 +148,8 @@ pub struct SubjectFacts {
     pub subscriptions: Vec<SubscriptionFacts>,
     /// Newest first.
     pub purchases: Vec<PurchaseFacts>,
+    /// Standing grants (not revoked; possibly ended), newest first.
+    pub grants: Vec<GrantFacts>,
 }
 
 impl SubjectFacts {

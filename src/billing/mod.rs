@@ -4,6 +4,7 @@ pub mod access;
 pub mod catalog;
 pub mod checkout;
 pub mod facts;
+pub mod grant;
 pub mod ids;
 pub mod mirror;
 pub mod payment;
@@ -69,6 +70,7 @@ pub(crate) mod test_support {
             subscription_id: None,
             grace_until: None,
             lifetime: false,
+            grant: None,
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod customers;
 pub mod events;
+pub mod grants;
 mod pg_listen;
 pub mod quotas;
 pub mod schema;

@@ -146,8 +146,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    grants (grant_id) {
+        grant_id -> Text,
+        subject -> Text,
+        plan_id -> Text,
+        until -> Nullable<Timestamp>,
+        note -> Text,
+        created_by -> Text,
+        created_at -> Timestamp,
+        revoked_at -> Nullable<Timestamp>,
+        revoked_by -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
+    grants,
     subscriptions,
     purchases,
     stripe_events,

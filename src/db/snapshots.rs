@@ -21,7 +21,7 @@ use super::state::{self, PurchaseRow, SubjectState, SubscriptionRow};
 use super::{on_backend, to_db_time, DbConnection};
 use crate::billing::catalog::{Interval, PlanKind};
 use crate::billing::facts::{
-    PurchaseFacts, PurchaseStatus, SubjectFacts, SubscriptionFacts, SubscriptionStatus,
+    GrantFacts, PurchaseFacts, PurchaseStatus, SubjectFacts, SubscriptionFacts, SubscriptionStatus,
 };
 
 /// The format [`write`] stores. Version 0 (before the column existed) held the table rows.
@@ -38,7 +38,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// Nothing on record: no facts and no exemption (what a subject without a row reads as).
     pub fn is_empty(&self) -> bool {
-        !self.role_exempt && self.facts.subscriptions.is_empty() && self.facts.purchases.is_empty()
+        !self.role_exempt
+            && self.facts.subscriptions.is_empty()
+            && self.facts.purchases.is_empty()
+            && self.facts.grants.is_empty()
     }
 }
 
@@ -49,6 +52,9 @@ struct FactsV1 {
     subscriptions: Vec<SubscriptionV1>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     purchases: Vec<PurchaseV1>,
+    /// Added within version 1 (rows written before grants existed hold none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    grants: Vec<GrantV1>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -76,6 +82,15 @@ struct SubscriptionV1 {
     revoked: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     manager: Option<String>,
+    created: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct GrantV1 {
+    id: String,
+    plan: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    until: Option<i64>,
     created: i64,
 }
 
@@ -132,6 +147,16 @@ impl FactsV1 {
                     purchased: micros(p.purchased_at),
                 })
                 .collect(),
+            grants: facts
+                .grants
+                .iter()
+                .map(|g| GrantV1 {
+                    id: g.id.clone(),
+                    plan: g.plan_id.clone(),
+                    until: g.until.map(micros),
+                    created: micros(g.created_at),
+                })
+                .collect(),
         }
     }
 
@@ -171,9 +196,19 @@ impl FactsV1 {
                 purchased_at: from_micros(p.purchased)?,
             });
         }
+        let mut grants = Vec::with_capacity(self.grants.len());
+        for g in self.grants {
+            grants.push(GrantFacts {
+                id: g.id,
+                plan_id: g.plan,
+                until: from_micros_opt(g.until)?,
+                created_at: from_micros(g.created)?,
+            });
+        }
         Ok(SubjectFacts {
             subscriptions,
             purchases,
+            grants,
         })
     }
 }
@@ -419,6 +454,11 @@ fn facts_of(
             state.purchases.push(buy);
         }
     }
+    for grant in super::grants::standing_of(conn, subjects)? {
+        if let Some(state) = states.get_mut(grant.subject.as_str()) {
+            state.grants.push(grant);
+        }
+    }
     Ok(states
         .into_iter()
         .map(|(subject, state)| (subject.to_owned(), state.facts()))
@@ -457,6 +497,12 @@ mod tests {
                 kind: PlanKind::Lifetime,
                 status: PurchaseStatus::Refunded,
                 purchased_at: t(4),
+            }],
+            grants: vec![GrantFacts {
+                id: "grant_1".into(),
+                plan_id: "pro".into(),
+                until: Some(t(30)),
+                created_at: t(2) + chrono::Duration::microseconds(7),
             }],
         }
     }

@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 
 use super::audit::{self, Origin};
+use super::grants::GrantRow;
 use super::schema::{payments, purchases, subscriptions};
 use super::{from_db_time, on_backend, to_db_time, DbConnection};
 use crate::billing::catalog::{Interval, PlanKind};
@@ -164,6 +165,9 @@ impl PurchaseRow {
 pub struct SubjectState {
     pub subscriptions: Vec<SubscriptionRow>,
     pub purchases: Vec<PurchaseRow>,
+    /// Not revoked (absent from version-0 snapshots, which predate grants).
+    #[serde(default)]
+    pub grants: Vec<GrantRow>,
 }
 
 impl SubjectState {
@@ -181,6 +185,7 @@ impl SubjectState {
                 .iter()
                 .filter_map(|p| Some(p.record()?.facts()))
                 .collect(),
+            grants: self.grants.iter().map(GrantRow::facts).collect(),
         }
     }
 }
@@ -196,9 +201,11 @@ pub fn load(conn: &mut DbConnection, subject_key: &str) -> anyhow::Result<Subjec
         .order(purchases::purchased_at.desc())
         .select(PurchaseRow::as_select())
         .load(conn)?;
+    let grants = super::grants::standing(conn, subject_key)?;
     Ok(SubjectState {
         subscriptions,
         purchases,
+        grants,
     })
 }
 

@@ -5,6 +5,7 @@ pub mod actors;
 pub mod checkout;
 pub mod error;
 pub mod gateway;
+pub mod grants;
 pub mod manage;
 pub mod plans;
 pub mod quotas;

@@ -183,6 +183,7 @@ impl Terms {
                     self.policy,
                     &snapshot.facts.subscriptions,
                     &snapshot.facts.purchases,
+                    &snapshot.facts.grants,
                     exempt && i == 0,
                     self.now,
                 )

@@ -7,6 +7,7 @@ mod auth;
 mod checkout;
 mod cors;
 mod entitlements;
+mod grants;
 mod hardening;
 mod ops;
 mod ordering;
