@@ -55,6 +55,20 @@ pub struct Settings {
     /// What loading left out or noticed, for the log once it is set up.
     #[serde(skip)]
     pub notices: Vec<String>,
+    /// Every key with the value in force (defaults, file and environment merged), for
+    /// `check-config --print`; secrets are redacted when it is printed ([`Settings::effective_toml`]).
+    #[serde(skip)]
+    effective: Option<Effective>,
+}
+
+/// The merged configuration tree, secrets and all: never shown by `Debug`.
+#[derive(Clone)]
+struct Effective(figment::value::Value);
+
+impl std::fmt::Debug for Effective {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Effective(not shown: it holds secrets; see Settings::effective_toml)")
+    }
 }
 
 /// The configuration compiled into the binary (`config/default.toml`): every key documented;
@@ -387,6 +401,64 @@ impl Settings {
         }
     }
 
+    /// The configuration in force as TOML (defaults, file and environment merged), with every
+    /// secret redacted: a Stripe key keeps its mode prefix (`sk_live_`), the database URL loses
+    /// its password, and webhook and HS256 secrets show only that they are set.
+    pub fn effective_toml(&self) -> anyhow::Result<String> {
+        use figment::value::Value;
+        let mut root =
+            self.effective.clone().map(|e| e.0).ok_or_else(|| {
+                anyhow::anyhow!("these settings were not loaded from configuration")
+            })?;
+        let redacted = |kept: &str| Value::from(format!("{kept}... (redacted)"));
+        let mut set = |path: &str, value: Option<Value>| {
+            let Value::Dict(_, dict) = &mut root else {
+                return;
+            };
+            let (section, key) = path.split_once('.').unwrap_or(("", path));
+            if let Some(Value::Dict(_, section)) = dict.get_mut(section) {
+                match value {
+                    Some(v) => {
+                        section.insert(key.to_owned(), v);
+                    }
+                    None => {
+                        section.remove(key);
+                    }
+                }
+            }
+        };
+        set(
+            "database.url",
+            Some(Value::from(self.database.display_url())),
+        );
+        set(
+            "stripe.secret_key",
+            self.stripe.secret_key.as_ref().map(|k| {
+                let k = k.expose_secret();
+                let prefix = ["sk_live_", "sk_test_", "rk_live_", "rk_test_"]
+                    .into_iter()
+                    .find(|p| k.starts_with(p))
+                    .unwrap_or("");
+                redacted(prefix)
+            }),
+        );
+        set(
+            "stripe.webhook_secrets",
+            Some(Value::from(
+                self.stripe
+                    .webhook_secrets
+                    .iter()
+                    .map(|_| redacted("whsec_"))
+                    .collect::<Vec<_>>(),
+            )),
+        );
+        set(
+            "auth.hs256_secret",
+            self.auth.hs256_secret.as_ref().map(|_| redacted("")),
+        );
+        Ok(toml::to_string_pretty(&root)?)
+    }
+
     /// Loads the built-in defaults ([`BUILTIN_DEFAULTS`]), the file (`path`, or else
     /// [`SYSTEM_CONFIG`] when it exists) merged over them, then the plain environment names,
     /// then `TOLLGATE_*` variables. A file needs only the keys it changes (a list, such as
@@ -499,6 +571,10 @@ impl Settings {
     /// Extracts and validates exactly what `figment` holds (no environment layering).
     pub fn extract(figment: Figment) -> Result<Settings, ConfigError> {
         let mut settings: Settings = figment.extract().map_err(describe_load_error)?;
+        settings.effective = figment
+            .extract::<figment::value::Value>()
+            .ok()
+            .map(Effective);
         settings.resolve_price_env();
         let (catalog, notices) = settings.validate()?;
         settings.catalog = Some(Arc::new(catalog));
@@ -1157,6 +1233,70 @@ mod tests {
             assert_eq!(s.server.port, 8080);
             assert!(s.database.url.expose_secret().starts_with("sqlite://"));
             assert!(!s.stripe.is_configured());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_printed_configuration_has_every_key_in_force_and_no_secret() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "TOLLGATE_DATABASE__URL",
+                "postgres://app:Secret1@db.internal:5432/billing",
+            );
+            jail.set_env("STRIPE_SECRET_KEY", "sk_test_Secret2");
+            jail.set_env("STRIPE_WEBHOOK_SECRET", "whsec_Secret3,whsec_Secret4");
+            jail.set_env("TOLLGATE_AUTH__HS256_SECRET", "Secret5");
+            jail.set_env("TOLLGATE_SERVER__PORT", "9100");
+            for (name, id) in [
+                ("STRIPE_MONTHLY_PRICE_ID", "price_m"),
+                ("STRIPE_YEARLY_PRICE_ID", "price_y"),
+                ("STRIPE_LIFETIME_PRICE_ID", "price_l"),
+            ] {
+                jail.set_env(name, id);
+            }
+            let s = load().map_err(|e| e.to_string())?;
+            let printed = s.effective_toml().map_err(|e| e.to_string())?;
+            assert!(!printed.contains("Secret"), "{printed}");
+            let parsed: toml::Table = toml::from_str(&printed).map_err(|e| e.to_string())?;
+            let get = |path: &str| {
+                let (section, key) = path.split_once('.').unwrap();
+                parsed[section][key].clone()
+            };
+            // Every secret is there, redacted.
+            for key in SECRET_KEYS {
+                let shown = get(key).to_string();
+                assert!(
+                    shown.contains("redacted") || shown.contains("***"),
+                    "{key}: {shown}"
+                );
+            }
+            assert_eq!(
+                get("stripe.secret_key").as_str(),
+                Some("sk_test_... (redacted)")
+            );
+            assert_eq!(
+                get("database.url").as_str(),
+                Some("postgres://app:***@db.internal:5432/billing")
+            );
+            assert_eq!(
+                get("stripe.webhook_secrets").as_array().map(Vec::len),
+                Some(2)
+            );
+            // The environment is in force, and the defaults' other keys are all there.
+            assert_eq!(get("server.port").as_integer(), Some(9100));
+            let defaults: toml::Table = toml::from_str(BUILTIN_DEFAULTS).unwrap();
+            for (section, keys) in &defaults {
+                if let toml::Value::Table(keys) = keys {
+                    for key in keys.keys() {
+                        assert!(parsed[section].get(key).is_some(), "{section}.{key}");
+                    }
+                }
+            }
+            assert_eq!(
+                parsed["plans"].as_array().map(Vec::len),
+                Some(s.plans.len())
+            );
             Ok(())
         });
     }

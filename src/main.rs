@@ -41,7 +41,15 @@ enum Command {
         url: Option<String>,
     },
     /// Validate the configuration and exit.
-    CheckConfig,
+    CheckConfig {
+        /// Also print the configuration in force (defaults, file and environment merged), with
+        /// secrets redacted.
+        #[arg(long)]
+        print: bool,
+        /// Also reach the database, the identity provider and Stripe with these settings.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Print the OpenAPI document (what /openapi.json serves).
     Openapi,
     /// Re-read customers from Stripe and repair drift (missed or failed webhooks).
@@ -148,14 +156,8 @@ async fn main() -> std::process::ExitCode {
     let result = match command {
         Command::Serve => serve(settings).await,
         Command::Migrate | Command::Healthcheck { .. } => unreachable!("handled above"),
-        Command::CheckConfig => {
-            println!(
-                "configuration is valid: {} plans, from {}{}",
-                settings.plans.len(),
-                settings.source,
-                if dotenv { " and .env" } else { "" }
-            );
-            Ok(())
+        Command::CheckConfig { print, connect } => {
+            check_config(&settings, dotenv, print, connect).await
         }
         Command::Sync { all, user, subject } => sync(settings, all, user, subject).await,
         Command::DevToken(args) => dev_token(&settings, args),
@@ -169,6 +171,99 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `check-config`: the configuration is valid (else loading failed before); with `print`, the
+/// configuration in force; with `connect`, whether each outside party answers.
+async fn check_config(
+    settings: &Settings,
+    dotenv: bool,
+    print: bool,
+    connect: bool,
+) -> anyhow::Result<()> {
+    if print {
+        println!("{}", settings.effective_toml()?);
+    }
+    println!(
+        "configuration is valid: {} plans, from {}{}",
+        settings.plans.len(),
+        settings.source,
+        if dotenv { " and .env" } else { "" }
+    );
+    if !connect {
+        return Ok(());
+    }
+    let mut failed = 0;
+    let mut report = |what: &str, result: anyhow::Result<String>| match result {
+        Ok(found) => println!("ok    {what}: {found}"),
+        Err(e) => {
+            failed += 1;
+            println!("FAIL  {what}: {e:#}");
+        }
+    };
+    let database = &settings.database;
+    let db = tollgate::db::Database::connect(
+        database.url.expose_secret(),
+        1,
+        std::time::Duration::from_secs(database.connect_timeout_seconds),
+    );
+    let reached = match db {
+        Ok(db) => db.ping().await.map(|()| "reachable".to_owned()),
+        Err(e) => Err(e),
+    };
+    report(&format!("database {}", database.display_url()), reached);
+    let auth = &settings.auth;
+    let hs256_only = auth.jwks_url.is_none()
+        && auth.hs256_secret.is_some()
+        && auth.issuer.as_deref() == Some(tollgate::config::PLACEHOLDER_ISSUER);
+    if auth.issuer_is_placeholder() {
+        report(
+            "identity provider",
+            Err(anyhow::anyhow!(
+                "auth.issuer is the shipped placeholder: set TOLLGATE_AUTH__ISSUER (or auth.jwks_url)"
+            )),
+        );
+    } else if hs256_only {
+        report(
+            "identity provider",
+            Ok("HS256 shared secret only: nothing to reach".to_owned()),
+        );
+    } else {
+        let verifier = tollgate::identity::IdentityVerifier::new(
+            auth.clone(),
+            settings.exemptions.clone(),
+            None,
+        )?;
+        report(
+            "identity provider",
+            verifier
+                .check_provider()
+                .await
+                .map(|(source, keys)| format!("{keys} signing key(s) from {source}")),
+        );
+    }
+    match tollgate::stripe::StripeGateway::from_settings(&settings.stripe)? {
+        Some(gateway) => {
+            let mode = if settings.stripe.is_live() {
+                "live"
+            } else {
+                "test"
+            };
+            report(
+                &format!("Stripe ({mode} mode)"),
+                gateway
+                    .check_access()
+                    .await
+                    .map(|()| "the secret key reads customers".to_owned())
+                    .map_err(anyhow::Error::from),
+            );
+        }
+        None => println!("skip  Stripe: not configured (STRIPE_SECRET_KEY unset)"),
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} check(s) failed");
+    }
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -445,3 +445,129 @@ fn healthcheck_exits_by_the_servers_readiness() {
     served.stop();
     assert!(!check(&url).status.success());
 }
+
+/// A fake Stripe answering the customer list (or refusing the key), and a fake identity
+/// provider's key set.
+async fn fakes(stripe_status: u16) -> (wiremock::MockServer, wiremock::MockServer) {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let stripe = MockServer::start().await;
+    let answer = if stripe_status == 200 {
+        ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "object": "list", "data": [], "has_more": false, "url": "/v1/customers"
+        }))
+    } else {
+        ResponseTemplate::new(stripe_status).set_body_json(serde_json::json!({
+            "error": {"type": "invalid_request_error", "message": "Invalid API Key provided: sk_test_****"}
+        }))
+    };
+    Mock::given(method("GET"))
+        .and(path("/v1/customers"))
+        .respond_with(answer)
+        .mount(&stripe)
+        .await;
+    let idp = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/jwks.json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig", "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw", "e": "AQAB"}]
+        })))
+        .mount(&idp)
+        .await;
+    (stripe, idp)
+}
+
+#[tokio::test]
+async fn check_config_connects_to_each_party_and_prints_the_configuration_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (stripe, idp) = fakes(200).await;
+    let run = |extra: &[(&str, String)], args: &[&str]| {
+        let mut cmd = tollgate(dir.path());
+        cmd.env("STRIPE_SECRET_KEY", "sk_test_Secret1")
+            .env("STRIPE_WEBHOOK_SECRET", "whsec_Secret2")
+            .env("TOLLGATE_STRIPE__API_BASE", stripe.uri())
+            .env("TOLLGATE_AUTH__ISSUER", "https://idp.example.com/")
+            .env(
+                "TOLLGATE_AUTH__JWKS_URL",
+                format!("{}/jwks.json", idp.uri()),
+            )
+            .env("STRIPE_MONTHLY_PRICE_ID", "price_m")
+            .env("STRIPE_YEARLY_PRICE_ID", "price_y")
+            .env("STRIPE_LIFETIME_PRICE_ID", "price_l");
+        for (name, value) in extra {
+            cmd.env(name, value);
+        }
+        let out = cmd.arg("check-config").args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), stdout, stderr)
+    };
+
+    let (ok, stdout, stderr) = run(&[], &["--connect"]);
+    assert!(ok, "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ok    database sqlite://")),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ok    identity provider: 1 signing key(s) from http://")),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("ok    Stripe (test mode)")),
+        "{stdout}"
+    );
+    assert_eq!(stripe.received_requests().await.unwrap().len(), 1);
+
+    // Each party that fails is named, and the command fails.
+    let (stripe_refusing, _) = fakes(401).await;
+    let (ok, stdout, _) = run(
+        &[
+            ("TOLLGATE_STRIPE__API_BASE", stripe_refusing.uri()),
+            (
+                "TOLLGATE_AUTH__JWKS_URL",
+                format!("{}/missing.json", idp.uri()),
+            ),
+            ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none".into()),
+            ("TOLLGATE_DATABASE__CONNECT_TIMEOUT_SECONDS", "1".into()),
+        ],
+        &["--connect"],
+    );
+    assert!(!ok);
+    for party in [
+        "database postgres://nobody@127.0.0.1:1/none",
+        "identity provider",
+        "Stripe (test mode)",
+    ] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("FAIL  {party}"))),
+            "{party}: {stdout}"
+        );
+    }
+    assert!(stdout.contains("Invalid API Key"), "{stdout}");
+
+    // --print: the configuration in force, as TOML, secrets redacted.
+    let (ok, stdout, stderr) = run(&[("TOLLGATE_SERVER__PORT", "9123".into())], &["--print"]);
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("Secret"), "{stdout}");
+    let toml_part = stdout.rsplit_once("configuration is valid").unwrap().0;
+    let printed: toml::Table = toml::from_str(toml_part).unwrap();
+    assert_eq!(printed["server"]["port"].as_integer(), Some(9123));
+    assert_eq!(
+        printed["stripe"]["secret_key"].as_str(),
+        Some("sk_test_... (redacted)")
+    );
+    assert_eq!(
+        printed["stripe"]["api_base"].as_str(),
+        Some(stripe.uri().as_str())
+    );
+}

@@ -95,6 +95,24 @@ impl IdentityVerifier {
         })
     }
 
+    /// Fetches the provider's signing keys now (discovery first when only the issuer is
+    /// set): where they came from and how many there are. For `check-config --connect`.
+    pub async fn check_provider(&self) -> anyhow::Result<(String, usize)> {
+        let source = match (&self.keys.jwks_url, &self.keys.issuer) {
+            (Some(url), _) => url.clone(),
+            (None, Some(issuer)) => format!("{issuer} (OIDC discovery)"),
+            (None, None) => anyhow::bail!("neither auth.jwks_url nor auth.issuer is set"),
+        };
+        let set = tokio::time::timeout(FETCH_TIMEOUT, self.keys.fetch_keys())
+            .await
+            .map_err(|_| anyhow::anyhow!("{source} did not answer in {FETCH_TIMEOUT:?}"))?
+            .map_err(|e| anyhow::anyhow!("{source}: {e:#}"))?;
+        if set.keys.is_empty() {
+            anyhow::bail!("{source} publishes no keys");
+        }
+        Ok((source, set.keys.len()))
+    }
+
     /// Checks the token and reads the caller from its claims. A token verified in the last
     /// minute is not checked again until it expires.
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {

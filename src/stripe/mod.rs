@@ -31,7 +31,9 @@ use stripe_checkout::checkout_session::{
 };
 use stripe_client_core::{RequestBuilder, StripeMethod};
 use stripe_core::charge::{ListCharge, RetrieveCharge};
-use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
+use stripe_core::customer::{
+    CreateCustomer, ListCustomer, RetrieveCustomer, RetrieveCustomerReturned,
+};
 use stripe_core::dispute::ListDispute;
 use stripe_product::promotion_code::ListPromotionCode;
 use stripe_shared::{CheckoutSessionMode, CheckoutSessionPaymentStatus, InvoiceBillingReason};
@@ -177,6 +179,13 @@ impl StripeGateway {
             .send(&self.client)
             .await?;
         Ok(customer.id.as_str().to_owned())
+    }
+
+    /// Proves the key works: lists one customer (what every sync needs to read). Stripe's
+    /// refusal (a revoked key, a restricted key without customer access) is the error.
+    pub async fn check_access(&self) -> Result<(), GatewayError> {
+        ListCustomer::new().limit(1).send(&self.client).await?;
+        Ok(())
     }
 
     /// Whether the customer still exists on Stripe, and the subject recorded on it.
