@@ -17,7 +17,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/tollgate /usr/local/bin/tollgate
 
 # Runtime stage.
-FROM debian:bookworm-slim
+# Pinned to a Debian point release (the one rust:1.95.0-bookworm builds on or older), so that a
+# rebuild gets the same runtime; move it forward deliberately, with the builder.
+FROM debian:12.12-slim
 # libssl3: libpq is linked against the system OpenSSL.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 \

@@ -50,6 +50,8 @@ pub struct FakeStripe {
     failing_lists: Arc<AtomicUsize>,
     /// The next N subscription cancellations answer 500 (and say not to retry).
     failing_cancels: Arc<AtomicUsize>,
+    /// Set by [`FakeStripe::start_payable`]: sessions' `url` is this fake's `/pay/{id}`.
+    pay_base: Option<String>,
 }
 
 pub fn now() -> i64 {
@@ -58,18 +60,54 @@ pub fn now() -> i64 {
 
 impl FakeStripe {
     pub async fn start() -> FakeStripe {
-        let server = MockServer::start().await;
+        Self::serve(MockServer::start().await, false).await
+    }
+
+    /// A fake on `listener` whose Checkout Sessions can be paid by opening their `url`
+    /// (`GET /pay/{id}` completes the session as paying does and redirects to its success URL):
+    /// for trying Tollgate by hand (`cargo run --example fake_stripe`).
+    pub async fn start_payable(listener: std::net::TcpListener) -> FakeStripe {
+        let server = MockServer::builder().listener(listener).start().await;
+        Self::serve(server, true).await
+    }
+
+    async fn serve(server: MockServer, payable: bool) -> FakeStripe {
+        let pay_base = payable.then(|| server.uri());
         let fake = FakeStripe {
             server: Arc::new(server),
             state: Arc::default(),
             failing_lists: Arc::default(),
             failing_cancels: Arc::default(),
+            pay_base,
         };
         Mock::given(wiremock::matchers::any())
             .respond_with(fake.clone())
             .mount(&fake.server)
             .await;
         fake
+    }
+
+    /// `GET /pay/{id}`: pays an open session and sends the browser to its success URL.
+    fn pay(&self, session_id: &str) -> ResponseTemplate {
+        let open = {
+            let st = self.state.lock().unwrap();
+            st.sessions.get(session_id).map(|s| s["status"] == "open")
+        };
+        match open {
+            None => return ResponseTemplate::new(404).set_body_string("no such session\n"),
+            Some(false) => {
+                return ResponseTemplate::new(409).set_body_string("this session is not open\n")
+            }
+            Some(true) => {}
+        }
+        self.complete_checkout(session_id);
+        let success = self.session(session_id)["success_url"]
+            .as_str()
+            .unwrap_or_default()
+            .replace("{CHECKOUT_SESSION_ID}", session_id);
+        ResponseTemplate::new(303)
+            .insert_header("Location", success.as_str())
+            .set_body_string(format!("paid {session_id}: continue at {success}\n"))
     }
 
     pub fn base_url(&self) -> String {
@@ -337,6 +375,11 @@ impl FakeStripe {
     fn handle(&self, req: &Request) -> ResponseTemplate {
         let path = req.url.path().to_owned();
         let method = req.method.to_string();
+        if let (Some(_), Some(id)) = (&self.pay_base, path.strip_prefix("/pay/")) {
+            if method == "GET" {
+                return self.pay(id);
+            }
+        }
         let form: HashMap<String, String> = if method == "GET" {
             req.url.query_pairs().into_owned().collect()
         } else {
@@ -387,7 +430,10 @@ impl FakeStripe {
                 let mut s = fixture("checkout_session");
                 s["id"] = json!(id);
                 s["object"] = json!("checkout.session");
-                s["url"] = json!(format!("https://checkout.stripe.com/c/pay/{id}"));
+                s["url"] = json!(match &self.pay_base {
+                    Some(base) => format!("{base}/pay/{id}"),
+                    None => format!("https://checkout.stripe.com/c/pay/{id}"),
+                });
                 s["customer"] = form.get("customer").map_or(Value::Null, |c| json!(c));
                 s["client_reference_id"] = form
                     .get("client_reference_id")
