@@ -155,8 +155,14 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    tollgate::telemetry::init(settings.server.json_logs);
     let command = cli.command.unwrap_or(Command::Serve);
+    // The server logs to standard output; a command's standard output is its result, so its
+    // log lines go to standard error.
+    match command {
+        Command::Serve => tollgate::telemetry::init(settings.server.json_logs),
+        _ => tollgate::telemetry::init_for_command(settings.server.json_logs),
+    }
+    let serving = matches!(command, Command::Serve);
     for notice in &settings.notices {
         // Only the server logs to standard output; a command's output is its own.
         match command {
@@ -187,8 +193,12 @@ async fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
+        // Said once: in the server's log, or on a command's standard error.
+        Err(e) if serving => {
             tracing::error!(error = ?e, "tollgate failed");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
@@ -448,19 +458,12 @@ async fn sync(
             .await?
             .ok_or_else(|| anyhow::anyhow!("{subject} has no Stripe customer"))?,
         None => {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} customers {elapsed_precise}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            let report = reconcile::reconcile_all(&state, stripe, |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
+            let progress = Progress::new();
+            let report = reconcile::reconcile_all(&state, stripe, |report, total| {
+                progress.show(report.customers, total)
             })
             .await?;
-            bar.finish();
+            progress.finish();
             report
         }
     };
@@ -470,9 +473,74 @@ async fn sync(
     );
     if report.failed > 0 {
         anyhow::bail!(
-            "{} customer(s) could not be re-read; see the log",
+            "{} customer(s) could not be re-read (the warnings above name them); run the sync \
+             again to retry them",
             report.failed
         );
     }
     Ok(())
+}
+
+/// The progress of `sync --all`: a bar on a terminal; elsewhere (a log file, a CI or
+/// Kubernetes job) plain lines, at each 5% of the customers and at least every 10 seconds.
+enum Progress {
+    Bar(indicatif::ProgressBar),
+    Lines(std::sync::Mutex<LastLine>),
+}
+
+struct LastLine {
+    at: std::time::Instant,
+    done: usize,
+}
+
+impl Progress {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// The bar draws on standard error, so that is the terminal that counts.
+    fn new() -> Progress {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Progress::Lines(std::sync::Mutex::new(LastLine {
+                at: std::time::Instant::now(),
+                done: 0,
+            }));
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} customers {elapsed_precise}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Progress::Bar(bar)
+    }
+
+    fn show(&self, done: usize, total: usize) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+            Progress::Lines(last) => {
+                let Ok(mut last) = last.lock() else { return };
+                let step = total.div_ceil(20).max(1);
+                let due = done == total
+                    || done / step > last.done / step
+                    || last.at.elapsed() >= Self::EVERY;
+                if due && done > last.done {
+                    eprintln!("synced {done}/{total} customers");
+                    *last = LastLine {
+                        at: std::time::Instant::now(),
+                        done,
+                    };
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish();
+        }
+    }
 }

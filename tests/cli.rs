@@ -670,3 +670,108 @@ async fn a_bad_url_or_no_stripe_key_is_refused_before_asking_stripe() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("warning: http://localhost:8080/hooks"));
 }
+
+#[tokio::test]
+async fn sync_all_without_a_terminal_prints_plain_progress_and_reports_a_failure_once() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let dir = tempfile::tempdir().unwrap();
+    // Three customers Tollgate created; Stripe cannot read the last one.
+    let db = tollgate::db::Database::connect(
+        &format!("sqlite://{}", dir.path().join("tollgate.db").display()),
+        1,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    db.migrate().unwrap();
+    db.run(|conn| {
+        for (user, customer) in [
+            ("ann", "cus_cli_a"),
+            ("bob", "cus_cli_b"),
+            ("cat", "cus_cli_c"),
+        ] {
+            let subject = tollgate::billing::subject::Subject::user(user);
+            tollgate::db::customers::link(conn, &subject, customer, chrono::Utc::now())?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let stripe = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions"))
+        .and(query_param("customer", "cus_cli_c"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": {"type": "invalid_request_error", "message": "No such customer: 'cus_cli_c'"}
+        })))
+        .mount(&stripe)
+        .await;
+    for list in ["/v1/subscriptions", "/v1/charges", "/v1/checkout/sessions"] {
+        Mock::given(method("GET"))
+            .and(path(list))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "object": "list", "data": [], "has_more": false, "url": list,
+            })))
+            .mount(&stripe)
+            .await;
+    }
+    // Standard output and error are pipes here, as in a CI or Kubernetes job.
+    let out = tollgate(dir.path())
+        .env("STRIPE_SECRET_KEY", "sk_test_sync")
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_sync")
+        .env("STRIPE_API_BASE", format!("{}/", stripe.uri()))
+        .env("STRIPE_MONTHLY_PRICE_ID", "price_m")
+        .env("STRIPE_YEARLY_PRICE_ID", "price_y")
+        .env("STRIPE_LIFETIME_PRICE_ID", "price_l")
+        .args(["sync", "--all"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !out.status.success(),
+        "a customer failed: {stdout}\n{stderr}"
+    );
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("synced "))
+        .collect();
+    assert_eq!(
+        progress,
+        [
+            "synced 1/3 customers",
+            "synced 2/3 customers",
+            "synced 3/3 customers"
+        ],
+        "{stderr}"
+    );
+    // No bar drawn into the pipe.
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("\u{1b}["),
+        "{stderr:?}"
+    );
+    // The summary is the command's output; the log goes to standard error.
+    assert_eq!(
+        stdout.trim(),
+        "re-read 3 customer(s): 0 had drifted (0 record(s) repaired), 1 failed",
+        "{stdout}"
+    );
+    // The failed customer is named in one warning, and the command's error is said once.
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("reconciliation of a customer failed"))
+        .collect();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("cus_cli_c"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+    assert!(
+        stderr.contains("error: 1 customer(s) could not be re-read"),
+        "{stderr}"
+    );
+}

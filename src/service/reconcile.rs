@@ -73,11 +73,11 @@ async fn sync(
     sync_customer(state, stripe, &customer_id, SyncCause::reconcile()).await
 }
 
-/// Re-reads every customer, page by page; `progress(done, total)` after each.
+/// Re-reads every customer, page by page; `progress(report so far, total)` after each.
 pub async fn reconcile_all(
     state: &AppState,
     stripe: &StripeGateway,
-    progress: impl Fn(usize, usize),
+    progress: impl Fn(&ReconcileReport, usize),
 ) -> anyhow::Result<ReconcileReport> {
     let total = usize::try_from(state.db.run(customers::count_linked).await?).unwrap_or(0);
     let mut report = ReconcileReport::default();
@@ -92,7 +92,7 @@ pub async fn reconcile_all(
         after = Some(last.clone());
         for (_, customer_id) in &page {
             report.add(sync(state, stripe, customer_id).await, customer_id);
-            progress(report.customers, total.max(report.customers));
+            progress(&report, total.max(report.customers));
         }
     }
     record_metrics(&report);
