@@ -79,6 +79,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(tenants::put_manager)
         .service(webhooks::stripe_webhook)
         .service(admin::admin_sync)
+        .service(admin::admin_sync_job)
         .service(ops::metrics);
 }
 
