@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
@@ -23,28 +24,31 @@ fn install(json: bool, to_stderr: bool) {
     let no_sdk_parse_errors = filter_fn(|meta| {
         !(*meta.level() == tracing::Level::ERROR && meta.target().starts_with("stripe_webhook"))
     });
-    let layer = match (json, to_stderr) {
-        (true, false) => fmt::layer()
+    let (writer, terminal) = if to_stderr {
+        (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        )
+    } else {
+        (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        )
+    };
+    let layer = if json {
+        fmt::layer()
             .with_target(false)
             .json()
             .flatten_event(true)
-            .boxed(),
-        (true, true) => fmt::layer()
-            .with_target(false)
-            .json()
-            .flatten_event(true)
-            .with_writer(std::io::stderr)
-            .boxed(),
+            .with_writer(writer)
+            .boxed()
+    } else {
         // Colours only on a terminal: a log file or collector gets plain text.
-        (false, false) => fmt::layer()
+        fmt::layer()
             .with_target(false)
-            .with_ansi(std::io::stdout().is_terminal())
-            .boxed(),
-        (false, true) => fmt::layer()
-            .with_target(false)
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .boxed(),
+            .with_ansi(terminal)
+            .with_writer(writer)
+            .boxed()
     };
     // A second init (tests spawning several apps) is harmless.
     let _ = tracing_subscriber::registry()
