@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
-use tollgate::config::{DatabaseSettings, ServerSettings, Settings};
+use tollgate::config::{DatabaseSettings, ServerSettings, Settings, StripeSettings};
 use tollgate::startup::Application;
 
 /// mimalloc rather than glibc's malloc: cheaper for the many short-lived allocations of a
@@ -66,6 +66,25 @@ enum Command {
     },
     /// Print a development token (accepted only by a server with dev.tokens = true).
     DevToken(DevTokenArgs),
+    /// Set up Stripe's side (reads the stripe settings only).
+    #[command(subcommand)]
+    Stripe(StripeCommand),
+}
+
+#[derive(Subcommand)]
+enum StripeCommand {
+    /// Create the webhook endpoint that delivers to Tollgate, with exactly the events Tollgate
+    /// handles and pinned to the API version it speaks, and print its signing secret; if an
+    /// endpoint with this URL exists, update its events instead.
+    WebhookEndpoint {
+        /// Where Stripe delivers: https://YOUR_HOST/v1/webhooks/stripe (http:// only for
+        /// localhost or 127.0.0.1, for testing).
+        #[arg(long)]
+        url: String,
+        /// What the endpoint is for, shown in Stripe's Dashboard.
+        #[arg(long)]
+        description: Option<String>,
+    },
 }
 
 /// Who a development token speaks for.
@@ -123,6 +142,9 @@ async fn main() -> std::process::ExitCode {
         Some(Command::Healthcheck { url }) => {
             Some(healthcheck(cli.config.as_deref(), url.as_deref()).await)
         }
+        Some(Command::Stripe(StripeCommand::WebhookEndpoint { url, description })) => {
+            Some(webhook_endpoint(cli.config.as_deref(), url, description.as_deref()).await)
+        }
         _ => None,
     };
     if let Some(result) = narrow {
@@ -141,8 +163,14 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    tollgate::telemetry::init(settings.server.json_logs);
     let command = cli.command.unwrap_or(Command::Serve);
+    // The server logs to standard output; a command's standard output is its result, so its
+    // log lines go to standard error.
+    match command {
+        Command::Serve => tollgate::telemetry::init(settings.server.json_logs),
+        _ => tollgate::telemetry::init_for_command(settings.server.json_logs),
+    }
+    let serving = matches!(command, Command::Serve);
     for notice in &settings.notices {
         // Only the server logs to standard output; a command's output is its own.
         match command {
@@ -155,7 +183,9 @@ async fn main() -> std::process::ExitCode {
     }
     let result = match command {
         Command::Serve => serve(settings).await,
-        Command::Migrate | Command::Healthcheck { .. } => unreachable!("handled above"),
+        Command::Migrate | Command::Healthcheck { .. } | Command::Stripe(_) => {
+            unreachable!("handled above")
+        }
         Command::CheckConfig { print, connect } => {
             check_config(&settings, dotenv, print, connect).await
         }
@@ -165,8 +195,12 @@ async fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
+        // Said once: in the server's log, or on a command's standard error.
+        Err(e) if serving => {
             tracing::error!(error = ?e, "tollgate failed");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
@@ -317,6 +351,139 @@ async fn healthcheck(config: Option<&Path>, url: Option<&str>) -> anyhow::Result
     Ok(())
 }
 
+/// Creates (or brings up to date) the webhook endpoint on Stripe, with the stripe settings
+/// alone: the endpoint's secret is what the rest of the configuration still lacks.
+async fn webhook_endpoint(
+    config: Option<&Path>,
+    url: &str,
+    description: Option<&str>,
+) -> anyhow::Result<()> {
+    use tollgate::stripe::endpoints::{self, EndpointChange};
+
+    // The URL is checked before anything is read or asked.
+    let url = endpoints::endpoint_url(url).map_err(|e| anyhow::anyhow!("--url {e}"))?;
+    if let Some(warning) = endpoints::path_warning(&url) {
+        eprintln!("warning: {warning}");
+    }
+    let settings: StripeSettings = Settings::load_section(config, "stripe")?;
+    let Some(stripe) = tollgate::stripe::StripeGateway::from_settings(&settings)? else {
+        anyhow::bail!(
+            "Stripe is not configured: set STRIPE_SECRET_KEY (stripe.secret_key) to a secret key, \
+             or a restricted key with write access to Webhook Endpoints, of the mode (test or \
+             live) the endpoint is for"
+        );
+    };
+    let version = endpoints::api_version();
+    let events = tollgate::stripe::webhook::EVENTS;
+    let mode = |livemode: bool| if livemode { "live mode" } else { "test mode" };
+    match stripe.ensure_webhook_endpoint(&url, description).await? {
+        EndpointChange::Created { endpoint, secret } => {
+            println!(
+                "created webhook endpoint {} ({}) for {}\n  API version {version}, {} events: {}",
+                endpoint.id,
+                mode(endpoint.livemode),
+                endpoint.url,
+                events.len(),
+                events.join(", ")
+            );
+            let secret =
+                secret.ok_or_else(|| anyhow::anyhow!("Stripe's answer carried no secret"))?;
+            println!(
+                "\nIts signing secret, which Stripe shows only now: give it to Tollgate as\n\n  \
+                 STRIPE_WEBHOOK_SECRET={}\n\n(or stripe.webhook_secrets in the configuration \
+                 file; while another endpoint's secret is still in use, list both, comma-separated: \
+                 STRIPE_WEBHOOK_SECRET=whsec_new,whsec_old), then restart Tollgate.",
+                secret.expose_secret()
+            );
+        }
+        EndpointChange::Updated {
+            endpoint,
+            before,
+            others,
+        } => {
+            let added: Vec<&str> = events
+                .iter()
+                .copied()
+                .filter(|e| !before.iter().any(|b| b == e))
+                .collect();
+            let removed: Vec<&str> = before
+                .iter()
+                .map(String::as_str)
+                .filter(|b| !events.contains(b))
+                .collect();
+            let change = match (added.is_empty(), removed.is_empty()) {
+                (true, true) => "they were already these".to_owned(),
+                _ => format!(
+                    "added: {}; removed: {}",
+                    list_or_none(&added),
+                    list_or_none(&removed)
+                ),
+            };
+            println!(
+                "webhook endpoint {} ({}) already listens at {}: its events are now the {} \
+                 Tollgate handles ({change})",
+                endpoint.id,
+                mode(endpoint.livemode),
+                endpoint.url,
+                events.len(),
+            );
+            println!(
+                "Its signing secret is unchanged (Stripe shows a secret only when it creates an \
+                 endpoint): Tollgate reads it from STRIPE_WEBHOOK_SECRET (stripe.webhook_secrets); \
+                 the Dashboard shows it again under Developers > Webhooks > {} > Signing secret.",
+                endpoint.id
+            );
+            if !endpoint.speaks_our_version() {
+                let theirs = match &endpoint.api_version {
+                    Some(v) => format!("API version {v}"),
+                    None => "the account's default API version (which changes whenever the \
+                             account is upgraded)"
+                        .to_owned(),
+                };
+                eprintln!(
+                    "warning: endpoint {id} renders events in {theirs}, but Tollgate speaks \
+                     {version}, and Stripe cannot change an endpoint's API version. To move: \
+                     create a second endpoint pinned to {version} (Dashboard: Developers > \
+                     Webhooks > Add destination, or the Stripe CLI command in \
+                     docs/STRIPE_SETUP.md, section 5), set STRIPE_WEBHOOK_SECRET=<its \
+                     secret>,<the current one> and deploy, then delete endpoint {id}.",
+                    id = endpoint.id
+                );
+            }
+            if !endpoint.enabled {
+                eprintln!(
+                    "warning: endpoint {} is disabled: Stripe delivers nothing to it until it is \
+                     enabled again (Dashboard: Developers > Webhooks)",
+                    endpoint.id
+                );
+            }
+            for other in others {
+                eprintln!(
+                    "note: endpoint {} ({}) also delivers to this URL; Tollgate processes each \
+                     event once, but delete it once its secret is no longer in \
+                     STRIPE_WEBHOOK_SECRET",
+                    other.id,
+                    other
+                        .api_version
+                        .as_deref()
+                        .map_or("the account's default API version".to_owned(), |v| {
+                            format!("API version {v}")
+                        })
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
 fn dev_token(settings: &Settings, args: DevTokenArgs) -> anyhow::Result<()> {
     use tollgate::billing::ids::{TenantId, UserId};
     use tollgate::identity::dev::{DevClaims, DevKey};
@@ -386,19 +553,12 @@ async fn sync(
             .await?
             .ok_or_else(|| anyhow::anyhow!("{subject} has no Stripe customer"))?,
         None => {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} customers {elapsed_precise}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            let report = reconcile::reconcile_all(&state, stripe, |done, total| {
-                bar.set_length(total as u64);
-                bar.set_position(done as u64);
+            let progress = Progress::new();
+            let report = reconcile::reconcile_all(&state, stripe, |report, total| {
+                progress.show(report.customers, total)
             })
             .await?;
-            bar.finish();
+            progress.finish();
             report
         }
     };
@@ -408,9 +568,74 @@ async fn sync(
     );
     if report.failed > 0 {
         anyhow::bail!(
-            "{} customer(s) could not be re-read; see the log",
+            "{} customer(s) could not be re-read (the warnings above name them); run the sync \
+             again to retry them",
             report.failed
         );
     }
     Ok(())
+}
+
+/// The progress of `sync --all`: a bar on a terminal; elsewhere (a log file, a CI or
+/// Kubernetes job) plain lines, at each 5% of the customers and at least every 10 seconds.
+enum Progress {
+    Bar(indicatif::ProgressBar),
+    Lines(std::sync::Mutex<LastLine>),
+}
+
+struct LastLine {
+    at: std::time::Instant,
+    done: usize,
+}
+
+impl Progress {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// The bar draws on standard error, so that is the terminal that counts.
+    fn new() -> Progress {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Progress::Lines(std::sync::Mutex::new(LastLine {
+                at: std::time::Instant::now(),
+                done: 0,
+            }));
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} customers {elapsed_precise}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Progress::Bar(bar)
+    }
+
+    fn show(&self, done: usize, total: usize) {
+        match self {
+            Progress::Bar(bar) => {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+            Progress::Lines(last) => {
+                let Ok(mut last) = last.lock() else { return };
+                let step = total.div_ceil(20).max(1);
+                let due = done == total
+                    || done / step > last.done / step
+                    || last.at.elapsed() >= Self::EVERY;
+                if due && done > last.done {
+                    eprintln!("synced {done}/{total} customers");
+                    *last = LastLine {
+                        at: std::time::Instant::now(),
+                        done,
+                    };
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Progress::Bar(bar) = self {
+            bar.finish();
+        }
+    }
 }

@@ -3,27 +3,51 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
+/// The server's logs, on standard output.
 pub fn init(json: bool) {
+    install(json, false);
+}
+
+/// A command's logs, on standard error: its standard output is its result.
+pub fn init_for_command(json: bool) {
+    install(json, true);
+}
+
+fn install(json: bool, to_stderr: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // async-stripe logs at ERROR every event its typed structs cannot hold; Tollgate reads
     // only the envelope and accepts such events (src/stripe/webhook.rs), so that is no error.
     let no_sdk_parse_errors = filter_fn(|meta| {
         !(*meta.level() == tracing::Level::ERROR && meta.target().starts_with("stripe_webhook"))
     });
+    let (writer, terminal) = if to_stderr {
+        (
+            BoxMakeWriter::new(std::io::stderr),
+            std::io::stderr().is_terminal(),
+        )
+    } else {
+        (
+            BoxMakeWriter::new(std::io::stdout),
+            std::io::stdout().is_terminal(),
+        )
+    };
     let layer = if json {
         fmt::layer()
             .with_target(false)
             .json()
             .flatten_event(true)
+            .with_writer(writer)
             .boxed()
     } else {
         // Colours only on a terminal: a log file or collector gets plain text.
         fmt::layer()
             .with_target(false)
-            .with_ansi(std::io::stdout().is_terminal())
+            .with_ansi(terminal)
+            .with_writer(writer)
             .boxed()
     };
     // A second init (tests spawning several apps) is harmless.

@@ -571,3 +571,333 @@ async fn check_config_connects_to_each_party_and_prints_the_configuration_withou
         Some(stripe.uri().as_str())
     );
 }
+
+/// A fake Stripe that knows webhook endpoints: it lists `existing`, creates new ones (with a
+/// secret, as Stripe answers only on creation) and updates them.
+async fn fake_stripe_endpoints(existing: Vec<serde_json::Value>) -> wiremock::MockServer {
+    use wiremock::matchers::{method, path, path_regex};
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+    fn form(req: &Request) -> Vec<(String, String)> {
+        serde_urlencoded::from_bytes(&req.body).unwrap()
+    }
+    fn events(form: &[(String, String)]) -> Vec<String> {
+        form.iter()
+            .filter(|(k, _)| k.starts_with("enabled_events["))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/webhook_endpoints"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "object": "list", "data": existing.clone(), "has_more": false,
+            "url": "/v1/webhook_endpoints",
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/webhook_endpoints"))
+        .respond_with(|req: &Request| {
+            let form = form(req);
+            let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            let mut endpoint = webhook_endpoint_fixture();
+            endpoint["id"] = serde_json::json!("we_created");
+            endpoint["url"] = serde_json::json!(field("url"));
+            endpoint["api_version"] = serde_json::json!(field("api_version"));
+            endpoint["description"] = serde_json::json!(field("description"));
+            endpoint["enabled_events"] = serde_json::json!(events(&form));
+            endpoint["secret"] = serde_json::json!("whsec_created_secret");
+            ResponseTemplate::new(200).set_body_json(endpoint)
+        })
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex("^/v1/webhook_endpoints/[^/]+$"))
+        .respond_with(move |req: &Request| {
+            let id = req.url.path().rsplit('/').next().unwrap();
+            let Some(mut endpoint) = existing.iter().find(|e| e["id"] == id).cloned() else {
+                return ResponseTemplate::new(404).set_body_json(serde_json::json!({
+                    "error": {"type": "invalid_request_error", "message": "No such webhook endpoint"}
+                }));
+            };
+            endpoint["enabled_events"] = serde_json::json!(events(&form(req)));
+            ResponseTemplate::new(200).set_body_json(endpoint)
+        })
+        .mount(&server)
+        .await;
+    server
+}
+
+fn webhook_endpoint_fixture() -> serde_json::Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/stripe/webhook_endpoint.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `tollgate stripe webhook-endpoint` with `args`, against the fake Stripe at `stripe`.
+fn webhook_endpoint_command(dir: &Path, stripe: &str, args: &[&str]) -> std::process::Output {
+    tollgate(dir)
+        .env("STRIPE_SECRET_KEY", "sk_test_endpoint")
+        .env("STRIPE_API_BASE", format!("{stripe}/"))
+        .args(["stripe", "webhook-endpoint"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// What the fake Stripe received as `(method, path, form)`.
+async fn received(server: &wiremock::MockServer) -> Vec<(String, String, Vec<(String, String)>)> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let form = serde_urlencoded::from_bytes(&r.body).unwrap_or_default();
+            (r.method.to_string(), r.url.path().to_owned(), form)
+        })
+        .collect()
+}
+
+fn form_events(form: &[(String, String)]) -> Vec<&str> {
+    form.iter()
+        .filter(|(k, _)| k.starts_with("enabled_events["))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_webhook_endpoint_is_created_with_tollgates_events_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let stripe = fake_stripe_endpoints(Vec::new()).await;
+    let url = "https://billing.example.com/v1/webhooks/stripe";
+    let out = webhook_endpoint_command(
+        dir.path(),
+        &stripe.uri(),
+        &["--url", url, "--description", "Tollgate production"],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let requests = received(&stripe).await;
+    let creates: Vec<_> = requests
+        .iter()
+        .filter(|(m, p, _)| m == "POST" && p == "/v1/webhook_endpoints")
+        .collect();
+    assert_eq!(creates.len(), 1, "{requests:#?}");
+    let form = &creates[0].2;
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(field("url"), Some(url));
+    assert_eq!(field("api_version"), Some("2026-09-30.endive"));
+    assert_eq!(field("description"), Some("Tollgate production"));
+    // Every event Tollgate acts on, each once, and nothing else.
+    let events = form_events(form);
+    assert_eq!(events, tollgate::stripe::webhook::EVENTS, "{form:#?}");
+    for event in [
+        "checkout.session.completed",
+        "customer.subscription.updated",
+        "invoice.payment_failed",
+        "charge.dispute.closed",
+        "customer.deleted",
+    ] {
+        assert!(events.contains(&event), "{event} missing: {events:?}");
+    }
+    // The secret to set, and where.
+    assert!(
+        stdout.contains("STRIPE_WEBHOOK_SECRET=whsec_created_secret"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("we_created"), "{stdout}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_existing_endpoint_at_the_url_gets_the_events_and_a_version_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "https://billing.example.com/v1/webhooks/stripe";
+    let mut existing = webhook_endpoint_fixture();
+    existing["id"] = serde_json::json!("we_existing");
+    existing["url"] = serde_json::json!(url);
+    existing["api_version"] = serde_json::json!("2024-06-20");
+    existing["enabled_events"] = serde_json::json!(["charge.succeeded", "product.created"]);
+    let mut elsewhere = webhook_endpoint_fixture();
+    elsewhere["id"] = serde_json::json!("we_elsewhere");
+    elsewhere["url"] = serde_json::json!("https://other.example.com/hooks");
+    let stripe = fake_stripe_endpoints(vec![elsewhere, existing]).await;
+    let out = webhook_endpoint_command(dir.path(), &stripe.uri(), &["--url", url]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let requests = received(&stripe).await;
+    let posts: Vec<_> = requests.iter().filter(|(m, _, _)| m == "POST").collect();
+    assert_eq!(posts.len(), 1, "one update, no create: {requests:#?}");
+    let (_, path, form) = posts[0];
+    assert_eq!(path, "/v1/webhook_endpoints/we_existing");
+    assert_eq!(form_events(form), tollgate::stripe::webhook::EVENTS);
+    // An update cannot change the URL or the version.
+    assert!(
+        !form.iter().any(|(k, _)| k == "api_version" || k == "url"),
+        "{form:#?}"
+    );
+    assert!(stdout.contains("we_existing"), "{stdout}");
+    assert!(stdout.contains("removed: product.created"), "{stdout}");
+    assert!(stdout.contains("secret is unchanged"), "{stdout}");
+    assert!(stdout.contains("STRIPE_WEBHOOK_SECRET"), "{stdout}");
+    assert!(!stdout.contains("whsec_"), "{stdout}");
+    assert!(
+        stderr.contains("2024-06-20")
+            && stderr.contains("2026-09-30.endive")
+            && stderr.contains("cannot change"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_url_or_no_stripe_key_is_refused_before_asking_stripe() {
+    let dir = tempfile::tempdir().unwrap();
+    let stripe = fake_stripe_endpoints(Vec::new()).await;
+    for (url, says) in [
+        ("http://billing.example.com/v1/webhooks/stripe", "https"),
+        ("billing.example.com/v1/webhooks/stripe", "not a URL"),
+    ] {
+        let out = webhook_endpoint_command(dir.path(), &stripe.uri(), &["--url", url]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}: {stderr}");
+        assert!(stderr.contains(says), "{url}: {stderr}");
+        assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    }
+    let out = tollgate(dir.path())
+        .env("STRIPE_API_BASE", format!("{}/", stripe.uri()))
+        .args(["stripe", "webhook-endpoint", "--url"])
+        .arg("https://billing.example.com/v1/webhooks/stripe")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("STRIPE_SECRET_KEY"), "{stderr}");
+    assert!(received(&stripe).await.is_empty());
+    // A path other than the webhook path is a warning, not a refusal.
+    let out = webhook_endpoint_command(
+        dir.path(),
+        &stripe.uri(),
+        &["--url", "http://localhost:8080/hooks"],
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: http://localhost:8080/hooks"));
+}
+
+#[tokio::test]
+async fn sync_all_without_a_terminal_prints_plain_progress_and_reports_a_failure_once() {
+    use wiremock::matchers::{method, path, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let dir = tempfile::tempdir().unwrap();
+    // Three customers Tollgate created; Stripe cannot read the last one.
+    let db = tollgate::db::Database::connect(
+        &format!("sqlite://{}", dir.path().join("tollgate.db").display()),
+        1,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    db.migrate().unwrap();
+    db.run(|conn| {
+        for (user, customer) in [
+            ("ann", "cus_cli_a"),
+            ("bob", "cus_cli_b"),
+            ("cat", "cus_cli_c"),
+        ] {
+            let subject = tollgate::billing::subject::Subject::user(user);
+            tollgate::db::customers::link(conn, &subject, customer, chrono::Utc::now())?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let stripe = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/subscriptions"))
+        .and(query_param("customer", "cus_cli_c"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": {"type": "invalid_request_error", "message": "No such customer: 'cus_cli_c'"}
+        })))
+        .mount(&stripe)
+        .await;
+    for list in ["/v1/subscriptions", "/v1/charges", "/v1/checkout/sessions"] {
+        Mock::given(method("GET"))
+            .and(path(list))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "object": "list", "data": [], "has_more": false, "url": list,
+            })))
+            .mount(&stripe)
+            .await;
+    }
+    // Standard output and error are pipes here, as in a CI or Kubernetes job.
+    let out = tollgate(dir.path())
+        .env("STRIPE_SECRET_KEY", "sk_test_sync")
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_sync")
+        .env("STRIPE_API_BASE", format!("{}/", stripe.uri()))
+        .env("STRIPE_MONTHLY_PRICE_ID", "price_m")
+        .env("STRIPE_YEARLY_PRICE_ID", "price_y")
+        .env("STRIPE_LIFETIME_PRICE_ID", "price_l")
+        .args(["sync", "--all"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        !out.status.success(),
+        "a customer failed: {stdout}\n{stderr}"
+    );
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("synced "))
+        .collect();
+    assert_eq!(
+        progress,
+        [
+            "synced 1/3 customers",
+            "synced 2/3 customers",
+            "synced 3/3 customers"
+        ],
+        "{stderr}"
+    );
+    // No bar drawn into the pipe.
+    assert!(
+        !stderr.contains('\r') && !stderr.contains("\u{1b}["),
+        "{stderr:?}"
+    );
+    // The summary is the command's output; the log goes to standard error.
+    assert_eq!(
+        stdout.trim(),
+        "re-read 3 customer(s): 0 had drifted (0 record(s) repaired), 1 failed",
+        "{stdout}"
+    );
+    // The failed customer is named in one warning, and the command's error is said once.
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("reconciliation of a customer failed"))
+        .collect();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("cus_cli_c"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("error:").count(), 1, "{stderr}");
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+    assert!(
+        stderr.contains("error: 1 customer(s) could not be re-read"),
+        "{stderr}"
+    );
+}

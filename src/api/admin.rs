@@ -1,8 +1,11 @@
-//! `POST /v1/admin/sync`: re-read one user or every customer from Stripe (scope `billing:admin`).
+//! `POST /v1/admin/sync`: re-read one user or every customer from Stripe, and
+//! `GET /v1/admin/sync/{job_id}`: how a full re-read stands (scope `billing:admin`).
 
-use actix_web::{post, web, HttpResponse};
+use actix_web::http::header::LOCATION;
+use actix_web::{get, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::billing::ids::UserId;
 use crate::billing::subject::Subject;
@@ -78,11 +81,84 @@ impl utoipa::PartialSchema for SyncIn {
 
 impl ToSchema for SyncIn {}
 
-/// A full reconciliation was started in the background.
+/// Where a full reconciliation job stands.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncJobStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl From<reconcile::JobStatus> for SyncJobStatus {
+    fn from(s: reconcile::JobStatus) -> Self {
+        match s {
+            reconcile::JobStatus::Running => SyncJobStatus::Running,
+            reconcile::JobStatus::Succeeded => SyncJobStatus::Succeeded,
+            reconcile::JobStatus::Failed => SyncJobStatus::Failed,
+            reconcile::JobStatus::Interrupted => SyncJobStatus::Interrupted,
+        }
+    }
+}
+
+/// A full reconciliation job: every customer re-read from Stripe, in the background, on one
+/// replica; any replica answers for it.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(examples(json!({"started": true})))]
-pub struct SyncStartedOut {
-    pub started: bool,
+#[schema(examples(json!({
+    "job_id": "0b7e4f5c-3d2a-4e61-9a8b-2f1c6d5e4a3b",
+    "status": "running",
+    "customers_total": 500,
+    "customers_done": 50,
+    "drifted": 2,
+    "changes": 3,
+    "failed": 0,
+    "started_at": "2026-12-01T09:00:00Z",
+    "updated_at": "2026-12-01T09:00:42Z",
+    "finished_at": null,
+    "error": null
+})))]
+pub struct SyncJobOut {
+    /// For `GET /v1/admin/sync/{job_id}`.
+    pub job_id: String,
+    /// `running`; `succeeded` (every customer re-read); `failed` (it stopped on an error, or
+    /// some customers could not be re-read: see `error`); `interrupted` (the process running
+    /// it stopped: no progress for a minute; start another).
+    pub status: SyncJobStatus,
+    /// Customers with a Stripe customer when the run started (0 until it starts counting).
+    pub customers_total: u64,
+    /// Customers re-read so far.
+    pub customers_done: u64,
+    /// Customers whose stored state differed from Stripe's (now repaired).
+    pub drifted: u64,
+    /// Stored records changed.
+    pub changes: u64,
+    /// Customers that could not be re-read (logged with the job id; the next run retries).
+    pub failed: u64,
+    pub started_at: DateTime<Utc>,
+    /// When the replica running it last wrote its progress (every few seconds).
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed or was interrupted.
+    pub error: Option<String>,
+}
+
+impl From<reconcile::SyncJob> for SyncJobOut {
+    fn from(j: reconcile::SyncJob) -> Self {
+        SyncJobOut {
+            job_id: j.id,
+            status: j.status.into(),
+            customers_total: j.customers_total,
+            customers_done: j.customers_done,
+            drifted: j.drifted,
+            changes: j.changes,
+            failed: j.failed,
+            started_at: j.started_at,
+            updated_at: j.updated_at,
+            finished_at: j.finished_at,
+            error: j.error,
+        }
+    }
 }
 
 /// Repairs drift from Stripe for one user, or starts a full reconciliation.
@@ -93,7 +169,8 @@ pub struct SyncStartedOut {
     request_body = SyncIn,
     responses(
         (status = 200, description = "one user re-read: the report", body = ReconcileReport),
-        (status = 202, description = "a full reconciliation started in the background", body = SyncStartedOut),
+        (status = 202, description = "`{\"all\": true}`: the full reconciliation job, started now in the background; or, while one is running on any replica, that job (its `started_at` is earlier). Follow it at `Location`.", body = SyncJobOut,
+            headers(("Location" = String, description = "`/v1/admin/sync/{job_id}`, where the job's progress is read"))),
         (status = 400, description = "`invalid_body` (send either a `user_id` or `all: true`) or `invalid_user_id`", body = Problem, content_type = "application/problem+json"),
         super::responses::Unauthorized,
         super::responses::MissingAdminScope,
@@ -136,21 +213,49 @@ pub async fn admin_sync(
             Ok(HttpResponse::Ok().json(ReconcileReport::from(report)))
         }
         None => {
-            let state = state.clone();
-            actix_web::rt::spawn(async move {
-                if let Some(gateway) = state.stripe.as_ref() {
-                    let run = state
-                        .db
-                        .exclusively("tollgate:reconcile", || {
-                            reconcile::reconcile_all(&state, gateway, |_, _| {})
-                        })
-                        .await;
-                    if let Err(e) = run {
-                        tracing::warn!(error = ?e, "requested reconciliation failed");
-                    }
-                }
-            });
-            Ok(HttpResponse::Accepted().json(SyncStartedOut { started: true }))
+            let job = SyncJobOut::from(reconcile::start_full_sync(state.into_inner()).await?);
+            Ok(HttpResponse::Accepted()
+                .insert_header((LOCATION, format!("/v1/admin/sync/{}", job.job_id)))
+                .json(job))
         }
     }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct SyncJobPath {
+    /// The `job_id` that `POST /v1/admin/sync` answered.
+    #[param(
+        format = "uuid",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$",
+        example = "0b7e4f5c-3d2a-4e61-9a8b-2f1c6d5e4a3b"
+    )]
+    pub job_id: String,
+}
+
+/// How a full reconciliation job stands: its status and counts, from whichever replica runs
+/// it. A job whose replica stopped before it finished reads as `interrupted`.
+#[utoipa::path(
+    tag = "services",
+    operation_id = "v1.admin.sync.job",
+    security(("bearer" = [])),
+    params(SyncJobPath),
+    responses(
+        (status = 200, description = "the job", body = SyncJobOut),
+        (status = 400, description = "`invalid_job_id`: not a job id (a UUID such as `0b7e4f5c-3d2a-4e61-9a8b-2f1c6d5e4a3b`)", body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
+        super::responses::MissingAdminScope,
+        (status = 404, description = "`sync_job_not_found`: no job has this id", body = Problem, content_type = "application/problem+json"),
+        super::responses::IdentityUnavailable,
+    )
+)]
+#[get("/v1/admin/sync/{job_id}")]
+pub async fn admin_sync_job(
+    state: web::Data<AppState>,
+    _service: Service<AdminScope>,
+    path: web::Path<SyncJobPath>,
+) -> Result<HttpResponse, ApiError> {
+    let job_id = super::params::job_id(&path.job_id)?;
+    let job = reconcile::sync_job(&state, &job_id).await?;
+    Ok(HttpResponse::Ok().json(SyncJobOut::from(job)))
 }

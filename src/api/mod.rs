@@ -83,6 +83,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(grants::list_grants)
         .service(grants::delete_grant)
         .service(admin::admin_sync)
+        .service(admin::admin_sync_job)
         .service(ops::metrics);
 }
 

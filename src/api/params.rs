@@ -42,6 +42,19 @@ pub fn session_id(value: &str) -> Result<CheckoutSessionId, ApiError> {
     })
 }
 
+/// A sync job's id, as `POST /v1/admin/sync` answered it: a hyphenated UUID.
+pub fn job_id(value: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::try_parse(value)
+        .ok()
+        .filter(|_| value.len() == 36)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_job_id",
+                "a job id is a UUID such as 0b7e4f5c-3d2a-4e61-9a8b-2f1c6d5e4a3b, as POST /v1/admin/sync answered it",
+            )
+        })
+}
+
 /// A whole number as JSON Schema's `integer` admits it (`108`, also `108.0`); `None` for a
 /// negative, fractional or too large one, which the caller then refuses with its own code.
 pub fn whole_number(n: &serde_json::Number) -> Option<u64> {

@@ -86,3 +86,15 @@ pub async fn stripe_webhook(
         duplicate: outcome == EventOutcome::Duplicate,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    /// `tollgate stripe webhook-endpoint` checks URLs against the path served here.
+    #[test]
+    fn the_endpoint_command_knows_the_webhook_path() {
+        assert!(super::super::openapi()
+            .paths
+            .paths
+            .contains_key(crate::stripe::endpoints::WEBHOOK_PATH));
+    }
+}

@@ -12,6 +12,7 @@ pub mod schema;
 pub mod snapshot_cache;
 pub mod snapshots;
 pub mod state;
+pub mod sync_jobs;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;

@@ -160,6 +160,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sync_jobs (job_id) {
+        job_id -> Text,
+        status -> Text,
+        customers_total -> BigInt,
+        customers_done -> BigInt,
+        drifted -> BigInt,
+        changes -> BigInt,
+        failed -> BigInt,
+        started_at -> Timestamp,
+        heartbeat_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+        error -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
     grants,
@@ -170,5 +186,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     quota_counters,
     usage_ledger,
-    subject_snapshots
+    subject_snapshots,
+    sync_jobs
 );

@@ -1,14 +1,22 @@
 //! Reconciliation: re-read every customer (or one) from Stripe and repair what drifted, for
 //! events that were missed or never sent. `tollgate sync`, `POST /v1/admin/sync` and the
-//! in-service schedule all run this; the schedule runs on one replica at a time.
+//! in-service schedule all run this; a full run holds a lock, so that one replica at a time
+//! runs one. A full run asked for over the API is a job whose progress is stored, so that any
+//! replica can answer for it.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::billing::subject::Subject;
-use crate::db::customers;
+use crate::db::sync_jobs::{self, Progress, SyncJobRow};
+use crate::db::{customers, from_db_time};
 use crate::state::AppState;
 use crate::stripe::{CustomerId, StripeGateway};
 
+use super::error::ServiceError;
+use super::gateway::stripe as configured_stripe;
 use super::sync::{sync_customer, SyncCause, SyncOutcome};
 
 /// What one reconciliation found.
@@ -73,11 +81,14 @@ async fn sync(
     sync_customer(state, stripe, &customer_id, SyncCause::reconcile()).await
 }
 
-/// Re-reads every customer, page by page; `progress(done, total)` after each.
+/// Held by the replica running a full reconciliation (PostgreSQL; SQLite has one instance).
+const FULL_RUN_LOCK: &str = "tollgate:reconcile";
+
+/// Re-reads every customer, page by page; `progress(report so far, total)` after each.
 pub async fn reconcile_all(
     state: &AppState,
     stripe: &StripeGateway,
-    progress: impl Fn(usize, usize),
+    progress: impl Fn(&ReconcileReport, usize),
 ) -> anyhow::Result<ReconcileReport> {
     let total = usize::try_from(state.db.run(customers::count_linked).await?).unwrap_or(0);
     let mut report = ReconcileReport::default();
@@ -92,7 +103,7 @@ pub async fn reconcile_all(
         after = Some(last.clone());
         for (_, customer_id) in &page {
             report.add(sync(state, stripe, customer_id).await, customer_id);
-            progress(report.customers, total.max(report.customers));
+            progress(&report, total.max(report.customers));
         }
     }
     record_metrics(&report);
@@ -122,14 +133,219 @@ pub async fn run_schedule(state: std::sync::Arc<AppState>, interval: Duration) {
         };
         let run = state
             .db
-            .exclusively("tollgate:reconcile", || {
-                reconcile_all(&state, stripe, |_, _| {})
-            })
+            .exclusively(FULL_RUN_LOCK, || reconcile_all(&state, stripe, |_, _| {}))
             .await;
         match run {
             Ok(Some(_)) => {}
             Ok(None) => tracing::debug!("reconciliation is running on another replica"),
             Err(e) => tracing::warn!(error = ?e, "scheduled reconciliation failed"),
         }
+    }
+}
+
+/// How often the replica running a job writes its progress (and so shows that it lives).
+const JOB_HEARTBEAT: Duration = Duration::from_secs(2);
+/// A running job whose progress was not written for this long belongs to a process that
+/// stopped (a crash, a deploy): it reads as interrupted, and a new job may start.
+const JOB_STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// Where a full reconciliation job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Running,
+    /// Every customer was re-read.
+    Succeeded,
+    /// It stopped on an error, or some customers could not be re-read (`error` says which).
+    Failed,
+    /// The process running it stopped before it finished.
+    Interrupted,
+}
+
+/// A full reconciliation started over the API, as any replica reads it.
+#[derive(Debug, Clone)]
+pub struct SyncJob {
+    pub id: String,
+    pub status: JobStatus,
+    pub customers_total: u64,
+    pub customers_done: u64,
+    pub drifted: u64,
+    pub changes: u64,
+    pub failed: u64,
+    pub started_at: DateTime<Utc>,
+    /// When its progress was last written.
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+fn stale_after() -> chrono::Duration {
+    chrono::Duration::from_std(JOB_STALE_AFTER).unwrap_or(chrono::Duration::MAX)
+}
+
+fn job_of(row: SyncJobRow, now: DateTime<Utc>) -> SyncJob {
+    let updated_at = from_db_time(row.heartbeat_at);
+    let status = match row.status.as_str() {
+        sync_jobs::RUNNING if now - updated_at > stale_after() => JobStatus::Interrupted,
+        sync_jobs::RUNNING => JobStatus::Running,
+        sync_jobs::SUCCEEDED => JobStatus::Succeeded,
+        sync_jobs::FAILED => JobStatus::Failed,
+        _ => JobStatus::Interrupted,
+    };
+    let error = match status {
+        JobStatus::Interrupted => Some(format!(
+            "no progress since {}: the process running it stopped before it finished; start \
+             another",
+            updated_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )),
+        _ => row.error,
+    };
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    SyncJob {
+        id: row.job_id,
+        status,
+        customers_total: count(row.customers_total),
+        customers_done: count(row.customers_done),
+        drifted: count(row.drifted),
+        changes: count(row.changes),
+        failed: count(row.failed),
+        started_at: from_db_time(row.started_at),
+        updated_at,
+        finished_at: row.finished_at.map(from_db_time),
+        error,
+    }
+}
+
+/// Starts a full reconciliation in the background, unless one is running on any replica: then
+/// that one is the answer (its `started_at` is earlier).
+pub async fn start_full_sync(state: Arc<AppState>) -> Result<SyncJob, ServiceError> {
+    configured_stripe(&state)?;
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let now = state.now();
+    let stale_before = now - stale_after();
+    let id = job_id.clone();
+    let (row, started) = state
+        .db
+        .run(move |conn| sync_jobs::start(conn, &id, now, stale_before))
+        .await?;
+    if started {
+        tracing::info!(job_id, "sync job started");
+        tokio::spawn(run_job(state.clone(), job_id));
+    }
+    Ok(job_of(row, now))
+}
+
+/// The job `job_id`, as it stands now.
+pub async fn sync_job(state: &AppState, job_id: &uuid::Uuid) -> Result<SyncJob, ServiceError> {
+    let (id, now) = (job_id.to_string(), state.now());
+    state
+        .db
+        .run(move |conn| sync_jobs::find(conn, &id))
+        .await?
+        .map(|row| job_of(row, now))
+        .ok_or_else(|| {
+            ServiceError::not_found(
+                "sync_job_not_found",
+                format!("there is no sync job {job_id}"),
+            )
+        })
+}
+
+fn progress_of(report: &ReconcileReport, total: usize) -> Progress {
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    Progress {
+        total: count(total),
+        done: count(report.customers),
+        drifted: count(report.drifted),
+        changes: count(report.changes),
+        failed: count(report.failed),
+    }
+}
+
+/// Runs the job and writes its progress every [`JOB_HEARTBEAT`] until it ends.
+async fn run_job(state: Arc<AppState>, job_id: String) {
+    let Some(stripe) = state.stripe.as_ref() else {
+        return;
+    };
+    let progress = Mutex::new(Progress::default());
+    let record = |report: &ReconcileReport, total: usize| {
+        if let Ok(mut p) = progress.lock() {
+            *p = progress_of(report, total);
+        }
+    };
+    let run = async {
+        loop {
+            let ran = state
+                .db
+                .exclusively(FULL_RUN_LOCK, || reconcile_all(&state, stripe, record))
+                .await?;
+            match ran {
+                Some(report) => return anyhow::Ok(report),
+                // The schedule is running a full reconciliation on another replica: this job
+                // re-reads everyone after it, as asked.
+                None => tokio::time::sleep(JOB_HEARTBEAT).await,
+            }
+        }
+    };
+    let heartbeat = async {
+        let mut ticker = tokio::time::interval(JOB_HEARTBEAT);
+        loop {
+            ticker.tick().await;
+            let p = progress.lock().map(|p| *p).unwrap_or_default();
+            let (id, now) = (job_id.clone(), state.now());
+            match state
+                .db
+                .run(move |conn| sync_jobs::heartbeat(conn, &id, p, now))
+                .await
+            {
+                Ok(true) => {}
+                // Another replica took it for dead and marked it interrupted.
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(job_id, error = ?e, "could not record a sync job's progress")
+                }
+            }
+        }
+    };
+    let result = tokio::select! {
+        result = run => result,
+        () = heartbeat => {
+            tracing::warn!(job_id, "sync job stopped: it was marked interrupted");
+            return;
+        }
+    };
+    let last = progress.lock().map(|p| *p).unwrap_or_default();
+    let (status, counts, error) = match result {
+        Ok(report) => {
+            let mut counts = progress_of(&report, 0);
+            counts.total = last.total.max(counts.done);
+            if report.failed == 0 {
+                (sync_jobs::SUCCEEDED, counts, None)
+            } else {
+                let error = format!(
+                    "{} customer(s) could not be re-read (the log names them, with this job_id); \
+                     the next run retries them",
+                    report.failed
+                );
+                (sync_jobs::FAILED, counts, Some(error))
+            }
+        }
+        Err(e) => {
+            // The cause stays in the log: the answer says only where to find it.
+            tracing::error!(job_id, error = ?e, "sync job failed");
+            let error = format!(
+                "stopped after {} of {} customers on an error, logged with this job_id",
+                last.done, last.total
+            );
+            (sync_jobs::FAILED, last, Some(error))
+        }
+    };
+    let (id, now) = (job_id.clone(), state.now());
+    let finished = state
+        .db
+        .run(move |conn| sync_jobs::finish(conn, &id, status, counts, error.as_deref(), now))
+        .await;
+    match finished {
+        Ok(_) => tracing::info!(job_id, status, "sync job finished"),
+        Err(e) => tracing::error!(job_id, error = ?e, "could not record the end of a sync job"),
     }
 }

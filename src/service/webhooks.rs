@@ -2,7 +2,7 @@
 
 use crate::db::{self, events};
 use crate::state::AppState;
-use crate::stripe::webhook::VerifiedEvent;
+use crate::stripe::webhook::{VerifiedEvent, EVENTS};
 use crate::stripe::{ChargeId, CustomerId, PaymentIntentId, StripeGateway};
 
 use super::sync::{sync_customer, SyncCause, SyncOutcome};
@@ -13,28 +13,6 @@ pub enum EventOutcome {
     /// Seen and processed before: nothing changed.
     Duplicate,
 }
-
-/// Event types that change what Tollgate stores (everything else is recorded and acknowledged).
-const CUSTOMER_EVENTS: &[&str] = &[
-    "checkout.session.completed",
-    "checkout.session.async_payment_succeeded",
-    "checkout.session.async_payment_failed",
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "customer.subscription.paused",
-    "customer.subscription.resumed",
-    "customer.subscription.trial_will_end",
-    "invoice.paid",
-    "invoice.payment_succeeded",
-    "invoice.payment_failed",
-    "customer.deleted",
-    "charge.succeeded",
-    "charge.failed",
-    "charge.refunded",
-    "charge.dispute.created",
-    "charge.dispute.closed",
-];
 
 pub async fn handle_event(
     state: &AppState,
@@ -73,7 +51,7 @@ async fn apply(
     stripe: &StripeGateway,
     event: &VerifiedEvent,
 ) -> anyhow::Result<SyncOutcome> {
-    let customer = if CUSTOMER_EVENTS.contains(&event.event_type.as_str()) {
+    let customer = if EVENTS.contains(&event.event_type.as_str()) {
         match &event.customer {
             Some(id) => Some(id.clone()),
             None => customer_of_payment(state, stripe, event).await?,

@@ -3,6 +3,7 @@
 //! here: callers get what Stripe holds in plain terms (`billing::mirror::Stripe*`), which the
 //! billing rules turn into what Tollgate stores.
 
+pub mod endpoints;
 pub mod ids;
 pub mod webhook;
 

@@ -10,6 +10,31 @@ use super::ids::{
     ChargeId, CheckoutSessionId, CustomerId, EventId, InvalidStripeId, PaymentIntentId,
 };
 
+/// The event types Tollgate acts on: for each, it re-reads from Stripe the customer the event
+/// concerns (`service::webhooks`); any other type is recorded and acknowledged. The one list:
+/// `tollgate stripe webhook-endpoint` subscribes the endpoint to exactly these, and
+/// docs/STRIPE_SETUP.md lists them (a test keeps it equal).
+pub const EVENTS: &[&str] = &[
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.subscription.trial_will_end",
+    "invoice.paid",
+    "invoice.payment_succeeded",
+    "invoice.payment_failed",
+    "charge.succeeded",
+    "charge.failed",
+    "charge.refunded",
+    "charge.dispute.created",
+    "charge.dispute.closed",
+    "customer.deleted",
+];
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookRejection {
     #[error("the Stripe-Signature header is missing")]
@@ -189,6 +214,36 @@ mod tests {
             "data": {"object": {"id": "sub_1", "object": "subscription", "customer": "cus_1"}}
         })
         .to_string()
+    }
+
+    #[test]
+    fn the_setup_guide_lists_exactly_the_events_tollgate_acts_on() {
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/STRIPE_SETUP.md"))
+                .unwrap();
+        // The Stripe CLI command of section 5, in order.
+        let command: Vec<&str> = doc
+            .lines()
+            .filter_map(|l| l.split("enabled_events[]=").nth(1))
+            .map(|rest| rest.trim_end_matches(['"', '\\', ' ']))
+            .collect();
+        assert_eq!(command, EVENTS, "docs/STRIPE_SETUP.md, section 5");
+        // The first column of the table of section 6.
+        let section = doc
+            .split("## 6.")
+            .nth(1)
+            .and_then(|s| s.split("## 7.").next())
+            .unwrap();
+        let mut table: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .flat_map(|row| row.split('|').next().unwrap_or_default().split('`'))
+            .filter(|name| name.contains('.'))
+            .collect();
+        table.sort_unstable();
+        let mut events = EVENTS.to_vec();
+        events.sort_unstable();
+        assert_eq!(table, events, "docs/STRIPE_SETUP.md, section 6");
     }
 
     #[test]

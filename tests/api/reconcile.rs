@@ -223,3 +223,264 @@ async fn reconciliation_records_a_purchase_whose_webhook_was_lost() {
     let sessions = app.stripe.received_on("GET", "/v1/checkout/sessions");
     assert_eq!(sessions[0].form["status"], "complete");
 }
+
+/// `GET` of `path` at the instance `base` with `token`: status and body.
+async fn get_at(app: &TestApp, base: &str, path: &str, token: &str) -> (u16, Value) {
+    let res = app
+        .http
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+/// Polls the job at `base` until it is no longer running.
+async fn finished_job(app: &TestApp, base: &str, job_id: &str) -> Value {
+    let admin = app.idp.service_token("billing:admin");
+    for _ in 0..300 {
+        let (status, job) = get_at(app, base, &format!("/v1/admin/sync/{job_id}"), &admin).await;
+        assert_eq!(status, 200, "{job}");
+        if job["status"] != "running" {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("sync job {job_id} never finished");
+}
+
+#[tokio::test]
+async fn a_full_sync_is_a_job_whose_progress_any_replica_answers() {
+    let app = spawn_app().await;
+    drifted(&app).await;
+    app.subscribed("user-2", "pro", "month").await;
+    app.subscribed("user-3", "pro", "year").await;
+    let admin = app.idp.service_token("billing:admin");
+    let res = app
+        .post_json("/v1/admin/sync", Some(&admin), &json!({"all": true}))
+        .await;
+    assert_eq!(res.status(), 202);
+    let location = res.headers()["location"].to_str().unwrap().to_owned();
+    let started: Value = res.json().await.unwrap();
+    let job_id = started["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/admin/sync/{job_id}"));
+    assert_eq!(started["status"], "running", "{started}");
+    assert_eq!(started["finished_at"], Value::Null);
+    // Another replica reads the job from the database.
+    let other = app.another_instance().await;
+    let job = finished_job(&app, &other, &job_id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        (
+            job["customers_total"].as_u64(),
+            job["customers_done"].as_u64(),
+            job["drifted"].as_u64(),
+            job["failed"].as_u64(),
+        ),
+        (Some(3), Some(3), Some(1), Some(0)),
+        "{job}"
+    );
+    assert!(job["changes"].as_u64().unwrap() >= 1, "{job}");
+    assert!(job["finished_at"].is_string(), "{job}");
+    assert_eq!(job["error"], Value::Null);
+    assert_eq!(job["started_at"], started["started_at"]);
+    assert_eq!(
+        app.status(&app.user_token("user-1")).await["reason"],
+        "canceling"
+    );
+    // The same on the replica that ran it.
+    let (status, same) = get_at(&app, &app.address, &location, &admin).await;
+    assert_eq!((status, &same["status"]), (200, &json!("succeeded")));
+    // A new request starts a new job.
+    let again: Value = app
+        .post_json("/v1/admin/sync", Some(&admin), &json!({"all": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(again["job_id"], started["job_id"]);
+    finished_job(&app, &app.address, again["job_id"].as_str().unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_full_sync_that_could_not_read_a_customer_fails_and_says_so() {
+    let app = spawn_app().await;
+    app.subscribed("user-1", "pro", "month").await;
+    // Every attempt (with the client's retries) to list the customer's subscriptions fails.
+    app.stripe.fail_subscription_lists(10);
+    let admin = app.idp.service_token("billing:admin");
+    let started: Value = app
+        .post_json("/v1/admin/sync", Some(&admin), &json!({"all": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = finished_job(&app, &app.address, started["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(
+        (job["customers_done"].as_u64(), job["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{job}"
+    );
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("could not be re-read"),
+        "{job}"
+    );
+}
+
+#[tokio::test]
+async fn while_a_full_sync_runs_another_request_answers_it_until_its_process_stops() {
+    use tollgate::db::sync_jobs;
+
+    let app = spawn_app().await;
+    let admin = app.idp.service_token("billing:admin");
+    // A job another replica is running (its progress is fresh).
+    let running = "6f1c2b1e-8a4d-4c3b-9e2f-7a5d4c3b2a10";
+    let now = chrono::Utc::now();
+    app.db(move |conn| {
+        sync_jobs::start(conn, running, now, now - chrono::Duration::minutes(1))?;
+        let progress = sync_jobs::Progress {
+            total: 10,
+            done: 4,
+            ..Default::default()
+        };
+        sync_jobs::heartbeat(conn, running, progress, now)
+    })
+    .await;
+    let res = app
+        .post_json("/v1/admin/sync", Some(&admin), &json!({"all": true}))
+        .await;
+    assert_eq!(res.status(), 202);
+    let answered: Value = res.json().await.unwrap();
+    assert_eq!(answered["job_id"], running, "{answered}");
+    assert_eq!(
+        (
+            answered["status"].as_str(),
+            answered["customers_total"].as_u64(),
+            answered["customers_done"].as_u64()
+        ),
+        (Some("running"), Some(10), Some(4)),
+        "{answered}"
+    );
+    // That replica died: no progress for five minutes.
+    app.db(move |conn| {
+        let stopped = now - chrono::Duration::minutes(5);
+        let progress = sync_jobs::Progress {
+            total: 10,
+            done: 4,
+            ..Default::default()
+        };
+        sync_jobs::heartbeat(conn, running, progress, stopped)
+    })
+    .await;
+    let (status, job) = get_at(
+        &app,
+        &app.address,
+        &format!("/v1/admin/sync/{running}"),
+        &admin,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(job["status"], "interrupted", "{job}");
+    assert!(
+        job["error"].as_str().unwrap().contains("no progress since"),
+        "{job}"
+    );
+    assert_eq!(job["finished_at"], Value::Null);
+    // A new request is no longer held up by it.
+    let res = app
+        .post_json("/v1/admin/sync", Some(&admin), &json!({"all": true}))
+        .await;
+    assert_eq!(res.status(), 202);
+    let new: Value = res.json().await.unwrap();
+    assert_ne!(new["job_id"], running);
+    let new = finished_job(&app, &app.address, new["job_id"].as_str().unwrap()).await;
+    assert_eq!(new["status"], "succeeded", "{new}");
+    let (_, old) = get_at(
+        &app,
+        &app.address,
+        &format!("/v1/admin/sync/{running}"),
+        &admin,
+    )
+    .await;
+    assert_eq!(old["status"], "interrupted", "{old}");
+}
+
+#[tokio::test]
+async fn sync_jobs_are_read_by_admins_by_their_id() {
+    let app = spawn_app().await;
+    let admin = app.idp.service_token("billing:admin");
+    let unknown = "/v1/admin/sync/0b7e4f5c-3d2a-4e61-9a8b-2f1c6d5e4a3b";
+    let res = app.get(unknown, Some(&admin)).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        res.json::<Value>().await.unwrap()["code"],
+        "sync_job_not_found"
+    );
+    for malformed in [
+        "not-a-job",
+        "0b7e4f5c3d2a4e619a8b2f1c6d5e4a3b",
+        "0b7e4f5c-3d2a-4e61-9a8b-2f1c6d5e4a3",
+        "%00",
+    ] {
+        let res = app
+            .get(&format!("/v1/admin/sync/{malformed}"), Some(&admin))
+            .await;
+        assert_eq!(res.status(), 400, "{malformed}");
+        assert_eq!(
+            res.json::<Value>().await.unwrap()["code"],
+            "invalid_job_id",
+            "{malformed}"
+        );
+    }
+    // The admin scope, as for starting one.
+    let reader = app.idp.service_token("billing:read billing:write");
+    let res = app.get(unknown, Some(&reader)).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.json::<Value>().await.unwrap()["code"], "missing_scope");
+    let user = app.user_token("user-1");
+    assert_eq!(app.get(unknown, Some(&user)).await.status(), 403);
+    assert_eq!(app.get(unknown, None).await.status(), 401);
+}
+
+#[tokio::test]
+async fn replicas_asked_at_once_start_one_job() {
+    let app = spawn_app().await;
+    app.subscribed("user-1", "pro", "month").await;
+    // The job takes a few seconds: the client retries two failed reads (1 s, then 2 s).
+    app.stripe.fail_subscription_lists(2);
+    let other = app.another_instance().await;
+    let admin = app.idp.service_token("billing:admin");
+    let start = |base: String| {
+        let (http, admin) = (app.http.clone(), admin.clone());
+        async move {
+            let res = http
+                .post(format!("{base}/v1/admin/sync"))
+                .bearer_auth(admin)
+                .json(&json!({"all": true}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 202);
+            res.json::<Value>().await.unwrap()["job_id"].clone()
+        }
+    };
+    let answers = futures::future::join_all(
+        [&app.address, &other, &app.address, &other].map(|base| start(base.clone())),
+    )
+    .await;
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert_eq!(app.count("sync_jobs").await, 1);
+    let job = finished_job(&app, &other, answers[0].as_str().unwrap()).await;
+    assert_eq!(
+        (job["status"].as_str(), job["failed"].as_u64()),
+        (Some("succeeded"), Some(0)),
+        "{job}"
+    );
+}
