@@ -45,8 +45,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(HealthOut { status: "ready" }))
 }
 
-/// Prometheus metrics: webhook events by type and outcome, reconciliation runs and the drift
-/// they found.
+/// Prometheus metrics: requests by route, method and status, Stripe calls by operation and
+/// outcome, webhook events and rejections, reconciliation runs and the drift they found
+/// (docs/OPERATIONS.md lists every family).
 #[utoipa::path(
     tag = "operations",
     operation_id = "metrics",
