@@ -63,11 +63,15 @@ struct Served {
 }
 
 impl Served {
-    fn start(mut cmd: Command) -> Served {
+    fn start(cmd: Command) -> Served {
+        Served::start_with_log(cmd, "info")
+    }
+
+    fn start_with_log(mut cmd: Command, rust_log: &str) -> Served {
         let mut child = cmd
             .env("TOLLGATE_SERVER__HOST", "127.0.0.1")
             .env("TOLLGATE_SERVER__PORT", "0")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -444,4 +448,69 @@ fn healthcheck_exits_by_the_servers_readiness() {
     let url = served.url("/readyz");
     served.stop();
     assert!(!check(&url).status.success());
+}
+
+#[tokio::test]
+async fn every_request_is_one_access_line_that_rust_log_can_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tollgate(dir.path());
+    cmd.env(
+        "TOLLGATE_AUTH__HS256_SECRET",
+        "a-shared-secret-of-at-least-32-bytes!!",
+    );
+    let served = Served::start(cmd);
+    let http = reqwest::Client::new();
+    let res = http.get(served.url("/healthz")).send().await.unwrap();
+    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(res.status(), 200);
+    let res = http
+        .delete(served.url("/v1/tenants/t-raw-id"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = http.get(served.url("/v1/nowhere")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let res = http
+        .get(served.url("/v1/entitlements?user_id=u1&feature=x"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let lines = served.stop();
+    let access: Vec<&String> = lines.iter().filter(|l| l.contains(" access ")).collect();
+    assert_eq!(access.len(), 4, "one line per request: {lines:#?}");
+    for (route, status) in [
+        ("/healthz", 200),
+        ("/v1/tenants/{tenant_id}", 401),
+        ("unmatched", 404),
+        ("/v1/entitlements", 401),
+    ] {
+        assert!(
+            access.iter().any(|l| l.contains("INFO")
+                && l.contains(&format!("route={route} "))
+                && l.contains(&format!("status={status} "))
+                && l.contains("latency_ms=")),
+            "{route} {status}: {access:#?}"
+        );
+    }
+    assert!(
+        access
+            .iter()
+            .any(|l| l.contains(&request_id) && l.contains("method=GET")),
+        "the line names the request: {access:#?}"
+    );
+    // Routine refusals are no warnings (start-up has its own, about Stripe's missing key).
+    let loud: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("request{") && (l.contains("WARN") || l.contains("ERROR")))
+        .collect();
+    assert!(loud.is_empty(), "{loud:#?}");
+
+    let served = Served::start_with_log(tollgate(dir.path()), "info,tollgate::access=off");
+    let res = http.get(served.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let lines = served.stop();
+    assert!(!lines.iter().any(|l| l.contains(" access ")), "{lines:#?}");
 }

@@ -8,6 +8,7 @@ mod checkout;
 mod cors;
 mod entitlements;
 mod hardening;
+mod metrics;
 mod ops;
 mod ordering;
 mod payments;
