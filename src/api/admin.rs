@@ -146,7 +146,10 @@ pub async fn admin_sync(
                         })
                         .await;
                     if let Err(e) = run {
-                        tracing::warn!(error = ?e, "requested reconciliation failed");
+                        tracing::warn!(
+                            error = format_args!("{e:#}"),
+                            "requested reconciliation failed"
+                        );
                     }
                 }
             });

@@ -34,7 +34,7 @@ pub async fn healthz() -> HttpResponse {
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.db.ping().await.map_err(|e| {
-        tracing::warn!(error = ?e, "readiness check failed");
+        tracing::warn!(error = format_args!("{e:#}"), "readiness check failed");
         ApiError::new(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",

@@ -407,7 +407,10 @@ fn unlock(mut conn: PooledConnection, key: &str) {
     if let Err(e) = advisory(&mut conn, "pg_advisory_unlock", key) {
         // A connection that cannot run this is broken; the pool's check-out test discards it
         // and PostgreSQL drops its locks with the session.
-        tracing::warn!(error = ?e, "could not release an advisory lock");
+        tracing::warn!(
+            error = format_args!("{e:#}"),
+            "could not release an advisory lock"
+        );
     }
 }
 
