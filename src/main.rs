@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use tollgate::config::{DatabaseSettings, ServerSettings, Settings};
@@ -145,6 +146,7 @@ async fn main() -> std::process::ExitCode {
     if dotenv && matches!(command, Command::Serve) {
         tracing::info!("read .env from the working directory");
     }
+    let serving = matches!(command, Command::Serve);
     let result = match command {
         Command::Serve => serve(settings).await,
         Command::Migrate | Command::Healthcheck { .. } => unreachable!("handled above"),
@@ -163,8 +165,12 @@ async fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // One line, with every cause: the server's in its log, a command's on stderr.
+        Err(e) if serving => {
+            tracing::error!(error = format_args!("{e:#}"), "tollgate failed");
+            std::process::ExitCode::FAILURE
+        }
         Err(e) => {
-            tracing::error!(error = ?e, "tollgate failed");
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
@@ -188,7 +194,8 @@ fn migrate(config: Option<&Path>) -> anyhow::Result<()> {
         database.url.expose_secret(),
         1,
         std::time::Duration::from_secs(database.connect_timeout_seconds),
-    )?;
+    )
+    .with_context(|| format!("database {}", database.display_url()))?;
     let applied = db.migrate()?;
     println!(
         "applied {} migration(s) to {}",

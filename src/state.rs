@@ -89,7 +89,8 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
         settings.database.url.expose_secret(),
         settings.database.max_connections,
         Duration::from_secs(settings.database.connect_timeout_seconds),
-    )?
+    )
+    .with_context(|| format!("database {}", settings.database.display_url()))?
     .with_snapshot_cache(settings.database.snapshot_cache_entries);
     let applied = db.migrate()?;
     if !applied.is_empty() {

@@ -450,6 +450,46 @@ fn healthcheck_exits_by_the_servers_readiness() {
     assert!(!check(&url).status.success());
 }
 
+#[test]
+fn an_unreachable_database_is_one_line_naming_it_and_a_failed_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = tollgate(dir.path())
+        .env("DATABASE_URL", "postgres://nobody:hunter2@127.0.0.1:1/x")
+        .env("TOLLGATE_DATABASE__CONNECT_TIMEOUT_SECONDS", "2")
+        .env("RUST_LOG", "info")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let everything = format!("{stdout}{stderr}");
+    let lines: Vec<&str> = everything
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let about_the_database: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.to_lowercase().contains("database") || l.contains("127.0.0.1"))
+        .collect();
+    assert_eq!(
+        about_the_database.len(),
+        1,
+        "one line about the database: {lines:#?}"
+    );
+    let line = about_the_database[0];
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("postgres://nobody:***@127.0.0.1:1/x"),
+        "{line}"
+    );
+    assert!(line.contains("DATABASE_URL"), "says what to check: {line}");
+    assert!(!everything.contains("hunter2"), "{everything}");
+    assert!(lines.len() <= 2, "{lines:#?}");
+}
+
 #[tokio::test]
 async fn every_request_is_one_access_line_that_rust_log_can_silence() {
     let dir = tempfile::tempdir().unwrap();
