@@ -170,12 +170,15 @@ impl ResponseError for ApiError {
                 tracing::info!(status = status.as_u16(), code, "request refused");
                 detail.clone()
             }
+            // One line with the whole chain of causes (`{:#}`). Debug would add anyhow's
+            // backtrace when RUST_BACKTRACE is set: only at DEBUG, for whoever asks for it.
             ApiError::Internal(e) => {
-                tracing::error!(error = ?e, "request failed");
+                tracing::error!(error = format_args!("{e:#}"), "request failed");
+                tracing::debug!(error = ?e, "request failed (details)");
                 "An internal error occurred; it has been logged.".into()
             }
             ApiError::Upstream(e) => {
-                tracing::error!(error = ?e, "Stripe request failed");
+                tracing::error!(error = format_args!("{e:#}"), "Stripe request failed");
                 "A request to Stripe failed; try again shortly.".into()
             }
         };

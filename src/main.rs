@@ -1,5 +1,6 @@
 use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 use tollgate::config::{DatabaseSettings, ServerSettings, Settings, StripeSettings};
@@ -172,13 +173,13 @@ async fn main() -> std::process::ExitCode {
     }
     let serving = matches!(command, Command::Serve);
     for notice in &settings.notices {
-        // Only the server logs to standard output; a command's output is its own.
-        match command {
-            Command::Serve => tracing::warn!("{notice}"),
-            _ => eprintln!("warning: {notice}"),
+        if serving {
+            tracing::warn!("{notice}");
+        } else {
+            eprintln!("warning: {notice}");
         }
     }
-    if dotenv && matches!(command, Command::Serve) {
+    if dotenv && serving {
         tracing::info!("read .env from the working directory");
     }
     let result = match command {
@@ -195,9 +196,9 @@ async fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        // Said once: in the server's log, or on a command's standard error.
+        // One line, with every cause: the server's in its log, a command's on stderr.
         Err(e) if serving => {
-            tracing::error!(error = ?e, "tollgate failed");
+            tracing::error!(error = format_args!("{e:#}"), "tollgate failed");
             std::process::ExitCode::FAILURE
         }
         Err(e) => {
@@ -317,7 +318,8 @@ fn migrate(config: Option<&Path>) -> anyhow::Result<()> {
         database.url.expose_secret(),
         1,
         std::time::Duration::from_secs(database.connect_timeout_seconds),
-    )?;
+    )
+    .with_context(|| format!("database {}", database.display_url()))?;
     let applied = db.migrate()?;
     println!(
         "applied {} migration(s) to {}",

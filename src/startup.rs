@@ -78,6 +78,8 @@ impl Application {
                     }
                 })
                 .wrap(cors(&cors_origins))
+                // Inside the request span, outside everything that may answer on its own.
+                .wrap_fn(crate::telemetry::observe)
                 .wrap(TracingLogger::<crate::telemetry::RequestSpan>::new())
         })
         .workers(workers)
@@ -171,11 +173,15 @@ async fn not_found(req: actix_web::HttpRequest) -> actix_web::HttpResponse {
 }
 
 /// Refuses a body declared larger than `server.max_body_bytes` before anything reads it, on
-/// every endpoint (also those that ignore their body).
+/// every endpoint (also those that ignore their body). The refusal is a response, not an
+/// error, so that it keeps its request (the metrics and the access log name its route).
 async fn refuse_oversized_bodies(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
     let max = req
         .app_data::<web::Data<AppState>>()
         .map(|state| state.settings.server.max_body_bytes);
@@ -186,13 +192,13 @@ async fn refuse_oversized_bodies(
         .and_then(|v| v.parse::<u64>().ok());
     if let (Some(max), Some(declared)) = (max, declared) {
         if declared > max as u64 {
-            return Err(error::ApiError::new(
+            let refusal = error::ApiError::new(
                 actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("the request body ({declared} bytes) is larger than server.max_body_bytes ({max})"),
-            )
-            .into());
+            );
+            return Ok(req.error_response(refusal).map_into_right_body());
         }
     }
-    next.call(req).await
+    next.call(req).await.map(|res| res.map_into_left_body())
 }

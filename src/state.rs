@@ -89,7 +89,8 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
         settings.database.url.expose_secret(),
         settings.database.max_connections,
         Duration::from_secs(settings.database.connect_timeout_seconds),
-    )?
+    )
+    .with_context(|| format!("database {}", settings.database.display_url()))?
     .with_snapshot_cache(settings.database.snapshot_cache_entries);
     let applied = db.migrate()?;
     if !applied.is_empty() {
@@ -144,15 +145,220 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
 }
 
 /// The process's one metrics recorder (installed on first use; several apps in one test
-/// process share it).
+/// process share it), with the help text of every metric and `tollgate_build_info`.
 fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = recorder_builder().ok()?.build_recorder();
             let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).ok().map(|()| handle)
+            metrics::set_global_recorder(recorder).ok()?;
+            describe_metrics();
+            metrics::gauge!("tollgate_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            // Histograms keep their samples until upkeep folds them into the buckets: without
+            // it a replica nobody scrapes would grow without bound.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                })
+                .ok()?;
+            Some(handle)
         })
         .clone()
-        .ok_or_else(|| anyhow::anyhow!("a metrics recorder was installed elsewhere"))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the metrics recorder could not be installed (was one installed elsewhere?)"
+            )
+        })
+}
+
+/// Request latencies: from a cached feature check (well under a millisecond) to a request
+/// that waited on Stripe.
+pub const HTTP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Stripe calls: tens of milliseconds to the client's timeout, retries included.
+pub const STRIPE_BUCKETS: &[f64] = &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Histograms with buckets (rendered as Prometheus histograms, which aggregate across
+/// replicas), not the exporter's default summaries.
+fn recorder_builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    use metrics_exporter_prometheus::Matcher;
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("tollgate_http_request_duration_seconds".into()),
+            HTTP_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("tollgate_stripe_request_duration_seconds".into()),
+            STRIPE_BUCKETS,
+        )
+}
+
+/// Every metric family Tollgate records, with its help text (`# HELP`); docs/OPERATIONS.md
+/// lists the same. A unit test checks that every name recorded in src/ is described here.
+pub const METRICS: &[(&str, MetricKind, &str)] = &[
+    (
+        "tollgate_build_info",
+        MetricKind::Gauge,
+        "Always 1; the label `version` is the running Tollgate version.",
+    ),
+    (
+        "tollgate_http_request_duration_seconds",
+        MetricKind::Histogram,
+        "HTTP requests by matched route pattern (`unmatched` for unknown paths), method and status: time from the request's arrival to its response headers. `_count` is the request count.",
+    ),
+    (
+        "tollgate_stripe_request_duration_seconds",
+        MetricKind::Histogram,
+        "Calls to Stripe by operation (gateway method) and outcome (ok, refused: Stripe answered 4xx, failed: network, timeout, 429 or 5xx after retries), retries included.",
+    ),
+    (
+        "tollgate_stripe_errors_total",
+        MetricKind::Counter,
+        "Calls to Stripe that did not succeed, by operation and outcome (refused or failed).",
+    ),
+    (
+        "tollgate_webhook_events_total",
+        MetricKind::Counter,
+        "Signed Stripe webhook events taken, by event type and outcome (processed, duplicate, failed).",
+    ),
+    (
+        "tollgate_webhook_rejections_total",
+        MetricKind::Counter,
+        "Webhook deliveries refused with a 400 and not stored, by code (missing_signature, invalid_signature, stale_signature, invalid_payload).",
+    ),
+    (
+        "tollgate_jwks_fetch_failures_total",
+        MetricKind::Counter,
+        "Failed fetches of the identity provider's signing keys (JWKS).",
+    ),
+    (
+        "tollgate_usage_total",
+        MetricKind::Counter,
+        "Quota consumptions by outcome (granted, exhausted, forbidden, replayed).",
+    ),
+    (
+        "tollgate_reconcile_runs_total",
+        MetricKind::Counter,
+        "Finished reconciliations (re-reads of Stripe that repair drift).",
+    ),
+    (
+        "tollgate_reconcile_customers_total",
+        MetricKind::Counter,
+        "Customers re-read from Stripe by reconciliations.",
+    ),
+    (
+        "tollgate_reconcile_changes_total",
+        MetricKind::Counter,
+        "Stored records that reconciliations repaired.",
+    ),
+    (
+        "tollgate_reconcile_failures_total",
+        MetricKind::Counter,
+        "Customers that a reconciliation could not re-read.",
+    ),
+    (
+        "tollgate_reconcile_drifted_customers",
+        MetricKind::Gauge,
+        "Customers whose stored state differed from Stripe's in the last reconciliation.",
+    ),
+    (
+        "tollgate_reconcile_last_run_timestamp_seconds",
+        MetricKind::Gauge,
+        "Unix time when the last reconciliation finished.",
+    ),
+    (
+        "tollgate_snapshot_cache_live",
+        MetricKind::Gauge,
+        "1 while this replica's snapshot cache follows the database (PostgreSQL LISTEN), 0 while checks read the database instead.",
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+fn describe_metrics() {
+    for &(name, kind, help) in METRICS {
+        match kind {
+            MetricKind::Counter => metrics::describe_counter!(name, help),
+            MetricKind::Gauge => metrics::describe_gauge!(name, help),
+            MetricKind::Histogram => {
+                metrics::describe_histogram!(name, metrics::Unit::Seconds, help)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `metrics::counter!("name"` and the like, everywhere in src/: each name is described.
+    #[test]
+    fn every_recorded_metric_has_help_text() {
+        let mut recorded = std::collections::BTreeSet::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for macro_ in ["counter!(", "gauge!(", "histogram!("] {
+                    for (at, _) in text.match_indices(macro_) {
+                        let rest = text[at + macro_.len()..].trim_start();
+                        if let Some(name) = rest.strip_prefix('"').and_then(|r| r.split('"').next())
+                        {
+                            if name.starts_with("tollgate_") {
+                                recorded.insert((name.to_owned(), macro_, path.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(recorded.len() > 10, "found only {recorded:?}");
+        for (name, macro_, path) in recorded {
+            let kind = match macro_ {
+                "counter!(" => MetricKind::Counter,
+                "gauge!(" => MetricKind::Gauge,
+                _ => MetricKind::Histogram,
+            };
+            assert!(
+                METRICS.iter().any(|&(n, k, _)| n == name && k == kind),
+                "{} records {name} ({kind:?}) but state::METRICS does not describe it",
+                path.display()
+            );
+        }
+    }
+
+    #[test]
+    fn histograms_have_buckets() {
+        assert!(recorder_builder().is_ok());
+        for &(name, kind, _) in METRICS {
+            if kind == MetricKind::Histogram {
+                assert!(
+                    [
+                        "tollgate_http_request_duration_seconds",
+                        "tollgate_stripe_request_duration_seconds"
+                    ]
+                    .contains(&name),
+                    "{name} needs buckets in recorder_builder"
+                );
+            }
+        }
+    }
 }

@@ -1,6 +1,13 @@
 //! Logs: human-readable by default, JSON lines with `server.json_logs`; `RUST_LOG` filters.
+//! Every request is measured (`tollgate_http_request_duration_seconds`) and logged once on the
+//! target `tollgate::access` ([`observe`]).
 
+use std::future::Future;
 use std::io::IsTerminal;
+use std::time::Instant;
+
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::http::{Method, StatusCode};
 
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -99,5 +106,122 @@ impl tracing_actix_web::RootSpanBuilder for RequestSpan {
         };
         span.record("status", status.as_u16());
         span.record("error", tracing::field::display(error));
+    }
+}
+
+/// The tracing target of the access log: `RUST_LOG=info,tollgate::access=off` silences it.
+pub const ACCESS_TARGET: &str = "tollgate::access";
+
+/// The `route` label of a request that matched no route (404), so that scanners' paths do not
+/// become label values.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Measures and logs every request (`.wrap_fn(telemetry::observe)`, inside the request span so
+/// that its line names the request id and caller): the latency histogram by route pattern,
+/// method and status, and one INFO line on [`ACCESS_TARGET`].
+///
+/// Per request this costs two clock reads, the matched pattern (actix keeps the matched
+/// resource's index, so this is a lookup and one small string), one histogram record (a
+/// label set built and looked up in the recorder's map) and, unless silenced, the log line.
+pub fn observe<S, B>(
+    req: ServiceRequest,
+    service: &S,
+) -> impl Future<Output = Result<ServiceResponse<B>, actix_web::Error>> + 'static
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: 'static,
+{
+    let started = Instant::now();
+    let method = method_label(req.method());
+    let call = service.call(req);
+    async move {
+        let outcome = call.await;
+        let (status, route) = match &outcome {
+            Ok(res) => (res.status(), res.request().match_pattern()),
+            // An error no middleware turned into a response: nothing was routed.
+            Err(e) => (e.as_response_error().status_code(), None),
+        };
+        let elapsed = started.elapsed();
+        tracing::info!(
+            target: ACCESS_TARGET,
+            route = %route.as_deref().unwrap_or(UNMATCHED),
+            status = status.as_u16(),
+            latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3,
+            "access"
+        );
+        let route: metrics::SharedString = match route {
+            Some(route) => route.into(),
+            None => UNMATCHED.into(),
+        };
+        metrics::histogram!(
+            "tollgate_http_request_duration_seconds",
+            "route" => route,
+            "method" => method,
+            "status" => status_label(status),
+        )
+        .record(elapsed.as_secs_f64());
+        outcome
+    }
+}
+
+/// The method as a static label; methods outside the standard set share one label.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The status as a label, static for the codes Tollgate answers.
+fn status_label(status: StatusCode) -> metrics::SharedString {
+    let code = match status.as_u16() {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        307 => "307",
+        308 => "308",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => return other.to_string().into(),
+    };
+    code.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded_and_exact() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(
+            method_label(&Method::from_bytes(b"PROPFIND").unwrap()),
+            "other"
+        );
+        for code in [200u16, 201, 404, 418, 422, 503, 599] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(&*status_label(status), code.to_string());
+        }
     }
 }

@@ -63,11 +63,15 @@ struct Served {
 }
 
 impl Served {
-    fn start(mut cmd: Command) -> Served {
+    fn start(cmd: Command) -> Served {
+        Served::start_with_log(cmd, "info")
+    }
+
+    fn start_with_log(mut cmd: Command, rust_log: &str) -> Served {
         let mut child = cmd
             .env("TOLLGATE_SERVER__HOST", "127.0.0.1")
             .env("TOLLGATE_SERVER__PORT", "0")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -900,4 +904,109 @@ async fn sync_all_without_a_terminal_prints_plain_progress_and_reports_a_failure
         stderr.contains("error: 1 customer(s) could not be re-read"),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_unreachable_database_is_one_line_naming_it_and_a_failed_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = tollgate(dir.path())
+        .env("DATABASE_URL", "postgres://nobody:hunter2@127.0.0.1:1/x")
+        .env("TOLLGATE_DATABASE__CONNECT_TIMEOUT_SECONDS", "2")
+        .env("RUST_LOG", "info")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let everything = format!("{stdout}{stderr}");
+    let lines: Vec<&str> = everything
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let about_the_database: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.to_lowercase().contains("database") || l.contains("127.0.0.1"))
+        .collect();
+    assert_eq!(
+        about_the_database.len(),
+        1,
+        "one line about the database: {lines:#?}"
+    );
+    let line = about_the_database[0];
+    assert!(line.contains("ERROR"), "{line}");
+    assert!(
+        line.contains("postgres://nobody:***@127.0.0.1:1/x"),
+        "{line}"
+    );
+    assert!(line.contains("DATABASE_URL"), "says what to check: {line}");
+    assert!(!everything.contains("hunter2"), "{everything}");
+    assert!(lines.len() <= 2, "{lines:#?}");
+}
+
+#[tokio::test]
+async fn every_request_is_one_access_line_that_rust_log_can_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tollgate(dir.path());
+    cmd.env(
+        "TOLLGATE_AUTH__HS256_SECRET",
+        "a-shared-secret-of-at-least-32-bytes!!",
+    );
+    let served = Served::start(cmd);
+    let http = reqwest::Client::new();
+    let res = http.get(served.url("/healthz")).send().await.unwrap();
+    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(res.status(), 200);
+    let res = http
+        .delete(served.url("/v1/tenants/t-raw-id"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = http.get(served.url("/v1/nowhere")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let res = http
+        .get(served.url("/v1/entitlements?user_id=u1&feature=x"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let lines = served.stop();
+    let access: Vec<&String> = lines.iter().filter(|l| l.contains(" access ")).collect();
+    assert_eq!(access.len(), 4, "one line per request: {lines:#?}");
+    for (route, status) in [
+        ("/healthz", 200),
+        ("/v1/tenants/{tenant_id}", 401),
+        ("unmatched", 404),
+        ("/v1/entitlements", 401),
+    ] {
+        assert!(
+            access.iter().any(|l| l.contains("INFO")
+                && l.contains(&format!("route={route} "))
+                && l.contains(&format!("status={status} "))
+                && l.contains("latency_ms=")),
+            "{route} {status}: {access:#?}"
+        );
+    }
+    assert!(
+        access
+            .iter()
+            .any(|l| l.contains(&request_id) && l.contains("method=GET")),
+        "the line names the request: {access:#?}"
+    );
+    // Routine refusals are no warnings (start-up has its own, about Stripe's missing key).
+    let loud: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("request{") && (l.contains("WARN") || l.contains("ERROR")))
+        .collect();
+    assert!(loud.is_empty(), "{loud:#?}");
+
+    let served = Served::start_with_log(tollgate(dir.path()), "info,tollgate::access=off");
+    let res = http.get(served.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let lines = served.stop();
+    assert!(!lines.iter().any(|l| l.contains(" access ")), "{lines:#?}");
 }

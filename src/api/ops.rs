@@ -34,7 +34,7 @@ pub async fn healthz() -> HttpResponse {
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.db.ping().await.map_err(|e| {
-        tracing::warn!(error = ?e, "readiness check failed");
+        tracing::warn!(error = format_args!("{e:#}"), "readiness check failed");
         ApiError::new(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
             "database_unavailable",
@@ -45,8 +45,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(HealthOut { status: "ready" }))
 }
 
-/// Prometheus metrics: webhook events by type and outcome, reconciliation runs and the drift
-/// they found.
+/// Prometheus metrics: requests by route, method and status, Stripe calls by operation and
+/// outcome, webhook events and rejections, reconciliation runs and the drift they found
+/// (docs/OPERATIONS.md lists every family).
 #[utoipa::path(
     tag = "operations",
     operation_id = "metrics",

@@ -47,25 +47,13 @@ pub async fn stripe_webhook(
         Err(e) => return Err(e.into()),
     };
     let payload = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("invalid_payload", "the body is not UTF-8"))?;
+        .map_err(|_| rejected(WebhookRejection::Malformed("the body is not UTF-8".into())))?;
     let signature = req
         .headers()
         .get("Stripe-Signature")
         .and_then(|v| v.to_str().ok());
     let event =
-        verify(payload, signature, &state.settings.stripe.webhook_secrets).map_err(|r| {
-            let code = match r {
-                WebhookRejection::MissingSignature => "missing_signature",
-                WebhookRejection::BadSignature => "invalid_signature",
-                WebhookRejection::Stale => "stale_signature",
-                WebhookRejection::Malformed(_) => "invalid_payload",
-            };
-            // Refused for good (a 4xx is not retried by Stripe): counted and logged, so that
-            // a signed event Tollgate could not take is seen, not silently lost.
-            metrics::counter!("tollgate_webhook_rejections_total", "code" => code).increment(1);
-            tracing::warn!(code, reason = %r, "webhook refused");
-            ApiError::bad_request(code, r.to_string())
-        })?;
+        verify(payload, signature, &state.settings.stripe.webhook_secrets).map_err(rejected)?;
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
@@ -85,6 +73,22 @@ pub async fn stripe_webhook(
         received: true,
         duplicate: outcome == EventOutcome::Duplicate,
     }))
+}
+
+/// A delivery refused for good (a 4xx is not retried by Stripe): counted by its code in
+/// `tollgate_webhook_rejections_total` and logged, so that a signed event Tollgate could not
+/// take is seen, not silently lost. A wrong or rotated webhook secret shows as
+/// `invalid_signature`.
+fn rejected(rejection: WebhookRejection) -> ApiError {
+    let code = match rejection {
+        WebhookRejection::MissingSignature => "missing_signature",
+        WebhookRejection::BadSignature => "invalid_signature",
+        WebhookRejection::Stale => "stale_signature",
+        WebhookRejection::Malformed(_) => "invalid_payload",
+    };
+    metrics::counter!("tollgate_webhook_rejections_total", "code" => code).increment(1);
+    tracing::warn!(code, reason = %rejection, "webhook refused");
+    ApiError::bad_request(code, rejection.to_string())
 }
 
 #[cfg(test)]

@@ -160,6 +160,26 @@ impl ManageConnection for ConnectionManager {
 
 pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
 
+/// The pool's handler of failed connection attempts. While the pool first fills, r2d2 tries
+/// each of its connections again and again until `connect_timeout`, and its default handler
+/// logs every attempt: dozens of lines for one unreachable database. Those are silent here;
+/// `Database::connect` reports the last one, once. Once connected, a failed attempt (the
+/// database went away) is logged, on one line.
+#[derive(Debug, Default)]
+struct QuietUntilConnected {
+    connected: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl r2d2::HandleError<r2d2::Error> for QuietUntilConnected {
+    fn handle_error(&self, error: r2d2::Error) {
+        if self.connected.load(std::sync::atomic::Ordering::Relaxed) {
+            let error = error.to_string();
+            let error = error.split_whitespace().collect::<Vec<_>>().join(" ");
+            tracing::error!(%error, "a database connection could not be opened");
+        }
+    }
+}
+
 /// The pool, plus the in-process half of the per-customer lock.
 #[derive(Clone)]
 pub struct Database {
@@ -199,11 +219,36 @@ impl Database {
                 })
                 .context("could not open the SQLite database (check DATABASE_URL)")?;
         }
+        let quiet = QuietUntilConnected::default();
+        let connected = quiet.connected.clone();
         let pool = r2d2::Pool::builder()
             .max_size(max_connections)
             .connection_timeout(connect_timeout)
+            .error_handler(Box::new(quiet))
             .build(manager)
-            .context("could not connect to the database (check DATABASE_URL)")?;
+            .map_err(|e| {
+                // r2d2's last error, on one line (libpq's messages span several).
+                let error = e.to_string();
+                let cause = error
+                    .strip_prefix("timed out waiting for connection")
+                    .unwrap_or(&error)
+                    .trim_start_matches(':')
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let cause = if cause.is_empty() {
+                    cause
+                } else {
+                    format!(": {cause}")
+                };
+                anyhow::anyhow!(
+                    "could not connect within {} s{cause}; check that the database server runs \
+                     and accepts connections from this host, and that database.url \
+                     (DATABASE_URL) names it with the right user, password and database",
+                    connect_timeout.as_secs()
+                )
+            })?;
+        connected.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(Database {
             pool,
             backend,
@@ -409,7 +454,10 @@ fn unlock(mut conn: PooledConnection, key: &str) {
     if let Err(e) = advisory(&mut conn, "pg_advisory_unlock", key) {
         // A connection that cannot run this is broken; the pool's check-out test discards it
         // and PostgreSQL drops its locks with the session.
-        tracing::warn!(error = ?e, "could not release an advisory lock");
+        tracing::warn!(
+            error = format_args!("{e:#}"),
+            "could not release an advisory lock"
+        );
     }
 }
 

@@ -62,7 +62,10 @@ impl From<AuthError> for ApiError {
             AuthError::UnknownKey => "token_unknown_key",
             AuthError::Invalid(_) => "invalid_token",
             AuthError::KeysUnavailable(err) => {
-                tracing::error!(error = ?err, "identity provider keys unavailable");
+                tracing::error!(
+                    error = format_args!("{err:#}"),
+                    "identity provider keys unavailable"
+                );
                 return ApiError::new(
                     actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
                     "identity_provider_unavailable",

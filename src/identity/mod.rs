@@ -407,7 +407,10 @@ impl KeyCache {
                 None
             }
             Err(e) => {
-                tracing::warn!(error = ?e, "JWKS fetch failed; known keys keep working");
+                tracing::warn!(
+                    error = format_args!("{e:#}"),
+                    "JWKS fetch failed; known keys keep working"
+                );
                 metrics::counter!("tollgate_jwks_fetch_failures_total").increment(1);
                 Some(e)
             }

@@ -43,7 +43,7 @@ impl ReconcileReport {
             Ok(_) => {}
             Err(e) => {
                 self.failed += 1;
-                tracing::warn!(customer, error = ?e, "reconciliation of a customer failed");
+                tracing::warn!(customer, error = %e, "reconciliation of a customer failed");
             }
         }
     }
@@ -138,7 +138,10 @@ pub async fn run_schedule(state: std::sync::Arc<AppState>, interval: Duration) {
         match run {
             Ok(Some(_)) => {}
             Ok(None) => tracing::debug!("reconciliation is running on another replica"),
-            Err(e) => tracing::warn!(error = ?e, "scheduled reconciliation failed"),
+            Err(e) => tracing::warn!(
+                error = format_args!("{e:#}"),
+                "scheduled reconciliation failed"
+            ),
         }
     }
 }

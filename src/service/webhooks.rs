@@ -39,7 +39,10 @@ pub async fn handle_event(
                 .run(move |conn| events::mark_failed(conn, id.as_str(), &msg))
                 .await
             {
-                tracing::error!(error = ?log_err, "could not record the event failure");
+                tracing::error!(
+                    error = format_args!("{log_err:#}"),
+                    "could not record the event failure"
+                );
             }
             Err(e)
         }

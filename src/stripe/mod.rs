@@ -131,6 +131,39 @@ fn not_found_as_none<T>(e: StripeError) -> Result<Option<T>, GatewayError> {
     }
 }
 
+/// Runs one gateway operation, timed and counted by `operation` (the method's name) and
+/// outcome: `ok` (also a lookup answered "no such object"), `refused` (Stripe answered a 4xx
+/// other than 429) or `failed` (network, timeout, 429 or 5xx once the client's retries are
+/// spent). Every method of [`StripeGateway`] goes through here; the time includes retries and,
+/// for listings, every page.
+async fn observed<T>(
+    operation: &'static str,
+    call: impl std::future::Future<Output = Result<T, GatewayError>>,
+) -> Result<T, GatewayError> {
+    let started = std::time::Instant::now();
+    let result = call.await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(GatewayError::Refused { .. }) => "refused",
+        Err(GatewayError::Other(_)) => "failed",
+    };
+    metrics::histogram!(
+        "tollgate_stripe_request_duration_seconds",
+        "operation" => operation,
+        "outcome" => outcome,
+    )
+    .record(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!(
+            "tollgate_stripe_errors_total",
+            "operation" => operation,
+            "outcome" => outcome,
+        )
+        .increment(1);
+    }
+    result
+}
+
 fn ts(t: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(t, 0).unwrap_or_default()
 }
@@ -165,21 +198,24 @@ impl StripeGateway {
         generation: i64,
         email: Option<&str>,
     ) -> Result<String, GatewayError> {
-        let mut req = CreateCustomer::new().metadata(HashMap::from([(
-            metadata::SUBJECT.to_owned(),
-            subject_key.to_owned(),
-        )]));
-        if let Some(email) = email {
-            req = req.email(email);
-        }
-        let customer = req
-            .customize()
-            .request_strategy(RequestStrategy::Idempotent(idempotency_key(&format!(
-                "tollgate-customer-{subject_key}-{generation}"
-            ))?))
-            .send(&self.client)
-            .await?;
-        Ok(customer.id.as_str().to_owned())
+        observed("create_customer", async {
+            let mut req = CreateCustomer::new().metadata(HashMap::from([(
+                metadata::SUBJECT.to_owned(),
+                subject_key.to_owned(),
+            )]));
+            if let Some(email) = email {
+                req = req.email(email);
+            }
+            let customer = req
+                .customize()
+                .request_strategy(RequestStrategy::Idempotent(idempotency_key(&format!(
+                    "tollgate-customer-{subject_key}-{generation}"
+                ))?))
+                .send(&self.client)
+                .await?;
+            Ok(customer.id.as_str().to_owned())
+        })
+        .await
     }
 
     /// Proves the key works: lists one customer (what every sync needs to read). Stripe's
@@ -191,85 +227,94 @@ impl StripeGateway {
 
     /// Whether the customer still exists on Stripe, and the subject recorded on it.
     pub async fn customer(&self, customer_id: &CustomerId) -> Result<CustomerLookup, GatewayError> {
-        match RetrieveCustomer::new(customer_id.as_str())
-            .send(&self.client)
-            .await
-        {
-            Ok(RetrieveCustomerReturned::Customer(c)) => Ok(CustomerLookup::Live {
-                subject: c.metadata.and_then(|m| m.get(metadata::SUBJECT).cloned()),
-            }),
-            Ok(RetrieveCustomerReturned::DeletedCustomer(_)) => Ok(CustomerLookup::Gone),
-            Err(e) => not_found_as_none::<()>(e).map(|_| CustomerLookup::Gone),
-        }
+        observed("customer", async {
+            match RetrieveCustomer::new(customer_id.as_str())
+                .send(&self.client)
+                .await
+            {
+                Ok(RetrieveCustomerReturned::Customer(c)) => Ok(CustomerLookup::Live {
+                    subject: c.metadata.and_then(|m| m.get(metadata::SUBJECT).cloned()),
+                }),
+                Ok(RetrieveCustomerReturned::DeletedCustomer(_)) => Ok(CustomerLookup::Gone),
+                Err(e) => not_found_as_none::<()>(e).map(|_| CustomerLookup::Gone),
+            }
+        })
+        .await
     }
 
     /// The id of the active promotion code customers type as `code`.
     pub async fn promotion_code_id(&self, code: &str) -> Result<Option<String>, GatewayError> {
-        let list = ListPromotionCode::new()
-            .code(code)
-            .active(true)
-            .limit(1)
-            .send(&self.client)
-            .await?;
-        Ok(list
-            .data
-            .into_iter()
-            .next()
-            .map(|p| p.id.as_str().to_owned()))
+        observed("promotion_code_id", async {
+            let list = ListPromotionCode::new()
+                .code(code)
+                .active(true)
+                .limit(1)
+                .send(&self.client)
+                .await?;
+            Ok(list
+                .data
+                .into_iter()
+                .next()
+                .map(|p| p.id.as_str().to_owned()))
+        })
+        .await
     }
 
     pub async fn create_checkout_session(
         &self,
         new: NewCheckout,
     ) -> Result<StripeCheckout, GatewayError> {
-        let mut item = CreateCheckoutSessionLineItems::new();
-        item.price = Some(new.price_id.clone());
-        item.quantity = Some(new.quantity);
-        let mut req = CreateCheckoutSession::new()
-            .customer(new.customer_id.clone())
-            .client_reference_id(new.client_reference_id.clone())
-            .metadata(new.metadata.clone())
-            .line_items(vec![item])
-            .success_url(new.success_url.clone())
-            .cancel_url(new.cancel_url.clone());
-        req = match new.mode {
-            CheckoutMode::Subscription => {
-                let mut data = CreateCheckoutSessionSubscriptionData::new();
-                data.metadata = Some(new.metadata.clone());
-                if new.trial_days > 0 {
-                    data.trial_period_days = Some(new.trial_days);
-                    if new.trial_without_card {
-                        data.trial_settings = Some(CreateCheckoutSessionSubscriptionDataTrialSettings::new(
-                            CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehavior::new(
-                                CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehaviorMissingPaymentMethod::Pause,
-                            ),
-                        ));
-                        req = req.payment_method_collection(
-                            CreateCheckoutSessionPaymentMethodCollection::IfRequired,
-                        );
+        observed("create_checkout_session", async {
+            let mut item = CreateCheckoutSessionLineItems::new();
+            item.price = Some(new.price_id.clone());
+            item.quantity = Some(new.quantity);
+            let mut req = CreateCheckoutSession::new()
+                .customer(new.customer_id.clone())
+                .client_reference_id(new.client_reference_id.clone())
+                .metadata(new.metadata.clone())
+                .line_items(vec![item])
+                .success_url(new.success_url.clone())
+                .cancel_url(new.cancel_url.clone());
+            req = match new.mode {
+                CheckoutMode::Subscription => {
+                    let mut data = CreateCheckoutSessionSubscriptionData::new();
+                    data.metadata = Some(new.metadata.clone());
+                    if new.trial_days > 0 {
+                        data.trial_period_days = Some(new.trial_days);
+                        if new.trial_without_card {
+                            data.trial_settings = Some(CreateCheckoutSessionSubscriptionDataTrialSettings::new(
+                                CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehavior::new(
+                                    CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehaviorMissingPaymentMethod::Pause,
+                                ),
+                            ));
+                            req = req.payment_method_collection(
+                                CreateCheckoutSessionPaymentMethodCollection::IfRequired,
+                            );
+                        }
                     }
+                    req.mode(CheckoutSessionMode::Subscription)
+                        .subscription_data(data)
                 }
-                req.mode(CheckoutSessionMode::Subscription)
-                    .subscription_data(data)
-            }
-            _ => req.mode(CheckoutSessionMode::Payment),
-        };
-        req = match &new.promotion_code_id {
-            Some(id) => {
-                let mut discount = CreateCheckoutSessionDiscounts::new();
-                discount.promotion_code = Some(id.clone());
-                req.discounts(vec![discount])
-            }
-            None => req.allow_promotion_codes(true),
-        };
-        let session = req
-            .customize()
-            .request_strategy(RequestStrategy::Idempotent(idempotency_key(
-                &new.idempotency_key,
-            )?))
-            .send(&self.client)
-            .await?;
-        Ok(checkout_read(session))
+                _ => req.mode(CheckoutSessionMode::Payment),
+            };
+            req = match &new.promotion_code_id {
+                Some(id) => {
+                    let mut discount = CreateCheckoutSessionDiscounts::new();
+                    discount.promotion_code = Some(id.clone());
+                    req.discounts(vec![discount])
+                }
+                None => req.allow_promotion_codes(true),
+            };
+            let session = req
+                .customize()
+                .request_strategy(RequestStrategy::Idempotent(idempotency_key(
+                    &new.idempotency_key,
+                )?))
+                .send(&self.client)
+                .await?;
+            Ok(checkout_read(session))
+        })
+        .await
     }
 
     /// `None` when Stripe has no such session.
@@ -277,13 +322,16 @@ impl StripeGateway {
         &self,
         id: &CheckoutSessionId,
     ) -> Result<Option<StripeCheckout>, GatewayError> {
-        match RetrieveCheckoutSession::new(id.as_str())
-            .send(&self.client)
-            .await
-        {
-            Ok(session) => Ok(Some(checkout_read(session))),
-            Err(e) => not_found_as_none(e),
-        }
+        observed("checkout_session", async {
+            match RetrieveCheckoutSession::new(id.as_str())
+                .send(&self.client)
+                .await
+            {
+                Ok(session) => Ok(Some(checkout_read(session))),
+                Err(e) => not_found_as_none(e),
+            }
+        })
+        .await
     }
 
     /// Every subscription of the customer, in any status (paginated).
@@ -291,27 +339,30 @@ impl StripeGateway {
         &self,
         customer_id: &CustomerId,
     ) -> Result<Vec<StripeSubscription>, GatewayError> {
-        let mut out = Vec::new();
-        let mut starting_after: Option<String> = None;
-        loop {
-            let mut req = ListSubscription::new()
-                .customer(customer_id.as_str())
-                .status(ListSubscriptionStatus::All)
-                .limit(100);
-            if let Some(after) = &starting_after {
-                req = req.starting_after(after.clone());
+        observed("customer_subscriptions", async {
+            let mut out = Vec::new();
+            let mut starting_after: Option<String> = None;
+            loop {
+                let mut req = ListSubscription::new()
+                    .customer(customer_id.as_str())
+                    .status(ListSubscriptionStatus::All)
+                    .limit(100);
+                if let Some(after) = &starting_after {
+                    req = req.starting_after(after.clone());
+                }
+                let page = req.send(&self.client).await?;
+                out.extend(page.data.into_iter().map(subscription_read));
+                if !page.has_more {
+                    break;
+                }
+                match out.last() {
+                    Some(last) => starting_after = Some(last.id.clone()),
+                    None => break,
+                }
             }
-            let page = req.send(&self.client).await?;
-            out.extend(page.data.into_iter().map(subscription_read));
-            if !page.has_more {
-                break;
-            }
-            match out.last() {
-                Some(last) => starting_after = Some(last.id.clone()),
-                None => break,
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     /// The customer's charges (payments, refunds and disputes), newest first: one page of 100,
@@ -321,53 +372,62 @@ impl StripeGateway {
         customer_id: &CustomerId,
         all: bool,
     ) -> Result<Vec<StripeCharge>, GatewayError> {
-        let mut out: Vec<StripeCharge> = Vec::new();
-        loop {
-            let mut req = ListCharge::new().customer(customer_id.as_str()).limit(100);
-            if let Some(last) = out.last() {
-                req = req.starting_after(last.id.clone());
+        observed("customer_charges", async {
+            let mut out: Vec<StripeCharge> = Vec::new();
+            loop {
+                let mut req = ListCharge::new().customer(customer_id.as_str()).limit(100);
+                if let Some(last) = out.last() {
+                    req = req.starting_after(last.id.clone());
+                }
+                let page = req.send(&self.client).await?;
+                let empty = page.data.is_empty();
+                out.extend(page.data.into_iter().map(charge_read));
+                if !all || !page.has_more || empty {
+                    break;
+                }
             }
-            let page = req.send(&self.client).await?;
-            let empty = page.data.is_empty();
-            out.extend(page.data.into_iter().map(charge_read));
-            if !all || !page.has_more || empty {
-                break;
+            for charge in out.iter_mut().filter(|c| c.disputed) {
+                charge.dispute_status = self.dispute_status(&charge.id).await?;
             }
-        }
-        for charge in out.iter_mut().filter(|c| c.disputed) {
-            charge.dispute_status = self.dispute_status(&charge.id).await?;
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     /// One charge, with its dispute's status (`None` when Stripe has no such charge).
     pub async fn charge(&self, charge_id: &ChargeId) -> Result<Option<StripeCharge>, GatewayError> {
-        let mut charge = match RetrieveCharge::new(charge_id.as_str())
-            .send(&self.client)
-            .await
-        {
-            Ok(charge) => charge_read(charge),
-            Err(e) => return not_found_as_none(e),
-        };
-        if charge.disputed {
-            charge.dispute_status = self.dispute_status(&charge.id).await?;
-        }
-        Ok(Some(charge))
+        observed("charge", async {
+            let mut charge = match RetrieveCharge::new(charge_id.as_str())
+                .send(&self.client)
+                .await
+            {
+                Ok(charge) => charge_read(charge),
+                Err(e) => return not_found_as_none(e),
+            };
+            if charge.disputed {
+                charge.dispute_status = self.dispute_status(&charge.id).await?;
+            }
+            Ok(Some(charge))
+        })
+        .await
     }
 
     /// The status of the charge's newest dispute.
     async fn dispute_status(&self, charge_id: &str) -> Result<Option<String>, GatewayError> {
-        let page = ListDispute::new()
-            .charge(charge_id)
-            .limit(10)
-            .send(&self.client)
-            .await?;
-        // Stripe lists newest first.
-        Ok(page
-            .data
-            .into_iter()
-            .next()
-            .map(|d| d.status.as_str().to_owned()))
+        observed("dispute_status", async {
+            let page = ListDispute::new()
+                .charge(charge_id)
+                .limit(10)
+                .send(&self.client)
+                .await?;
+            // Stripe lists newest first.
+            Ok(page
+                .data
+                .into_iter()
+                .next()
+                .map(|d| d.status.as_str().to_owned()))
+        })
+        .await
     }
 
     /// The charges and payment intents that paid the invoice for the subscription's current
@@ -379,37 +439,40 @@ impl StripeGateway {
         &self,
         subscription_id: &SubscriptionId,
     ) -> Result<Vec<String>, GatewayError> {
-        let page = ListInvoice::new()
-            .subscription(subscription_id.as_str())
-            .limit(10)
-            .expand(vec!["data.payments".to_owned()])
-            .send(&self.client)
-            .await?;
-        // Stripe lists newest first.
-        let period_invoice = page.data.into_iter().find(|i| {
-            matches!(
-                i.billing_reason,
-                Some(
-                    InvoiceBillingReason::SubscriptionCreate
-                        | InvoiceBillingReason::SubscriptionCycle
+        observed("period_payments", async {
+            let page = ListInvoice::new()
+                .subscription(subscription_id.as_str())
+                .limit(10)
+                .expand(vec!["data.payments".to_owned()])
+                .send(&self.client)
+                .await?;
+            // Stripe lists newest first.
+            let period_invoice = page.data.into_iter().find(|i| {
+                matches!(
+                    i.billing_reason,
+                    Some(
+                        InvoiceBillingReason::SubscriptionCreate
+                            | InvoiceBillingReason::SubscriptionCycle
+                    )
                 )
-            )
-        });
-        let Some(invoice) = period_invoice else {
-            return Ok(Vec::new());
-        };
-        let payments = invoice.payments.map(|l| l.data).unwrap_or_default();
-        Ok(payments
-            .into_iter()
-            .filter(|p| p.status == "paid")
-            .flat_map(|p| {
-                [
-                    p.payment.charge.map(|c| c.id().as_str().to_owned()),
-                    p.payment.payment_intent.map(|i| i.id().as_str().to_owned()),
-                ]
-            })
-            .flatten()
-            .collect())
+            });
+            let Some(invoice) = period_invoice else {
+                return Ok(Vec::new());
+            };
+            let payments = invoice.payments.map(|l| l.data).unwrap_or_default();
+            Ok(payments
+                .into_iter()
+                .filter(|p| p.status == "paid")
+                .flat_map(|p| {
+                    [
+                        p.payment.charge.map(|c| c.id().as_str().to_owned()),
+                        p.payment.payment_intent.map(|i| i.id().as_str().to_owned()),
+                    ]
+                })
+                .flatten()
+                .collect())
+        })
+        .await
     }
 
     /// The customer's completed Checkout Sessions (every page): reconciliation records
@@ -418,21 +481,24 @@ impl StripeGateway {
         &self,
         customer_id: &CustomerId,
     ) -> Result<Vec<StripeCheckout>, GatewayError> {
-        let mut out: Vec<StripeCheckout> = Vec::new();
-        loop {
-            let mut req = ListCheckoutSession::new()
-                .customer(customer_id.as_str())
-                .status(stripe_shared::CheckoutSessionStatus::Complete)
-                .limit(100);
-            if let Some(last) = out.last() {
-                req = req.starting_after(last.id.clone());
+        observed("customer_completed_sessions", async {
+            let mut out: Vec<StripeCheckout> = Vec::new();
+            loop {
+                let mut req = ListCheckoutSession::new()
+                    .customer(customer_id.as_str())
+                    .status(stripe_shared::CheckoutSessionStatus::Complete)
+                    .limit(100);
+                if let Some(last) = out.last() {
+                    req = req.starting_after(last.id.clone());
+                }
+                let page = req.send(&self.client).await?;
+                out.extend(page.data.into_iter().map(checkout_read));
+                if !page.has_more || out.is_empty() {
+                    return Ok(out);
+                }
             }
-            let page = req.send(&self.client).await?;
-            out.extend(page.data.into_iter().map(checkout_read));
-            if !page.has_more || out.is_empty() {
-                return Ok(out);
-            }
-        }
+        })
+        .await
     }
 
     /// Withdraws a cancellation scheduled for a date (`cancel_at`). Stripe unsets a field sent
@@ -441,19 +507,22 @@ impl StripeGateway {
         &self,
         subscription_id: &SubscriptionId,
     ) -> Result<(), GatewayError> {
-        #[derive(serde::Serialize)]
-        struct Unset {
-            cancel_at: &'static str,
-        }
-        RequestBuilder::new(
-            StripeMethod::Post,
-            format!("/subscriptions/{subscription_id}"),
-        )
-        .form(&Unset { cancel_at: "" })
-        .customize::<stripe_shared::Subscription>()
-        .send(&self.client)
-        .await?;
-        Ok(())
+        observed("clear_cancel_at", async {
+            #[derive(serde::Serialize)]
+            struct Unset {
+                cancel_at: &'static str,
+            }
+            RequestBuilder::new(
+                StripeMethod::Post,
+                format!("/subscriptions/{subscription_id}"),
+            )
+            .form(&Unset { cancel_at: "" })
+            .customize::<stripe_shared::Subscription>()
+            .send(&self.client)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Cancels the subscription now (its tenant or membership was removed). `why` is recorded
@@ -463,13 +532,16 @@ impl StripeGateway {
         subscription_id: &SubscriptionId,
         why: &str,
     ) -> Result<(), GatewayError> {
-        let mut details = CancelSubscriptionCancellationDetails::new();
-        details.comment = Some(why.to_owned());
-        CancelSubscription::new(subscription_id.as_str())
-            .cancellation_details(details)
-            .send(&self.client)
-            .await?;
-        Ok(())
+        observed("cancel_now", async {
+            let mut details = CancelSubscriptionCancellationDetails::new();
+            details.comment = Some(why.to_owned());
+            CancelSubscription::new(subscription_id.as_str())
+                .cancellation_details(details)
+                .send(&self.client)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Names the member who manages the subscription (metadata `tollgate_manager`).
@@ -478,14 +550,17 @@ impl StripeGateway {
         subscription_id: &SubscriptionId,
         user_id: &str,
     ) -> Result<(), GatewayError> {
-        UpdateSubscription::new(subscription_id.as_str())
-            .metadata(HashMap::from([(
-                metadata::MANAGER.to_owned(),
-                user_id.to_owned(),
-            )]))
-            .send(&self.client)
-            .await?;
-        Ok(())
+        observed("set_manager", async {
+            UpdateSubscription::new(subscription_id.as_str())
+                .metadata(HashMap::from([(
+                    metadata::MANAGER.to_owned(),
+                    user_id.to_owned(),
+                )]))
+                .send(&self.client)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Schedules (`true`) or withdraws (`false`) the subscription's cancellation at period end.
@@ -494,11 +569,14 @@ impl StripeGateway {
         subscription_id: &SubscriptionId,
         cancel: bool,
     ) -> Result<(), GatewayError> {
-        UpdateSubscription::new(subscription_id.as_str())
-            .cancel_at_period_end(cancel)
-            .send(&self.client)
-            .await?;
-        Ok(())
+        observed("set_cancel_at_period_end", async {
+            UpdateSubscription::new(subscription_id.as_str())
+                .cancel_at_period_end(cancel)
+                .send(&self.client)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Resumes a paused subscription (Stripe invoices from now on).
@@ -506,10 +584,13 @@ impl StripeGateway {
         &self,
         subscription_id: &SubscriptionId,
     ) -> Result<(), GatewayError> {
-        ResumeSubscription::new(subscription_id.as_str())
-            .send(&self.client)
-            .await?;
-        Ok(())
+        observed("resume_paused", async {
+            ResumeSubscription::new(subscription_id.as_str())
+                .send(&self.client)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Moves the subscription's item to another price, prorated as Stripe computes it.
@@ -519,25 +600,28 @@ impl StripeGateway {
         price_id: &str,
         quantity: Option<u64>,
     ) -> Result<(), GatewayError> {
-        let current = RetrieveSubscription::new(subscription_id.as_str())
-            .send(&self.client)
-            .await?;
-        let item_id = current
-            .items
-            .data
-            .first()
-            .map(|i| i.id.as_str().to_owned())
-            .ok_or_else(|| anyhow::anyhow!("subscription {subscription_id} has no items"))?;
-        let mut item = UpdateSubscriptionItems::new();
-        item.id = Some(item_id);
-        item.price = Some(price_id.to_owned());
-        item.quantity = quantity;
-        UpdateSubscription::new(subscription_id.as_str())
-            .items(vec![item])
-            .proration_behavior(UpdateSubscriptionProrationBehavior::CreateProrations)
-            .send(&self.client)
-            .await?;
-        Ok(())
+        observed("change_price", async {
+            let current = RetrieveSubscription::new(subscription_id.as_str())
+                .send(&self.client)
+                .await?;
+            let item_id = current
+                .items
+                .data
+                .first()
+                .map(|i| i.id.as_str().to_owned())
+                .ok_or_else(|| anyhow::anyhow!("subscription {subscription_id} has no items"))?;
+            let mut item = UpdateSubscriptionItems::new();
+            item.id = Some(item_id);
+            item.price = Some(price_id.to_owned());
+            item.quantity = quantity;
+            UpdateSubscription::new(subscription_id.as_str())
+                .items(vec![item])
+                .proration_behavior(UpdateSubscriptionProrationBehavior::CreateProrations)
+                .send(&self.client)
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     pub async fn create_portal_session(
@@ -545,12 +629,15 @@ impl StripeGateway {
         customer_id: &CustomerId,
         return_url: &str,
     ) -> Result<String, GatewayError> {
-        let session = CreateBillingPortalSession::new()
-            .customer(customer_id.as_str())
-            .return_url(return_url)
-            .send(&self.client)
-            .await?;
-        Ok(session.url)
+        observed("create_portal_session", async {
+            let session = CreateBillingPortalSession::new()
+                .customer(customer_id.as_str())
+                .return_url(return_url)
+                .send(&self.client)
+                .await?;
+            Ok(session.url)
+        })
+        .await
     }
 }
 

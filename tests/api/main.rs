@@ -9,6 +9,7 @@ mod cors;
 mod entitlements;
 mod grants;
 mod hardening;
+mod metrics;
 mod ops;
 mod ordering;
 mod payments;

@@ -65,7 +65,8 @@ impl FakeStripe {
 
     /// A fake on `listener` whose Checkout Sessions can be paid by opening their `url`
     /// (`GET /pay/{id}` completes the session as paying does and redirects to its success URL):
-    /// for trying Tollgate by hand (`cargo run --example fake_stripe`).
+    /// for trying Tollgate by hand (`cargo run --example fake_stripe`; the tests do not use it).
+    #[allow(dead_code)]
     pub async fn start_payable(listener: std::net::TcpListener) -> FakeStripe {
         let server = MockServer::builder().listener(listener).start().await;
         Self::serve(server, true).await
