@@ -139,12 +139,12 @@ pub struct GrantsOut {
     request_body = GrantIn,
     responses(
         (status = 201, description = "the grant, in force now", body = GrantOut),
-        (status = 400, description = "`invalid_body` (the ids the plan's scope needs: `user_id` for a user's plan, `tenant_id` for a tenant's, both for a membership's; an RFC 3339 `until`), `invalid_user_id`, `invalid_tenant_id`, or `invalid_note` (1 to 500 characters)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_body` (not the object described; an RFC 3339 `until`), `invalid_user_id`, `invalid_tenant_id`, or `invalid_note` (1 to 500 characters)", body = Problem, content_type = "application/problem+json"),
         super::responses::Unauthorized,
         super::responses::MissingAdminScope,
         super::responses::BodyTooLarge,
         super::responses::NotJson,
-        (status = 422, description = "`unknown_plan`, `plan_not_grantable` (the free plan or a credit pack), `until_not_in_future`, or `until_too_late` (after the year 9999)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`unknown_plan`, `plan_not_grantable` (the free plan or a credit pack), `holder_mismatch` (not the ids the plan's scope needs: `user_id` for a user's plan, `tenant_id` for a tenant's, both for a membership's), `until_not_in_future`, or `until_too_late` (after the year 9999)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/grants")]
@@ -222,11 +222,11 @@ pub struct GrantsQuery {
     /// Only grants held by this tenant (with `user_id`: by that user in this tenant).
     #[param(value_type = Option<TenantId>)]
     pub tenant_id: Option<String>,
-    /// Only grants of this plan.
-    #[param(example = "pro")]
+    /// Only grants of this plan (also a plan the catalog no longer has: its grants are kept).
+    #[param(value_type = Option<String>, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$", example = "pro")]
     pub plan: Option<String>,
     /// `active`, `ended` or `revoked`.
-    #[param(example = "active")]
+    #[param(pattern = "^(active|ended|revoked)$", example = "active")]
     pub status: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100, example = 20)]
@@ -258,7 +258,7 @@ fn parse_cursor(cursor: &str) -> Option<(chrono::NaiveDateTime, String)> {
     params(GrantsQuery),
     responses(
         (status = 200, description = "one page of grants, newest first", body = GrantsOut),
-        (status = 400, description = "`invalid_query`, `invalid_user_id`, `invalid_tenant_id`, `invalid_plan` (not a plan of `GET /v1/config`), `invalid_status` (not active, ended or revoked), `invalid_limit` (not 1 to 100), or `invalid_cursor` (not a `next_cursor` this endpoint gave)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_query`, `invalid_user_id`, `invalid_tenant_id`, `invalid_plan` (blank, too long, or with a control character), `invalid_status` (not active, ended or revoked), `invalid_limit` (not 1 to 100), or `invalid_cursor` (not a `next_cursor` this endpoint gave)", body = Problem, content_type = "application/problem+json"),
         super::responses::Unauthorized,
         super::responses::MissingAdminScope,
     )
@@ -304,12 +304,12 @@ pub async fn list_grants(
         })?),
     };
     if let Some(plan) = query.plan.as_deref() {
-        if state.catalog.plan(plan).is_none() {
-            return Err(ApiError::bad_request(
+        crate::billing::ids::check_external_id(plan).map_err(|e| {
+            ApiError::bad_request(
                 "invalid_plan",
-                "plan must be a plan of GET /v1/config",
-            ));
-        }
+                format!("`plan` {e}: a plan id as configured"),
+            )
+        })?;
     }
     let listing = Listing {
         subject,

@@ -191,8 +191,8 @@ fn refused(refusal: GrantRefusal, plan_id: &str) -> ServiceError {
                 }
             ),
         ),
-        GrantRefusal::WrongHolder { scope } => ServiceError::invalid(
-            "invalid_body",
+        GrantRefusal::WrongHolder { scope } => ServiceError::unprocessable(
+            "holder_mismatch",
             match scope {
                 Scope::User => format!("`{plan_id}` is a user's plan: send `user_id` alone"),
                 Scope::Tenant => format!(
