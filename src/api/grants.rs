@@ -287,22 +287,7 @@ pub async fn list_grants(
             ApiError::bad_request("invalid_status", "status must be active, ended or revoked")
         })?),
     };
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be 1 to 100",
-        ));
-    }
-    let after = match &query.cursor {
-        None => None,
-        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                "cursor must be a next_cursor this endpoint returned",
-            )
-        })?),
-    };
+    let (limit, after) = params::page(query.limit, query.cursor.as_deref(), parse_cursor)?;
     if let Some(plan) = query.plan.as_deref() {
         crate::billing::ids::check_external_id(plan).map_err(|e| {
             ApiError::bad_request(

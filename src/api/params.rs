@@ -55,6 +55,32 @@ pub fn job_id(value: &str) -> Result<uuid::Uuid, ApiError> {
         })
 }
 
+/// A listing's page: `limit` (1 to 100, default 20; else `400 invalid_limit`) and `cursor`
+/// parsed by `parse` (a `next_cursor` the same endpoint gave; else `400 invalid_cursor`).
+pub fn page<C>(
+    limit: Option<i64>,
+    cursor: Option<&str>,
+    parse: impl FnOnce(&str) -> Option<C>,
+) -> Result<(i64, Option<C>), ApiError> {
+    let limit = limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be 1 to 100",
+        ));
+    }
+    let cursor = match cursor {
+        None => None,
+        Some(c) => Some(parse(c).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                "cursor must be a next_cursor this endpoint returned",
+            )
+        })?),
+    };
+    Ok((limit, cursor))
+}
+
 /// A whole number as JSON Schema's `integer` admits it (`108`, also `108.0`); `None` for a
 /// negative, fractional or too large one, which the caller then refuses with its own code.
 pub fn whole_number(n: &serde_json::Number) -> Option<u64> {

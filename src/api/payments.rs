@@ -93,22 +93,7 @@ pub async fn list_payments(
     user: EndUser,
     query: web::Query<PaymentsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be 1 to 100",
-        ));
-    }
-    let cursor = match &query.cursor {
-        None => None,
-        Some(c) => Some(parse_cursor(c).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                "cursor must be a next_cursor this endpoint returned",
-            )
-        })?),
-    };
+    let (limit, cursor) = super::params::page(query.limit, query.cursor.as_deref(), parse_cursor)?;
     let key = Subject::user(&user.0.subject).key();
     // One more than asked tells whether another page follows.
     let mut rows = state

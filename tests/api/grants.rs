@@ -21,28 +21,7 @@ async fn send(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    send_to(app, &app.address, method, path, token, body).await
-}
-
-async fn send_to(
-    app: &TestApp,
-    base: &str,
-    method: Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = app
-        .http
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let res = req.send().await.expect("request sent");
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    app.send_to(&app.address, method, path, token, body).await
 }
 
 async fn grant(app: &TestApp, body: Value) -> Value {
@@ -54,15 +33,15 @@ async fn grant(app: &TestApp, body: Value) -> Value {
 /// `GET /v1/entitlements?feature=export` for `user` at the replica `base`.
 async fn export(app: &TestApp, base: &str, user: &str) -> Value {
     let token = app.idp.service_token("billing:read");
-    let (status, out) = send_to(
-        app,
-        base,
-        Method::GET,
-        &format!("/v1/entitlements?user_id={user}&feature=export"),
-        &token,
-        None,
-    )
-    .await;
+    let (status, out) = app
+        .send_to(
+            base,
+            Method::GET,
+            &format!("/v1/entitlements?user_id={user}&feature=export"),
+            &token,
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{out}");
     out
 }

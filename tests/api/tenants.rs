@@ -66,14 +66,7 @@ async fn send(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = app.http.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let res = req.send().await.expect("request sent");
-    let status = res.status().as_u16();
-    let text = res.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    app.send_to(&app.address, method, path, token, body).await
 }
 
 /// Checks out, pays on the fake Stripe and verifies: the status after verify and the session.

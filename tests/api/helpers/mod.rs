@@ -252,6 +252,29 @@ impl TestApp {
         req.send().await.expect("request sent")
     }
 
+    /// Sends `method path` with a bearer token (and a JSON body) to the instance at `base`: the
+    /// status and the body as JSON (`null` when it is not JSON).
+    pub async fn send_to(
+        &self,
+        base: &str,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     pub fn user_token(&self, user_id: &str) -> String {
         self.idp.user_token(user_id)
     }
