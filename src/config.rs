@@ -235,6 +235,11 @@ pub struct BillingSettings {
     /// share one) or `membership` (one user in one tenant).
     #[serde(default)]
     pub scope: crate::billing::scope::Scope,
+    /// Whether a subscription keeps its plan while its payment collection is paused on Stripe
+    /// ("pause payment collection"; the status stays `active`). Off: no paid access during
+    /// the pause, reason `paused`.
+    #[serde(default)]
+    pub access_while_collection_paused: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -126,6 +126,7 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
     let policy = AccessPolicy {
         saas_enabled: settings.saas,
         grace_period: chrono::Duration::hours(i64::from(settings.billing.grace_period_hours)),
+        access_while_collection_paused: settings.billing.access_while_collection_paused,
     };
     let exempt_subjects = settings.exemptions.subjects.iter().cloned().collect();
     let checkout = CheckoutTerms::of(&settings.checkout, &settings.stripe.allowed_price_ids);

@@ -75,7 +75,8 @@ pub async fn cancel_subscription(
     apply(&state, &user, &query, Change::Cancel).await
 }
 
-/// Withdraws a scheduled cancellation, or resumes a paused subscription. Idempotent.
+/// Withdraws a scheduled cancellation and lifts a paused payment collection (Stripe collects
+/// again from the next invoice), or resumes a paused subscription. Idempotent.
 #[utoipa::path(
     tag = "frontend",
     operation_id = "v1.subscription.resume",

@@ -13,6 +13,9 @@ use super::facts::{
 pub struct AccessPolicy {
     pub saas_enabled: bool,
     pub grace_period: Duration,
+    /// Whether a subscription keeps its plan while its payment collection is paused on Stripe
+    /// (`billing.access_while_collection_paused`; off: reason `paused`).
+    pub access_while_collection_paused: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -31,6 +34,8 @@ pub enum Reason {
     Canceled,
     Unpaid,
     Incomplete,
+    /// The subscription is paused, or its payment collection is (Stripe's `pause_collection`;
+    /// the status stays `active`) and `billing.access_while_collection_paused` is off.
     Paused,
     /// The payment was refunded, or is contested by an open or lost chargeback (SPEC's list of
     /// reasons has no separate one for disputes; the purchase and payment say `disputed`).
@@ -296,6 +301,15 @@ fn subscription_verdict<'a>(
             }
             Some(PurchaseStatus::Paid) | None => {}
         }
+        // Payment collection paused ("pause payment collection" in the Dashboard): Stripe
+        // keeps the status, but nothing is paid while it lasts. A trial still running was
+        // never going to be paid for, so it keeps its access.
+        let collection_paused = s.pause_collection.as_ref().is_some_and(|p| p.in_force(now));
+        let in_trial = s.status == SubscriptionStatus::Trialing
+            && s.trial_end.is_none_or(|end| now < end);
+        if collection_paused && !in_trial && !policy.access_while_collection_paused {
+            return verdict(false, Reason::Paused, None);
+        }
     }
 
     match &s.status {
@@ -410,6 +424,7 @@ mod tests {
         AccessPolicy {
             saas_enabled: true,
             grace_period: Duration::hours(24),
+            access_while_collection_paused: false,
         }
     }
 
@@ -429,6 +444,7 @@ mod tests {
             price_interval: Some(Interval::Month),
             quantity: 1,
             manager_user_id: None,
+            pause_collection: None,
         }
     }
 
@@ -538,11 +554,71 @@ mod tests {
         let mut s = sub(SubscriptionStatus::PastDue);
         s.payment_failed_at = Some(now() - Duration::hours(30));
         let long = AccessPolicy {
-            saas_enabled: true,
             grace_period: Duration::hours(48),
+            ..policy()
         };
         let a = evaluate(&catalog(), long, &[s], &[], &[], false, now());
         assert_eq!((a.access, a.reason), (true, Reason::Grace));
+    }
+
+    #[test]
+    fn a_paused_collection_ends_paid_access_until_it_resumes_unless_configured() {
+        use crate::billing::facts::CollectionPause;
+        let paused = |status, resumes_at| SubscriptionFacts {
+            pause_collection: Some(CollectionPause {
+                behavior: "mark_uncollectible".into(),
+                resumes_at,
+            }),
+            ..sub(status)
+        };
+        for status in [SubscriptionStatus::Active, SubscriptionStatus::PastDue] {
+            let a = eval(&[paused(status.clone(), None)], &[]);
+            assert_eq!(
+                (a.access, a.reason, a.plan_id.as_str()),
+                (false, Reason::Paused, "free"),
+                "{status:?}"
+            );
+            assert_eq!(a.subscription_id.as_deref(), Some("sub_1"));
+        }
+        // Until a resume date: paused before it, paid access again from it.
+        let until = now() + Duration::days(3);
+        let s = paused(SubscriptionStatus::Active, Some(until));
+        let at = |t| evaluate(&catalog(), policy(), &[s.clone()], &[], &[], false, t);
+        assert_eq!(at(until - Duration::seconds(1)).reason, Reason::Paused);
+        assert_eq!(
+            (at(until).access, at(until).reason),
+            (true, Reason::Active)
+        );
+        // A product that gives its service during the pause keeps the plan.
+        let keep = AccessPolicy {
+            access_while_collection_paused: true,
+            ..policy()
+        };
+        let a = evaluate(&catalog(), keep, &[s.clone()], &[], &[], false, now());
+        assert_eq!((a.access, a.reason), (true, Reason::Active));
+        // A cancellation that has passed, or a refunded period, still says so.
+        let mut ended = paused(SubscriptionStatus::Active, None);
+        ended.cancel_at = Some(now() - Duration::hours(1));
+        assert_eq!(eval(&[ended], &[]).reason, Reason::Canceled);
+        let mut refunded = paused(SubscriptionStatus::Active, None);
+        refunded.period_payment_revoked = Some(PurchaseStatus::Refunded);
+        assert_eq!(eval(&[refunded], &[]).reason, Reason::Refunded);
+    }
+
+    #[test]
+    fn a_paused_collection_leaves_a_running_trial_but_not_one_past_its_end() {
+        use crate::billing::facts::CollectionPause;
+        let mut s = sub(SubscriptionStatus::Trialing);
+        s.pause_collection = Some(CollectionPause {
+            behavior: "keep_as_draft".into(),
+            resumes_at: None,
+        });
+        s.trial_end = Some(now() + Duration::days(2));
+        let a = eval(&[s.clone()], &[]);
+        assert_eq!((a.access, a.reason), (true, Reason::Trialing));
+        s.trial_end = Some(now() - Duration::hours(1));
+        let a = eval(&[s], &[]);
+        assert_eq!((a.access, a.reason), (false, Reason::Paused));
     }
 
     #[test]

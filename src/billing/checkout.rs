@@ -91,6 +91,7 @@ mod tests {
             price_interval: None,
             quantity: 1,
             manager_user_id: Some("alice".into()),
+            pause_collection: None,
         }
     }
 

@@ -120,6 +120,26 @@ pub struct SubscriptionFacts {
     pub quantity: i64,
     /// For a tenant's subscription: the member who may manage it.
     pub manager_user_id: Option<String>,
+    /// Stripe's "pause payment collection" (Dashboard or API): the status stays `active`, but
+    /// nothing is collected while it is in force.
+    pub pause_collection: Option<CollectionPause>,
+}
+
+/// A subscription's payment collection paused on Stripe (`pause_collection`): its invoices are
+/// kept as drafts, marked uncollectible or voided (`behavior`) until `resumes_at`, or until it
+/// is lifted when there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectionPause {
+    /// `keep_as_draft`, `mark_uncollectible` or `void`, as Stripe says.
+    pub behavior: String,
+    pub resumes_at: Option<DateTime<Utc>>,
+}
+
+impl CollectionPause {
+    /// Whether nothing is collected at `now` (Stripe lifts the pause at `resumes_at`).
+    pub fn in_force(&self, now: DateTime<Utc>) -> bool {
+        self.resumes_at.is_none_or(|at| now < at)
+    }
 }
 
 /// What access needs to know of one one-time purchase.

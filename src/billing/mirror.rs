@@ -21,7 +21,9 @@
 use std::collections::HashMap;
 
 use super::catalog::{Catalog, Interval, PlanKind};
-use super::facts::{PurchaseFacts, PurchaseStatus, SubscriptionFacts, SubscriptionStatus};
+use super::facts::{
+    CollectionPause, PurchaseFacts, PurchaseStatus, SubscriptionFacts, SubscriptionStatus,
+};
 use super::payment;
 use chrono::{DateTime, Duration, Utc};
 
@@ -48,6 +50,8 @@ pub struct StripeSubscription {
     pub created: DateTime<Utc>,
     /// The member who manages a tenant's subscription (metadata `tollgate_manager`).
     pub manager: Option<String>,
+    /// Payment collection paused (`pause_collection`); the status stays as it was.
+    pub pause_collection: Option<CollectionPause>,
 }
 
 /// A charge: one payment attempt, with what was refunded and whether it is disputed.
@@ -166,6 +170,8 @@ pub struct SubscriptionRecord {
     pub period_payment_revoked: Option<PurchaseStatus>,
     /// For tenant subscriptions: the member who may manage it.
     pub manager_user_id: Option<String>,
+    /// Payment collection paused on Stripe.
+    pub pause_collection: Option<CollectionPause>,
 }
 
 impl SubscriptionRecord {
@@ -186,6 +192,7 @@ impl SubscriptionRecord {
             price_interval: self.price_interval,
             quantity: self.quantity,
             manager_user_id: self.manager_user_id.clone(),
+            pause_collection: self.pause_collection.clone(),
         }
     }
 }
@@ -405,6 +412,7 @@ pub fn subscription_record(
         stripe_created_at: read.created,
         period_payment_revoked: revoked,
         manager_user_id: read.manager.clone(),
+        pause_collection: read.pause_collection.clone(),
     }
 }
 
@@ -636,6 +644,7 @@ mod tests {
             latest_invoice_id: Some("in_1".into()),
             created: t(1),
             manager: None,
+            pause_collection: None,
         }
     }
 
@@ -1020,6 +1029,47 @@ mod tests {
         );
         assert!(change.after.cancel_at_period_end);
         assert!(changes.touch_snapshot());
+    }
+
+    #[test]
+    fn a_collection_pause_is_mirrored_and_lifting_it_is_a_change() {
+        let cat = catalog();
+        let read = sub(SubscriptionStatus::Active);
+        let stored = Stored {
+            subscriptions: vec![stored_record(&cat, &read)],
+            ..Stored::default()
+        };
+        let pause = CollectionPause {
+            behavior: "void".into(),
+            resumes_at: Some(t(20)),
+        };
+        let paused = StripeSubscription {
+            pause_collection: Some(pause.clone()),
+            ..read.clone()
+        };
+        let holds = StripeHolds {
+            subscriptions: vec![paused.clone()],
+            ..holds()
+        };
+        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &holds, t(13));
+        assert_eq!(changes.subscriptions.len(), 1);
+        let after = &changes.subscriptions[0].after;
+        assert_eq!(after.status, SubscriptionStatus::Active, "the status stays");
+        assert_eq!(after.pause_collection.as_ref(), Some(&pause));
+        assert_eq!(after.facts().pause_collection, Some(pause));
+
+        // Lifted on Stripe: the stored pause goes.
+        let stored = Stored {
+            subscriptions: vec![stored_record(&cat, &paused)],
+            ..Stored::default()
+        };
+        let holds = StripeHolds {
+            subscriptions: vec![read],
+            ..holds()
+        };
+        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &holds, t(14));
+        assert_eq!(changes.subscriptions.len(), 1);
+        assert_eq!(changes.subscriptions[0].after.pause_collection, None);
     }
 
     #[test]

@@ -38,6 +38,8 @@ diesel::table! {
         synced_at -> Timestamp,
         period_payment_revoked -> Nullable<Text>,
         manager_user_id -> Nullable<Text>,
+        pause_collection_behavior -> Nullable<Text>,
+        pause_collection_resumes_at -> Nullable<Timestamp>,
     }
 }
 

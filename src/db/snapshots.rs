@@ -21,6 +21,7 @@ use super::state::{self, PurchaseRow, SubjectState, SubscriptionRow};
 use super::{on_backend, to_db_time, DbConnection};
 use crate::billing::catalog::{Interval, PlanKind};
 use crate::billing::facts::{
+    CollectionPause,
     GrantFacts, PurchaseFacts, PurchaseStatus, SubjectFacts, SubscriptionFacts, SubscriptionStatus,
 };
 
@@ -82,7 +83,17 @@ struct SubscriptionV1 {
     revoked: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     manager: Option<String>,
+    /// Added within version 1: payment collection paused on Stripe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paused: Option<PauseV1>,
     created: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PauseV1 {
+    behavior: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resumes: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -134,6 +145,10 @@ impl FactsV1 {
                     grace_from: s.payment_failed_at.map(micros),
                     revoked: s.period_payment_revoked.map(|p| p.as_str().to_owned()),
                     manager: s.manager_user_id.clone(),
+                    paused: s.pause_collection.as_ref().map(|p| PauseV1 {
+                        behavior: p.behavior.clone(),
+                        resumes: p.resumes_at.map(micros),
+                    }),
                     created: micros(s.created_at),
                 })
                 .collect(),
@@ -179,6 +194,13 @@ impl FactsV1 {
                 payment_failed_at: from_micros_opt(s.grace_from)?,
                 period_payment_revoked: s.revoked.as_deref().and_then(PurchaseStatus::parse),
                 manager_user_id: s.manager,
+                pause_collection: match s.paused {
+                    Some(p) => Some(CollectionPause {
+                        behavior: p.behavior,
+                        resumes_at: from_micros_opt(p.resumes)?,
+                    }),
+                    None => None,
+                },
                 created_at: from_micros(s.created)?,
             });
         }
@@ -491,6 +513,10 @@ mod tests {
                 price_interval: Some(Interval::Year),
                 quantity: 7,
                 manager_user_id: Some("alice".into()),
+                pause_collection: Some(CollectionPause {
+                    behavior: "void".into(),
+                    resumes_at: Some(t(20)),
+                }),
             }],
             purchases: vec![PurchaseFacts {
                 plan_id: "lifetime".into(),

@@ -9,7 +9,7 @@ use super::grants::GrantRow;
 use super::schema::{payments, purchases, subscriptions};
 use super::{from_db_time, on_backend, to_db_time, DbConnection};
 use crate::billing::catalog::{Interval, PlanKind};
-use crate::billing::facts::{PurchaseStatus, SubjectFacts, SubscriptionStatus};
+use crate::billing::facts::{CollectionPause, PurchaseStatus, SubjectFacts, SubscriptionStatus};
 use crate::billing::mirror::{
     Change, PaymentRecord, PaymentStatus, PurchaseRecord, Stored, SubscriptionRecord,
 };
@@ -44,6 +44,12 @@ pub struct SubscriptionRow {
     /// `tollgate_manager`).
     #[serde(default)]
     pub manager_user_id: Option<String>,
+    /// Stripe's `pause_collection.behavior` while payment collection is paused.
+    #[serde(default)]
+    pub pause_collection_behavior: Option<String>,
+    /// When Stripe resumes collecting (`pause_collection.resumes_at`).
+    #[serde(default)]
+    pub pause_collection_resumes_at: Option<NaiveDateTime>,
 }
 
 impl SubscriptionRow {
@@ -79,6 +85,12 @@ impl SubscriptionRow {
                 .as_deref()
                 .and_then(PurchaseStatus::parse),
             manager_user_id: self.manager_user_id.clone(),
+            pause_collection: self.pause_collection_behavior.as_ref().map(|behavior| {
+                CollectionPause {
+                    behavior: behavior.clone(),
+                    resumes_at: self.pause_collection_resumes_at.map(from_db_time),
+                }
+            }),
         }
     }
 
@@ -106,6 +118,11 @@ impl SubscriptionRow {
             synced_at,
             period_payment_revoked: r.period_payment_revoked.map(|p| p.as_str().to_owned()),
             manager_user_id: r.manager_user_id.clone(),
+            pause_collection_behavior: r.pause_collection.as_ref().map(|p| p.behavior.clone()),
+            pause_collection_resumes_at: r
+                .pause_collection
+                .as_ref()
+                .and_then(|p| p.resumes_at.map(to_db_time)),
         }
     }
 }
@@ -300,6 +317,10 @@ pub fn write_subscription(
             subscriptions::period_payment_revoked
                 .eq(excluded(subscriptions::period_payment_revoked)),
             subscriptions::manager_user_id.eq(excluded(subscriptions::manager_user_id)),
+            subscriptions::pause_collection_behavior
+                .eq(excluded(subscriptions::pause_collection_behavior)),
+            subscriptions::pause_collection_resumes_at
+                .eq(excluded(subscriptions::pause_collection_resumes_at)),
         ))
         .execute(c))?;
     Ok(())

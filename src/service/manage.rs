@@ -66,31 +66,40 @@ pub async fn cancel(state: &AppState, caller: &Caller, actor: &Actor) -> Result<
     Ok(())
 }
 
-/// Withdraws a scheduled cancellation (at period end or on a date), or resumes a paused
-/// subscription. Idempotent.
+/// Withdraws a scheduled cancellation (at period end or on a date) and lifts a paused payment
+/// collection, or resumes a paused subscription. Idempotent.
 pub async fn resume(state: &AppState, caller: &Caller, actor: &Actor) -> Result<(), ServiceError> {
     let stripe = stripe(state)?;
     const SOURCE: &str = "api:subscription.resume";
     let sub = standing_subscription(state, caller, actor, SOURCE).await?;
+    let id = subscription_id(&sub)?;
+    let mut changed = false;
     if sub.subscription_status() == SubscriptionStatus::Paused {
-        stripe
-            .resume_paused(&subscription_id(&sub)?)
-            .await
-            .map_err(gateway_error)?;
-        resync(state, &sub, SOURCE).await?;
-    } else if sub.cancel_at_period_end {
-        // Stripe also unsets the `cancel_at` it derived from the period end.
-        stripe
-            .set_cancel_at_period_end(&subscription_id(&sub)?, false)
-            .await
-            .map_err(gateway_error)?;
-        resync(state, &sub, SOURCE).await?;
-    } else if sub.cancel_at.is_some() {
-        // A cancellation scheduled for a date (the portal or the API set `cancel_at`).
-        stripe
-            .clear_cancel_at(&subscription_id(&sub)?)
-            .await
-            .map_err(gateway_error)?;
+        stripe.resume_paused(&id).await.map_err(gateway_error)?;
+        changed = true;
+    } else {
+        if sub.pause_collection_behavior.is_some() {
+            // The subscriber asks to pay again: Stripe collects from the next invoice.
+            stripe
+                .clear_pause_collection(&id)
+                .await
+                .map_err(gateway_error)?;
+            changed = true;
+        }
+        if sub.cancel_at_period_end {
+            // Stripe also unsets the `cancel_at` it derived from the period end.
+            stripe
+                .set_cancel_at_period_end(&id, false)
+                .await
+                .map_err(gateway_error)?;
+            changed = true;
+        } else if sub.cancel_at.is_some() {
+            // A cancellation scheduled for a date (the portal or the API set `cancel_at`).
+            stripe.clear_cancel_at(&id).await.map_err(gateway_error)?;
+            changed = true;
+        }
+    }
+    if changed {
         resync(state, &sub, SOURCE).await?;
     }
     Ok(())

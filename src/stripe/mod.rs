@@ -39,7 +39,7 @@ use stripe_core::dispute::ListDispute;
 use stripe_product::promotion_code::ListPromotionCode;
 use stripe_shared::{CheckoutSessionMode, CheckoutSessionPaymentStatus, InvoiceBillingReason};
 
-use crate::billing::facts::SubscriptionStatus;
+use crate::billing::facts::{CollectionPause, SubscriptionStatus};
 use crate::config::StripeSettings;
 
 use crate::billing::mirror::{CheckoutMode, StripeCharge, StripeCheckout, StripeSubscription};
@@ -525,6 +525,31 @@ impl StripeGateway {
         .await
     }
 
+    /// Lifts a "pause payment collection": Stripe collects again from the next invoice.
+    pub async fn clear_pause_collection(
+        &self,
+        subscription_id: &SubscriptionId,
+    ) -> Result<(), GatewayError> {
+        observed("clear_pause_collection", async {
+            #[derive(serde::Serialize)]
+            struct Unset {
+                pause_collection: &'static str,
+            }
+            RequestBuilder::new(
+                StripeMethod::Post,
+                format!("/subscriptions/{subscription_id}"),
+            )
+            .form(&Unset {
+                pause_collection: "",
+            })
+            .customize::<stripe_shared::Subscription>()
+            .send(&self.client)
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Cancels the subscription now (its tenant or membership was removed). `why` is recorded
     /// on Stripe as the cancellation comment.
     pub async fn cancel_now(
@@ -711,6 +736,10 @@ fn subscription_read(s: stripe_shared::Subscription) -> StripeSubscription {
             .and_then(|i| i.id().as_ref().map(|id| id.as_str().to_owned())),
         created: ts(s.created),
         manager: s.metadata.get(metadata::MANAGER).cloned(),
+        pause_collection: s.pause_collection.map(|p| CollectionPause {
+            behavior: p.behavior.as_str().to_owned(),
+            resumes_at: p.resumes_at.map(ts),
+        }),
     }
 }
 

@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{event, spawn_app};
+use crate::helpers::{event, spawn_app, spawn_app_with, Options};
 
 #[tokio::test]
 async fn cancel_then_resume_round_trips_through_stripe() {
@@ -135,6 +135,102 @@ async fn a_paused_subscription_is_resumed() {
         (status["status"].as_str(), status["reason"].as_str()),
         (Some("active"), Some("active"))
     );
+}
+
+#[tokio::test]
+async fn a_paused_payment_collection_ends_paid_access_until_the_subscriber_resumes_it() {
+    let app = spawn_app().await;
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    // "Pause payment collection" in the Dashboard: the status stays `active`.
+    let paused = app.stripe.update_subscription(&sub_id, |s| {
+        s["pause_collection"] = json!({"behavior": "mark_uncollectible", "resumes_at": null});
+    });
+    assert_eq!(paused["status"], "active");
+    let res = app
+        .webhook(&event(
+            "evt_collection_paused",
+            "customer.subscription.updated",
+            paused,
+        ))
+        .await;
+    assert_eq!(res.status(), 200);
+    let token = app.user_token("user-1");
+    let status = app.status(&token).await;
+    assert_eq!(
+        (
+            status["access"].as_bool(),
+            status["reason"].as_str(),
+            status["status"].as_str(),
+            status["plan"].as_str()
+        ),
+        (Some(false), Some("paused"), Some("active"), Some("free"))
+    );
+    let export = app
+        .get("/v1/entitlements/check?feature=export", Some(&token))
+        .await;
+    let export: Value = export.json().await.unwrap();
+    assert_eq!(
+        (export["allowed"].as_bool(), export["reason"].as_str()),
+        (Some(false), Some("paused"))
+    );
+
+    // The subscriber resumes: the pause is lifted on Stripe and paid access returns.
+    let res = app
+        .post_json("/v1/subscription/resume", Some(&token), &json!({}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let lifted = app
+        .stripe
+        .received_on("POST", &format!("/v1/subscriptions/{sub_id}"));
+    assert_eq!(lifted.len(), 1);
+    assert_eq!(lifted[0].form["pause_collection"], "");
+    assert!(app.stripe.subscription(&sub_id)["pause_collection"].is_null());
+    let status: Value = res.json().await.unwrap();
+    assert_eq!(
+        (status["access"].as_bool(), status["reason"].as_str()),
+        (Some(true), Some("active"))
+    );
+}
+
+#[tokio::test]
+async fn a_product_may_keep_access_while_collection_is_paused_until_it_resumes_by_date() {
+    let app = spawn_app_with(Options {
+        extra_toml: "[billing]\naccess_while_collection_paused = true\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let resumes_at = crate::helpers::fake_stripe::now() + 7 * 86_400;
+    let paused = app.stripe.update_subscription(&sub_id, |s| {
+        s["pause_collection"] = json!({"behavior": "void", "resumes_at": resumes_at});
+    });
+    app.webhook_ok(&event(
+        "evt_collection_paused",
+        "customer.subscription.updated",
+        paused,
+    ))
+    .await;
+    let token = app.user_token("user-1");
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["access"].as_bool(), status["reason"].as_str()),
+        (Some(true), Some("active"))
+    );
+    // The pause is mirrored all the same.
+    let stored: (Option<String>, bool) = app
+        .db(move |conn| {
+            use diesel::prelude::*;
+            use tollgate::db::schema::subscriptions::dsl as s;
+            Ok(s::subscriptions
+                .filter(s::stripe_subscription_id.eq(sub_id))
+                .select((
+                    s::pause_collection_behavior,
+                    s::pause_collection_resumes_at.is_not_null(),
+                ))
+                .first(conn)?)
+        })
+        .await;
+    assert_eq!(stored, (Some("void".to_owned()), true));
 }
 
 #[tokio::test]

@@ -563,6 +563,11 @@ impl FakeStripe {
                                 Value::Null
                             };
                         }
+                        if let Some(pause) = form.get("pause_collection") {
+                            // Only the empty value (lift the pause) is sent by Tollgate.
+                            assert_eq!(pause, "", "pause_collection is only ever unset");
+                            sub["pause_collection"] = Value::Null;
+                        }
                         if let Some(at) = form.get("cancel_at") {
                             // An empty value unsets the field, as Stripe does.
                             sub["cancel_at"] = match at.as_str() {
