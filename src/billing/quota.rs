@@ -13,6 +13,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use super::access::{Access, Reason};
 use super::catalog::{Catalog, PlanKind, QuotaLimit, QuotaPeriod, Unlimited};
 use super::facts::{PurchaseFacts, PurchaseStatus};
+use super::scope::Actor;
 
 /// The counter a consumption is added to, and when it starts again from zero.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,6 +322,20 @@ pub enum Decision {
     Refused,
 }
 
+/// Who asked for a consumption, as its idempotency key's scope: the calling service (its
+/// token's subject), the user and the tenant it named. A key is answered once per requester,
+/// whichever subject's grant pays: a retry after the user bought a personal plan (so their own
+/// subject pays now, not the tenant's) still answers the first decision. Two services, or two
+/// users, may use the same key without meeting. A JSON array, so no id can fake another's.
+pub fn requester(caller: &str, actor: &Actor) -> String {
+    serde_json::json!([
+        caller,
+        actor.user_id.as_str(),
+        actor.tenant_id.as_ref().map(|t| t.as_str())
+    ])
+    .to_string()
+}
+
 /// Whether `amount` fits in what is left of the allowance (`limit`, of which `used` is spent in
 /// this window; `None` when the plan has no such quota) plus the purchased `balance`.
 /// All or nothing: a consumption is never granted in part.
@@ -357,6 +372,34 @@ mod tests {
     }
 
     const TEN: Option<QuotaLimit> = Some(QuotaLimit::Limited(10));
+
+    #[test]
+    fn a_requester_is_the_service_the_user_and_the_tenant_and_nothing_else() {
+        use crate::billing::ids::{TenantId, UserId};
+        let actor = |user: &str, tenant: Option<&str>| {
+            Actor::new(
+                UserId::parse(user).unwrap(),
+                tenant.map(|t| TenantId::parse(t).unwrap()),
+            )
+        };
+        let alone = requester("svc-a", &actor("u1", None));
+        assert_eq!(alone, r#"["svc-a","u1",null]"#);
+        assert_eq!(alone, requester("svc-a", &actor("u1", None)), "stable");
+        let distinct = [
+            alone.clone(),
+            requester("svc-b", &actor("u1", None)),
+            requester("svc-a", &actor("u2", None)),
+            requester("svc-a", &actor("u1", Some("t1"))),
+            requester("svc-a", &actor("u1", Some("t2"))),
+            // Separators inside a caller cannot make it read as another requester.
+            requester(r#"svc-a","u1"#, &actor("t1", None)),
+        ];
+        for (i, a) in distinct.iter().enumerate() {
+            for b in &distinct[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
     const UNLIMITED: Option<QuotaLimit> = Some(QuotaLimit::Unlimited(Unlimited));
 
     #[test]

@@ -25,7 +25,10 @@ use crate::billing::quota::{decide, Decision, QuotaRefusal, BALANCE_BUCKET};
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = usage_ledger)]
 pub struct LedgerRow {
+    /// Whose counters it was taken from.
     pub subject: String,
+    /// Who asked ([`crate::billing::quota::requester`]): the idempotency key is theirs.
+    pub requester: String,
     pub idempotency_key: String,
     pub quota: String,
     pub amount: i64,
@@ -80,6 +83,8 @@ impl LedgerRow {
 #[derive(Debug, Clone)]
 pub struct Consumption<'a> {
     pub subject: &'a str,
+    /// Who asked: the idempotency key is unique per requester, whatever subject pays.
+    pub requester: &'a str,
     pub quota: &'a str,
     pub amount: u64,
     pub idempotency_key: &'a str,
@@ -133,7 +138,7 @@ fn to_i64(n: u64) -> i64 {
 }
 
 /// Decides and records one consumption, atomically: all of `amount` or nothing, never beyond
-/// the allowance plus the purchased balance, once per idempotency key.
+/// the allowance plus the purchased balance, once per requester's idempotency key.
 pub fn consume(conn: &mut DbConnection, c: &Consumption<'_>) -> anyhow::Result<Consumed> {
     match conn {
         DbConnection::Pg(pg) => {
@@ -210,6 +215,8 @@ impl QueryFragment<Pg> for ConsumeCall<'_> {
         out.push_sql("SELECT * FROM tollgate_consume(");
         out.push_bind_param::<Text, _>(self.c.subject)?;
         out.push_sql(", ");
+        out.push_bind_param::<Text, _>(self.c.requester)?;
+        out.push_sql(", ");
         out.push_bind_param::<Text, _>(self.c.idempotency_key)?;
         out.push_sql(", ");
         out.push_bind_param::<Text, _>(self.c.quota)?;
@@ -270,6 +277,7 @@ fn consume_in_transaction(
         let granted = matches!(decision, Decision::Granted { .. });
         let row = LedgerRow {
             subject: c.subject.to_owned(),
+            requester: c.requester.to_owned(),
             idempotency_key: c.idempotency_key.to_owned(),
             quota: c.quota.to_owned(),
             amount: to_i64(c.amount),
@@ -305,7 +313,7 @@ fn consume_in_transaction(
         Ok(Consumed::Fresh(row))
     });
     match result {
-        Err(e) if e.is::<KeyTaken>() => find(conn, c.subject, c.idempotency_key)?
+        Err(e) if e.is::<KeyTaken>() => find(conn, c.requester, c.idempotency_key)?
             .map(Consumed::Replay)
             .ok_or_else(|| anyhow::anyhow!("ledger row of a taken key vanished")),
         other => other,
@@ -368,14 +376,14 @@ fn add(
     Ok(())
 }
 
-/// The ledger row of an idempotency key.
+/// The ledger row of a requester's idempotency key.
 pub fn find(
     conn: &mut DbConnection,
-    subject: &str,
+    requester: &str,
     idempotency_key: &str,
 ) -> anyhow::Result<Option<LedgerRow>> {
     Ok(usage_ledger::table
-        .find((subject, idempotency_key))
+        .find((requester, idempotency_key))
         .select(LedgerRow::as_select())
         .first(conn)
         .optional()?)
@@ -409,7 +417,9 @@ pub fn used(
         .collect())
 }
 
-/// The subject's ledger, newest first (for audits and tests).
+/// The subject's ledger, newest first (for audits and tests). The ledger is keyed by requester,
+/// so this reads the whole table; an audit read on a hot path would want an index on
+/// `(subject, created_at)`, which costs every consumption an index insert.
 pub fn ledger(conn: &mut DbConnection, subject: &str) -> anyhow::Result<Vec<LedgerRow>> {
     Ok(usage_ledger::table
         .filter(usage_ledger::subject.eq(subject))

@@ -116,8 +116,9 @@ diesel::table! {
 }
 
 diesel::table! {
-    usage_ledger (subject, idempotency_key) {
+    usage_ledger (requester, idempotency_key) {
         subject -> Text,
+        requester -> Text,
         idempotency_key -> Text,
         quota -> Text,
         amount -> BigInt,

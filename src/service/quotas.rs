@@ -80,7 +80,9 @@ impl UsageOutcome {
 const MAX_AMOUNT: u64 = 1_000_000_000;
 
 /// Consumes `amount` of `quota` for the actor, from the grant that stands for them: all of it
-/// or nothing, never beyond the allowance plus purchased credits, once per idempotency key.
+/// or nothing, never beyond the allowance plus purchased credits, once per idempotency key of
+/// the requester (service, user, tenant): a retry answers the first decision even when another
+/// subject's grant would pay now.
 pub async fn consume(
     state: &AppState,
     actor: &Actor,
@@ -107,6 +109,7 @@ pub async fn consume(
             format!("no plan declares the quota `{}`", req.quota),
         ));
     }
+    let requester = quota::requester(&req.caller, actor);
     let actor = actor.clone();
     let terms = Terms::of(state);
     let now = terms.now;
@@ -131,6 +134,7 @@ pub async fn consume(
                 });
             let consumption = Consumption {
                 subject: &subject_key,
+                requester: &requester,
                 quota: &request.quota,
                 amount: request.amount,
                 idempotency_key: &request.idempotency_key,

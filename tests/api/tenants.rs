@@ -536,6 +536,72 @@ async fn members_spend_their_workspaces_shared_quotas() {
 }
 
 #[tokio::test]
+async fn a_retry_answers_the_first_decision_even_after_another_subject_started_to_pay() {
+    let app = app().await;
+    let spend = |user: &str, amount: u64, key: &str| json!({"user_id": user, "tenant_id": "t1", "quota": "credits", "amount": amount, "idempotency_key": key});
+    // The workspace's free credits pay for bob's job.
+    let (status, first) = usage(&app, spend("bob", 2, "job-7")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["remaining"], 1);
+
+    // Bob buys a personal lifetime plan: his own subject now stands for him, and it has no
+    // credits quota, so the same job asked anew would be refused.
+    let bob = member(&app, "bob", json!("t1"));
+    buy(&app, &bob, json!({"plan": "lifetime"})).await;
+    let (status, fresh) = usage(&app, spend("bob", 2, "job-8")).await;
+    assert_eq!(
+        (status, fresh["code"].as_str()),
+        (403, Some("quota_not_in_plan"))
+    );
+
+    // The retry of the first job answers its first decision, and takes nothing more.
+    let (status, retry) = usage(&app, spend("bob", 2, "job-7")).await;
+    assert_eq!((status, &retry), (200, &first));
+    let e = entitlements(&app, "user_id=alice&tenant_id=t1").await;
+    let credits = e["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["key"] == "credits")
+        .cloned();
+    assert_eq!(credits.map(|c| c["used"].clone()), Some(json!(2)), "{e}");
+
+    // A key belongs to who asked: another member, or another service, may use it too.
+    let (status, alice) = usage(&app, spend("alice", 1, "job-7")).await;
+    assert_eq!(status, 200, "{alice}");
+    assert_eq!(alice["remaining"], 0);
+    let mut claims = app.idp.claims("another-service");
+    claims["scope"] = json!("billing:write");
+    let other_service = app.idp.token(&claims);
+    let (status, other) = send(
+        &app,
+        Method::POST,
+        "/v1/usage",
+        &other_service,
+        Some(spend("alice", 1, "job-7")),
+    )
+    .await;
+    assert_eq!(
+        (status, other["code"].as_str()),
+        (402, Some("quota_exhausted")),
+        "decided anew, not replayed: {other}"
+    );
+    let ledger: Vec<(String, String)> = app
+        .db(|c| {
+            use diesel::prelude::*;
+            use tollgate::db::schema::usage_ledger::dsl::*;
+            Ok(usage_ledger
+                .filter(idempotency_key.eq("job-7"))
+                .select((subject, requester))
+                .order(created_at)
+                .load(c)?)
+        })
+        .await;
+    assert_eq!(ledger.len(), 3, "{ledger:?}");
+    assert!(ledger.iter().all(|(s, _)| s == "tenant:t1"), "{ledger:?}");
+}
+
+#[tokio::test]
 async fn removing_a_tenant_cancels_its_subscriptions_once_and_a_retry_finishes_after_a_stripe_failure(
 ) {
     let app = app().await;
