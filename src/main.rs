@@ -568,6 +568,13 @@ async fn sync(
         "re-read {} customer(s): {} had drifted ({} record(s) repaired), {} failed",
         report.customers, report.drifted, report.changes, report.failed
     );
+    if report.duplicates > 0 {
+        println!(
+            "{} of them carry a subject that is linked to another Stripe customer (the warnings \
+             above name them): one subject should have one customer",
+            report.duplicates
+        );
+    }
     if report.failed > 0 {
         anyhow::bail!(
             "{} customer(s) could not be re-read (the warnings above name them); run the sync \

@@ -268,6 +268,11 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         "Customers whose stored state differed from Stripe's in the last reconciliation.",
     ),
     (
+        "tollgate_reconcile_duplicate_customers",
+        MetricKind::Gauge,
+        "Stripe customers in the last reconciliation that carry a subject linked to another customer.",
+    ),
+    (
         "tollgate_reconcile_last_run_timestamp_seconds",
         MetricKind::Gauge,
         "Unix time when the last reconciliation finished.",

@@ -837,7 +837,12 @@ async fn sync_all_without_a_terminal_prints_plain_progress_and_reports_a_failure
         })))
         .mount(&stripe)
         .await;
-    for list in ["/v1/subscriptions", "/v1/charges", "/v1/checkout/sessions"] {
+    for list in [
+        "/v1/subscriptions",
+        "/v1/charges",
+        "/v1/checkout/sessions",
+        "/v1/customers",
+    ] {
         Mock::given(method("GET"))
             .and(path(list))
             .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({

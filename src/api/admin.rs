@@ -17,7 +17,7 @@ use crate::state::AppState;
 
 /// What one reconciliation found.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(examples(json!({"customers": 1, "drifted": 1, "changes": 2, "failed": 0})))]
+#[schema(examples(json!({"customers": 2, "drifted": 1, "changes": 2, "failed": 0, "duplicates": 1})))]
 pub struct ReconcileReport {
     /// Customers re-read from Stripe.
     pub customers: usize,
@@ -27,6 +27,9 @@ pub struct ReconcileReport {
     pub changes: usize,
     /// Customers that could not be re-read (logged; the next run retries them).
     pub failed: usize,
+    /// Stripe customers beyond the first that carry the same subject (a second checkout that
+    /// made its own customer, a customer made by hand): re-read too, and counted in `drifted`.
+    pub duplicates: usize,
 }
 
 impl From<reconcile::ReconcileReport> for ReconcileReport {
@@ -36,6 +39,7 @@ impl From<reconcile::ReconcileReport> for ReconcileReport {
             drifted: r.drifted,
             changes: r.changes,
             failed: r.failed,
+            duplicates: r.duplicates,
         }
     }
 }

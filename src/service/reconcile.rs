@@ -4,6 +4,7 @@
 //! runs one. A full run asked for over the API is a job whose progress is stored, so that any
 //! replica can answer for it.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,44 +31,78 @@ pub struct ReconcileReport {
     pub changes: usize,
     /// Customers that could not be re-read (logged; the next run retries them).
     pub failed: usize,
+    /// Customers that carry a subject whose linked customer is another one (two checkouts
+    /// that each created a customer, a customer made by hand): re-read like the linked one,
+    /// counted as drifted, and logged, since one subject should have one customer.
+    pub duplicates: usize,
 }
 
 impl ReconcileReport {
-    fn add(&mut self, outcome: anyhow::Result<SyncOutcome>, customer: &str) {
+    fn add(&mut self, outcome: &anyhow::Result<SyncOutcome>, customer: &str, duplicate: bool) {
         self.customers += 1;
+        self.duplicates += usize::from(duplicate);
         match outcome {
             Ok(SyncOutcome::Synced { changes, .. }) => {
                 self.changes += changes;
-                self.drifted += usize::from(changes > 0);
+                self.drifted += usize::from(*changes > 0 || duplicate);
             }
-            Ok(_) => {}
+            Ok(_) => self.drifted += usize::from(duplicate),
             Err(e) => {
                 self.failed += 1;
                 tracing::warn!(customer, error = %e, "reconciliation of a customer failed");
             }
+        }
+        if duplicate {
+            tracing::warn!(
+                customer,
+                "a second Stripe customer carries a subject that is linked to another one: \
+                 re-read, and reported as drift"
+            );
         }
     }
 }
 
 const PAGE: i64 = 200;
 
-/// Re-reads one subject's customer; `None` when the subject has no Stripe customer.
+/// Re-reads every Stripe customer of one subject: the linked one, and any other whose metadata
+/// names the subject (found by Stripe's customer search); `None` when Stripe has none.
 pub async fn reconcile_subject(
     state: &AppState,
     stripe: &StripeGateway,
     subject: &Subject,
 ) -> anyhow::Result<Option<ReconcileReport>> {
     let s = subject.clone();
-    let Some(customer_id) = state
+    let linked = state
         .db
         .run(move |conn| customers::find(conn, &s))
         .await?
-        .and_then(|c| c.stripe_customer_id)
-    else {
+        .and_then(|c| c.stripe_customer_id);
+    let mut ids: Vec<String> = linked.iter().cloned().collect();
+    match stripe.customers_of_subject(&subject.key()).await {
+        Ok(found) => {
+            for id in found {
+                if !ids.iter().any(|i| i == id.as_str()) {
+                    ids.push(id.as_str().to_owned());
+                }
+            }
+        }
+        // Search is not offered everywhere (and lags a minute behind): the linked customer is
+        // still re-read.
+        Err(e) => tracing::warn!(
+            subject = %subject,
+            error = format_args!("{e:#}"),
+            "could not search Stripe for the subject's other customers"
+        ),
+    }
+    if ids.is_empty() {
         return Ok(None);
-    };
+    }
     let mut report = ReconcileReport::default();
-    report.add(sync(state, stripe, &customer_id).await, &customer_id);
+    for (i, customer_id) in ids.iter().enumerate() {
+        // The first is the linked one (or, with none linked, the one the sync links).
+        let outcome = sync(state, stripe, customer_id).await;
+        report.add(&outcome, customer_id, i > 0);
+    }
     record_metrics(&report);
     Ok(Some(report))
 }
@@ -84,7 +119,10 @@ async fn sync(
 /// Held by the replica running a full reconciliation (PostgreSQL; SQLite has one instance).
 const FULL_RUN_LOCK: &str = "tollgate:reconcile";
 
-/// Re-reads every customer, page by page; `progress(report so far, total)` after each.
+/// Re-reads every customer, page by page; `progress(report so far, total)` after each. First
+/// every linked customer; then every other customer of the Stripe account whose metadata names
+/// a subject (a second customer of a subject, or one whose link was lost), found by listing
+/// the account's customers (one request per 100).
 pub async fn reconcile_all(
     state: &AppState,
     stripe: &StripeGateway,
@@ -92,6 +130,7 @@ pub async fn reconcile_all(
 ) -> anyhow::Result<ReconcileReport> {
     let total = usize::try_from(state.db.run(customers::count_linked).await?).unwrap_or(0);
     let mut report = ReconcileReport::default();
+    let mut linked = HashSet::new();
     let mut after: Option<String> = None;
     loop {
         let cursor = after.clone();
@@ -101,9 +140,51 @@ pub async fn reconcile_all(
             .await?;
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
-        for (_, customer_id) in &page {
-            report.add(sync(state, stripe, customer_id).await, customer_id);
+        for (_, customer_id) in page {
+            let outcome = sync(state, stripe, &customer_id).await;
+            report.add(&outcome, &customer_id, false);
             progress(&report, total.max(report.customers));
+            linked.insert(customer_id);
+        }
+    }
+    let mut after: Option<CustomerId> = None;
+    loop {
+        let (page, more) = match stripe.customers_page(after.as_ref()).await {
+            Ok(listed) => listed,
+            Err(e) => {
+                // The linked customers were re-read; the next run lists the others again.
+                report.failed += 1;
+                tracing::warn!(
+                    error = format_args!("{e:#}"),
+                    "could not list the Stripe account's customers to find unlinked ones"
+                );
+                break;
+            }
+        };
+        for (customer_id, subject) in &page {
+            if subject.is_none() || linked.contains(customer_id.as_str()) {
+                continue;
+            }
+            let outcome = sync_customer(state, stripe, customer_id, SyncCause::reconcile()).await;
+            // Linked by this sync (its subject had none): drift, not a duplicate.
+            let duplicate = match &outcome {
+                Ok(SyncOutcome::Synced { subject, .. }) => {
+                    let s = subject.clone();
+                    let link = state
+                        .db
+                        .run(move |conn| customers::find(conn, &s))
+                        .await?
+                        .and_then(|c| c.stripe_customer_id);
+                    link.as_deref() != Some(customer_id.as_str())
+                }
+                _ => false,
+            };
+            report.add(&outcome, customer_id.as_str(), duplicate);
+            progress(&report, total.max(report.customers));
+        }
+        match page.last() {
+            Some((last, _)) if more => after = Some(last.clone()),
+            _ => break,
         }
     }
     record_metrics(&report);
@@ -117,6 +198,7 @@ fn record_metrics(report: &ReconcileReport) {
     metrics::counter!("tollgate_reconcile_changes_total").increment(report.changes as u64);
     metrics::counter!("tollgate_reconcile_failures_total").increment(report.failed as u64);
     metrics::gauge!("tollgate_reconcile_drifted_customers").set(report.drifted as f64);
+    metrics::gauge!("tollgate_reconcile_duplicate_customers").set(report.duplicates as f64);
     metrics::gauge!("tollgate_reconcile_last_run_timestamp_seconds")
         .set(chrono::Utc::now().timestamp() as f64);
 }

@@ -33,7 +33,7 @@ use stripe_checkout::checkout_session::{
 use stripe_client_core::{RequestBuilder, StripeMethod};
 use stripe_core::charge::{ListCharge, RetrieveCharge};
 use stripe_core::customer::{
-    CreateCustomer, ListCustomer, RetrieveCustomer, RetrieveCustomerReturned,
+    CreateCustomer, ListCustomer, RetrieveCustomer, RetrieveCustomerReturned, SearchCustomer,
 };
 use stripe_core::dispute::ListDispute;
 use stripe_product::promotion_code::ListPromotionCode;
@@ -238,6 +238,59 @@ impl StripeGateway {
                 Ok(RetrieveCustomerReturned::DeletedCustomer(_)) => Ok(CustomerLookup::Gone),
                 Err(e) => not_found_as_none::<()>(e).map(|_| CustomerLookup::Gone),
             }
+        })
+        .await
+    }
+
+    /// Every live customer whose metadata names `subject` (Stripe's customer search). Search
+    /// is eventually consistent: a customer created within the last minute may be missing
+    /// until a later run.
+    pub async fn customers_of_subject(
+        &self,
+        subject: &str,
+    ) -> Result<Vec<CustomerId>, GatewayError> {
+        observed("customers_of_subject", async {
+            let query = subject_query(subject)?;
+            let mut out = Vec::new();
+            let mut page: Option<String> = None;
+            loop {
+                let mut req = SearchCustomer::new(query.clone()).limit(100);
+                if let Some(next) = &page {
+                    req = req.page(next.clone());
+                }
+                let found = req.send(&self.client).await?;
+                for c in found.data {
+                    out.push(CustomerId::parse(c.id.as_str()).context("a searched customer")?);
+                }
+                match found.next_page {
+                    Some(next) if found.has_more => page = Some(next),
+                    _ => break,
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// One page of every customer of the account (100, newest first, after `starting_after`),
+    /// with the subject their metadata names; and whether more follow.
+    pub async fn customers_page(
+        &self,
+        starting_after: Option<&CustomerId>,
+    ) -> Result<(Vec<(CustomerId, Option<String>)>, bool), GatewayError> {
+        observed("customers_page", async {
+            let mut req = ListCustomer::new().limit(100);
+            if let Some(after) = starting_after {
+                req = req.starting_after(after.as_str());
+            }
+            let page = req.send(&self.client).await?;
+            let mut out = Vec::with_capacity(page.data.len());
+            for c in page.data {
+                let subject = c.metadata.and_then(|m| m.get(metadata::SUBJECT).cloned());
+                let id = CustomerId::parse(c.id.as_str()).context("a listed customer")?;
+                out.push((id, subject));
+            }
+            Ok((out, page.has_more))
         })
         .await
     }
@@ -741,6 +794,19 @@ fn subscription_read(s: stripe_shared::Subscription) -> StripeSubscription {
             resumes_at: p.resumes_at.map(ts),
         }),
     }
+}
+
+/// The search query for customers whose metadata names `subject`. Subject keys are built from
+/// validated ids; one that could break out of the quoted value is refused, never sent.
+fn subject_query(subject: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        !subject.is_empty()
+            && subject
+                .chars()
+                .all(|c| !c.is_control() && c != '\'' && c != '\\'),
+        "subject {subject:?} cannot be searched for"
+    );
+    Ok(format!("metadata['{}']:'{subject}'", metadata::SUBJECT))
 }
 
 fn meta(metadata: &Option<HashMap<String, String>>, key: &str) -> Option<String> {

@@ -484,3 +484,78 @@ async fn replicas_asked_at_once_start_one_job() {
         "{job}"
     );
 }
+
+#[tokio::test]
+async fn a_second_stripe_customer_of_a_subject_is_reconciled_and_reported_as_a_duplicate() {
+    let app = spawn_app().await;
+    app.subscribed("user-1", "maker", "month").await;
+    // Stripe holds a second customer for the same subject, with a subscription no webhook
+    // announced (a second checkout that made its own customer, or one made by hand).
+    let (second, pro) =
+        app.stripe
+            .add_customer_with_subscription("user:user-1", "price_pro_monthly", "month");
+    let token = app.user_token("user-1");
+    assert_eq!(app.status(&token).await["plan"], "maker");
+
+    // Reconciling the user finds it through Stripe's customer search.
+    let admin = app.idp.service_token("billing:admin");
+    let res = app
+        .post_json(
+            "/v1/admin/sync",
+            Some(&admin),
+            &json!({"user_id": "user-1"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let report: Value = res.json().await.unwrap();
+    assert_eq!(
+        (
+            report["customers"].as_u64(),
+            report["duplicates"].as_u64(),
+            report["drifted"].as_u64(),
+            report["failed"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1), Some(0)),
+        "{report}"
+    );
+    let searches = app.stripe.received_on("GET", "/v1/customers/search");
+    assert_eq!(
+        searches[0].form["query"],
+        "metadata['tollgate_subject']:'user:user-1'"
+    );
+    let subscriptions_read = app.stripe.received_on("GET", "/v1/subscriptions");
+    assert!(
+        subscriptions_read
+            .iter()
+            .any(|r| r.form.get("customer") == Some(&second)),
+        "the second customer was re-read"
+    );
+    // Its subscription is mirrored under the subject: the stronger plan stands.
+    assert_eq!(app.status(&token).await["plan"], "pro");
+
+    // A full run finds it too, by listing the account's customers, and repairs what changed.
+    app.stripe
+        .update_subscription(&pro, |s| s["status"] = json!("canceled"));
+    let stripe = app.app.stripe.as_ref().unwrap();
+    let report = tollgate::service::reconcile::reconcile_all(&app.app, stripe, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.customers,
+            report.duplicates,
+            report.drifted,
+            report.failed
+        ),
+        (2, 1, 1, 0),
+        "{report:?}"
+    );
+    assert!(report.changes >= 1, "{report:?}");
+    assert_eq!(app.status(&token).await["plan"], "maker");
+    // The gauge is exported (its value is the process's last run, which other tests share).
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("tollgate_reconcile_duplicate_customers "),
+        "{metrics}"
+    );
+}

@@ -142,6 +142,34 @@ impl FakeStripe {
             .insert(code.to_owned(), id.to_owned());
     }
 
+    /// A customer made outside Tollgate's checkout (a second checkout that created its own, or
+    /// one made by hand) whose metadata names `subject`, with an active subscription to
+    /// `price`: (customer id, subscription id).
+    pub fn add_customer_with_subscription(
+        &self,
+        subject: &str,
+        price: &str,
+        interval: &str,
+    ) -> (String, String) {
+        let mut st = self.state.lock().unwrap();
+        let n = self.next(&mut st);
+        let customer_id = format!("cus_test_{n}");
+        let mut c = fixture("customer");
+        c["id"] = json!(customer_id);
+        c["email"] = Value::Null;
+        c["metadata"] = json!({ "tollgate_subject": subject });
+        st.customers.insert(customer_id.clone(), c);
+        let subscription_id = format!("sub_test_{n}");
+        st.subscriptions.push(subscription(
+            &subscription_id,
+            &customer_id,
+            price,
+            interval,
+            "active",
+        ));
+        (customer_id, subscription_id)
+    }
+
     pub fn customer_count(&self) -> usize {
         self.state.lock().unwrap().customers.len()
     }
@@ -418,6 +446,25 @@ impl FakeStripe {
                 st.customers.insert(id, c.clone());
                 Ok(c)
             }
+            ("GET", ["v1", "customers", "search"]) => {
+                // Only the query Tollgate sends: metadata['tollgate_subject']:'<subject>'.
+                let query = form.get("query").cloned().unwrap_or_default();
+                let subject = query
+                    .strip_prefix("metadata['tollgate_subject']:'")
+                    .and_then(|rest| rest.strip_suffix('\''))
+                    .unwrap_or_else(|| panic!("unexpected customer search {query:?}"));
+                let data: Vec<Value> = newest_first(&st.customers)
+                    .into_iter()
+                    .filter(|c| c["metadata"]["tollgate_subject"] == subject)
+                    .collect();
+                Ok(json!({"object": "search_result", "data": data, "has_more": false,
+                    "next_page": null, "url": "/v1/customers/search"}))
+            }
+            ("GET", ["v1", "customers"]) => Ok(page(
+                newest_first(&st.customers),
+                &form,
+                "/v1/customers",
+            )),
             ("GET", ["v1", "customers", id]) => match st.customers.get(*id) {
                 Some(c) => Ok(c.clone()),
                 None if st.deleted_customers.iter().any(|d| d == id) => {
@@ -735,6 +782,20 @@ fn page(data: Vec<Value>, form: &HashMap<String, String>, url: &str) -> Value {
     let rest = &data[from.min(data.len())..];
     let shown: Vec<Value> = rest.iter().take(limit).cloned().collect();
     json!({"object": "list", "data": shown, "has_more": rest.len() > limit, "url": url})
+}
+
+/// The customers, newest (highest number) first, as Stripe lists them.
+fn newest_first(customers: &HashMap<String, Value>) -> Vec<Value> {
+    let mut all: Vec<&Value> = customers.values().collect();
+    let number = |c: &Value| {
+        c["id"]
+            .as_str()
+            .and_then(|id| id.rsplit('_').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    all.sort_by_key(|c| std::cmp::Reverse(number(c)));
+    all.into_iter().cloned().collect()
 }
 
 /// Drops the fake's private bookkeeping fields.
