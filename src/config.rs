@@ -240,6 +240,23 @@ pub struct BillingSettings {
     /// the pause, reason `paused`.
     #[serde(default)]
     pub access_while_collection_paused: bool,
+    /// How an upgrade through `POST /v1/subscription/change` is billed: `always_invoice`
+    /// (charged now; the plan is granted once that invoice is paid), `create_prorations` (on
+    /// the next invoice; granted at once) or `none`.
+    #[serde(default = "upgrade_proration")]
+    pub upgrade_proration: crate::billing::change::Proration,
+    /// How a downgrade (taking effect at once) is billed: `create_prorations` (the unused
+    /// part credited on the next invoice), `always_invoice` (credited now) or `none`.
+    #[serde(default = "downgrade_proration")]
+    pub downgrade_proration: crate::billing::change::Proration,
+}
+
+fn upgrade_proration() -> crate::billing::change::Proration {
+    crate::billing::change::ChangeTerms::default().upgrade
+}
+
+fn downgrade_proration() -> crate::billing::change::Proration {
+    crate::billing::change::ChangeTerms::default().downgrade
 }
 
 #[derive(Debug, Clone, Deserialize)]

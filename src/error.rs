@@ -119,6 +119,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Refused { kind, code, detail } => {
                 let status = match kind {
                     Refusal::Invalid => StatusCode::BAD_REQUEST,
+                    Refusal::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
                     Refusal::Forbidden => StatusCode::FORBIDDEN,
                     Refusal::NotFound => StatusCode::NOT_FOUND,
                     Refusal::Conflict => StatusCode::CONFLICT,

@@ -14,6 +14,7 @@ use secrecy::ExposeSecret;
 
 use crate::billing::access::AccessPolicy;
 use crate::billing::catalog::Catalog;
+use crate::billing::change::ChangeTerms;
 use crate::config::{CheckoutSettings, Settings};
 use crate::db::Database;
 use crate::identity::dev::DevKey;
@@ -36,6 +37,8 @@ pub struct AppState {
     /// Identity-provider user ids that always have access (`exemptions.subjects`).
     pub exempt_subjects: HashSet<String>,
     pub checkout: CheckoutTerms,
+    /// How plan changes are billed (`billing.upgrade_proration`, `billing.downgrade_proration`).
+    pub changes: ChangeTerms,
     pub db: Database,
     /// `None` while no Stripe key is configured.
     pub stripe: Option<StripeGateway>,
@@ -130,8 +133,13 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
     };
     let exempt_subjects = settings.exemptions.subjects.iter().cloned().collect();
     let checkout = CheckoutTerms::of(&settings.checkout, &settings.stripe.allowed_price_ids);
+    let changes = ChangeTerms {
+        upgrade: settings.billing.upgrade_proration,
+        downgrade: settings.billing.downgrade_proration,
+    };
     Ok(AppState {
         settings,
+        changes,
         catalog,
         policy,
         exempt_subjects,

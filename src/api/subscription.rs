@@ -118,8 +118,11 @@ pub struct ChangeIn {
     pub tenant_id: Option<String>,
 }
 
-/// Moves the subscription to another plan, interval or number of seats, prorated as Stripe
-/// computes it.
+/// Moves the subscription to another plan, interval or number of seats. An upgrade (a
+/// higher-ranked plan, or more seats) is billed as `billing.upgrade_proration` says; with the
+/// default, `always_invoice`, it is charged at once and granted only once paid (`402
+/// upgrade_not_paid` otherwise, and the current plan stays). A downgrade takes effect at once,
+/// billed as `billing.downgrade_proration` says.
 #[utoipa::path(
     tag = "frontend",
     operation_id = "v1.subscription.change",
@@ -129,6 +132,7 @@ pub struct ChangeIn {
         (status = 200, description = "the status after the change", body = StatusOut),
         (status = 400, description = "`invalid_body` or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
         super::responses::Unauthorized,
+        (status = 402, description = "`upgrade_not_paid`: the upgrade's invoice was not paid (declined, or the card needs authentication); the current plan stays, and paying the open invoice in the portal within 23 hours applies the change", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`price_not_allowed`, `tenant_not_allowed`, or `not_billing_manager`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`no_subscription`: nothing to change", body = Problem, content_type = "application/problem+json"),
         super::responses::BodyTooLarge,

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod catalog;
+pub mod change;
 pub mod checkout;
 pub mod facts;
 pub mod grant;

@@ -7,6 +7,8 @@
 pub enum Refusal {
     /// The request names something invalid (400).
     Invalid,
+    /// It needs a payment that did not go through (402).
+    PaymentRequired,
     /// The caller may not do this (403).
     Forbidden,
     /// What it names does not exist (404).
@@ -48,6 +50,9 @@ impl ServiceError {
     }
     pub fn invalid(code: &'static str, detail: impl Into<String>) -> Self {
         Self::refused(Refusal::Invalid, code, detail)
+    }
+    pub fn payment_required(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::refused(Refusal::PaymentRequired, code, detail)
     }
     pub fn forbidden(code: &'static str, detail: impl Into<String>) -> Self {
         Self::refused(Refusal::Forbidden, code, detail)

@@ -4,6 +4,7 @@
 //! (the same sync as webhooks), so what is stored is what Stripe holds.
 
 use crate::billing::catalog::{Interval, PlanKind};
+use crate::billing::change;
 use crate::billing::facts::SubscriptionStatus;
 use crate::billing::scope::Actor;
 use crate::db::state::SubscriptionRow;
@@ -131,13 +132,36 @@ pub async fn change(
     const SOURCE: &str = "api:subscription.change";
     let sub = standing_subscription(state, caller, actor, SOURCE).await?;
     let same_seats = quantity.is_none_or(|q| i64::try_from(q).ok() == Some(sub.quantity));
-    if sub.price_id.as_deref() != Some(price_id.as_str()) || !same_seats {
-        stripe
-            .change_price(&subscription_id(&sub)?, &price_id, quantity)
-            .await
-            .map_err(gateway_error)?;
-        tracing::info!(subject = %sub.subject, subscription = %sub.stripe_subscription_id, plan = %wanted.id, ?quantity, "plan changed");
-        resync(state, &sub, SOURCE).await?;
+    if sub.price_id.as_deref() == Some(price_id.as_str()) && same_seats {
+        return Ok(());
     }
-    Ok(())
+    let held = u64::try_from(sub.quantity).unwrap_or(1);
+    let from = change::Holding {
+        priced: sub
+            .price_id
+            .as_deref()
+            .and_then(|p| state.catalog.by_price_id(p)),
+        quantity: held,
+    };
+    let direction = change::direction(from, (wanted, price), quantity.unwrap_or(held));
+    let billing = change::billing(state.changes, direction);
+    let pending = stripe
+        .change_price(&subscription_id(&sub)?, &price_id, quantity, billing)
+        .await
+        .map_err(gateway_error)?;
+    tracing::info!(subject = %sub.subject, subscription = %sub.stripe_subscription_id, plan = %wanted.id, ?quantity, ?direction, proration = billing.proration.as_str(), pending = pending.is_some(), "plan change");
+    resync(state, &sub, SOURCE).await?;
+    match pending {
+        None => Ok(()),
+        Some(p) => Err(ServiceError::payment_required(
+            "upgrade_not_paid",
+            format!(
+                "the upgrade to `{}` was not paid (the card was declined or needs \
+                 authentication), so the current plan stays; Stripe keeps the change until {}, \
+                 and paying the open invoice in the billing portal (POST /v1/portal) applies it",
+                wanted.id,
+                p.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        )),
+    }
 }

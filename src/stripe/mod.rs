@@ -20,7 +20,8 @@ use stripe_billing::invoice::ListInvoice;
 use stripe_billing::subscription::{
     CancelSubscription, CancelSubscriptionCancellationDetails, ListSubscription,
     ListSubscriptionStatus, ResumeSubscription, RetrieveSubscription, UpdateSubscription,
-    UpdateSubscriptionItems, UpdateSubscriptionProrationBehavior,
+    UpdateSubscriptionItems, UpdateSubscriptionPaymentBehavior,
+    UpdateSubscriptionProrationBehavior,
 };
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionDiscounts, CreateCheckoutSessionLineItems,
@@ -39,6 +40,7 @@ use stripe_core::dispute::ListDispute;
 use stripe_product::promotion_code::ListPromotionCode;
 use stripe_shared::{CheckoutSessionMode, CheckoutSessionPaymentStatus, InvoiceBillingReason};
 
+use crate::billing::change::{ChangeBilling, Proration};
 use crate::billing::facts::{CollectionPause, SubscriptionStatus};
 use crate::config::StripeSettings;
 
@@ -56,6 +58,14 @@ pub mod metadata {
     /// The user who started the checkout: the manager of a tenant's subscription (changed by
     /// a hand-over).
     pub const MANAGER: &str = "tollgate_manager";
+}
+
+/// A plan change Stripe keeps pending because its invoice was not paid (a declined card, or
+/// one that needs the customer's authentication): it applies once the invoice is paid, until
+/// `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingChange {
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A Stripe customer as Tollgate needs it.
@@ -671,13 +681,16 @@ impl StripeGateway {
         .await
     }
 
-    /// Moves the subscription's item to another price, prorated as Stripe computes it.
+    /// Moves the subscription's item to another price (and seats), billed as `billing` says.
+    /// With `only_when_paid`, Stripe applies the change only once its invoice is paid; when the
+    /// payment fails the answer is the change left pending, until when.
     pub async fn change_price(
         &self,
         subscription_id: &SubscriptionId,
         price_id: &str,
         quantity: Option<u64>,
-    ) -> Result<(), GatewayError> {
+        billing: ChangeBilling,
+    ) -> Result<Option<PendingChange>, GatewayError> {
         observed("change_price", async {
             let current = RetrieveSubscription::new(subscription_id.as_str())
                 .send(&self.client)
@@ -692,12 +705,23 @@ impl StripeGateway {
             item.id = Some(item_id);
             item.price = Some(price_id.to_owned());
             item.quantity = quantity;
-            UpdateSubscription::new(subscription_id.as_str())
+            let proration = match billing.proration {
+                Proration::AlwaysInvoice => UpdateSubscriptionProrationBehavior::AlwaysInvoice,
+                Proration::CreateProrations => {
+                    UpdateSubscriptionProrationBehavior::CreateProrations
+                }
+                Proration::None => UpdateSubscriptionProrationBehavior::None,
+            };
+            let mut update = UpdateSubscription::new(subscription_id.as_str())
                 .items(vec![item])
-                .proration_behavior(UpdateSubscriptionProrationBehavior::CreateProrations)
-                .send(&self.client)
-                .await?;
-            Ok(())
+                .proration_behavior(proration);
+            if billing.only_when_paid {
+                update = update.payment_behavior(UpdateSubscriptionPaymentBehavior::PendingIfIncomplete);
+            }
+            let updated = update.send(&self.client).await?;
+            Ok(updated.pending_update.map(|p| PendingChange {
+                expires_at: ts(p.expires_at),
+            }))
         })
         .await
     }

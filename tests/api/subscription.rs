@@ -234,6 +234,97 @@ async fn a_product_may_keep_access_while_collection_is_paused_until_it_resumes_b
 }
 
 #[tokio::test]
+async fn an_upgrade_is_charged_at_once_and_granted_only_when_paid() {
+    let app = spawn_app().await;
+    let sub_id = app.subscribed("user-1", "maker", "month").await;
+    let token = app.user_token("user-1");
+    // The card is declined: Stripe keeps the upgrade pending and the subscription unchanged.
+    app.stripe.decline_cards(true);
+    let res = app
+        .post_json(
+            "/v1/subscription/change",
+            Some(&token),
+            &json!({"plan": "pro", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(res.status(), 402);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["code"], "upgrade_not_paid", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("POST /v1/portal"),
+        "{problem}"
+    );
+    let update = &app
+        .stripe
+        .received_on("POST", &format!("/v1/subscriptions/{sub_id}"))[0];
+    assert_eq!(
+        (
+            update.form["proration_behavior"].as_str(),
+            update.form["payment_behavior"].as_str(),
+            update.form["items[0][price]"].as_str()
+        ),
+        ("always_invoice", "pending_if_incomplete", "price_pro_monthly")
+    );
+    let on_stripe = app.stripe.subscription(&sub_id);
+    assert!(on_stripe["pending_update"]["expires_at"].is_i64());
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["plan"].as_str(), status["access"].as_bool()),
+        (Some("maker"), Some(true)),
+        "the old plan stays: {status}"
+    );
+
+    // Paid: the higher plan is granted.
+    app.stripe.decline_cards(false);
+    let res = app
+        .post_json(
+            "/v1/subscription/change",
+            Some(&token),
+            &json!({"plan": "pro", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let status: Value = res.json().await.unwrap();
+    assert_eq!(status["plan"], "pro", "{status}");
+    assert!(app.stripe.subscription(&sub_id)["pending_update"].is_null());
+}
+
+#[tokio::test]
+async fn a_downgrade_takes_effect_at_once_billed_as_configured() {
+    for (configured, sent) in [("", "create_prorations"), ("none", "none")] {
+        let extra_toml = if configured.is_empty() {
+            String::new()
+        } else {
+            format!("[billing]\ndowngrade_proration = \"{configured}\"\n")
+        };
+        let app = spawn_app_with(Options {
+            extra_toml,
+            ..Options::default()
+        })
+        .await;
+        let sub_id = app.subscribed("user-1", "pro", "month").await;
+        let token = app.user_token("user-1");
+        // Declined cards do not matter: a downgrade is not paid first.
+        app.stripe.decline_cards(true);
+        let res = app
+            .post_json(
+                "/v1/subscription/change",
+                Some(&token),
+                &json!({"plan": "maker", "interval": "month"}),
+            )
+            .await;
+        assert_eq!(res.status(), 200);
+        let status: Value = res.json().await.unwrap();
+        assert_eq!(status["plan"], "maker", "{status}");
+        let update = &app
+            .stripe
+            .received_on("POST", &format!("/v1/subscriptions/{sub_id}"))[0];
+        assert_eq!(update.form["proration_behavior"], sent);
+        assert!(!update.form.contains_key("payment_behavior"), "{update:?}");
+    }
+}
+
+#[tokio::test]
 async fn change_moves_to_the_new_price_with_proration() {
     let app = spawn_app().await;
     let sub_id = app.subscribed("user-1", "maker", "month").await;
@@ -256,7 +347,9 @@ async fn change_moves_to_the_new_price_with_proration() {
         .received_on("POST", &format!("/v1/subscriptions/{sub_id}"))[0];
     assert_eq!(update.form["items[0][price]"], "price_pro_yearly");
     assert_eq!(update.form["items[0][id]"], format!("si_{sub_id}"));
-    assert_eq!(update.form["proration_behavior"], "create_prorations");
+    // Maker to Pro is an upgrade: invoiced now, applied once paid.
+    assert_eq!(update.form["proration_behavior"], "always_invoice");
+    assert_eq!(update.form["payment_behavior"], "pending_if_incomplete");
 
     // Changing to the plan already held is a no-op.
     let res = app

@@ -3,7 +3,7 @@
 //! fields a test depends on set, so they carry every field a real answer has.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
@@ -50,6 +50,9 @@ pub struct FakeStripe {
     failing_lists: Arc<AtomicUsize>,
     /// The next N subscription cancellations answer 500 (and say not to retry).
     failing_cancels: Arc<AtomicUsize>,
+    /// While set, the customer's card is declined: an update that must be paid first
+    /// (`payment_behavior=pending_if_incomplete`) is left pending, as Stripe does.
+    declining: Arc<AtomicBool>,
     /// Set by [`FakeStripe::start_payable`]: sessions' `url` is this fake's `/pay/{id}`.
     pay_base: Option<String>,
 }
@@ -79,6 +82,7 @@ impl FakeStripe {
             state: Arc::default(),
             failing_lists: Arc::default(),
             failing_cancels: Arc::default(),
+            declining: Arc::default(),
             pay_base,
         };
         Mock::given(wiremock::matchers::any())
@@ -128,6 +132,11 @@ impl FakeStripe {
 
     pub fn fail_subscription_lists(&self, times: usize) {
         self.failing_lists.store(times, Ordering::SeqCst);
+    }
+
+    /// Declines the customer's card (`true`) or accepts it again.
+    pub fn decline_cards(&self, declined: bool) {
+        self.declining.store(declined, Ordering::SeqCst);
     }
 
     pub fn fail_cancellations(&self, times: usize) {
@@ -625,7 +634,24 @@ impl FakeStripe {
                                 sub["canceled_at"] = Value::Null;
                             }
                         }
-                        if let Some(price) = form.get("items[0][price]") {
+                        // Paid first: with the card declined, Stripe keeps the change pending
+                        // (items unchanged) until the open invoice is paid, for 23 hours.
+                        let held_back = form.get("payment_behavior").map(String::as_str)
+                            == Some("pending_if_incomplete")
+                            && self.declining.load(Ordering::SeqCst);
+                        if !held_back && form.contains_key("items[0][price]") {
+                            sub["pending_update"] = Value::Null;
+                        }
+                        if held_back {
+                            sub["pending_update"] = json!({
+                                "expires_at": now() + 23 * 3600,
+                                "billing_cycle_anchor": null,
+                                "subscription_items": null,
+                                "trial_end": null,
+                                "trial_from_plan": null,
+                            });
+                        }
+                        if let Some(price) = form.get("items[0][price]").filter(|_| !held_back) {
                             assert_eq!(
                                 form.get("items[0][id]"),
                                 sub["items"]["data"][0]["id"]
@@ -644,7 +670,7 @@ impl FakeStripe {
                             item["plan"]["id"] = json!(price);
                             item["plan"]["interval"] = json!(interval);
                         }
-                        if let Some(q) = form.get("items[0][quantity]") {
+                        if let Some(q) = form.get("items[0][quantity]").filter(|_| !held_back) {
                             sub["items"]["data"][0]["quantity"] =
                                 json!(q.parse::<u64>().expect("a quantity"));
                         }
@@ -829,6 +855,7 @@ pub fn subscription(id: &str, customer: &str, price: &str, interval: &str, statu
     s["trial_start"] = Value::Null;
     s["trial_end"] = Value::Null;
     s["pause_collection"] = Value::Null;
+    s["pending_update"] = Value::Null;
     s["latest_invoice"] = json!(format!("in_{id}"));
     let item = &mut s["items"]["data"][0];
     item["id"] = json!(format!("si_{id}"));
