@@ -1047,11 +1047,11 @@ mod tests {
             pause_collection: Some(pause.clone()),
             ..read.clone()
         };
-        let holds = StripeHolds {
+        let read_paused = StripeHolds {
             subscriptions: vec![paused.clone()],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &holds, t(13));
+        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &read_paused, t(13));
         assert_eq!(changes.subscriptions.len(), 1);
         let after = &changes.subscriptions[0].after;
         assert_eq!(after.status, SubscriptionStatus::Active, "the status stays");
@@ -1063,11 +1063,11 @@ mod tests {
             subscriptions: vec![stored_record(&cat, &paused)],
             ..Stored::default()
         };
-        let holds = StripeHolds {
+        let read_lifted = StripeHolds {
             subscriptions: vec![read],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &holds, t(14));
+        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &read_lifted, t(14));
         assert_eq!(changes.subscriptions.len(), 1);
         assert_eq!(changes.subscriptions[0].after.pause_collection, None);
     }

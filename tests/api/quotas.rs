@@ -632,8 +632,10 @@ async fn the_database_decides_every_consumption_as_the_billing_rule_does() {
                         ))
                         .execute(conn)?;
                 }
+                // One requester per case: each case's key "k" is its own.
                 let c = Consumption {
                     subject: &subject,
+                    requester: &subject,
                     quota: "credits",
                     amount,
                     idempotency_key: "k",

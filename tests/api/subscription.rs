@@ -165,9 +165,14 @@ async fn a_paused_payment_collection_ends_paid_access_until_the_subscriber_resum
         ),
         (Some(false), Some("paused"), Some("active"), Some("free"))
     );
+    let service = app.idp.service_token("billing:read");
     let export = app
-        .get("/v1/entitlements/check?feature=export", Some(&token))
+        .get(
+            "/v1/entitlements?user_id=user-1&feature=export",
+            Some(&service),
+        )
         .await;
+    assert_eq!(export.status(), 200);
     let export: Value = export.json().await.unwrap();
     assert_eq!(
         (export["allowed"].as_bool(), export["reason"].as_str()),

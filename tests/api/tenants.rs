@@ -547,7 +547,7 @@ async fn a_retry_answers_the_first_decision_even_after_another_subject_started_t
     // Bob buys a personal lifetime plan: his own subject now stands for him, and it has no
     // credits quota, so the same job asked anew would be refused.
     let bob = member(&app, "bob", json!("t1"));
-    buy(&app, &bob, json!({"plan": "lifetime"})).await;
+    buy(&app, &bob, json!({"plan": "lifetime", "interval": "once"})).await;
     let (status, fresh) = usage(&app, spend("bob", 2, "job-8")).await;
     assert_eq!(
         (status, fresh["code"].as_str()),
