@@ -167,10 +167,14 @@ async fn main() -> std::process::ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     // The server logs to standard output; a command's standard output is its result, so its
     // log lines go to standard error.
-    match command {
-        Command::Serve => tollgate::telemetry::init(settings.server.json_logs),
-        _ => tollgate::telemetry::init_for_command(settings.server.json_logs),
-    }
+    // The server's log writer lives until `main` returns (its drop writes what is queued).
+    let _log_writer = match command {
+        Command::Serve => Some(tollgate::telemetry::init(settings.server.json_logs)),
+        _ => {
+            tollgate::telemetry::init_for_command(settings.server.json_logs);
+            None
+        }
+    };
     let serving = matches!(command, Command::Serve);
     for notice in &settings.notices {
         if serving {

@@ -14,34 +14,42 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-/// The server's logs, on standard output.
-pub fn init(json: bool) {
-    install(json, false);
+/// The server's logs, on standard output, written by a thread of their own: a request formats
+/// its lines and queues them; the thread writes them in batches (one write for many lines),
+/// so no request waits on the log's pipe or file. Keep the guard until the process ends: its
+/// drop writes what is still queued. (A `kill -9` loses at most the lines of the last batch.)
+/// With more than 128,000 lines queued, requests wait for the writer rather than drop lines.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init(json: bool) -> tracing_appender::non_blocking::WorkerGuard {
+    let terminal = std::io::stdout().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("tollgate-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
+    install(json, BoxMakeWriter::new(writer), terminal);
+    guard
 }
 
-/// A command's logs, on standard error: its standard output is its result.
+/// A command's logs, on standard error (written at once, between its progress lines): its
+/// standard output is its result.
 pub fn init_for_command(json: bool) {
-    install(json, true);
+    install(
+        json,
+        BoxMakeWriter::new(std::io::stderr),
+        std::io::stderr().is_terminal(),
+    );
 }
 
-fn install(json: bool, to_stderr: bool) {
+fn install(json: bool, writer: BoxMakeWriter, terminal: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // async-stripe logs at ERROR every event its typed structs cannot hold; Tollgate reads
     // only the envelope and accepts such events (src/stripe/webhook.rs), so that is no error.
     let no_sdk_parse_errors = filter_fn(|meta| {
         !(*meta.level() == tracing::Level::ERROR && meta.target().starts_with("stripe_webhook"))
     });
-    let (writer, terminal) = if to_stderr {
-        (
-            BoxMakeWriter::new(std::io::stderr),
-            std::io::stderr().is_terminal(),
-        )
-    } else {
-        (
-            BoxMakeWriter::new(std::io::stdout),
-            std::io::stdout().is_terminal(),
-        )
-    };
     let layer = if json {
         fmt::layer()
             .with_target(false)

@@ -221,7 +221,8 @@ fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         if std::env::var("TEST_LOG").is_ok() {
-            tollgate::telemetry::init(false);
+            // The writer lives as long as the test process.
+            std::mem::forget(tollgate::telemetry::init(false));
         }
     });
 }
