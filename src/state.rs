@@ -276,6 +276,11 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         "Customers whose stored state differed from Stripe's in the last reconciliation.",
     ),
     (
+        "tollgate_checkout_sessions_expired_total",
+        MetricKind::Counter,
+        "Open Checkout Sessions expired because the same subject started a newer one.",
+    ),
+    (
         "tollgate_reconcile_duplicate_customers",
         MetricKind::Gauge,
         "Stripe customers in the last reconciliation that carry a subject linked to another customer.",

@@ -66,7 +66,7 @@ pub struct CheckoutOut {
         (status = 400, description = "`invalid_body`, `invalid_tenant_id`, or `tenant_required` (a tenant or membership plan, and no tenant named)", body = Problem, content_type = "application/problem+json"),
         super::responses::Unauthorized,
         (status = 403, description = "`price_not_allowed` (outside STRIPE_ALLOWED_PRICE_IDS), `tenant_not_allowed` (the token does not list the tenant), or `not_billing_manager` (another member manages the tenant's subscription)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`subscription_exists` (change it through the portal or `/v1/subscription/change`), `already_purchased` (the lifetime plan is owned), or `tenant_removed`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`subscription_exists` (change it through the portal or `/v1/subscription/change`), `already_purchased` (the lifetime plan is owned), `tenant_removed`, or `checkout_just_completed` (an older open checkout of the subject was paid meanwhile: verify it)", body = Problem, content_type = "application/problem+json"),
         super::responses::BodyTooLarge,
         super::responses::NotJson,
         (status = 422, description = "`unknown_plan`, `unknown_interval`, `invalid_quantity`, `redirect_not_allowed`, or `unknown_promotion_code`: the request is well formed but names something the configuration or Stripe does not have", body = Problem, content_type = "application/problem+json"),

@@ -151,14 +151,16 @@ pub async fn start_checkout(
             req.interval.as_str().to_owned(),
         ),
     ]);
+    let mode = if plan.kind == PlanKind::Subscription {
+        CheckoutMode::Subscription
+    } else {
+        CheckoutMode::Payment
+    };
+    let customer = CustomerId::parse(&customer_id).map_err(ServiceError::upstream)?;
     let new = NewCheckout {
         customer_id,
         price_id,
-        mode: if plan.kind == PlanKind::Subscription {
-            CheckoutMode::Subscription
-        } else {
-            CheckoutMode::Payment
-        },
+        mode,
         quantity: req.quantity,
         trial_days: plan.trial_days,
         trial_without_card: !plan.trial_requires_card,
@@ -169,12 +171,73 @@ pub async fn start_checkout(
         metadata: meta,
         idempotency_key: format!("tollgate-checkout-{}", uuid::Uuid::new_v4()),
     };
-    let session = stripe
-        .create_checkout_session(new)
+    // One open Checkout Session per subject and kind: two tabs, or two members of a tenant,
+    // checking out at once would otherwise both pay. Under the subject's lock (across
+    // replicas on PostgreSQL), the older open sessions are expired before a new one is made.
+    let lock = format!("checkout:{}", subject.key());
+    let for_whom = &subject;
+    let session = state
+        .db
+        .with_customer_lock(&lock, || async move {
+            expire_open_sessions(stripe, &customer, for_whom, mode).await?;
+            Ok(stripe
+                .create_checkout_session(new)
+                .await
+                .map_err(gateway_error)?)
+        })
         .await
-        .map_err(gateway_error)?;
+        .map_err(|e| match e.downcast::<ServiceError>() {
+            Ok(refused) => refused,
+            Err(other) => ServiceError::Internal(other),
+        })?;
     tracing::info!(%subject, plan = %plan.id, session = %session.id, "checkout started");
     Ok(session)
+}
+
+/// Expires the subject's open Checkout Sessions of `mode` (a subscription's, or a one-time
+/// purchase's). A session Stripe will no longer expire was paid or expired meanwhile: if it was
+/// paid, the new checkout is refused (the buyer should verify that one instead).
+async fn expire_open_sessions(
+    stripe: &StripeGateway,
+    customer: &CustomerId,
+    subject: &Subject,
+    mode: CheckoutMode,
+) -> Result<(), ServiceError> {
+    let key = subject.key();
+    let open = stripe
+        .open_checkout_sessions(customer)
+        .await
+        .map_err(gateway_error)?;
+    for older in open
+        .iter()
+        .filter(|s| s.mode == mode && s.subject.as_deref() == Some(key.as_str()))
+    {
+        let id = CheckoutSessionId::parse(&older.id).map_err(ServiceError::upstream)?;
+        match stripe.expire_checkout_session(&id).await {
+            Ok(()) => {
+                metrics::counter!("tollgate_checkout_sessions_expired_total").increment(1);
+                tracing::info!(%subject, session = %older.id, "older open checkout expired");
+            }
+            Err(crate::stripe::GatewayError::Refused { .. }) => {
+                let now = stripe
+                    .checkout_session(&id)
+                    .await
+                    .map_err(gateway_error)?;
+                if now.is_some_and(|s| s.paid) {
+                    return Err(ServiceError::conflict(
+                        "checkout_just_completed",
+                        format!(
+                            "checkout {} of {subject} was just paid: verify it \
+                             (GET /v1/checkout/verify) instead of starting another",
+                            older.id
+                        ),
+                    ));
+                }
+            }
+            Err(e) => return Err(gateway_error(e)),
+        }
+    }
+    Ok(())
 }
 
 /// What a checkout refused by the billing rules answers. A tenant's existing subscription is

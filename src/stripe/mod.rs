@@ -29,7 +29,7 @@ use stripe_checkout::checkout_session::{
     CreateCheckoutSessionSubscriptionDataTrialSettings,
     CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehavior,
     CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehaviorMissingPaymentMethod,
-    ListCheckoutSession, RetrieveCheckoutSession,
+    ExpireCheckoutSession, ListCheckoutSession, RetrieveCheckoutSession,
 };
 use stripe_client_core::{RequestBuilder, StripeMethod};
 use stripe_core::charge::{ListCharge, RetrieveCharge};
@@ -560,6 +560,46 @@ impl StripeGateway {
                     return Ok(out);
                 }
             }
+        })
+        .await
+    }
+
+    /// The customer's Checkout Sessions still open (not paid, not expired), newest first.
+    pub async fn open_checkout_sessions(
+        &self,
+        customer_id: &CustomerId,
+    ) -> Result<Vec<StripeCheckout>, GatewayError> {
+        observed("open_checkout_sessions", async {
+            let mut out: Vec<StripeCheckout> = Vec::new();
+            loop {
+                let mut req = ListCheckoutSession::new()
+                    .customer(customer_id.as_str())
+                    .status(stripe_shared::CheckoutSessionStatus::Open)
+                    .limit(100);
+                if let Some(last) = out.last() {
+                    req = req.starting_after(last.id.clone());
+                }
+                let page = req.send(&self.client).await?;
+                out.extend(page.data.into_iter().map(checkout_read));
+                if !page.has_more || out.is_empty() {
+                    return Ok(out);
+                }
+            }
+        })
+        .await
+    }
+
+    /// Expires an open Checkout Session: its page can no longer be paid. Stripe refuses (a
+    /// [`GatewayError::Refused`]) a session that is no longer open, e.g. one just paid.
+    pub async fn expire_checkout_session(
+        &self,
+        session_id: &CheckoutSessionId,
+    ) -> Result<(), GatewayError> {
+        observed("expire_checkout_session", async {
+            ExpireCheckoutSession::new(session_id.as_str())
+                .send(&self.client)
+                .await?;
+            Ok(())
         })
         .await
     }

@@ -243,6 +243,67 @@ async fn concurrent_first_checkouts_create_one_stripe_customer() {
 }
 
 #[tokio::test]
+async fn a_new_checkout_expires_the_subjects_older_open_one_across_replicas() {
+    let app = spawn_app().await;
+    let token = app.user_token("user-1");
+    let body = json!({"plan": "pro", "interval": "month"});
+    let res = app.checkout(&token, body.clone()).await;
+    assert_eq!(res.status(), 201);
+    let first: Value = res.json().await.unwrap();
+    let first_id = first["session_id"].as_str().unwrap().to_owned();
+
+    // A second tab, served by another replica when PostgreSQL runs two.
+    let other = if app.uses_postgres() {
+        app.another_instance().await
+    } else {
+        app.address.clone()
+    };
+    let (status, second) = app
+        .send_to(&other, reqwest::Method::POST, "/v1/checkout", &token, Some(body.clone()))
+        .await;
+    assert_eq!(status, 201, "{second}");
+    let second_id = second["session_id"].as_str().unwrap().to_owned();
+    assert_ne!(first_id, second_id);
+    // The older one was expired on Stripe before the new one was made: it cannot be paid.
+    assert_eq!(app.stripe.session(&first_id)["status"], "expired");
+    assert_eq!(app.stripe.session(&second_id)["status"], "open");
+    let order: Vec<String> = app
+        .stripe
+        .received()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.starts_with("/v1/checkout/sessions"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "/v1/checkout/sessions".to_owned(),
+            format!("/v1/checkout/sessions/{first_id}/expire"),
+            "/v1/checkout/sessions".to_owned(),
+        ]
+    );
+
+    // Two at once, one on each replica: one open session is left.
+    let (a, b) = tokio::join!(
+        app.send_to(&app.address, reqwest::Method::POST, "/v1/checkout", &token, Some(body.clone())),
+        app.send_to(&other, reqwest::Method::POST, "/v1/checkout", &token, Some(body.clone())),
+    );
+    assert_eq!((a.0, b.0), (201, 201), "{a:?} {b:?}");
+    let customer = app.stripe.session(&second_id)["customer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let open: Vec<String> = [&first_id, &second_id]
+        .into_iter()
+        .cloned()
+        .chain([&a.1, &b.1].map(|s| s["session_id"].as_str().unwrap().to_owned()))
+        .filter(|id| app.stripe.session(id)["status"] == "open")
+        .collect();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(app.stripe.session(&open[0])["customer"], customer.as_str());
+}
+
+#[tokio::test]
 async fn prices_outside_the_allowlist_are_refused_before_stripe() {
     let app = spawn_app().await;
     let token = app.user_token("user-1");

@@ -542,6 +542,23 @@ impl FakeStripe {
                     json!({"object": "list", "data": data, "has_more": false, "url": "/v1/checkout/sessions"}),
                 )
             }
+            ("POST", ["v1", "checkout", "sessions", id, "expire"]) => {
+                match st.sessions.get_mut(*id) {
+                    None => Err(404),
+                    Some(s) if s["status"] != "open" => {
+                        return error(
+                            400,
+                            "invalid_request_error",
+                            "Only Checkout Sessions with a status of `open` can be expired.",
+                        );
+                    }
+                    Some(s) => {
+                        s["status"] = json!("expired");
+                        s["url"] = Value::Null;
+                        Ok(s.clone())
+                    }
+                }
+            }
             ("GET", ["v1", "checkout", "sessions", id]) => {
                 st.sessions.get(*id).cloned().map(public).ok_or(404)
             }
