@@ -305,8 +305,8 @@ fn subscription_verdict<'a>(
         // keeps the status, but nothing is paid while it lasts. A trial still running was
         // never going to be paid for, so it keeps its access.
         let collection_paused = s.pause_collection.as_ref().is_some_and(|p| p.in_force(now));
-        let in_trial = s.status == SubscriptionStatus::Trialing
-            && s.trial_end.is_none_or(|end| now < end);
+        let in_trial =
+            s.status == SubscriptionStatus::Trialing && s.trial_end.is_none_or(|end| now < end);
         if collection_paused && !in_trial && !policy.access_while_collection_paused {
             return verdict(false, Reason::Paused, None);
         }
@@ -583,18 +583,33 @@ mod tests {
         // Until a resume date: paused before it, paid access again from it.
         let until = now() + Duration::days(3);
         let s = paused(SubscriptionStatus::Active, Some(until));
-        let at = |t| evaluate(&catalog(), policy(), &[s.clone()], &[], &[], false, t);
+        let at = |t| {
+            evaluate(
+                &catalog(),
+                policy(),
+                std::slice::from_ref(&s),
+                &[],
+                &[],
+                false,
+                t,
+            )
+        };
         assert_eq!(at(until - Duration::seconds(1)).reason, Reason::Paused);
-        assert_eq!(
-            (at(until).access, at(until).reason),
-            (true, Reason::Active)
-        );
+        assert_eq!((at(until).access, at(until).reason), (true, Reason::Active));
         // A product that gives its service during the pause keeps the plan.
         let keep = AccessPolicy {
             access_while_collection_paused: true,
             ..policy()
         };
-        let a = evaluate(&catalog(), keep, &[s.clone()], &[], &[], false, now());
+        let a = evaluate(
+            &catalog(),
+            keep,
+            std::slice::from_ref(&s),
+            &[],
+            &[],
+            false,
+            now(),
+        );
         assert_eq!((a.access, a.reason), (true, Reason::Active));
         // A cancellation that has passed, or a refunded period, still says so.
         let mut ended = paused(SubscriptionStatus::Active, None);

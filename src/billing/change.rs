@@ -92,7 +92,10 @@ pub fn direction(from: Holding<'_>, to: (&Plan, &Price), to_quantity: u64) -> Di
         };
     }
     let costs_more = from_price.currency == to_price.currency
-        && match (yearly(from_price, from.quantity), yearly(to_price, to_quantity)) {
+        && match (
+            yearly(from_price, from.quantity),
+            yearly(to_price, to_quantity),
+        ) {
             (Some(before), Some(after)) => after > before,
             _ => false,
         };

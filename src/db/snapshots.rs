@@ -21,8 +21,8 @@ use super::state::{self, PurchaseRow, SubjectState, SubscriptionRow};
 use super::{on_backend, to_db_time, DbConnection};
 use crate::billing::catalog::{Interval, PlanKind};
 use crate::billing::facts::{
-    CollectionPause,
-    GrantFacts, PurchaseFacts, PurchaseStatus, SubjectFacts, SubscriptionFacts, SubscriptionStatus,
+    CollectionPause, GrantFacts, PurchaseFacts, PurchaseStatus, SubjectFacts, SubscriptionFacts,
+    SubscriptionStatus,
 };
 
 /// The format [`write`] stores. Version 0 (before the column existed) held the table rows.

@@ -219,10 +219,7 @@ async fn expire_open_sessions(
                 tracing::info!(%subject, session = %older.id, "older open checkout expired");
             }
             Err(crate::stripe::GatewayError::Refused { .. }) => {
-                let now = stripe
-                    .checkout_session(&id)
-                    .await
-                    .map_err(gateway_error)?;
+                let now = stripe.checkout_session(&id).await.map_err(gateway_error)?;
                 if now.is_some_and(|s| s.paid) {
                     return Err(ServiceError::conflict(
                         "checkout_just_completed",

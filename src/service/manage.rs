@@ -160,7 +160,8 @@ pub async fn change(
                  authentication), so the current plan stays; Stripe keeps the change until {}, \
                  and paying the open invoice in the billing portal (POST /v1/portal) applies it",
                 wanted.id,
-                p.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                p.expires_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             ),
         )),
     }

@@ -756,7 +756,8 @@ impl StripeGateway {
                 .items(vec![item])
                 .proration_behavior(proration);
             if billing.only_when_paid {
-                update = update.payment_behavior(UpdateSubscriptionPaymentBehavior::PendingIfIncomplete);
+                update =
+                    update.payment_behavior(UpdateSubscriptionPaymentBehavior::PendingIfIncomplete);
             }
             let updated = update.send(&self.client).await?;
             Ok(updated.pending_update.map(|p| PendingChange {

@@ -259,7 +259,13 @@ async fn a_new_checkout_expires_the_subjects_older_open_one_across_replicas() {
         app.address.clone()
     };
     let (status, second) = app
-        .send_to(&other, reqwest::Method::POST, "/v1/checkout", &token, Some(body.clone()))
+        .send_to(
+            &other,
+            reqwest::Method::POST,
+            "/v1/checkout",
+            &token,
+            Some(body.clone()),
+        )
         .await;
     assert_eq!(status, 201, "{second}");
     let second_id = second["session_id"].as_str().unwrap().to_owned();
@@ -285,8 +291,20 @@ async fn a_new_checkout_expires_the_subjects_older_open_one_across_replicas() {
 
     // Two at once, one on each replica: one open session is left.
     let (a, b) = tokio::join!(
-        app.send_to(&app.address, reqwest::Method::POST, "/v1/checkout", &token, Some(body.clone())),
-        app.send_to(&other, reqwest::Method::POST, "/v1/checkout", &token, Some(body.clone())),
+        app.send_to(
+            &app.address,
+            reqwest::Method::POST,
+            "/v1/checkout",
+            &token,
+            Some(body.clone())
+        ),
+        app.send_to(
+            &other,
+            reqwest::Method::POST,
+            "/v1/checkout",
+            &token,
+            Some(body.clone())
+        ),
     );
     assert_eq!((a.0, b.0), (201, 201), "{a:?} {b:?}");
     let customer = app.stripe.session(&second_id)["customer"]

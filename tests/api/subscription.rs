@@ -256,7 +256,10 @@ async fn an_upgrade_is_charged_at_once_and_granted_only_when_paid() {
     let problem: Value = res.json().await.unwrap();
     assert_eq!(problem["code"], "upgrade_not_paid", "{problem}");
     assert!(
-        problem["detail"].as_str().unwrap().contains("POST /v1/portal"),
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("POST /v1/portal"),
         "{problem}"
     );
     let update = &app
@@ -268,7 +271,11 @@ async fn an_upgrade_is_charged_at_once_and_granted_only_when_paid() {
             update.form["payment_behavior"].as_str(),
             update.form["items[0][price]"].as_str()
         ),
-        ("always_invoice", "pending_if_incomplete", "price_pro_monthly")
+        (
+            "always_invoice",
+            "pending_if_incomplete",
+            "price_pro_monthly"
+        )
     );
     let on_stripe = app.stripe.subscription(&sub_id);
     assert!(on_stripe["pending_update"]["expires_at"].is_i64());

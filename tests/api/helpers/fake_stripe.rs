@@ -466,14 +466,14 @@ impl FakeStripe {
                     .into_iter()
                     .filter(|c| c["metadata"]["tollgate_subject"] == subject)
                     .collect();
-                Ok(json!({"object": "search_result", "data": data, "has_more": false,
-                    "next_page": null, "url": "/v1/customers/search"}))
+                Ok(
+                    json!({"object": "search_result", "data": data, "has_more": false,
+                    "next_page": null, "url": "/v1/customers/search"}),
+                )
             }
-            ("GET", ["v1", "customers"]) => Ok(page(
-                newest_first(&st.customers),
-                &form,
-                "/v1/customers",
-            )),
+            ("GET", ["v1", "customers"]) => {
+                Ok(page(newest_first(&st.customers), &form, "/v1/customers"))
+            }
             ("GET", ["v1", "customers", id]) => match st.customers.get(*id) {
                 Some(c) => Ok(c.clone()),
                 None if st.deleted_customers.iter().any(|d| d == id) => {
