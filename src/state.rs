@@ -276,6 +276,11 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         "Customers whose stored state differed from Stripe's in the last reconciliation.",
     ),
     (
+        "tollgate_second_subscriptions_total",
+        MetricKind::Counter,
+        "Subscriptions that started to stand beside an older standing one of the same subject (billed twice).",
+    ),
+    (
         "tollgate_checkout_sessions_expired_total",
         MetricKind::Counter,
         "Open Checkout Sessions expired because the same subject started a newer one.",

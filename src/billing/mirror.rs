@@ -593,6 +593,42 @@ pub fn reconcile(
     changes
 }
 
+/// A second standing subscription: one this sync made stand while an older one of the same
+/// subject already stood, and that older one. Standing twice means paying twice (two
+/// checkouts paid at once, a session paid in the instant before it was expired, a subscription
+/// made outside Tollgate); both are mirrored as Stripe holds them, and the later is flagged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecondStanding {
+    pub subscription_id: String,
+    /// The older standing subscription it stands beside.
+    pub beside: String,
+}
+
+/// Which of `changes` made a subscription stand (new, or standing again) beside an older
+/// standing one of the subject; `standing` is every subscription of the subject that stands
+/// after the changes, as (id, created). Subscriptions that stood before are not flagged again.
+pub fn second_standing(
+    changes: &[Change<SubscriptionRecord>],
+    standing: &[(String, DateTime<Utc>)],
+) -> Vec<SecondStanding> {
+    changes
+        .iter()
+        .filter(|c| c.after.status.stands())
+        .filter(|c| c.before.as_ref().is_none_or(|b| !b.status.stands()))
+        .filter_map(|c| {
+            let (id, created) = (&c.after.stripe_subscription_id, c.after.stripe_created_at);
+            standing
+                .iter()
+                .filter(|(other, at)| other != id && (*at, other) < (created, id))
+                .min_by_key(|(other, at)| (*at, other.clone()))
+                .map(|(older, _)| SecondStanding {
+                    subscription_id: id.clone(),
+                    beside: older.clone(),
+                })
+        })
+        .collect()
+}
+
 /// A subscription of a customer Stripe deleted: Stripe canceled it when it deleted the
 /// customer, so it ended now unless it ended earlier. `None` when it had ended already.
 pub fn ended_by_deletion(
@@ -1070,6 +1106,64 @@ mod tests {
         let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &read_lifted, t(14));
         assert_eq!(changes.subscriptions.len(), 1);
         assert_eq!(changes.subscriptions[0].after.pause_collection, None);
+    }
+
+    #[test]
+    fn a_subscription_that_starts_standing_beside_an_older_one_is_flagged_once() {
+        let cat = catalog();
+        let older = sub(SubscriptionStatus::Active);
+        let later = StripeSubscription {
+            id: "sub_2".into(),
+            created: t(5),
+            ..sub(SubscriptionStatus::Active)
+        };
+        let record = |s: &StripeSubscription| stored_record(&cat, s);
+        let standing = vec![("sub_1".to_owned(), t(1)), ("sub_2".to_owned(), t(5))];
+        let new = Change {
+            before: None,
+            after: record(&later),
+        };
+        assert_eq!(
+            second_standing(std::slice::from_ref(&new), &standing),
+            [SecondStanding {
+                subscription_id: "sub_2".into(),
+                beside: "sub_1".into()
+            }]
+        );
+        // The older one, changing, is not the second; nor is one that already stood.
+        let older_changed = Change {
+            before: Some(record(&older)),
+            after: SubscriptionRecord {
+                cancel_at_period_end: true,
+                ..record(&older)
+            },
+        };
+        assert!(second_standing(&[older_changed], &standing).is_empty());
+        let again = Change {
+            before: Some(record(&later)),
+            after: record(&later),
+        };
+        assert!(second_standing(&[again], &standing).is_empty());
+        // Standing again after it ended (resumed) counts; alone, nothing does.
+        let ended = record(&StripeSubscription {
+            status: SubscriptionStatus::Canceled,
+            ..later.clone()
+        });
+        let back = Change {
+            before: Some(ended),
+            after: record(&later),
+        };
+        assert_eq!(second_standing(std::slice::from_ref(&back), &standing).len(), 1);
+        assert!(second_standing(&[back], &standing[1..]).is_empty());
+        // A new subscription that does not stand (incomplete) is not flagged.
+        let incomplete = Change {
+            before: None,
+            after: record(&StripeSubscription {
+                status: SubscriptionStatus::Incomplete,
+                ..later
+            }),
+        };
+        assert!(second_standing(&[incomplete], &standing).is_empty());
     }
 
     #[test]

@@ -241,7 +241,7 @@ async fn write(
     let event_id = cause.event_id.map(str::to_owned);
     let source = cause.source.clone();
     let (subject, customer_id) = (subject.clone(), stripe_customer_id.to_owned());
-    let (changes, touched) = state
+    let (changes, touched, seconds) = state
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
@@ -271,17 +271,73 @@ async fn write(
                 if touched {
                     db::snapshots::refresh(conn, &key, now)?;
                 }
+                let seconds = flag_second_standing(conn, &key, &changes.subscriptions, origin)?;
                 if let Some(event_id) = &event_id {
                     events::mark_processed(conn, event_id, now)?;
                 }
-                Ok((changes.len(), touched))
+                Ok((changes.len(), touched, seconds))
             })
         })
         .await?;
     if touched {
         state.db.snapshot_written(&subject_key);
     }
+    for second in &seconds {
+        metrics::counter!("tollgate_second_subscriptions_total").increment(1);
+        tracing::warn!(
+            subject = %subject_key,
+            subscription = %second.subscription_id,
+            beside = %second.beside,
+            "a second subscription stands for one subject: it bills twice; cancel and refund \
+             one (both count for access meanwhile)"
+        );
+    }
     Ok(changes)
+}
+
+/// Records, in the sync's transaction, an audit row (action `second_subscription`) for each
+/// subscription this sync made stand beside an older standing one of the subject (see
+/// [`mirror::second_standing`]). Reads the subject's subscriptions only when one started to
+/// stand, which an ordinary sync does not.
+fn flag_second_standing(
+    conn: &mut db::DbConnection,
+    subject_key: &str,
+    changes: &[mirror::Change<mirror::SubscriptionRecord>],
+    origin: Origin<'_>,
+) -> anyhow::Result<Vec<mirror::SecondStanding>> {
+    let starts_standing = changes.iter().any(|c| {
+        c.after.status.stands() && c.before.as_ref().is_none_or(|b| !b.status.stands())
+    });
+    if !starts_standing {
+        return Ok(Vec::new());
+    }
+    let standing: Vec<(String, DateTime<Utc>)> = db::state::load(conn, subject_key)?
+        .subscriptions
+        .iter()
+        .filter(|s| s.subscription_status().stands())
+        .map(|s| {
+            (
+                s.stripe_subscription_id.clone(),
+                db::from_db_time(s.stripe_created_at),
+            )
+        })
+        .collect();
+    let seconds = mirror::second_standing(changes, &standing);
+    for second in &seconds {
+        db::audit::record(
+            conn,
+            db::audit::Entry {
+                subject: subject_key,
+                entity: "subscription",
+                entity_id: &second.subscription_id,
+                action: "second_subscription",
+                changes: serde_json::json!({ "beside": second.beside }),
+                source: origin.source,
+            },
+            origin.now,
+        )?;
+    }
+    Ok(seconds)
 }
 
 /// The subject a Stripe customer belongs to: ours if we linked it, else the one written in its

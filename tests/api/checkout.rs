@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, APP_ORIGIN};
+use crate::helpers::{event, spawn_app, APP_ORIGIN};
 
 #[tokio::test]
 async fn monthly_checkout_sends_stripe_the_price_customer_and_metadata() {
@@ -319,6 +319,67 @@ async fn a_new_checkout_expires_the_subjects_older_open_one_across_replicas() {
         .collect();
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(app.stripe.session(&open[0])["customer"], customer.as_str());
+}
+
+#[tokio::test]
+async fn a_second_subscription_paid_for_one_subject_is_flagged_once() {
+    let app = spawn_app().await;
+    let first = app.subscribed("user-1", "pro", "month").await;
+    let customer = app.stripe.subscription(&first)["customer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A session paid in the instant before it was expired: Stripe holds a second subscription.
+    let second = app
+        .stripe
+        .add_subscription(&customer, "price_maker_monthly", "month");
+    let created = app.stripe.subscription(&second);
+    app.webhook_ok(&event(
+        "evt_second",
+        "customer.subscription.created",
+        created.clone(),
+    ))
+    .await;
+    // Both are mirrored as Stripe holds them; the stronger plan counts.
+    let token = app.user_token("user-1");
+    assert_eq!(app.status(&token).await["plan"], "pro");
+    assert_eq!(app.count("subscriptions").await, 2);
+    let flagged = |id: String| {
+        app.db(move |conn| {
+            Ok(tollgate::db::audit::for_entity(conn, &id)?
+                .into_iter()
+                .filter(|row| row.action == "second_subscription")
+                .collect::<Vec<_>>())
+        })
+    };
+    let rows = flagged(second.clone()).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let said: Value = serde_json::from_str(&rows[0].changes).unwrap();
+    assert_eq!(said["beside"], first.as_str());
+    assert_eq!(rows[0].source, "event:evt_second customer.subscription.created");
+    assert!(flagged(first.clone()).await.is_empty(), "the older one is not");
+    // A redelivery, or a change of the flagged one, flags nothing more.
+    app.webhook_ok(&event(
+        "evt_second_again",
+        "customer.subscription.updated",
+        created,
+    ))
+    .await;
+    app.stripe
+        .update_subscription(&second, |s| s["cancel_at_period_end"] = json!(true));
+    let changed = app.stripe.subscription(&second);
+    app.webhook_ok(&event(
+        "evt_second_canceling",
+        "customer.subscription.updated",
+        changed,
+    ))
+    .await;
+    assert_eq!(flagged(second).await.len(), 1);
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("tollgate_second_subscriptions_total"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

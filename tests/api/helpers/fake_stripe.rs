@@ -151,6 +151,18 @@ impl FakeStripe {
             .insert(code.to_owned(), id.to_owned());
     }
 
+    /// A second active subscription of an existing customer to `price`, created now (a
+    /// Checkout Session paid in the instant before it was expired): its id.
+    pub fn add_subscription(&self, customer: &str, price: &str, interval: &str) -> String {
+        let mut st = self.state.lock().unwrap();
+        let n = self.next(&mut st);
+        let id = format!("sub_test_{n}");
+        let mut s = subscription(&id, customer, price, interval, "active");
+        s["created"] = json!(now());
+        st.subscriptions.push(s);
+        id
+    }
+
     /// A customer made outside Tollgate's checkout (a second checkout that created its own, or
     /// one made by hand) whose metadata names `subject`, with an active subscription to
     /// `price`: (customer id, subscription id).
