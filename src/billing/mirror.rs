@@ -1153,7 +1153,10 @@ mod tests {
             before: Some(ended),
             after: record(&later),
         };
-        assert_eq!(second_standing(std::slice::from_ref(&back), &standing).len(), 1);
+        assert_eq!(
+            second_standing(std::slice::from_ref(&back), &standing).len(),
+            1
+        );
         assert!(second_standing(&[back], &standing[1..]).is_empty());
         // A new subscription that does not stand (incomplete) is not flagged.
         let incomplete = Change {

@@ -305,9 +305,9 @@ fn flag_second_standing(
     changes: &[mirror::Change<mirror::SubscriptionRecord>],
     origin: Origin<'_>,
 ) -> anyhow::Result<Vec<mirror::SecondStanding>> {
-    let starts_standing = changes.iter().any(|c| {
-        c.after.status.stands() && c.before.as_ref().is_none_or(|b| !b.status.stands())
-    });
+    let starts_standing = changes
+        .iter()
+        .any(|c| c.after.status.stands() && c.before.as_ref().is_none_or(|b| !b.status.stands()));
     if !starts_standing {
         return Ok(Vec::new());
     }

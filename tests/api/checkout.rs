@@ -356,8 +356,14 @@ async fn a_second_subscription_paid_for_one_subject_is_flagged_once() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     let said: Value = serde_json::from_str(&rows[0].changes).unwrap();
     assert_eq!(said["beside"], first.as_str());
-    assert_eq!(rows[0].source, "event:evt_second customer.subscription.created");
-    assert!(flagged(first.clone()).await.is_empty(), "the older one is not");
+    assert_eq!(
+        rows[0].source,
+        "event:evt_second customer.subscription.created"
+    );
+    assert!(
+        flagged(first.clone()).await.is_empty(),
+        "the older one is not"
+    );
     // A redelivery, or a change of the flagged one, flags nothing more.
     app.webhook_ok(&event(
         "evt_second_again",
