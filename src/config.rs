@@ -249,6 +249,15 @@ pub struct BillingSettings {
     /// part credited on the next invoice), `always_invoice` (credited now) or `none`.
     #[serde(default = "downgrade_proration")]
     pub downgrade_proration: crate::billing::change::Proration,
+    /// A partial refund of more than this percentage of a payment takes back what it paid for
+    /// (a lifetime purchase, a subscription's period), as a full refund always does. 100 (the
+    /// default): partial refunds take back nothing; 0: any partial refund does.
+    #[serde(default = "partial_refund_revokes_over_percent")]
+    pub partial_refund_revokes_over_percent: u8,
+}
+
+fn partial_refund_revokes_over_percent() -> u8 {
+    crate::billing::payment::RefundPolicy::default().partial_revokes_over_percent
 }
 
 fn upgrade_proration() -> crate::billing::change::Proration {
@@ -753,6 +762,12 @@ impl Settings {
                     format!("`{value}` is not under one of checkout.allowed_redirect_origins"),
                 );
             }
+        }
+        if self.billing.partial_refund_revokes_over_percent > 100 {
+            problem(
+                "billing.partial_refund_revokes_over_percent",
+                "must be 0 to 100 (100: partial refunds take back nothing)".into(),
+            );
         }
         if self.checkout.rate_limit_per_minute == 0 {
             problem(

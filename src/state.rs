@@ -15,6 +15,7 @@ use secrecy::ExposeSecret;
 use crate::billing::access::AccessPolicy;
 use crate::billing::catalog::Catalog;
 use crate::billing::change::ChangeTerms;
+use crate::billing::payment::RefundPolicy;
 use crate::config::{CheckoutSettings, Settings};
 use crate::db::Database;
 use crate::identity::dev::DevKey;
@@ -39,6 +40,9 @@ pub struct AppState {
     pub checkout: CheckoutTerms,
     /// How plan changes are billed (`billing.upgrade_proration`, `billing.downgrade_proration`).
     pub changes: ChangeTerms,
+    /// When a partial refund takes back what it paid for
+    /// (`billing.partial_refund_revokes_over_percent`).
+    pub refunds: RefundPolicy,
     pub db: Database,
     /// `None` while no Stripe key is configured.
     pub stripe: Option<StripeGateway>,
@@ -137,9 +141,13 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
         upgrade: settings.billing.upgrade_proration,
         downgrade: settings.billing.downgrade_proration,
     };
+    let refunds = RefundPolicy {
+        partial_revokes_over_percent: settings.billing.partial_refund_revokes_over_percent,
+    };
     Ok(AppState {
         settings,
         changes,
+        refunds,
         catalog,
         policy,
         exempt_subjects,

@@ -24,7 +24,7 @@ use super::catalog::{Catalog, Interval, PlanKind};
 use super::facts::{
     CollectionPause, PurchaseFacts, PurchaseStatus, SubscriptionFacts, SubscriptionStatus,
 };
-use super::payment;
+use super::payment::{self, RefundPolicy};
 use chrono::{DateTime, Duration, Utc};
 
 // --- What Stripe holds (as `stripe/` reads it) -------------------------------------------------
@@ -75,9 +75,10 @@ pub struct StripeCharge {
 }
 
 impl StripeCharge {
-    /// What the charge still pays for after refunds and disputes.
-    pub fn standing(&self) -> PurchaseStatus {
-        payment::standing(self.refunded, self.disputed, self.dispute_status.as_deref())
+    /// What the charge still pays for after refunds (as `refunds` counts them) and disputes.
+    pub fn standing(&self, refunds: RefundPolicy) -> PurchaseStatus {
+        let refunded = refunds.revokes(self.amount, self.amount_refunded, self.refunded);
+        payment::standing(refunded, self.disputed, self.dispute_status.as_deref())
     }
 
     /// Whether `id` names this charge or its payment intent.
@@ -88,8 +89,8 @@ impl StripeCharge {
     /// Its standing, when it should be written onto the purchases its payment intent paid for:
     /// a refund or an open or lost dispute revokes them; a dispute that ended well restores
     /// them. A charge never disputed nor refunded says nothing new.
-    fn purchase_standing(&self) -> Option<PurchaseStatus> {
-        let standing = self.standing();
+    fn purchase_standing(&self, refunds: RefundPolicy) -> Option<PurchaseStatus> {
+        let standing = self.standing(refunds);
         (self.disputed || standing != PurchaseStatus::Paid).then_some(standing)
     }
 }
@@ -239,7 +240,7 @@ impl PaymentStatus {
     /// A contested charge shows `disputed` (even when also refunded); then refunds; then
     /// Stripe's own outcome.
     pub fn of(charge: &StripeCharge) -> PaymentStatus {
-        if charge.standing() == PurchaseStatus::Disputed {
+        if charge.standing(RefundPolicy::default()) == PurchaseStatus::Disputed {
             PaymentStatus::Disputed
         } else if charge.refunded {
             PaymentStatus::Refunded
@@ -472,10 +473,13 @@ pub fn purchase_of(
 }
 
 /// The charges whose money was taken back (refunded, or contested), with their standing.
-pub fn taken_back(charges: &[StripeCharge]) -> Vec<(&StripeCharge, PurchaseStatus)> {
+pub fn taken_back(
+    charges: &[StripeCharge],
+    refunds: RefundPolicy,
+) -> Vec<(&StripeCharge, PurchaseStatus)> {
     charges
         .iter()
-        .map(|c| (c, c.standing()))
+        .map(|c| (c, c.standing(refunds)))
         .filter(|(_, standing)| *standing != PurchaseStatus::Paid)
         .collect()
 }
@@ -487,8 +491,9 @@ pub fn taken_back(charges: &[StripeCharge]) -> Vec<(&StripeCharge, PurchaseStatu
 pub fn periods_to_check<'a>(
     subscriptions: &'a [StripeSubscription],
     charges: &[StripeCharge],
+    refunds: RefundPolicy,
 ) -> Vec<&'a StripeSubscription> {
-    let taken_back = taken_back(charges);
+    let taken_back = taken_back(charges, refunds);
     if taken_back.is_empty() {
         return Vec::new();
     }
@@ -504,8 +509,12 @@ pub fn periods_to_check<'a>(
 
 /// Whether the period whose invoice was paid by `paid_by` (charge and payment-intent ids) was
 /// taken back, and how.
-pub fn revoked_by(charges: &[StripeCharge], paid_by: &[String]) -> Option<PurchaseStatus> {
-    taken_back(charges)
+pub fn revoked_by(
+    charges: &[StripeCharge],
+    paid_by: &[String],
+    refunds: RefundPolicy,
+) -> Option<PurchaseStatus> {
+    taken_back(charges, refunds)
         .into_iter()
         .find(|(charge, _)| paid_by.iter().any(|id| charge.is_paid_by(id)))
         .map(|(_, standing)| standing)
@@ -518,6 +527,7 @@ pub fn reconcile(
     customer_id: &str,
     stored: &Stored,
     holds: &StripeHolds,
+    refunds: RefundPolicy,
     now: DateTime<Utc>,
 ) -> Changes {
     let mut changes = Changes::default();
@@ -553,7 +563,7 @@ pub fn reconcile(
             .charges
             .iter()
             .filter(|c| c.payment_intent_id.as_deref() == Some(payment_intent))
-            .find_map(StripeCharge::purchase_standing)
+            .find_map(|c| c.purchase_standing(refunds))
     };
     let mut new_purchases: Vec<PurchaseRecord> = Vec::new();
     for session in &holds.sessions {
@@ -979,16 +989,16 @@ mod tests {
             },
         ];
         assert!(
-            periods_to_check(&subs, &[charge("ch_1", "pi_1", t(10))]).is_empty(),
+            periods_to_check(&subs, &[charge("ch_1", "pi_1", t(10))], RefundPolicy::default()).is_empty(),
             "nothing taken back"
         );
         let old = refunded(charge("ch_old", "pi_old", t(2)));
         assert!(
-            periods_to_check(&subs, &[old]).is_empty(),
+            periods_to_check(&subs, &[old], RefundPolicy::default()).is_empty(),
             "refunded long before the period"
         );
         let recent = refunded(charge("ch_new", "pi_new", t(9) + Duration::hours(13)));
-        let checked: Vec<&str> = periods_to_check(&subs, &[recent])
+        let checked: Vec<&str> = periods_to_check(&subs, &[recent], RefundPolicy::default())
             .iter()
             .map(|s| s.id.as_str())
             .collect();
@@ -1003,15 +1013,15 @@ mod tests {
             charge("ch_3", "pi_3", t(10)),
         ];
         assert_eq!(
-            revoked_by(&charges, &["pi_1".into()]),
+            revoked_by(&charges, &["pi_1".into()], RefundPolicy::default()),
             Some(PurchaseStatus::Refunded)
         );
         assert_eq!(
-            revoked_by(&charges, &["ch_2".into()]),
+            revoked_by(&charges, &["ch_2".into()], RefundPolicy::default()),
             Some(PurchaseStatus::Disputed)
         );
-        assert_eq!(revoked_by(&charges, &["ch_3".into(), "pi_3".into()]), None);
-        assert_eq!(revoked_by(&charges, &[]), None);
+        assert_eq!(revoked_by(&charges, &["ch_3".into(), "pi_3".into()], RefundPolicy::default()), None);
+        assert_eq!(revoked_by(&charges, &[], RefundPolicy::default()), None);
     }
 
     // reconcile
@@ -1035,7 +1045,7 @@ mod tests {
             charges: vec![c],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &holds, t(13));
+        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &holds, RefundPolicy::default(), t(13));
         assert!(changes.is_empty(), "{changes:?}");
         assert!(!changes.touch_snapshot());
     }
@@ -1056,7 +1066,7 @@ mod tests {
             subscriptions: vec![canceling],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &holds, t(13));
+        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &holds, RefundPolicy::default(), t(13));
         assert_eq!(changes.subscriptions.len(), 1);
         let change = &changes.subscriptions[0];
         assert_eq!(
@@ -1087,7 +1097,7 @@ mod tests {
             subscriptions: vec![paused.clone()],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &read_paused, t(13));
+        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &read_paused, RefundPolicy::default(), t(13));
         assert_eq!(changes.subscriptions.len(), 1);
         let after = &changes.subscriptions[0].after;
         assert_eq!(after.status, SubscriptionStatus::Active, "the status stays");
@@ -1103,7 +1113,7 @@ mod tests {
             subscriptions: vec![read],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &read_lifted, t(14));
+        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &read_lifted, RefundPolicy::default(), t(14));
         assert_eq!(changes.subscriptions.len(), 1);
         assert_eq!(changes.subscriptions[0].after.pause_collection, None);
     }
@@ -1177,7 +1187,7 @@ mod tests {
             charges: vec![charge("ch_1", "pi_1", t(10))],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &Stored::default(), &holds, t(13));
+        let changes = reconcile(&cat, "user:u1", "cus_1", &Stored::default(), &holds, RefundPolicy::default(), t(13));
         assert_eq!(
             (changes.subscriptions.len(), changes.payments.len()),
             (1, 1)
@@ -1195,7 +1205,7 @@ mod tests {
             failure_reported_at: Some(t(11)),
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &Stored::default(), &first, t(11));
+        let changes = reconcile(&cat, "user:u1", "cus_1", &Stored::default(), &first, RefundPolicy::default(), t(11));
         let stored = Stored {
             subscriptions: vec![changes.subscriptions[0].after.clone()],
             ..Stored::default()
@@ -1207,7 +1217,7 @@ mod tests {
             failure_reported_at: Some(t(14)),
             ..holds()
         };
-        assert!(reconcile(&cat, "user:u1", "cus_1", &stored, &later, t(14)).is_empty());
+        assert!(reconcile(&cat, "user:u1", "cus_1", &stored, &later, RefundPolicy::default(), t(14)).is_empty());
     }
 
     #[test]
@@ -1219,7 +1229,7 @@ mod tests {
             charges: vec![charge("ch_l", "pi_life", t(5))],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &Stored::default(), &paid, t(6));
+        let changes = reconcile(&cat, "user:u1", "cus_1", &Stored::default(), &paid, RefundPolicy::default(), t(6));
         assert_eq!(
             changes.purchases.len(),
             1,
@@ -1238,9 +1248,54 @@ mod tests {
             "cus_1",
             &Stored::default(),
             &refunded_first,
+            RefundPolicy::default(),
             t(6),
         );
         assert_eq!(changes.purchases[0].after.status, PurchaseStatus::Refunded);
+    }
+
+    #[test]
+    fn a_partial_refund_revokes_a_purchase_or_a_period_only_above_the_configured_share() {
+        let cat = catalog();
+        let session = session("lifetime");
+        let pi = session.payment_intent_id.clone().unwrap();
+        // Paid when the subscription's period below started, so it may have paid for it too.
+        let mut partly = charge("ch_1", &pi, t(10));
+        partly.amount_refunded = 600; // of 900
+        let holds = StripeHolds {
+            sessions: vec![session],
+            charges: vec![partly.clone()],
+            ..holds()
+        };
+        let status_under = |over: u8| {
+            let refunds = RefundPolicy {
+                partial_revokes_over_percent: over,
+            };
+            reconcile(&cat, "user:u1", "cus_1", &Stored::default(), &holds, refunds, t(11))
+                .purchases[0]
+                .after
+                .status
+        };
+        assert_eq!(status_under(100), PurchaseStatus::Paid, "the default");
+        assert_eq!(status_under(67), PurchaseStatus::Paid, "600 is 66.7%");
+        assert_eq!(status_under(66), PurchaseStatus::Refunded);
+        assert_eq!(status_under(0), PurchaseStatus::Refunded);
+        // The payments history says what Stripe says, whatever the policy.
+        assert_eq!(PaymentStatus::of(&partly), PaymentStatus::PartiallyRefunded);
+        // A subscription's period the charge paid for, the same.
+        let half = RefundPolicy {
+            partial_revokes_over_percent: 50,
+        };
+        let paid_by = [pi.clone()];
+        let partly = [partly];
+        assert_eq!(
+            revoked_by(&partly, &paid_by, half),
+            Some(PurchaseStatus::Refunded)
+        );
+        assert_eq!(revoked_by(&partly, &paid_by, RefundPolicy::default()), None);
+        let subs = [sub(SubscriptionStatus::Active)];
+        assert_eq!(periods_to_check(&subs, &partly, half).len(), 1);
+        assert!(periods_to_check(&subs, &partly, RefundPolicy::default()).is_empty());
     }
 
     #[test]
@@ -1255,7 +1310,7 @@ mod tests {
             sessions: vec![s],
             ..holds()
         };
-        assert!(reconcile(&cat, "user:u1", "cus_1", &stored, &holds, t(7)).is_empty());
+        assert!(reconcile(&cat, "user:u1", "cus_1", &stored, &holds, RefundPolicy::default(), t(7)).is_empty());
     }
 
     #[test]
@@ -1274,7 +1329,7 @@ mod tests {
                 charges: vec![c],
                 ..holds()
             };
-            reconcile(&cat, "user:u1", "cus_1", &stored, &holds, t(7))
+            reconcile(&cat, "user:u1", "cus_1", &stored, &holds, RefundPolicy::default(), t(7))
                 .purchases
                 .first()
                 .map(|c| c.after.status)

@@ -5,17 +5,45 @@
 
 use super::facts::PurchaseStatus;
 
+/// When a refund takes back what its payment paid for (`billing.partial_refund_revokes_over_percent`).
+/// A full refund always does; a partial one when more than `partial_revokes_over_percent` of
+/// the amount was refunded (100, the default: never; 0: any partial refund).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefundPolicy {
+    pub partial_revokes_over_percent: u8,
+}
+
+impl Default for RefundPolicy {
+    fn default() -> Self {
+        RefundPolicy {
+            partial_revokes_over_percent: 100,
+        }
+    }
+}
+
+impl RefundPolicy {
+    /// Whether a charge of `amount` with `refunded_amount` refunded (`fully`: Stripe says all
+    /// of it) no longer pays for what it bought.
+    pub fn revokes(self, amount: i64, refunded_amount: i64, fully: bool) -> bool {
+        fully
+            || (amount > 0
+                && refunded_amount > 0
+                && i128::from(refunded_amount) * 100
+                    > i128::from(amount) * i128::from(self.partial_revokes_over_percent))
+    }
+}
+
 /// The standing of what a charge paid for, from Stripe's view of the charge and of its newest
 /// dispute (`None` when Stripe lists none).
 ///
-/// - Fully refunded: `Refunded` (a partial refund revokes nothing).
+/// - Refunded as [`RefundPolicy::revokes`] says (`refunded`): `Refunded`.
 /// - A chargeback that is open (`needs_response`, `under_review`) or `lost`: `Disputed`.
 /// - A dispute that was `won` or `prevented`, or an inquiry (`warning_*`, where no funds
 ///   were withdrawn): still `Paid`.
 /// - `disputed` with no dispute listed, or a status this version does not know: `Disputed`
 ///   (Stripe says the money is contested; we do not guess it is safe).
 pub fn standing(
-    fully_refunded: bool,
+    refunded: bool,
     disputed: bool,
     dispute_status: Option<&str>,
 ) -> PurchaseStatus {
@@ -32,7 +60,7 @@ pub fn standing(
         };
     if contested {
         PurchaseStatus::Disputed
-    } else if fully_refunded {
+    } else if refunded {
         PurchaseStatus::Refunded
     } else {
         PurchaseStatus::Paid
@@ -42,6 +70,25 @@ pub fn standing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_refund_revokes_only_above_the_configured_share() {
+        let never = RefundPolicy::default();
+        assert!(never.revokes(1000, 1000, true), "a full refund always");
+        assert!(!never.revokes(1000, 999, false));
+        let half = RefundPolicy {
+            partial_revokes_over_percent: 50,
+        };
+        assert!(!half.revokes(1000, 500, false), "exactly half is not more than half");
+        assert!(half.revokes(1000, 501, false));
+        assert!(!half.revokes(1000, 0, false));
+        let any = RefundPolicy {
+            partial_revokes_over_percent: 0,
+        };
+        assert!(any.revokes(1000, 1, false));
+        assert!(!any.revokes(1000, 0, false), "nothing refunded revokes nothing");
+        assert!(!any.revokes(0, 0, false), "a free charge");
+    }
 
     #[test]
     fn a_plain_payment_stands() {

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 use crate::billing::facts::PurchaseStatus;
+use crate::billing::payment::RefundPolicy;
 use crate::billing::mirror::{self, StripeCharge, StripeCheckout, StripeHolds, StripeSubscription};
 use crate::billing::subject::Subject;
 use crate::db::audit::Origin;
@@ -115,7 +116,7 @@ pub async fn sync_customer(
                 let older = stripe.charge(id).await?;
                 charges.extend(older.filter(|c| c.customer_id.as_deref() == Some(stripe_customer_id.as_str())));
             }
-            let revoked_periods = revoked_periods(stripe, &subscriptions, &charges).await?;
+            let revoked_periods = revoked_periods(stripe, &subscriptions, &charges, state.refunds).await?;
             let count = subscriptions.len();
             let holds = StripeHolds {
                 subscriptions,
@@ -139,13 +140,14 @@ async fn revoked_periods(
     stripe: &StripeGateway,
     subscriptions: &[StripeSubscription],
     charges: &[StripeCharge],
+    refunds: RefundPolicy,
 ) -> anyhow::Result<HashMap<String, PurchaseStatus>> {
     let mut revoked = HashMap::new();
-    for sub in mirror::periods_to_check(subscriptions, charges) {
+    for sub in mirror::periods_to_check(subscriptions, charges, refunds) {
         let paid_by = stripe
             .period_payments(&SubscriptionId::parse(&sub.id)?)
             .await?;
-        if let Some(standing) = mirror::revoked_by(charges, &paid_by) {
+        if let Some(standing) = mirror::revoked_by(charges, &paid_by, refunds) {
             revoked.insert(sub.id.clone(), standing);
         }
     }
@@ -238,6 +240,7 @@ async fn write(
     let now = state.now();
     let subject_key = subject.key();
     let catalog = state.catalog.clone();
+    let refunds = state.refunds;
     let event_id = cause.event_id.map(str::to_owned);
     let source = cause.source.clone();
     let (subject, customer_id) = (subject.clone(), stripe_customer_id.to_owned());
@@ -257,7 +260,7 @@ async fn write(
                     holds.subscriptions.iter().map(|s| s.id.as_str()).collect();
                 let payment_ids: Vec<&str> = holds.charges.iter().map(|c| c.id.as_str()).collect();
                 let stored = db::state::stored(conn, &key, &subscription_ids, &payment_ids)?;
-                let changes = mirror::reconcile(&catalog, &key, &customer_id, &stored, &holds, now);
+                let changes = mirror::reconcile(&catalog, &key, &customer_id, &stored, &holds, refunds, now);
                 for change in &changes.subscriptions {
                     db::state::write_subscription(conn, change, origin)?;
                 }

@@ -109,6 +109,45 @@ async fn a_refund_revokes_the_lifetime_purchase_it_refunds() {
 }
 
 #[tokio::test]
+async fn a_partial_refund_revokes_only_above_the_configured_share() {
+    // (configured, refunded of 19,900, access after)
+    for (over, refunded, access) in [
+        (None, 19_000, true),
+        (Some(50), 9_950, true),
+        (Some(50), 9_951, false),
+    ] {
+        let extra_toml = over
+            .map(|p| format!("[billing]\npartial_refund_revokes_over_percent = {p}\n"))
+            .unwrap_or_default();
+        let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+            extra_toml,
+            ..crate::helpers::Options::default()
+        })
+        .await;
+        let (session_id, _) = app.subscribe("user-1", "lifetime", "once").await;
+        let payment_intent = app.stripe.payment_intent_of(&session_id);
+        let charge = app.stripe.update_charge(&payment_intent, |c| {
+            c["amount_refunded"] = json!(refunded);
+            c["refunded"] = json!(false);
+        });
+        app.webhook_ok(&event("evt_partial", "charge.refunded", charge))
+            .await;
+        let token = app.user_token("user-1");
+        let status = app.status(&token).await;
+        let case = format!("over {over:?}, refunded {refunded}: {status}");
+        assert_eq!(status["access"].as_bool(), Some(access), "{case}");
+        assert_eq!(
+            status["reason"],
+            if access { "lifetime" } else { "refunded" },
+            "{case}"
+        );
+        // The history says what Stripe says.
+        let history = payments(&app, &token, "").await;
+        assert_eq!(history["data"][0]["status"], "partially_refunded", "{case}");
+    }
+}
+
+#[tokio::test]
 async fn a_dispute_revokes_the_purchase_even_though_it_names_no_customer() {
     let app = spawn_app().await;
     let (session_id, _) = app.subscribe("user-1", "lifetime", "once").await;
