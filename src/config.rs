@@ -1403,14 +1403,20 @@ mod tests {
     #[test]
     fn a_refund_share_above_a_hundred_percent_is_refused() {
         Jail::expect_with(|jail| {
-            jail.set_env("TOLLGATE_BILLING__PARTIAL_REFUND_REVOKES_OVER_PERCENT", "101");
+            jail.set_env(
+                "TOLLGATE_BILLING__PARTIAL_REFUND_REVOKES_OVER_PERCENT",
+                "101",
+            );
             let text = problems(load());
             assert!(
                 text.contains("billing.partial_refund_revokes_over_percent")
                     && text.contains("must be 0 to 100"),
                 "{text}"
             );
-            jail.set_env("TOLLGATE_BILLING__PARTIAL_REFUND_REVOKES_OVER_PERCENT", "50");
+            jail.set_env(
+                "TOLLGATE_BILLING__PARTIAL_REFUND_REVOKES_OVER_PERCENT",
+                "50",
+            );
             let s = load().map_err(|e| e.to_string())?;
             assert_eq!(s.billing.partial_refund_revokes_over_percent, 50);
             Ok(())

@@ -989,7 +989,12 @@ mod tests {
             },
         ];
         assert!(
-            periods_to_check(&subs, &[charge("ch_1", "pi_1", t(10))], RefundPolicy::default()).is_empty(),
+            periods_to_check(
+                &subs,
+                &[charge("ch_1", "pi_1", t(10))],
+                RefundPolicy::default()
+            )
+            .is_empty(),
             "nothing taken back"
         );
         let old = refunded(charge("ch_old", "pi_old", t(2)));
@@ -1020,7 +1025,14 @@ mod tests {
             revoked_by(&charges, &["ch_2".into()], RefundPolicy::default()),
             Some(PurchaseStatus::Disputed)
         );
-        assert_eq!(revoked_by(&charges, &["ch_3".into(), "pi_3".into()], RefundPolicy::default()), None);
+        assert_eq!(
+            revoked_by(
+                &charges,
+                &["ch_3".into(), "pi_3".into()],
+                RefundPolicy::default()
+            ),
+            None
+        );
         assert_eq!(revoked_by(&charges, &[], RefundPolicy::default()), None);
     }
 
@@ -1045,7 +1057,15 @@ mod tests {
             charges: vec![c],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &holds, RefundPolicy::default(), t(13));
+        let changes = reconcile(
+            &cat,
+            "user:u1",
+            "cus_1",
+            &stored,
+            &holds,
+            RefundPolicy::default(),
+            t(13),
+        );
         assert!(changes.is_empty(), "{changes:?}");
         assert!(!changes.touch_snapshot());
     }
@@ -1066,7 +1086,15 @@ mod tests {
             subscriptions: vec![canceling],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &holds, RefundPolicy::default(), t(13));
+        let changes = reconcile(
+            &cat,
+            "user:u1",
+            "cus_1",
+            &stored,
+            &holds,
+            RefundPolicy::default(),
+            t(13),
+        );
         assert_eq!(changes.subscriptions.len(), 1);
         let change = &changes.subscriptions[0];
         assert_eq!(
@@ -1097,7 +1125,15 @@ mod tests {
             subscriptions: vec![paused.clone()],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &read_paused, RefundPolicy::default(), t(13));
+        let changes = reconcile(
+            &cat,
+            "user:u1",
+            "cus_1",
+            &stored,
+            &read_paused,
+            RefundPolicy::default(),
+            t(13),
+        );
         assert_eq!(changes.subscriptions.len(), 1);
         let after = &changes.subscriptions[0].after;
         assert_eq!(after.status, SubscriptionStatus::Active, "the status stays");
@@ -1113,7 +1149,15 @@ mod tests {
             subscriptions: vec![read],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &stored, &read_lifted, RefundPolicy::default(), t(14));
+        let changes = reconcile(
+            &cat,
+            "user:u1",
+            "cus_1",
+            &stored,
+            &read_lifted,
+            RefundPolicy::default(),
+            t(14),
+        );
         assert_eq!(changes.subscriptions.len(), 1);
         assert_eq!(changes.subscriptions[0].after.pause_collection, None);
     }
@@ -1187,7 +1231,15 @@ mod tests {
             charges: vec![charge("ch_1", "pi_1", t(10))],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &Stored::default(), &holds, RefundPolicy::default(), t(13));
+        let changes = reconcile(
+            &cat,
+            "user:u1",
+            "cus_1",
+            &Stored::default(),
+            &holds,
+            RefundPolicy::default(),
+            t(13),
+        );
         assert_eq!(
             (changes.subscriptions.len(), changes.payments.len()),
             (1, 1)
@@ -1205,7 +1257,15 @@ mod tests {
             failure_reported_at: Some(t(11)),
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &Stored::default(), &first, RefundPolicy::default(), t(11));
+        let changes = reconcile(
+            &cat,
+            "user:u1",
+            "cus_1",
+            &Stored::default(),
+            &first,
+            RefundPolicy::default(),
+            t(11),
+        );
         let stored = Stored {
             subscriptions: vec![changes.subscriptions[0].after.clone()],
             ..Stored::default()
@@ -1217,7 +1277,16 @@ mod tests {
             failure_reported_at: Some(t(14)),
             ..holds()
         };
-        assert!(reconcile(&cat, "user:u1", "cus_1", &stored, &later, RefundPolicy::default(), t(14)).is_empty());
+        assert!(reconcile(
+            &cat,
+            "user:u1",
+            "cus_1",
+            &stored,
+            &later,
+            RefundPolicy::default(),
+            t(14)
+        )
+        .is_empty());
     }
 
     #[test]
@@ -1229,7 +1298,15 @@ mod tests {
             charges: vec![charge("ch_l", "pi_life", t(5))],
             ..holds()
         };
-        let changes = reconcile(&cat, "user:u1", "cus_1", &Stored::default(), &paid, RefundPolicy::default(), t(6));
+        let changes = reconcile(
+            &cat,
+            "user:u1",
+            "cus_1",
+            &Stored::default(),
+            &paid,
+            RefundPolicy::default(),
+            t(6),
+        );
         assert_eq!(
             changes.purchases.len(),
             1,
@@ -1271,8 +1348,16 @@ mod tests {
             let refunds = RefundPolicy {
                 partial_revokes_over_percent: over,
             };
-            reconcile(&cat, "user:u1", "cus_1", &Stored::default(), &holds, refunds, t(11))
-                .purchases[0]
+            reconcile(
+                &cat,
+                "user:u1",
+                "cus_1",
+                &Stored::default(),
+                &holds,
+                refunds,
+                t(11),
+            )
+            .purchases[0]
                 .after
                 .status
         };
@@ -1310,7 +1395,16 @@ mod tests {
             sessions: vec![s],
             ..holds()
         };
-        assert!(reconcile(&cat, "user:u1", "cus_1", &stored, &holds, RefundPolicy::default(), t(7)).is_empty());
+        assert!(reconcile(
+            &cat,
+            "user:u1",
+            "cus_1",
+            &stored,
+            &holds,
+            RefundPolicy::default(),
+            t(7)
+        )
+        .is_empty());
     }
 
     #[test]
@@ -1329,10 +1423,18 @@ mod tests {
                 charges: vec![c],
                 ..holds()
             };
-            reconcile(&cat, "user:u1", "cus_1", &stored, &holds, RefundPolicy::default(), t(7))
-                .purchases
-                .first()
-                .map(|c| c.after.status)
+            reconcile(
+                &cat,
+                "user:u1",
+                "cus_1",
+                &stored,
+                &holds,
+                RefundPolicy::default(),
+                t(7),
+            )
+            .purchases
+            .first()
+            .map(|c| c.after.status)
         };
         let c = charge("ch_l", "pi_life", t(5));
         assert_eq!(

@@ -42,11 +42,7 @@ impl RefundPolicy {
 ///   were withdrawn): still `Paid`.
 /// - `disputed` with no dispute listed, or a status this version does not know: `Disputed`
 ///   (Stripe says the money is contested; we do not guess it is safe).
-pub fn standing(
-    refunded: bool,
-    disputed: bool,
-    dispute_status: Option<&str>,
-) -> PurchaseStatus {
+pub fn standing(refunded: bool, disputed: bool, dispute_status: Option<&str>) -> PurchaseStatus {
     let contested = disputed
         && match dispute_status {
             Some(
@@ -79,14 +75,20 @@ mod tests {
         let half = RefundPolicy {
             partial_revokes_over_percent: 50,
         };
-        assert!(!half.revokes(1000, 500, false), "exactly half is not more than half");
+        assert!(
+            !half.revokes(1000, 500, false),
+            "exactly half is not more than half"
+        );
         assert!(half.revokes(1000, 501, false));
         assert!(!half.revokes(1000, 0, false));
         let any = RefundPolicy {
             partial_revokes_over_percent: 0,
         };
         assert!(any.revokes(1000, 1, false));
-        assert!(!any.revokes(1000, 0, false), "nothing refunded revokes nothing");
+        assert!(
+            !any.revokes(1000, 0, false),
+            "nothing refunded revokes nothing"
+        );
         assert!(!any.revokes(0, 0, false), "a free charge");
     }
 

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 use crate::billing::facts::PurchaseStatus;
-use crate::billing::payment::RefundPolicy;
 use crate::billing::mirror::{self, StripeCharge, StripeCheckout, StripeHolds, StripeSubscription};
+use crate::billing::payment::RefundPolicy;
 use crate::billing::subject::Subject;
 use crate::db::audit::Origin;
 use crate::db::{self, customers, events};
@@ -260,7 +260,8 @@ async fn write(
                     holds.subscriptions.iter().map(|s| s.id.as_str()).collect();
                 let payment_ids: Vec<&str> = holds.charges.iter().map(|c| c.id.as_str()).collect();
                 let stored = db::state::stored(conn, &key, &subscription_ids, &payment_ids)?;
-                let changes = mirror::reconcile(&catalog, &key, &customer_id, &stored, &holds, refunds, now);
+                let changes =
+                    mirror::reconcile(&catalog, &key, &customer_id, &stored, &holds, refunds, now);
                 for change in &changes.subscriptions {
                     db::state::write_subscription(conn, change, origin)?;
                 }
