@@ -544,23 +544,10 @@ impl StripeGateway {
         &self,
         customer_id: &CustomerId,
     ) -> Result<Vec<StripeCheckout>, GatewayError> {
-        observed("customer_completed_sessions", async {
-            let mut out: Vec<StripeCheckout> = Vec::new();
-            loop {
-                let mut req = ListCheckoutSession::new()
-                    .customer(customer_id.as_str())
-                    .status(stripe_shared::CheckoutSessionStatus::Complete)
-                    .limit(100);
-                if let Some(last) = out.last() {
-                    req = req.starting_after(last.id.clone());
-                }
-                let page = req.send(&self.client).await?;
-                out.extend(page.data.into_iter().map(checkout_read));
-                if !page.has_more || out.is_empty() {
-                    return Ok(out);
-                }
-            }
-        })
+        observed(
+            "customer_completed_sessions",
+            self.sessions_in(customer_id, stripe_shared::CheckoutSessionStatus::Complete),
+        )
         .await
     }
 
@@ -569,24 +556,34 @@ impl StripeGateway {
         &self,
         customer_id: &CustomerId,
     ) -> Result<Vec<StripeCheckout>, GatewayError> {
-        observed("open_checkout_sessions", async {
-            let mut out: Vec<StripeCheckout> = Vec::new();
-            loop {
-                let mut req = ListCheckoutSession::new()
-                    .customer(customer_id.as_str())
-                    .status(stripe_shared::CheckoutSessionStatus::Open)
-                    .limit(100);
-                if let Some(last) = out.last() {
-                    req = req.starting_after(last.id.clone());
-                }
-                let page = req.send(&self.client).await?;
-                out.extend(page.data.into_iter().map(checkout_read));
-                if !page.has_more || out.is_empty() {
-                    return Ok(out);
-                }
-            }
-        })
+        observed(
+            "open_checkout_sessions",
+            self.sessions_in(customer_id, stripe_shared::CheckoutSessionStatus::Open),
+        )
         .await
+    }
+
+    /// Every page of the customer's Checkout Sessions in `status`, newest first.
+    async fn sessions_in(
+        &self,
+        customer_id: &CustomerId,
+        status: stripe_shared::CheckoutSessionStatus,
+    ) -> Result<Vec<StripeCheckout>, GatewayError> {
+        let mut out: Vec<StripeCheckout> = Vec::new();
+        loop {
+            let mut req = ListCheckoutSession::new()
+                .customer(customer_id.as_str())
+                .status(status.clone())
+                .limit(100);
+            if let Some(last) = out.last() {
+                req = req.starting_after(last.id.clone());
+            }
+            let page = req.send(&self.client).await?;
+            out.extend(page.data.into_iter().map(checkout_read));
+            if !page.has_more || out.is_empty() {
+                return Ok(out);
+            }
+        }
     }
 
     /// Expires an open Checkout Session: its page can no longer be paid. Stripe refuses (a
