@@ -322,6 +322,35 @@ async fn a_new_checkout_expires_the_subjects_older_open_one_across_replicas() {
 }
 
 #[tokio::test]
+async fn a_checkout_paid_while_a_newer_one_is_made_refuses_the_newer() {
+    let app = spawn_app().await;
+    let token = app.user_token("user-1");
+    let body = json!({"plan": "pro", "interval": "month"});
+    let res = app.checkout(&token, body.clone()).await;
+    assert_eq!(res.status(), 201);
+    let first: Value = res.json().await.unwrap();
+    let first_id = first["session_id"].as_str().unwrap().to_owned();
+    // The buyer pays the first in another tab in the instant Tollgate tries to expire it.
+    app.stripe.pay_sessions_before_expiry(true);
+    let res = app.checkout(&token, body).await;
+    assert_eq!(res.status(), 409);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["code"], "checkout_just_completed", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains(&first_id),
+        "{problem}"
+    );
+    // No second session was made: only the first, paid, is there to verify.
+    assert_eq!(
+        app.stripe
+            .received_on("POST", "/v1/checkout/sessions")
+            .len(),
+        1
+    );
+    assert_eq!(app.stripe.session(&first_id)["status"], "complete");
+}
+
+#[tokio::test]
 async fn a_second_subscription_paid_for_one_subject_is_flagged_once() {
     let app = spawn_app().await;
     let first = app.subscribed("user-1", "pro", "month").await;

@@ -50,6 +50,9 @@ pub struct FakeStripe {
     failing_lists: Arc<AtomicUsize>,
     /// The next N subscription cancellations answer 500 (and say not to retry).
     failing_cancels: Arc<AtomicUsize>,
+    /// While set, a session about to be expired is paid in that instant instead (the buyer
+    /// paid in another tab just then): Stripe then refuses to expire it.
+    paid_before_expiry: Arc<AtomicBool>,
     /// While set, the customer's card is declined: an update that must be paid first
     /// (`payment_behavior=pending_if_incomplete`) is left pending, as Stripe does.
     declining: Arc<AtomicBool>,
@@ -83,6 +86,7 @@ impl FakeStripe {
             failing_lists: Arc::default(),
             failing_cancels: Arc::default(),
             declining: Arc::default(),
+            paid_before_expiry: Arc::default(),
             pay_base,
         };
         Mock::given(wiremock::matchers::any())
@@ -132,6 +136,11 @@ impl FakeStripe {
 
     pub fn fail_subscription_lists(&self, times: usize) {
         self.failing_lists.store(times, Ordering::SeqCst);
+    }
+
+    /// Makes the next sessions to be expired be paid in that instant instead (`true`).
+    pub fn pay_sessions_before_expiry(&self, paid: bool) {
+        self.paid_before_expiry.store(paid, Ordering::SeqCst);
     }
 
     /// Declines the customer's card (`true`) or accepts it again.
@@ -555,6 +564,12 @@ impl FakeStripe {
                 )
             }
             ("POST", ["v1", "checkout", "sessions", id, "expire"]) => {
+                if self.paid_before_expiry.load(Ordering::SeqCst) {
+                    if let Some(s) = st.sessions.get_mut(*id) {
+                        s["status"] = json!("complete");
+                        s["payment_status"] = json!("paid");
+                    }
+                }
                 match st.sessions.get_mut(*id) {
                     None => Err(404),
                     Some(s) if s["status"] != "open" => {
