@@ -314,6 +314,13 @@ pub struct Change<T> {
     pub after: T,
 }
 
+impl Change<SubscriptionRecord> {
+    /// The subscription stands after the change and did not before (new, or back).
+    pub fn starts_standing(&self) -> bool {
+        self.after.status.stands() && self.before.as_ref().is_none_or(|b| !b.status.stands())
+    }
+}
+
 /// What the sync changes: only records whose stored facts differ from Stripe's.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Changes {
@@ -623,8 +630,7 @@ pub fn second_standing(
 ) -> Vec<SecondStanding> {
     changes
         .iter()
-        .filter(|c| c.after.status.stands())
-        .filter(|c| c.before.as_ref().is_none_or(|b| !b.status.stands()))
+        .filter(|c| c.starts_standing())
         .filter_map(|c| {
             let (id, created) = (&c.after.stripe_subscription_id, c.after.stripe_created_at);
             standing

@@ -61,7 +61,8 @@ pub fn insert(conn: &mut DbConnection, row: &GrantRow, origin: Origin<'_>) -> an
         row,
         origin,
     )?;
-    snapshots::refresh(conn, &row.subject, origin.now)
+    snapshots::refresh(conn, &row.subject, origin.now)?;
+    Ok(())
 }
 
 /// Revokes a grant (the first revocation stands: a repeat changes nothing). `None` when there

@@ -319,9 +319,15 @@ pub fn cached(cache: Option<&SnapshotCache>, subjects: &[String]) -> Option<Vec<
 }
 
 /// Rewrites the subject's snapshot from its tables (inside the transaction that changed them).
-pub fn refresh(conn: &mut DbConnection, subject: &str, now: DateTime<Utc>) -> anyhow::Result<()> {
-    let current = state::load(conn, subject)?;
-    write(conn, subject, &current.facts(), now)
+/// Rewrites the subject's snapshot from its tables; answers the facts it wrote.
+pub fn refresh(
+    conn: &mut DbConnection,
+    subject: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<SubjectFacts> {
+    let facts = state::load(conn, subject)?.facts();
+    write(conn, subject, &facts, now)?;
+    Ok(facts)
 }
 
 fn write(

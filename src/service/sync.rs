@@ -272,10 +272,12 @@ async fn write(
                     db::state::write_payment(conn, change, origin)?;
                 }
                 let touched = changes.touch_snapshot();
+                let mut seconds = Vec::new();
                 if touched {
-                    db::snapshots::refresh(conn, &key, now)?;
+                    let facts = db::snapshots::refresh(conn, &key, now)?;
+                    seconds =
+                        flag_second_standing(conn, &key, &changes.subscriptions, &facts, origin)?;
                 }
-                let seconds = flag_second_standing(conn, &key, &changes.subscriptions, origin)?;
                 if let Some(event_id) = &event_id {
                     events::mark_processed(conn, event_id, now)?;
                 }
@@ -301,30 +303,22 @@ async fn write(
 
 /// Records, in the sync's transaction, an audit row (action `second_subscription`) for each
 /// subscription this sync made stand beside an older standing one of the subject (see
-/// [`mirror::second_standing`]). Reads the subject's subscriptions only when one started to
-/// stand, which an ordinary sync does not.
+/// [`mirror::second_standing`]), from `facts`, the subject's facts the sync just wrote.
 fn flag_second_standing(
     conn: &mut db::DbConnection,
     subject_key: &str,
     changes: &[mirror::Change<mirror::SubscriptionRecord>],
+    facts: &crate::billing::facts::SubjectFacts,
     origin: Origin<'_>,
 ) -> anyhow::Result<Vec<mirror::SecondStanding>> {
-    let starts_standing = changes
-        .iter()
-        .any(|c| c.after.status.stands() && c.before.as_ref().is_none_or(|b| !b.status.stands()));
-    if !starts_standing {
+    if !changes.iter().any(mirror::Change::starts_standing) {
         return Ok(Vec::new());
     }
-    let standing: Vec<(String, DateTime<Utc>)> = db::state::load(conn, subject_key)?
+    let standing: Vec<(String, DateTime<Utc>)> = facts
         .subscriptions
         .iter()
-        .filter(|s| s.subscription_status().stands())
-        .map(|s| {
-            (
-                s.stripe_subscription_id.clone(),
-                db::from_db_time(s.stripe_created_at),
-            )
-        })
+        .filter(|s| s.status.stands())
+        .map(|s| (s.id.clone(), s.created_at))
         .collect();
     let seconds = mirror::second_standing(changes, &standing);
     for second in &seconds {
