@@ -26,7 +26,7 @@ fail() {
   exit 1
 }
 wait_for() {
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 120); do
     if curl -fs "$1" >/dev/null 2>&1; then return 0; fi
     sleep 0.5
   done
@@ -36,10 +36,14 @@ wait_for() {
 export TOLLGATE_DATABASE__URL="sqlite://$work/tollgate.db"
 export TOLLGATE_DEV__KEY_FILE="$work/dev-token.key"
 
+# Compile first, without a time limit, so that the waits below measure start-up and not a
+# build (on a fresh machine the README's `cargo run` compiles before it serves).
+cargo build --locked -q --bin tollgate --example fake_stripe
+
 # Terminal 1: the fake Stripe.
 cargo run -q --example fake_stripe -- "$FAKE_PORT" >"$work/fake_stripe.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 600); do grep -q "listening" "$work/fake_stripe.log" && break; sleep 0.5; done
+for _ in $(seq 1 120); do grep -q "listening" "$work/fake_stripe.log" && break; sleep 0.5; done
 grep -q "listening" "$work/fake_stripe.log" || fail "the fake Stripe did not start"
 
 # Terminal 2: Tollgate against it, accepting development tokens.
