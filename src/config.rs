@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
@@ -39,6 +40,7 @@ pub struct Settings {
     pub checkout: CheckoutSettings,
     pub billing: BillingSettings,
     pub reconcile: ReconcileSettings,
+    pub events: EventSettings,
     pub auth: AuthSettings,
     #[serde(default)]
     pub exemptions: ExemptionSettings,
@@ -275,6 +277,214 @@ pub struct ReconcileSettings {
     pub interval_seconds: u64,
 }
 
+/// Outbound events (docs/EVENTS.md): where they are delivered and how delivery is retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// A delivery that has not succeeded this many hours after its event was created has failed
+    /// (its endpoint is reported failing); the event stays listed in GET /v1/events.
+    pub retry_window_hours: u32,
+    /// The wait before the first retry, in milliseconds; each further retry doubles it (with
+    /// jitter), up to `retry_max_seconds`.
+    pub retry_first_ms: u64,
+    pub retry_max_seconds: u64,
+    /// How long an endpoint may take to answer a delivery.
+    pub timeout_seconds: u64,
+    /// How often each replica looks for due deliveries, in milliseconds.
+    pub poll_interval_ms: u64,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointSettings>,
+}
+
+/// One receiver of outbound events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSettings {
+    /// A stable name (letters, digits, `_`, `-`): deliveries are stored under it.
+    pub name: String,
+    pub url: String,
+    /// The signing secret, `whsec_` + base64 of 24 to 64 random bytes.
+    #[serde(default)]
+    pub secret: Option<SecretString>,
+    /// Or the name of an environment variable holding it.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// The event types it wants (`entitlements.changed`, ...); absent or `["*"]`: all.
+    #[serde(default)]
+    pub types: Option<Vec<String>>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+impl EndpointSettings {
+    /// The signing secret, from the file or the environment variable it names.
+    pub fn secret(&self) -> Option<SecretString> {
+        match (&self.secret, &self.secret_env) {
+            (Some(secret), _) if !secret.expose_secret().is_empty() => Some(secret.clone()),
+            (_, Some(name)) => std::env::var(name)
+                .ok()
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .map(SecretString::from),
+            _ => None,
+        }
+    }
+
+    /// The types it wants; `None`: all.
+    pub fn route(&self) -> crate::billing::events::Route {
+        use crate::billing::events::EventType;
+        let types = self
+            .types
+            .as_ref()
+            .filter(|t| !t.iter().any(|t| t == "*"))
+            .map(|t| t.iter().filter_map(|t| EventType::parse(t)).collect());
+        crate::billing::events::Route {
+            endpoint: self.name.clone(),
+            types,
+        }
+    }
+}
+
+impl EventSettings {
+    pub fn routes(&self) -> Vec<crate::billing::events::Route> {
+        self.endpoints.iter().map(EndpointSettings::route).collect()
+    }
+
+    pub fn retry_policy(&self) -> crate::billing::events::RetryPolicy {
+        crate::billing::events::RetryPolicy {
+            first: Duration::from_millis(self.retry_first_ms),
+            max: Duration::from_secs(self.retry_max_seconds),
+            window: Duration::from_secs(u64::from(self.retry_window_hours) * 3600),
+        }
+    }
+
+    fn problems(&self) -> Vec<ConfigProblem> {
+        use crate::billing::events::EventType;
+        let mut problems = Vec::new();
+        let mut problem =
+            |key: String, text: String| problems.push(ConfigProblem { key, problem: text });
+        if self.retry_window_hours == 0 {
+            problem(
+                "events.retry_window_hours".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.retry_first_ms == 0 {
+            problem("events.retry_first_ms".into(), "must be at least 1".into());
+        }
+        if self.retry_max_seconds == 0 {
+            problem(
+                "events.retry_max_seconds".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if self.timeout_seconds == 0 {
+            problem("events.timeout_seconds".into(), "must be at least 1".into());
+        }
+        if self.poll_interval_ms == 0 {
+            problem(
+                "events.poll_interval_ms".into(),
+                "must be at least 1".into(),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let key = format!("events.endpoints[{i}] ({})", e.name);
+            let valid_name = !e.name.is_empty()
+                && e.name.len() <= 64
+                && e.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !valid_name {
+                problem(
+                    format!("{key}.name"),
+                    "must be 1 to 64 letters, digits, `_` or `-`".into(),
+                );
+            } else if !names.insert(e.name.clone()) {
+                problem(
+                    format!("{key}.name"),
+                    format!("`{}` names two endpoints", e.name),
+                );
+            }
+            match url::Url::parse(&e.url) {
+                Ok(u) if u.scheme() == "https" => {}
+                Ok(u) if u.scheme() == "http" && is_loopback(&u) => {}
+                Ok(u) if u.scheme() == "http" => problem(
+                    format!("{key}.url"),
+                    format!("`{}` is plain http: events carry billing state, use https (http only to localhost)", e.url),
+                ),
+                _ => problem(
+                    format!("{key}.url"),
+                    format!("`{}` is not an https:// URL", e.url),
+                ),
+            }
+            match (&e.secret, &e.secret_env, e.secret()) {
+                (Some(_), Some(_), _) => problem(
+                    format!("{key}.secret"),
+                    "set secret or secret_env, not both".into(),
+                ),
+                (_, Some(name), None) => problem(
+                    format!("{key}.secret_env"),
+                    format!("the environment variable {name} is not set (it holds the endpoint's signing secret, whsec_...)"),
+                ),
+                (_, None, None) => problem(
+                    format!("{key}.secret"),
+                    "no signing secret: set secret (whsec_...) or secret_env (the variable that holds it)".into(),
+                ),
+                (_, _, Some(secret)) => {
+                    if let Some(text) = signing_secret_problem(secret.expose_secret()) {
+                        problem(format!("{key}.secret"), text);
+                    }
+                }
+            }
+            for t in e.types.iter().flatten() {
+                if t != "*" && EventType::parse(t).is_none() {
+                    let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+                    problem(
+                        format!("{key}.types"),
+                        format!(
+                            "`{t}` is no event type (one of {}, or \"*\")",
+                            known.join(", ")
+                        ),
+                    );
+                }
+            }
+            if e.types.as_ref().is_some_and(Vec::is_empty) {
+                problem(
+                    format!("{key}.types"),
+                    "is empty: list the types it wants, or leave it out for all".into(),
+                );
+            }
+        }
+        problems
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// What is wrong with a Standard Webhooks signing secret (never its value).
+fn signing_secret_problem(secret: &str) -> Option<String> {
+    use base64::Engine;
+    let Some(encoded) = secret.strip_prefix("whsec_") else {
+        return Some("(not shown) must start with whsec_ (generate one: echo whsec_$(openssl rand -base64 32))".into());
+    };
+    match base64::engine::general_purpose::STANDARD.decode(encoded) {
+        Ok(key) if (24..=64).contains(&key.len()) => None,
+        Ok(key) => Some(format!(
+            "(not shown) holds {} bytes; Standard Webhooks secrets are 24 to 64 random bytes (echo whsec_$(openssl rand -base64 32))",
+            key.len()
+        )),
+        Err(_) => Some("(not shown) is not whsec_ followed by base64".into()),
+    }
+}
+
 /// The issuer config/default.toml ships with: nothing runs there, so keys fetched from it never
 /// come (start-up warns; see [`AuthSettings::issuer_is_placeholder`]).
 pub const PLACEHOLDER_ISSUER: &str = "http://localhost:9999/";
@@ -487,6 +697,20 @@ impl Settings {
             "auth.hs256_secret",
             self.auth.hs256_secret.as_ref().map(|_| redacted("")),
         );
+        // Each events endpoint's signing secret.
+        if let Value::Dict(_, dict) = &mut root {
+            if let Some(Value::Dict(_, events)) = dict.get_mut("events") {
+                if let Some(Value::Array(_, endpoints)) = events.get_mut("endpoints") {
+                    for endpoint in endpoints {
+                        if let Value::Dict(_, endpoint) = endpoint {
+                            if endpoint.contains_key("secret") {
+                                endpoint.insert("secret".into(), redacted("whsec_"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
         Ok(toml::to_string_pretty(&root)?)
     }
 
@@ -825,6 +1049,7 @@ impl Settings {
                 );
             }
         }
+        problems.extend(self.events.problems());
         let catalog = self
             .build_catalog()
             .map_err(|errors| problems.extend(errors));
@@ -1260,6 +1485,89 @@ mod tests {
             Err(e) => e.to_string(),
             Ok(_) => panic!("expected the configuration to be refused"),
         }
+    }
+
+    #[test]
+    fn event_endpoints_are_checked_and_their_secrets_never_shown() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "bad.toml",
+                r#"
+[[events.endpoints]]
+name = "crm"
+url = "http://crm.example.com/hooks"
+secret = "whsec_c2hvcnQ="
+types = ["entitlements.changed", "entitlements.chnaged"]
+
+[[events.endpoints]]
+name = "crm"
+url = "https://mail.example.com/hooks"
+secret_env = "MAIL_HOOK_SECRET"
+"#,
+            )?;
+            let text = problems(Settings::load(Some(Path::new("bad.toml"))));
+            assert!(
+                text.contains(
+                    "events.endpoints[0] (crm).url: `http://crm.example.com/hooks` is plain http"
+                ),
+                "{text}"
+            );
+            assert!(
+                text.contains("events.endpoints[0] (crm).secret: (not shown) holds 5 bytes"),
+                "{text}"
+            );
+            assert!(
+                text.contains("`entitlements.chnaged` is no event type"),
+                "{text}"
+            );
+            assert!(
+                text.contains("events.endpoints[1] (crm).name: `crm` names two endpoints"),
+                "{text}"
+            );
+            assert!(
+                text.contains("the environment variable MAIL_HOOK_SECRET is not set"),
+                "{text}"
+            );
+            assert!(!text.contains("c2hvcnQ"), "{text}");
+
+            let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=";
+            jail.set_env("MAIL_HOOK_SECRET", secret);
+            jail.create_file(
+                "good.toml",
+                &format!(
+                    r#"
+[[events.endpoints]]
+name = "crm"
+url = "https://crm.example.com/hooks"
+secret = "{secret}"
+types = ["entitlements.changed"]
+
+[[events.endpoints]]
+name = "mail"
+url = "http://127.0.0.1:9000/hooks"
+secret_env = "MAIL_HOOK_SECRET"
+types = ["*"]
+"#
+                ),
+            )?;
+            let s = Settings::load(Some(Path::new("good.toml"))).map_err(|e| e.to_string())?;
+            let routes = s.events.routes();
+            use crate::billing::events::EventType;
+            assert!(routes[0].wants(EventType::EntitlementsChanged));
+            assert!(!routes[0].wants(EventType::PurchaseCompleted));
+            assert!(routes[1].wants(EventType::PurchaseCompleted));
+            assert_eq!(
+                s.events.endpoints[1]
+                    .secret()
+                    .map(|x| x.expose_secret().to_owned())
+                    .as_deref(),
+                Some(secret)
+            );
+            let printed = s.effective_toml().map_err(|e| e.to_string())?;
+            assert!(!printed.contains("MfKQ9r8"), "{printed}");
+            assert!(printed.contains("redacted"), "{printed}");
+            Ok(())
+        });
     }
 
     #[test]

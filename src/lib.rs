@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod identity;
+pub mod outbound;
 pub mod service;
 pub mod startup;
 pub mod state;

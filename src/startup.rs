@@ -92,6 +92,9 @@ impl Application {
                 state.settings.database.url.expose_secret().to_owned(),
             ));
         }
+        tokio::spawn(crate::service::events::run_dispatcher(
+            state.clone().into_inner(),
+        ));
         let interval = state.settings.reconcile.interval_seconds;
         if interval > 0 && state.settings.saas && state.stripe.is_some() {
             tokio::spawn(crate::service::reconcile::run_schedule(

@@ -49,7 +49,24 @@ pub struct AppState {
     pub identity: IdentityVerifier,
     pub checkout_limiter: DefaultKeyedRateLimiter<String>,
     pub metrics: PrometheusHandle,
+    /// Outbound events: routes, retries and the sender (`events`).
+    pub events: EventTerms,
     clock: Clock,
+}
+
+/// What the events use cases need, built once from `events` settings.
+pub struct EventTerms {
+    /// Which endpoint wants which type (deliveries are queued for these).
+    pub routes: Arc<Vec<crate::billing::events::Route>>,
+    pub retry: crate::billing::events::RetryPolicy,
+    /// How often the dispatcher looks for work without being woken.
+    pub poll: Duration,
+    /// How long an endpoint may take (a claim lasts longer than this).
+    pub timeout: Duration,
+    /// `None` without endpoints.
+    pub sender: Option<Arc<crate::outbound::Sender>>,
+    /// Woken after a commit that appended events, so that this replica delivers at once.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// What the checkout and portal use cases need of the settings.
@@ -144,7 +161,20 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
     let refunds = RefundPolicy {
         partial_revokes_over_percent: settings.billing.partial_refund_revokes_over_percent,
     };
+    let events = EventTerms {
+        routes: Arc::new(settings.events.routes()),
+        retry: settings.events.retry_policy(),
+        poll: Duration::from_millis(settings.events.poll_interval_ms),
+        timeout: Duration::from_secs(settings.events.timeout_seconds),
+        sender: if settings.events.endpoints.is_empty() {
+            None
+        } else {
+            Some(Arc::new(crate::outbound::Sender::new(&settings.events)?))
+        },
+        wake: Arc::new(tokio::sync::Notify::new()),
+    };
     Ok(AppState {
+        events,
         settings,
         changes,
         refunds,
@@ -282,6 +312,31 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         "tollgate_reconcile_drifted_customers",
         MetricKind::Gauge,
         "Customers whose stored state differed from Stripe's in the last reconciliation.",
+    ),
+    (
+        "tollgate_events_created_total",
+        MetricKind::Counter,
+        "Outbound events appended to the outbox, by type (counted once their change committed).",
+    ),
+    (
+        "tollgate_event_deliveries_total",
+        MetricKind::Counter,
+        "Attempts to deliver outbound events, by endpoint and outcome (delivered; retried: failed, another attempt follows; failed: failed for the whole retry window).",
+    ),
+    (
+        "tollgate_event_deliveries_pending",
+        MetricKind::Gauge,
+        "Deliveries of outbound events not yet delivered nor given up (all endpoints, all replicas).",
+    ),
+    (
+        "tollgate_event_oldest_pending_seconds",
+        MetricKind::Gauge,
+        "Age of the oldest pending delivery's event; 0 with none.",
+    ),
+    (
+        "tollgate_event_endpoints_failing",
+        MetricKind::Gauge,
+        "Endpoints whose last delivery from this replica failed for the whole retry window (until one succeeds).",
     ),
     (
         "tollgate_second_subscriptions_total",

@@ -6,6 +6,7 @@ mod admin;
 mod checkout;
 mod config;
 mod entitlements;
+mod events;
 mod grants;
 mod ops;
 mod params;
@@ -79,6 +80,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(tenants::delete_member)
         .service(tenants::put_manager)
         .service(webhooks::stripe_webhook)
+        .service(events::list_events)
         .service(grants::create_grant)
         .service(grants::list_grants)
         .service(grants::delete_grant)

@@ -4,6 +4,7 @@ pub mod access;
 pub mod catalog;
 pub mod change;
 pub mod checkout;
+pub mod events;
 pub mod facts;
 pub mod grant;
 pub mod ids;

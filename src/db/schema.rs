@@ -179,6 +179,44 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    event_heads (subject) {
+        subject -> Text,
+        revision -> BigInt,
+    }
+}
+
+diesel::table! {
+    outbox_events (seq) {
+        seq -> BigInt,
+        event_id -> Text,
+        position -> Nullable<BigInt>,
+        subject -> Text,
+        revision -> BigInt,
+        event_type -> Text,
+        payload -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    event_deliveries (delivery_id) {
+        delivery_id -> BigInt,
+        event_id -> Text,
+        endpoint -> Text,
+        subject -> Text,
+        revision -> BigInt,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        leased_until -> Nullable<Timestamp>,
+        last_status -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
     grants,
@@ -190,5 +228,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     quota_counters,
     usage_ledger,
     subject_snapshots,
-    sync_jobs
+    sync_jobs,
+    event_heads,
+    outbox_events,
+    event_deliveries
 );

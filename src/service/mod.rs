@@ -4,6 +4,7 @@
 pub mod actors;
 pub mod checkout;
 pub mod error;
+pub mod events;
 pub mod gateway;
 pub mod grants;
 pub mod manage;

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use std::collections::HashMap;
 
+use super::events::Emitter;
 use crate::billing::facts::PurchaseStatus;
 use crate::billing::mirror::{self, StripeCharge, StripeCheckout, StripeHolds, StripeSubscription};
 use crate::billing::payment::RefundPolicy;
@@ -167,7 +168,14 @@ async fn forget_customer(
         cause.source.clone(),
         cause.event_id.map(str::to_owned),
     );
-    let forgotten = state
+    let id = customer_id.clone();
+    let linked = state
+        .db
+        .run(move |conn| customers::find_by_stripe_id(conn, &id))
+        .await?
+        .and_then(|row| Subject::parse_key(&row.subject));
+    let emitter = linked.as_ref().map(|subject| Emitter::of(state, subject));
+    let (forgotten, appended) = state
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
@@ -175,8 +183,14 @@ async fn forget_customer(
                     source: &source,
                     now,
                 };
+                let before = match (&emitter, &linked) {
+                    (Some(emitter), Some(subject)) => {
+                        Some(emitter.stored(conn, &subject.key(), now)?)
+                    }
+                    _ => None,
+                };
                 let stored = db::state::subscriptions_of_customer(conn, &customer_id)?;
-                let mut ended = 0;
+                let mut changes = mirror::Changes::default();
                 for before in stored {
                     if let Some(after) = mirror::ended_by_deletion(&before, now) {
                         let change = mirror::Change {
@@ -184,12 +198,24 @@ async fn forget_customer(
                             after,
                         };
                         db::state::write_subscription(conn, &change, origin)?;
-                        ended += 1;
+                        changes.subscriptions.push(change);
                     }
                 }
+                let ended = changes.subscriptions.len();
                 let subject = customers::unlink(conn, &customer_id, now)?;
+                let mut appended = None;
                 if let Some(subject) = &subject {
-                    db::snapshots::refresh(conn, subject, now)?;
+                    let facts = db::snapshots::refresh(conn, subject, now)?;
+                    if let Some(emitter) = &emitter {
+                        appended = Some(emitter.after_sync(
+                            conn,
+                            subject,
+                            &changes,
+                            before,
+                            Some(&facts),
+                            now,
+                        )?);
+                    }
                     let changes = serde_json::json!({"stripe_customer_id": [customer_id, null]});
                     let entry = db::audit::Entry {
                         subject,
@@ -204,10 +230,13 @@ async fn forget_customer(
                 if let Some(event_id) = &event_id {
                     events::mark_processed(conn, event_id, now)?;
                 }
-                Ok(subject.map(|s| (s, ended)))
+                Ok((subject.map(|s| (s, ended)), appended))
             })
         })
         .await?;
+    if let Some(appended) = appended {
+        appended.committed(state);
+    }
     if let Some((key, _)) = &forgotten {
         state.db.snapshot_written(key);
     }
@@ -243,8 +272,9 @@ async fn write(
     let refunds = state.refunds;
     let event_id = cause.event_id.map(str::to_owned);
     let source = cause.source.clone();
+    let emitter = Emitter::of(state, subject);
     let (subject, customer_id) = (subject.clone(), stripe_customer_id.to_owned());
-    let (changes, touched, seconds) = state
+    let (changes, touched, seconds, appended) = state
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
@@ -262,6 +292,12 @@ async fn write(
                 let stored = db::state::stored(conn, &key, &subscription_ids, &payment_ids)?;
                 let changes =
                     mirror::reconcile(&catalog, &key, &customer_id, &stored, &holds, refunds, now);
+                // What the subject was entitled to before, for `entitlements.changed`.
+                let before = if changes.touch_snapshot() {
+                    Some(emitter.stored(conn, &key, now)?)
+                } else {
+                    None
+                };
                 for change in &changes.subscriptions {
                     db::state::write_subscription(conn, change, origin)?;
                 }
@@ -273,18 +309,23 @@ async fn write(
                 }
                 let touched = changes.touch_snapshot();
                 let mut seconds = Vec::new();
+                let mut after = None;
                 if touched {
                     let facts = db::snapshots::refresh(conn, &key, now)?;
                     seconds =
                         flag_second_standing(conn, &key, &changes.subscriptions, &facts, origin)?;
+                    after = Some(facts);
                 }
+                let appended =
+                    emitter.after_sync(conn, &key, &changes, before, after.as_ref(), now)?;
                 if let Some(event_id) = &event_id {
                     events::mark_processed(conn, event_id, now)?;
                 }
-                Ok((changes.len(), touched, seconds))
+                Ok((changes.len(), touched, seconds, appended))
             })
         })
         .await?;
+    appended.committed(state);
     if touched {
         state.db.snapshot_written(&subject_key);
     }

@@ -7,6 +7,7 @@ mod auth;
 mod checkout;
 mod cors;
 mod entitlements;
+mod events;
 mod grants;
 mod hardening;
 mod metrics;

@@ -1,0 +1,740 @@
+//! Outbound events (docs/EVENTS.md): the catalog, what a change of stored state tells the
+//! product, each subject's entitlement document, the envelope every delivery carries, which
+//! endpoint wants which type, and the retry schedule. Pure: the outbox (db::outbox) stores what
+//! these rules decide, in the transaction of the change.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::access::{self, AccessPolicy, Reason};
+use super::catalog::{Catalog, QuotaLimit, QuotaPeriod};
+use super::facts::{PurchaseStatus, SubjectFacts, SubscriptionStatus};
+use super::mirror::{
+    Change, Changes, PaymentRecord, PaymentStatus, PurchaseRecord, SubscriptionRecord,
+};
+use super::quota::{self, BillingPeriod};
+use super::subject::Subject;
+
+/// The catalog of event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventType {
+    /// The subject's entitlement document changed; the event carries the new one whole.
+    EntitlementsChanged,
+    SubscriptionCreated,
+    SubscriptionUpdated,
+    SubscriptionCanceled,
+    PurchaseCompleted,
+    PurchaseRefunded,
+    PurchaseDisputed,
+    PaymentSucceeded,
+    PaymentFailed,
+    TrialWillEnd,
+    QuotaThresholdReached,
+    TenantRemoved,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 12] = [
+        EventType::EntitlementsChanged,
+        EventType::SubscriptionCreated,
+        EventType::SubscriptionUpdated,
+        EventType::SubscriptionCanceled,
+        EventType::PurchaseCompleted,
+        EventType::PurchaseRefunded,
+        EventType::PurchaseDisputed,
+        EventType::PaymentSucceeded,
+        EventType::PaymentFailed,
+        EventType::TrialWillEnd,
+        EventType::QuotaThresholdReached,
+        EventType::TenantRemoved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::EntitlementsChanged => "entitlements.changed",
+            EventType::SubscriptionCreated => "subscription.created",
+            EventType::SubscriptionUpdated => "subscription.updated",
+            EventType::SubscriptionCanceled => "subscription.canceled",
+            EventType::PurchaseCompleted => "purchase.completed",
+            EventType::PurchaseRefunded => "purchase.refunded",
+            EventType::PurchaseDisputed => "purchase.disputed",
+            EventType::PaymentSucceeded => "payment.succeeded",
+            EventType::PaymentFailed => "payment.failed",
+            EventType::TrialWillEnd => "trial.will_end",
+            EventType::QuotaThresholdReached => "quota.threshold_reached",
+            EventType::TenantRemoved => "tenant.removed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event to append to a subject's stream: its type and its `data`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub kind: EventType,
+    pub data: Value,
+}
+
+/// A subject's entitlement document: what a receiver keeps to answer feature checks itself, and
+/// replaces whole on `entitlements.changed`. Only what changes by a write or by a deadline is in
+/// it (no usage counts, which change on every consumption).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entitlements {
+    pub access: bool,
+    pub reason: Reason,
+    pub plan: String,
+    pub features: Vec<String>,
+    /// The quotas the subject's grant brings: allowances and purchased credits.
+    pub quotas: Vec<QuotaAllowance>,
+    pub lifetime: bool,
+    /// While a payment failed: when access ends unless a payment succeeds.
+    pub grace_until: Option<DateTime<Utc>>,
+    /// The subscription that decided the verdict, if one did.
+    pub subscription_id: Option<String>,
+    /// The grant that decided the verdict, if one did.
+    pub grant_id: Option<String>,
+}
+
+/// One quota of an entitlement document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuotaAllowance {
+    pub key: String,
+    /// The allowance per period, `"unlimited"`, or `null` (only purchased credits).
+    pub limit: Option<QuotaLimit>,
+    pub period: Option<QuotaPeriod>,
+    /// Credits bought for the quota (credit packs).
+    pub purchased: u64,
+}
+
+/// The entitlement document of one subject, on its own facts, at `now`.
+pub fn entitlements(
+    catalog: &Catalog,
+    policy: AccessPolicy,
+    facts: &SubjectFacts,
+    exempt: bool,
+    now: DateTime<Utc>,
+) -> Entitlements {
+    let verdict = access::evaluate(
+        catalog,
+        policy,
+        &facts.subscriptions,
+        &facts.purchases,
+        &facts.grants,
+        exempt,
+        now,
+    );
+    let billing = verdict
+        .subscription_id
+        .as_deref()
+        .and_then(|id| facts.subscription(id))
+        .filter(|_| verdict.access)
+        .and_then(|s| {
+            Some(BillingPeriod {
+                start: s.current_period_start?,
+                end: s.current_period_end,
+            })
+        });
+    let quotas = quota::applied(catalog, &verdict, &facts.purchases, billing, now)
+        .into_iter()
+        .map(|a| QuotaAllowance {
+            key: a.key,
+            limit: a.limit,
+            period: a.period,
+            purchased: a.purchased,
+        })
+        .collect();
+    Entitlements {
+        access: verdict.access,
+        reason: verdict.reason,
+        plan: verdict.plan_id,
+        features: verdict.features,
+        quotas,
+        lifetime: verdict.lifetime,
+        grace_until: verdict.grace_until,
+        subscription_id: verdict.subscription_id,
+        grant_id: verdict.grant.map(|g| g.id),
+    }
+}
+
+/// `entitlements.changed` when the document differs: the new document whole, and what the
+/// subject had before (`previous`), so that a receiver can tell a loss of access from a gain.
+pub fn entitlements_changed(before: &Entitlements, after: &Entitlements) -> Option<Event> {
+    if before == after {
+        return None;
+    }
+    let mut data = serde_json::to_value(after).expect("an entitlement document serializes");
+    data["previous"] = json!({
+        "access": before.access,
+        "reason": before.reason,
+        "plan": before.plan,
+    });
+    Some(Event {
+        kind: EventType::EntitlementsChanged,
+        data,
+    })
+}
+
+/// The events a sync's changes tell, each with the key of the subject it belongs to, in the
+/// order subscriptions, purchases, payments.
+pub fn of_changes(changes: &Changes) -> Vec<(String, Event)> {
+    let mut out = Vec::new();
+    for change in &changes.subscriptions {
+        if let Some(kind) = subscription_event(change) {
+            let data = subscription_data(&change.after, change.before.as_ref());
+            out.push((change.after.subject.clone(), Event { kind, data }));
+        }
+    }
+    for change in &changes.purchases {
+        if let Some(kind) = purchase_event(change) {
+            let data = purchase_data(&change.after);
+            out.push((change.after.subject.clone(), Event { kind, data }));
+        }
+    }
+    for change in &changes.payments {
+        if let Some(kind) = payment_event(change) {
+            let data = payment_data(&change.after);
+            out.push((change.after.subject.clone(), Event { kind, data }));
+        }
+    }
+    out
+}
+
+/// New: created; reaching `canceled`: canceled; any other change of what is stored: updated.
+fn subscription_event(change: &Change<SubscriptionRecord>) -> Option<EventType> {
+    let canceled = |s: &SubscriptionRecord| s.status == SubscriptionStatus::Canceled;
+    Some(match &change.before {
+        None => EventType::SubscriptionCreated,
+        Some(before) if canceled(&change.after) && !canceled(before) => {
+            EventType::SubscriptionCanceled
+        }
+        Some(before) if before == &change.after => return None,
+        Some(_) => EventType::SubscriptionUpdated,
+    })
+}
+
+/// A purchase recorded paid: completed; its payment refunded or disputed: refunded, disputed.
+/// (A dispute won brings the purchase back to `paid` without a purchase event: its
+/// `entitlements.changed` tells the access that returns.)
+fn purchase_event(change: &Change<PurchaseRecord>) -> Option<EventType> {
+    let before = change.before.as_ref().map(|b| b.status);
+    if before == Some(change.after.status) {
+        return None;
+    }
+    match (before, change.after.status) {
+        (None, PurchaseStatus::Paid) => Some(EventType::PurchaseCompleted),
+        (_, PurchaseStatus::Refunded) => Some(EventType::PurchaseRefunded),
+        (_, PurchaseStatus::Disputed) => Some(EventType::PurchaseDisputed),
+        (Some(_), PurchaseStatus::Paid) => None,
+    }
+}
+
+/// A charge first seen (or newly seen) succeeded or failed.
+fn payment_event(change: &Change<PaymentRecord>) -> Option<EventType> {
+    let before = change.before.as_ref().map(|b| b.status);
+    if before == Some(change.after.status) {
+        return None;
+    }
+    match change.after.status {
+        PaymentStatus::Paid
+            if before
+                .is_none_or(|b| matches!(b, PaymentStatus::Pending | PaymentStatus::Failed)) =>
+        {
+            Some(EventType::PaymentSucceeded)
+        }
+        PaymentStatus::Failed => Some(EventType::PaymentFailed),
+        _ => None,
+    }
+}
+
+fn subscription_data(s: &SubscriptionRecord, before: Option<&SubscriptionRecord>) -> Value {
+    let mut data = json!({
+        "subscription_id": s.stripe_subscription_id,
+        "customer_id": s.stripe_customer_id,
+        "plan": s.plan_id,
+        "status": s.status.as_str(),
+        "interval": s.price_interval.map(|i| i.as_str()),
+        "quantity": s.quantity,
+        "current_period_start": s.current_period_start,
+        "current_period_end": s.current_period_end,
+        "trial_end": s.trial_end,
+        "cancel_at_period_end": s.cancel_at_period_end,
+        "cancel_at": s.cancel_at,
+        "canceled_at": s.canceled_at,
+        "ended_at": s.ended_at,
+        "collection_paused": s.pause_collection.is_some(),
+        "manager_user_id": s.manager_user_id,
+    });
+    if let Some(before) = before {
+        data["previous"] = json!({
+            "plan": before.plan_id,
+            "status": before.status.as_str(),
+            "quantity": before.quantity,
+            "cancel_at_period_end": before.cancel_at_period_end,
+        });
+    }
+    data
+}
+
+fn purchase_data(p: &PurchaseRecord) -> Value {
+    json!({
+        "checkout_session_id": p.checkout_session_id,
+        "customer_id": p.stripe_customer_id,
+        "plan": p.plan_id,
+        "kind": p.kind,
+        "status": p.status.as_str(),
+        "amount": p.amount,
+        "currency": p.currency,
+        "payment_intent_id": p.payment_intent_id,
+        "purchased_at": p.purchased_at,
+    })
+}
+
+fn payment_data(p: &PaymentRecord) -> Value {
+    json!({
+        "payment_id": p.payment_id,
+        "customer_id": p.stripe_customer_id,
+        "status": p.status.as_str(),
+        "amount": p.amount,
+        "amount_refunded": p.amount_refunded,
+        "currency": p.currency,
+        "description": p.description,
+        "payment_intent_id": p.payment_intent_id,
+        "occurred_at": p.occurred_at,
+    })
+}
+
+/// The body of every delivery of an event (and its entry in `GET /v1/events`): the Standard
+/// Webhooks shape (`type`, `timestamp`, `data`) plus the id, the subject and its revision.
+pub fn envelope(
+    event_id: &str,
+    subject_key: &str,
+    revision: i64,
+    event: &Event,
+    created_at: DateTime<Utc>,
+) -> Value {
+    let subject = Subject::parse_key(subject_key);
+    json!({
+        "id": event_id,
+        "type": event.kind.as_str(),
+        "timestamp": created_at,
+        "subject": {
+            "key": subject_key,
+            "kind": subject.as_ref().map(Subject::kind),
+            "user_id": subject.as_ref().and_then(Subject::user_id),
+            "tenant_id": subject.as_ref().and_then(Subject::tenant_id),
+        },
+        "revision": revision,
+        "data": event.data,
+    })
+}
+
+/// Which event types an endpoint wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The endpoint's name (`events.endpoints[].name`), stored with each delivery.
+    pub endpoint: String,
+    /// `None`: every type.
+    pub types: Option<BTreeSet<EventType>>,
+}
+
+impl Route {
+    pub fn wants(&self, kind: EventType) -> bool {
+        self.types.as_ref().is_none_or(|t| t.contains(&kind))
+    }
+}
+
+/// How deliveries are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// The wait before the first retry; each further one doubles it.
+    pub first: Duration,
+    /// No wait is longer.
+    pub max: Duration,
+    /// Retried for this long after the event was created; then the delivery has failed.
+    pub window: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt number `attempts` (1 for the first), with `jitter` in
+    /// [0, 1) taking off up to a fifth, so that many deliveries that failed together do not
+    /// come back together.
+    pub fn delay(&self, attempts: u32, jitter: f64) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(30);
+        let full = self.first.saturating_mul(1u32 << doublings).min(self.max);
+        full.mul_f64(1.0 - 0.2 * jitter.clamp(0.0, 1.0))
+    }
+
+    /// When the next attempt is due, or `None` when the window ends before it: the delivery
+    /// has failed.
+    pub fn next_attempt(
+        &self,
+        created_at: DateTime<Utc>,
+        attempts: u32,
+        now: DateTime<Utc>,
+        jitter: f64,
+    ) -> Option<DateTime<Utc>> {
+        let next = now + chrono::Duration::from_std(self.delay(attempts, jitter)).ok()?;
+        let end = created_at + chrono::Duration::from_std(self.window).ok()?;
+        (next <= end).then_some(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::billing::catalog::{Interval, PlanKind};
+    use crate::billing::facts::PurchaseFacts;
+    use crate::billing::test_support::catalog;
+    use chrono::TimeZone;
+
+    fn at(day: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, day, 12, 0, 0).unwrap()
+    }
+
+    fn policy() -> AccessPolicy {
+        AccessPolicy {
+            saas_enabled: true,
+            grace_period: chrono::Duration::hours(24),
+            access_while_collection_paused: false,
+        }
+    }
+
+    fn subscription(status: SubscriptionStatus) -> SubscriptionRecord {
+        SubscriptionRecord {
+            stripe_subscription_id: "sub_1".into(),
+            subject: "user:alice".into(),
+            stripe_customer_id: "cus_1".into(),
+            status,
+            plan_id: Some("pro".into()),
+            price_id: Some("price_pro_monthly".into()),
+            price_interval: Some(Interval::Month),
+            quantity: 1,
+            current_period_start: Some(at(1)),
+            current_period_end: Some(at(28)),
+            trial_start: None,
+            trial_end: None,
+            cancel_at_period_end: false,
+            cancel_at: None,
+            canceled_at: None,
+            ended_at: None,
+            latest_invoice_id: None,
+            payment_failed_at: None,
+            stripe_created_at: at(1),
+            period_payment_revoked: None,
+            manager_user_id: None,
+            pause_collection: None,
+        }
+    }
+
+    fn purchase(status: PurchaseStatus) -> PurchaseRecord {
+        PurchaseRecord {
+            checkout_session_id: "cs_1".into(),
+            subject: "user:bob".into(),
+            stripe_customer_id: Some("cus_2".into()),
+            plan_id: "lifetime".into(),
+            kind: PlanKind::Lifetime,
+            payment_intent_id: Some("pi_1".into()),
+            amount: 19900,
+            currency: "usd".into(),
+            status,
+            purchased_at: at(2),
+        }
+    }
+
+    fn payment(status: PaymentStatus) -> PaymentRecord {
+        PaymentRecord {
+            payment_id: "ch_1".into(),
+            subject: "user:alice".into(),
+            stripe_customer_id: Some("cus_1".into()),
+            amount: 900,
+            amount_refunded: 0,
+            currency: "usd".into(),
+            status,
+            disputed: false,
+            payment_intent_id: Some("pi_2".into()),
+            description: None,
+            occurred_at: at(3),
+        }
+    }
+
+    fn kinds(changes: &Changes) -> Vec<EventType> {
+        of_changes(changes)
+            .into_iter()
+            .map(|(_, e)| e.kind)
+            .collect()
+    }
+
+    #[test]
+    fn every_type_parses_back_from_its_name() {
+        for kind in EventType::ALL {
+            assert_eq!(EventType::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(EventType::parse("entitlements.change"), None);
+    }
+
+    #[test]
+    fn a_new_subscription_is_created_and_reaching_canceled_is_canceled() {
+        let created = Changes {
+            subscriptions: vec![Change {
+                before: None,
+                after: subscription(SubscriptionStatus::Active),
+            }],
+            ..Changes::default()
+        };
+        assert_eq!(kinds(&created), [EventType::SubscriptionCreated]);
+
+        let canceled = Changes {
+            subscriptions: vec![Change {
+                before: Some(subscription(SubscriptionStatus::Active)),
+                after: subscription(SubscriptionStatus::Canceled),
+            }],
+            ..Changes::default()
+        };
+        let events = of_changes(&canceled);
+        assert_eq!(events[0].1.kind, EventType::SubscriptionCanceled);
+        assert_eq!(events[0].0, "user:alice");
+        assert_eq!(events[0].1.data["previous"]["status"], "active");
+        assert_eq!(events[0].1.data["status"], "canceled");
+
+        let mut later = subscription(SubscriptionStatus::Active);
+        later.cancel_at_period_end = true;
+        let updated = Changes {
+            subscriptions: vec![Change {
+                before: Some(subscription(SubscriptionStatus::Active)),
+                after: later,
+            }],
+            ..Changes::default()
+        };
+        assert_eq!(kinds(&updated), [EventType::SubscriptionUpdated]);
+        let unchanged = Changes {
+            subscriptions: vec![Change {
+                before: Some(subscription(SubscriptionStatus::Active)),
+                after: subscription(SubscriptionStatus::Active),
+            }],
+            ..Changes::default()
+        };
+        assert!(kinds(&unchanged).is_empty());
+    }
+
+    #[test]
+    fn purchases_complete_then_refund_or_dispute_once() {
+        let change = |before: Option<PurchaseStatus>, after| Changes {
+            purchases: vec![Change {
+                before: before.map(purchase),
+                after: purchase(after),
+            }],
+            ..Changes::default()
+        };
+        assert_eq!(
+            kinds(&change(None, PurchaseStatus::Paid)),
+            [EventType::PurchaseCompleted]
+        );
+        assert_eq!(
+            kinds(&change(
+                Some(PurchaseStatus::Paid),
+                PurchaseStatus::Refunded
+            )),
+            [EventType::PurchaseRefunded]
+        );
+        assert_eq!(
+            kinds(&change(
+                Some(PurchaseStatus::Paid),
+                PurchaseStatus::Disputed
+            )),
+            [EventType::PurchaseDisputed]
+        );
+        assert_eq!(
+            kinds(&change(None, PurchaseStatus::Refunded)),
+            [EventType::PurchaseRefunded]
+        );
+        assert!(kinds(&change(
+            Some(PurchaseStatus::Disputed),
+            PurchaseStatus::Paid
+        ))
+        .is_empty());
+        assert!(kinds(&change(Some(PurchaseStatus::Paid), PurchaseStatus::Paid)).is_empty());
+        let data = &of_changes(&change(None, PurchaseStatus::Paid))[0].1.data;
+        assert_eq!(data["amount"], 19900);
+        assert_eq!(data["kind"], "lifetime");
+    }
+
+    #[test]
+    fn payments_tell_success_and_failure_once() {
+        let change = |before: Option<PaymentStatus>, after| Changes {
+            payments: vec![Change {
+                before: before.map(payment),
+                after: payment(after),
+            }],
+            ..Changes::default()
+        };
+        assert_eq!(
+            kinds(&change(None, PaymentStatus::Paid)),
+            [EventType::PaymentSucceeded]
+        );
+        assert_eq!(
+            kinds(&change(Some(PaymentStatus::Pending), PaymentStatus::Paid)),
+            [EventType::PaymentSucceeded]
+        );
+        assert_eq!(
+            kinds(&change(None, PaymentStatus::Failed)),
+            [EventType::PaymentFailed]
+        );
+        assert_eq!(
+            kinds(&change(Some(PaymentStatus::Pending), PaymentStatus::Failed)),
+            [EventType::PaymentFailed]
+        );
+        // A refund of a paid charge is not a new success.
+        assert!(kinds(&change(Some(PaymentStatus::Refunded), PaymentStatus::Paid)).is_empty());
+        assert!(kinds(&change(Some(PaymentStatus::Paid), PaymentStatus::Refunded)).is_empty());
+        assert!(kinds(&change(None, PaymentStatus::Pending)).is_empty());
+    }
+
+    fn facts_with(status: SubscriptionStatus, failed_at: Option<DateTime<Utc>>) -> SubjectFacts {
+        let mut record = subscription(status);
+        record.payment_failed_at = failed_at;
+        SubjectFacts {
+            subscriptions: vec![record.facts()],
+            ..SubjectFacts::default()
+        }
+    }
+
+    #[test]
+    fn the_document_follows_the_facts_and_a_deadline() {
+        let catalog = catalog();
+        let nothing = entitlements(&catalog, policy(), &SubjectFacts::default(), false, at(5));
+        assert!(!nothing.access);
+        assert_eq!(nothing.reason, Reason::Free);
+
+        let active = entitlements(
+            &catalog,
+            policy(),
+            &facts_with(SubscriptionStatus::Active, None),
+            false,
+            at(5),
+        );
+        assert!(active.access);
+        assert_eq!(active.plan, "pro");
+        assert_eq!(active.subscription_id.as_deref(), Some("sub_1"));
+
+        let event = entitlements_changed(&nothing, &active).expect("a change");
+        assert_eq!(event.kind, EventType::EntitlementsChanged);
+        assert_eq!(event.data["access"], true);
+        assert_eq!(event.data["plan"], "pro");
+        assert_eq!(event.data["previous"]["access"], false);
+        assert_eq!(event.data["previous"]["reason"], "free");
+        assert_eq!(entitlements_changed(&active, &active.clone()), None);
+
+        // Past due: access until the grace period ends, none after, on the same facts.
+        let past_due = facts_with(SubscriptionStatus::PastDue, Some(at(5)));
+        let in_grace = entitlements(&catalog, policy(), &past_due, false, at(5));
+        let expired = entitlements(&catalog, policy(), &past_due, false, at(7));
+        assert_eq!((in_grace.access, in_grace.reason), (true, Reason::Grace));
+        assert_eq!(
+            (expired.access, expired.reason),
+            (false, Reason::GraceExpired)
+        );
+        assert!(entitlements_changed(&in_grace, &expired).is_some());
+    }
+
+    #[test]
+    fn quotas_in_the_document_carry_allowances_and_credits_not_usage() {
+        let catalog = catalog();
+        let mut facts = facts_with(SubscriptionStatus::Active, None);
+        facts.purchases.push(PurchaseFacts {
+            plan_id: "credits".into(),
+            kind: PlanKind::CreditPack,
+            status: PurchaseStatus::Paid,
+            purchased_at: at(2),
+        });
+        let doc = entitlements(&catalog, policy(), &facts, false, at(5));
+        let credits = doc
+            .quotas
+            .iter()
+            .find(|q| q.key == "credits")
+            .expect("credits");
+        assert_eq!(credits.limit, Some(QuotaLimit::Limited(100)));
+        assert_eq!(credits.period, Some(QuotaPeriod::Day));
+        assert_eq!(credits.purchased, 100);
+        let generations = doc
+            .quotas
+            .iter()
+            .find(|q| q.key == "generations")
+            .expect("generations");
+        assert_eq!(generations.period, Some(QuotaPeriod::BillingPeriod));
+        // A new day opens new quota windows, which is no change of the document.
+        let again = entitlements(&catalog, policy(), &facts, false, at(6));
+        assert_eq!(doc, again);
+    }
+
+    #[test]
+    fn the_envelope_names_the_subject_and_its_revision() {
+        let event = Event {
+            kind: EventType::TenantRemoved,
+            data: json!({"tenant_id": "acme"}),
+        };
+        let body = envelope("evt_1", "membership:acme:alice", 7, &event, at(4));
+        assert_eq!(body["id"], "evt_1");
+        assert_eq!(body["type"], "tenant.removed");
+        assert_eq!(body["revision"], 7);
+        assert_eq!(body["subject"]["kind"], "membership");
+        assert_eq!(body["subject"]["user_id"], "alice");
+        assert_eq!(body["subject"]["tenant_id"], "acme");
+        assert_eq!(body["timestamp"], "2026-11-04T12:00:00Z");
+        assert_eq!(body["data"]["tenant_id"], "acme");
+    }
+
+    #[test]
+    fn routes_pick_types_or_everything() {
+        let all = Route {
+            endpoint: "crm".into(),
+            types: None,
+        };
+        let some = Route {
+            endpoint: "mail".into(),
+            types: Some([EventType::PurchaseCompleted].into()),
+        };
+        assert!(all.wants(EventType::TenantRemoved));
+        assert!(some.wants(EventType::PurchaseCompleted));
+        assert!(!some.wants(EventType::EntitlementsChanged));
+    }
+
+    #[test]
+    fn retries_double_up_to_the_cap_with_jitter_and_end_with_the_window() {
+        let policy = RetryPolicy {
+            first: Duration::from_secs(5),
+            max: Duration::from_secs(3600),
+            window: Duration::from_secs(3 * 24 * 3600),
+        };
+        assert_eq!(policy.delay(1, 0.0), Duration::from_secs(5));
+        assert_eq!(policy.delay(2, 0.0), Duration::from_secs(10));
+        assert_eq!(policy.delay(4, 0.0), Duration::from_secs(40));
+        assert_eq!(policy.delay(20, 0.0), Duration::from_secs(3600));
+        assert_eq!(policy.delay(u32::MAX, 0.0), Duration::from_secs(3600));
+        // Jitter takes off at most a fifth.
+        assert_eq!(policy.delay(2, 0.5), Duration::from_secs(9));
+        assert!(policy.delay(2, 0.999) > Duration::from_secs(8));
+
+        let created = at(1);
+        assert_eq!(
+            policy.next_attempt(created, 1, at(1), 0.0),
+            Some(at(1) + chrono::Duration::seconds(5))
+        );
+        // Close to the window's end the next attempt would come after it: failed.
+        let late = at(4) - chrono::Duration::seconds(60);
+        assert_eq!(policy.next_attempt(created, 30, late, 0.0), None);
+        assert!(policy.next_attempt(created, 1, late, 0.0).is_some());
+    }
+}

@@ -1,0 +1,354 @@
+//! Outbound events (docs/EVENTS.md): what a change tells the product, appended to the outbox in
+//! the change's own transaction ([`Emitter`]), and the dispatcher every replica runs, which
+//! places committed events in `GET /v1/events` order and delivers due deliveries.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::billing::access::AccessPolicy;
+use crate::billing::catalog::Catalog;
+use crate::billing::events::{self, Entitlements, Event, EventType, Route};
+use crate::billing::facts::SubjectFacts;
+use crate::billing::mirror::Changes;
+use crate::billing::subject::Subject;
+use crate::db::{self, outbox, DbConnection};
+use crate::outbound::Outcome;
+use crate::state::AppState;
+
+/// Appends the events of a change inside its transaction: owned, so that it moves to the
+/// blocking thread that runs the transaction.
+#[derive(Clone)]
+pub(crate) struct Emitter {
+    routes: Arc<Vec<Route>>,
+    catalog: Arc<Catalog>,
+    policy: AccessPolicy,
+    /// The subject is a user listed in `exemptions.subjects`.
+    listed_exempt: bool,
+}
+
+/// What a transaction appended, to count once it committed.
+#[derive(Debug, Default)]
+#[must_use = "count the events once the transaction committed (Appended::committed)"]
+pub(crate) struct AppendedEvents(Vec<EventType>);
+
+impl AppendedEvents {
+    /// After the commit: counts the events and wakes this replica's dispatcher.
+    pub fn committed(self, state: &AppState) {
+        if self.0.is_empty() {
+            return;
+        }
+        for kind in &self.0 {
+            metrics::counter!("tollgate_events_created_total", "type" => kind.as_str())
+                .increment(1);
+        }
+        state.events.wake.notify_one();
+    }
+}
+
+impl Emitter {
+    pub fn of(state: &AppState, subject: &Subject) -> Emitter {
+        let listed_exempt =
+            matches!(subject, Subject::User { user_id } if state.exempt_subjects.contains(user_id));
+        Emitter {
+            routes: state.events.routes.clone(),
+            catalog: state.catalog.clone(),
+            policy: state.policy,
+            listed_exempt,
+        }
+    }
+
+    /// The subject's entitlement document as stored (read inside the transaction, before the
+    /// change) and whether its user's token showed an exempt role.
+    pub fn stored(
+        &self,
+        conn: &mut DbConnection,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<(Entitlements, bool)> {
+        let snapshot = db::snapshots::read_many(conn, None, &[key.to_owned()])?;
+        let role_exempt = snapshot[0].role_exempt;
+        Ok((
+            self.document(&snapshot[0].facts, role_exempt, now),
+            role_exempt,
+        ))
+    }
+
+    pub fn document(
+        &self,
+        facts: &SubjectFacts,
+        role_exempt: bool,
+        now: DateTime<Utc>,
+    ) -> Entitlements {
+        events::entitlements(
+            &self.catalog,
+            self.policy,
+            facts,
+            self.listed_exempt || role_exempt,
+            now,
+        )
+    }
+
+    /// Appends one event.
+    pub fn append(
+        &self,
+        conn: &mut DbConnection,
+        subject: &str,
+        event: &Event,
+        now: DateTime<Utc>,
+        appended: &mut AppendedEvents,
+    ) -> anyhow::Result<()> {
+        outbox::append(conn, &self.routes, subject, event, now)?;
+        appended.0.push(event.kind);
+        Ok(())
+    }
+
+    /// Runs `write`, which changes what the subject `key` holds and rewrites its snapshot, and
+    /// appends `entitlements.changed` when that moved the subject's document (grants, tenant
+    /// removals: changes that are no sync).
+    pub fn around<T>(
+        &self,
+        conn: &mut DbConnection,
+        key: &str,
+        now: DateTime<Utc>,
+        write: impl FnOnce(&mut DbConnection) -> anyhow::Result<T>,
+    ) -> anyhow::Result<(T, AppendedEvents)> {
+        let (before, _) = self.stored(conn, key, now)?;
+        let out = write(conn)?;
+        let (after, _) = self.stored(conn, key, now)?;
+        let mut appended = AppendedEvents::default();
+        if let Some(event) = events::entitlements_changed(&before, &after) {
+            self.append(conn, key, &event, now, &mut appended)?;
+        }
+        Ok((out, appended))
+    }
+
+    /// Appends what a sync's `changes` tell, then `entitlements.changed` when the subject's
+    /// document moved from `before` to the one of `after` (its facts as just written).
+    pub fn after_sync(
+        &self,
+        conn: &mut DbConnection,
+        subject: &str,
+        changes: &Changes,
+        before: Option<(Entitlements, bool)>,
+        after: Option<&SubjectFacts>,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<AppendedEvents> {
+        let mut appended = AppendedEvents::default();
+        for (key, event) in events::of_changes(changes) {
+            self.append(conn, &key, &event, now, &mut appended)?;
+        }
+        if let (Some((before, role_exempt)), Some(after)) = (before, after) {
+            let after = self.document(after, role_exempt, now);
+            if let Some(event) = events::entitlements_changed(&before, &after) {
+                self.append(conn, subject, &event, now, &mut appended)?;
+            }
+        }
+        Ok(appended)
+    }
+}
+
+/// Deliveries one claim takes at most.
+const CLAIM_BATCH: i64 = 32;
+/// How often the backlog gauges are refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
+
+/// The dispatcher: runs for the life of the process, in every replica.
+pub async fn run_dispatcher(state: Arc<AppState>) {
+    let terms = &state.events;
+    let mut failing: HashMap<String, bool> = HashMap::new();
+    let mut gauges_at = std::time::Instant::now() - GAUGE_EVERY;
+    loop {
+        if let Err(e) = tick(&state, &mut failing).await {
+            tracing::warn!(error = %format!("{e:#}"), "event dispatch failed; retrying");
+        }
+        if gauges_at.elapsed() >= GAUGE_EVERY {
+            gauges_at = std::time::Instant::now();
+            if let Err(e) = refresh_gauges(&state, &failing).await {
+                tracing::debug!(error = %format!("{e:#}"), "event gauges not refreshed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(terms.poll) => {}
+            _ = terms.wake.notified() => {}
+        }
+    }
+}
+
+/// Places committed events, then delivers every due delivery this replica can claim.
+async fn tick(state: &Arc<AppState>, failing: &mut HashMap<String, bool>) -> anyhow::Result<()> {
+    state
+        .db
+        .run(|conn| {
+            if outbox::has_unplaced(conn)? {
+                outbox::place(conn)?;
+            }
+            Ok(())
+        })
+        .await?;
+    let Some(sender) = state.events.sender.clone() else {
+        return Ok(());
+    };
+    let endpoints = Arc::new(sender.endpoints());
+    loop {
+        let now = state.now();
+        let lease = now
+            + chrono::Duration::from_std(state.events.timeout + Duration::from_secs(30))
+                .unwrap_or_else(|_| chrono::Duration::minutes(1));
+        let names = endpoints.clone();
+        let due = state
+            .db
+            .run(move |conn| outbox::claim(conn, &names, now, lease, CLAIM_BATCH))
+            .await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let full = due.len() as i64 == CLAIM_BATCH;
+        let sends = due.iter().map(|d| {
+            let sender = sender.clone();
+            let at = state.now();
+            async move { sender.send(&d.endpoint, &d.event_id, &d.payload, at).await }
+        });
+        let outcomes = futures_util::future::join_all(sends).await;
+        let retry = state.events.retry;
+        let now = state.now();
+        let decided: Vec<(outbox::Due, Outcome, Option<DateTime<Utc>>)> = due
+            .into_iter()
+            .zip(outcomes)
+            .map(|(d, outcome)| {
+                let next = match &outcome {
+                    Outcome::Delivered { .. } => None,
+                    Outcome::Failed { .. } => {
+                        retry.next_attempt(d.created_at, d.attempts, now, jitter())
+                    }
+                };
+                (d, outcome, next)
+            })
+            .collect();
+        for (d, outcome, next) in &decided {
+            report(d, outcome, *next, failing);
+        }
+        state
+            .db
+            .run(move |conn| {
+                for (d, outcome, next) in &decided {
+                    match (outcome, next) {
+                        (Outcome::Delivered { status }, _) => {
+                            outbox::delivered(conn, d.delivery_id, *status, now)?
+                        }
+                        (Outcome::Failed { status, error }, Some(next)) => {
+                            outbox::retry_at(conn, d.delivery_id, *next, *status, error)?
+                        }
+                        (Outcome::Failed { status, error }, None) => {
+                            outbox::failed(conn, d.delivery_id, *status, error, now)?
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        if !full {
+            return Ok(());
+        }
+    }
+}
+
+/// Metrics and logs of one attempt.
+fn report(
+    d: &outbox::Due,
+    outcome: &Outcome,
+    next: Option<DateTime<Utc>>,
+    failing: &mut HashMap<String, bool>,
+) {
+    let endpoint = d.endpoint.clone();
+    let counted = |outcome: &'static str| {
+        metrics::counter!("tollgate_event_deliveries_total", "endpoint" => endpoint.clone(), "outcome" => outcome)
+            .increment(1);
+    };
+    match (outcome, next) {
+        (Outcome::Delivered { .. }, _) => {
+            counted("delivered");
+            if failing.insert(d.endpoint.clone(), false) == Some(true) {
+                tracing::info!(endpoint = %d.endpoint, "events endpoint accepts deliveries again");
+            }
+        }
+        (Outcome::Failed { error, .. }, Some(next)) => {
+            counted("retried");
+            tracing::warn!(endpoint = %d.endpoint, event = %d.event_id, attempts = d.attempts, %next, %error, "event delivery failed; retrying");
+        }
+        (Outcome::Failed { error, .. }, None) => {
+            counted("failed");
+            failing.insert(d.endpoint.clone(), true);
+            tracing::error!(endpoint = %d.endpoint, event = %d.event_id, attempts = d.attempts, %error, "event delivery failed for the whole retry window (events.retry_window_hours): given up; the endpoint is failing (redeliver with POST /v1/admin/events/redeliver)");
+        }
+    }
+}
+
+async fn refresh_gauges(
+    state: &Arc<AppState>,
+    failing: &HashMap<String, bool>,
+) -> anyhow::Result<()> {
+    let (pending, oldest) = state.db.run(outbox::backlog).await?;
+    metrics::gauge!("tollgate_event_deliveries_pending").set(pending as f64);
+    let age = oldest.map_or(0.0, |t| {
+        (state.now() - t).num_milliseconds().max(0) as f64 / 1000.0
+    });
+    metrics::gauge!("tollgate_event_oldest_pending_seconds").set(age);
+    let failing: BTreeSet<&String> = failing
+        .iter()
+        .filter(|(_, f)| **f)
+        .map(|(e, _)| e)
+        .collect();
+    metrics::gauge!("tollgate_event_endpoints_failing").set(failing.len() as f64);
+    Ok(())
+}
+
+/// A number in [0, 1) for the retry jitter.
+fn jitter() -> f64 {
+    let bits = getrandom::u64().unwrap_or(0);
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// What `GET /v1/events` asks for.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// The place after which to list (0: from the first event).
+    pub after: i64,
+    pub subject: Option<Subject>,
+    /// Empty: every type.
+    pub types: Vec<EventType>,
+    pub limit: i64,
+}
+
+/// One page of placed events.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Each event's envelope.
+    pub events: Vec<serde_json::Value>,
+    pub last_position: Option<i64>,
+    pub more: bool,
+}
+
+pub async fn list(state: &AppState, listing: Listing) -> anyhow::Result<Page> {
+    let subject = listing.subject.as_ref().map(Subject::key);
+    let types: Vec<&'static str> = listing.types.iter().map(|t| t.as_str()).collect();
+    let limit = listing.limit;
+    let mut rows = state
+        .db
+        .run(move |conn| outbox::list(conn, listing.after, subject.as_deref(), &types, limit + 1))
+        .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let last_position = rows.last().map(|r| r.position);
+    let events = rows
+        .into_iter()
+        .map(|r| serde_json::from_str(&r.payload))
+        .collect::<Result<Vec<serde_json::Value>, _>>()?;
+    Ok(Page {
+        events,
+        last_position,
+        more,
+    })
+}

@@ -1,0 +1,471 @@
+//! Outbound events (docs/EVENTS.md): appended with the change, signed as Standard Webhooks,
+//! delivered at least once in revision order per subject, retried with growing waits, and
+//! listed by `GET /v1/events` for receivers that were down.
+//!
+//! Every delivery is checked against the Standard Webhooks specification by [`verify`], written
+//! here from the specification (HMAC-SHA256 over `id.timestamp.body` with the base64-decoded
+//! `whsec_` secret, `v1,<base64>` among space-separated signatures), independently of the crate
+//! Tollgate signs with.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::helpers::{event, spawn_app_with, Options, TestApp};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=";
+
+/// One delivery as the receiver got it.
+#[derive(Debug, Clone)]
+struct Delivery {
+    at: Instant,
+    id: String,
+    timestamp: String,
+    signature: String,
+    body: String,
+}
+
+impl Delivery {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("a delivery is JSON")
+    }
+}
+
+/// A receiver that answers `failures` deliveries with 500, then 200, recording every one.
+#[derive(Clone)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Delivery>>>,
+    failures: Arc<Mutex<usize>>,
+}
+
+impl Respond for Receiver {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let header = |name: &str| {
+            request
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        self.got.lock().unwrap().push(Delivery {
+            at: Instant::now(),
+            id: header("webhook-id"),
+            timestamp: header("webhook-timestamp"),
+            signature: header("webhook-signature"),
+            body: String::from_utf8(request.body.clone()).expect("UTF-8"),
+        });
+        let mut failures = self.failures.lock().unwrap();
+        if *failures > 0 {
+            *failures -= 1;
+            ResponseTemplate::new(500)
+        } else {
+            ResponseTemplate::new(204)
+        }
+    }
+}
+
+impl Receiver {
+    async fn start(failures: usize) -> (MockServer, Receiver) {
+        let server = MockServer::start().await;
+        let receiver = Receiver {
+            got: Arc::default(),
+            failures: Arc::new(Mutex::new(failures)),
+        };
+        Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/hooks"))
+            .respond_with(receiver.clone())
+            .mount(&server)
+            .await;
+        (server, receiver)
+    }
+
+    fn deliveries(&self) -> Vec<Delivery> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until a delivery satisfies `wanted`.
+    async fn until(&self, what: &str, wanted: impl Fn(&[Delivery]) -> bool) -> Vec<Delivery> {
+        for _ in 0..200 {
+            let got = self.deliveries();
+            if wanted(&got) {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{what}: not delivered; got {:#?}", self.deliveries());
+    }
+}
+
+/// Standard Webhooks verification, from the specification (not Tollgate's signer).
+fn verify(secret: &str, d: &Delivery) -> Result<(), String> {
+    use hmac::{Hmac, Mac};
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").ok_or("no whsec_ prefix")?)
+        .map_err(|e| e.to_string())?;
+    let timestamp: i64 = d
+        .timestamp
+        .parse()
+        .map_err(|_| "webhook-timestamp is no integer")?;
+    if (chrono::Utc::now().timestamp() - timestamp).abs() > 300 {
+        return Err("webhook-timestamp is more than 5 minutes away".into());
+    }
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.{}", d.id, d.timestamp, d.body).as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let found = d
+        .signature
+        .split(' ')
+        .filter_map(|s| s.split_once(','))
+        .any(|(version, sig)| version == "v1" && sig == expected);
+    if found {
+        Ok(())
+    } else {
+        Err(format!("no v1 signature matches among `{}`", d.signature))
+    }
+}
+
+fn events_config(receiver: &MockServer, extra: &str) -> String {
+    format!(
+        r#"
+[events]
+retry_first_ms = 150
+poll_interval_ms = 50
+
+[[events.endpoints]]
+name = "product"
+url = "{}/hooks"
+secret = "{SECRET}"
+description = "the product's receiver"
+{extra}
+"#,
+        receiver.uri()
+    )
+}
+
+async fn app_with_receiver(failures: usize) -> (TestApp, MockServer, Receiver) {
+    let (server, receiver) = Receiver::start(failures).await;
+    let app = spawn_app_with(Options {
+        extra_toml: events_config(&server, ""),
+        ..Options::default()
+    })
+    .await;
+    (app, server, receiver)
+}
+
+fn types(deliveries: &[Delivery]) -> Vec<String> {
+    deliveries
+        .iter()
+        .map(|d| d.json()["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn has_type(deliveries: &[Delivery], t: &str) -> bool {
+    types(deliveries).iter().any(|x| x == t)
+}
+
+/// `GET /v1/events` with a service token, as JSON.
+async fn listed(app: &TestApp, query: &str) -> Value {
+    let token = app.idp.service_token("billing:read");
+    let res = app.get(&format!("/v1/events{query}"), Some(&token)).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    res.json().await.unwrap()
+}
+
+/// Every listed event of `subject`, paging with `limit`, after the sequencer placed `n`.
+async fn all_listed(app: &TestApp, subject: &str, n: usize, limit: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let mut out = Vec::new();
+        let mut after = String::from("0");
+        loop {
+            let page = listed(
+                app,
+                &format!("?subject={subject}&limit={limit}&after={after}"),
+            )
+            .await;
+            let data = page["data"].as_array().unwrap().clone();
+            assert!(data.len() <= limit);
+            out.extend(data);
+            after = page["next_cursor"].as_str().unwrap().to_owned();
+            if !page["has_more"].as_bool().unwrap() {
+                break;
+            }
+        }
+        if out.len() >= n {
+            return out;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} events of {subject} were listed");
+}
+
+#[tokio::test]
+async fn a_subscription_is_told_signed_in_revision_order_and_listed_alike() {
+    let (app, _server, receiver) = app_with_receiver(0).await;
+    let (session_id, _) = app.subscribe("alice", "pro", "month").await;
+
+    let got = receiver
+        .until("entitlements.changed", |d| {
+            has_type(d, "entitlements.changed")
+        })
+        .await;
+    for d in &got {
+        verify(SECRET, d).unwrap_or_else(|e| panic!("delivery {} does not verify: {e}", d.id));
+        let body = d.json();
+        assert_eq!(body["id"], d.id, "webhook-id is the event's id");
+        assert_eq!(body["subject"]["key"], "user:alice");
+        assert_eq!(body["subject"]["user_id"], "alice");
+    }
+    let kinds = types(&got);
+    assert!(
+        kinds.contains(&"subscription.created".to_owned()),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"payment.succeeded".to_owned()), "{kinds:?}");
+    // The subject's revisions arrive one after the other, from 1, without a gap.
+    let revisions: Vec<i64> = got
+        .iter()
+        .map(|d| d.json()["revision"].as_i64().unwrap())
+        .collect();
+    assert_eq!(revisions, (1..=revisions.len() as i64).collect::<Vec<_>>());
+
+    let changed = got
+        .iter()
+        .map(Delivery::json)
+        .find(|b| b["type"] == "entitlements.changed")
+        .unwrap();
+    assert_eq!(changed["data"]["access"], true);
+    assert_eq!(changed["data"]["reason"], "active");
+    assert_eq!(changed["data"]["plan"], "pro");
+    assert!(changed["data"]["features"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("export")));
+    assert_eq!(changed["data"]["previous"]["access"], false);
+    let created = got
+        .iter()
+        .map(Delivery::json)
+        .find(|b| b["type"] == "subscription.created")
+        .unwrap();
+    assert_eq!(created["data"]["plan"], "pro");
+    assert_eq!(created["data"]["status"], "active");
+    assert!(created["data"]["subscription_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("sub_"));
+
+    // The listing holds the same events, with the same bodies, in the same order.
+    let listing = all_listed(&app, "user:alice", got.len(), 100).await;
+    let listed_ids: Vec<&str> = listing.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let delivered_ids: Vec<&str> = got.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(listed_ids, delivered_ids);
+    assert_eq!(listing[0], got[0].json());
+
+    // A second verify re-reads the customer and finds nothing changed: nothing more is told.
+    let before = listing.len();
+    let token = app.user_token("alice");
+    assert_eq!(app.verify(&token, &session_id).await.status(), 200);
+    let again = listed(&app, "?subject=user:alice&limit=100").await;
+    assert_eq!(again["data"].as_array().unwrap().len(), before);
+}
+
+#[tokio::test]
+async fn a_lifetime_purchase_is_completed_and_its_refund_told() {
+    let (app, _server, receiver) = app_with_receiver(0).await;
+    let (_, session_id, _) = app.paid_checkout("bob", "lifetime", "once").await;
+    let token = app.user_token("bob");
+    assert_eq!(app.verify(&token, &session_id).await.status(), 200);
+    let got = receiver
+        .until("purchase.completed", |d| {
+            has_type(d, "purchase.completed") && has_type(d, "entitlements.changed")
+        })
+        .await;
+    let completed = got
+        .iter()
+        .map(Delivery::json)
+        .find(|b| b["type"] == "purchase.completed")
+        .unwrap();
+    assert_eq!(completed["data"]["plan"], "lifetime");
+    assert_eq!(completed["data"]["checkout_session_id"], session_id);
+    assert_eq!(completed["data"]["status"], "paid");
+
+    let payment_intent = app.stripe.payment_intent_of(&session_id);
+    let charge = app.stripe.refund(&payment_intent);
+    app.webhook_ok(&event("evt_refund_bob", "charge.refunded", charge))
+        .await;
+    let got = receiver
+        .until("purchase.refunded and the loss of access", |d| {
+            has_type(d, "purchase.refunded")
+                && types(d)
+                    .iter()
+                    .filter(|t| *t == "entitlements.changed")
+                    .count()
+                    == 2
+        })
+        .await;
+    let last_change = got
+        .iter()
+        .rev()
+        .map(Delivery::json)
+        .find(|b| b["type"] == "entitlements.changed")
+        .unwrap();
+    assert_eq!(last_change["data"]["access"], false);
+    assert_eq!(last_change["data"]["reason"], "refunded");
+    assert_eq!(last_change["data"]["previous"]["reason"], "lifetime");
+    for d in &got {
+        verify(SECRET, d).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_receiver_that_fails_three_times_gets_the_same_event_after_growing_waits() {
+    let (app, _server, receiver) = app_with_receiver(3).await;
+    app.subscribe("carol", "pro", "month").await;
+    let got = receiver
+        .until("four attempts of the first event", |d| {
+            d.iter().filter(|x| x.json()["revision"] == 1).count() >= 4
+        })
+        .await;
+    let first: Vec<&Delivery> = got.iter().filter(|d| d.json()["revision"] == 1).collect();
+    assert!(
+        first.iter().all(|d| d.id == first[0].id),
+        "one webhook-id on every retry"
+    );
+    for d in &first {
+        verify(SECRET, d).unwrap();
+    }
+    // Nothing of the subject overtakes its first event while that one is retried.
+    let before_success: Vec<&Delivery> = got
+        .iter()
+        .take_while(|d| !std::ptr::eq(*d, first[3]))
+        .collect();
+    assert!(before_success.iter().all(|d| d.json()["revision"] == 1));
+    // 150 ms, 300 ms, 600 ms (less up to a fifth of jitter): each wait longer than the last.
+    let waits: Vec<Duration> = first.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert!(
+        waits[1] > waits[0] && waits[2] > waits[1],
+        "waits {waits:?}"
+    );
+    assert!(waits[0] >= Duration::from_millis(110), "waits {waits:?}");
+
+    // The delivery is stored as delivered after four attempts.
+    let event_id = first[0].id.clone();
+    let rows = app
+        .db(move |conn| {
+            tollgate::db::outbox::deliveries(conn, tollgate::db::outbox::DELIVERED, 100)
+        })
+        .await;
+    let row = rows
+        .iter()
+        .find(|r| r.event_id == event_id)
+        .expect("stored");
+    assert_eq!(row.attempts, 4);
+    assert_eq!(row.endpoint, "product");
+    // The rest of the subject's events follow, in order.
+    let all = receiver
+        .until("the rest", |d| has_type(d, "entitlements.changed"))
+        .await;
+    let delivered_revisions: Vec<i64> = all
+        .iter()
+        .map(|d| d.json()["revision"].as_i64().unwrap())
+        .collect();
+    let mut unique = delivered_revisions.clone();
+    unique.dedup();
+    assert_eq!(unique, (1..=unique.len() as i64).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_receiver_that_was_down_catches_up_through_the_listing() {
+    // No endpoint at all: the events are only listed.
+    let app = spawn_app_with(Options {
+        extra_toml: "[events]\npoll_interval_ms = 50\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let sub_id = app.subscribed("dave", "pro", "month").await;
+    // 50 changes: cancel at period end, and back, 25 times.
+    for i in 0..50 {
+        let sub = app.stripe.update_subscription(&sub_id, |s| {
+            s["cancel_at_period_end"] = json!(i % 2 == 0);
+        });
+        app.webhook_ok(&event(
+            &format!("evt_flip_{i}"),
+            "customer.subscription.updated",
+            sub,
+        ))
+        .await;
+    }
+    // Subscribing tells subscription.created, payment.succeeded and entitlements.changed; each
+    // flip subscription.updated and entitlements.changed.
+    let listing = all_listed(&app, "user:dave", 103, 7).await;
+    assert_eq!(listing.len(), 103);
+    let revisions: Vec<i64> = listing
+        .iter()
+        .map(|e| e["revision"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        revisions,
+        (1..=revisions.len() as i64).collect::<Vec<_>>(),
+        "no gap, no repeat"
+    );
+    let updates = listing
+        .iter()
+        .filter(|e| e["type"] == "subscription.updated")
+        .count();
+    assert_eq!(updates, 50);
+    let changes = listing
+        .iter()
+        .filter(|e| e["type"] == "entitlements.changed")
+        .count();
+    assert_eq!(
+        changes, 51,
+        "subscribing, then each flip between active and canceling"
+    );
+    let last = listing.last().unwrap();
+    assert_eq!(last["type"], "entitlements.changed");
+    assert_eq!(last["data"]["reason"], "active");
+
+    // Types filter, and a cursor past the end answers nothing new.
+    let only = listed(
+        &app,
+        "?subject=user:dave&types=subscription.created,subscription.updated&limit=100",
+    )
+    .await;
+    assert_eq!(only["data"].as_array().unwrap().len(), 51);
+    let end = listed(&app, "?limit=100&after=999999").await;
+    assert_eq!(end["data"], json!([]));
+    assert_eq!(end["next_cursor"], "999999");
+    assert_eq!(end["has_more"], false);
+    assert_eq!(
+        app.count("event_deliveries").await,
+        0,
+        "no endpoint, no deliveries"
+    );
+}
+
+#[tokio::test]
+async fn the_listing_refuses_bad_queries_and_callers() {
+    let app = spawn_app_with(Options::default()).await;
+    let token = app.idp.service_token("billing:read");
+    for (query, code) in [
+        ("?after=abc", "invalid_cursor"),
+        ("?after=-1", "invalid_cursor"),
+        ("?limit=0", "invalid_limit"),
+        ("?limit=101", "invalid_limit"),
+        ("?subject=alice", "invalid_subject"),
+        ("?subject=user:", "invalid_subject"),
+        ("?subject=planet:earth", "invalid_subject"),
+        ("?types=entitlements.changed,nope", "invalid_types"),
+    ] {
+        let res = app.get(&format!("/v1/events{query}"), Some(&token)).await;
+        assert_eq!(res.status(), 400, "{query}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["code"], code, "{query}");
+    }
+    let user = app.user_token("alice");
+    assert_eq!(app.get("/v1/events", Some(&user)).await.status(), 403);
+    assert_eq!(app.get("/v1/events", None).await.status(), 401);
+}
