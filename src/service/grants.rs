@@ -15,6 +15,7 @@ use crate::db::{self, to_db_time};
 use crate::state::AppState;
 
 use super::error::ServiceError;
+use super::events::Emitter;
 
 /// What a new grant gives, to whom (as the plan's scope needs: a user, a tenant, or a user in
 /// a tenant), and why.
@@ -75,21 +76,25 @@ pub async fn create(
         revoked_by: None,
     };
     let stored = row.clone();
-    state
+    let emitter = Emitter::of(state, &subject);
+    let ((), appended) = state
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
-                grants::insert(
-                    conn,
-                    &stored,
-                    Origin {
-                        source: SOURCE,
-                        now,
-                    },
-                )
+                emitter.around(conn, &stored.subject.clone(), now, |conn| {
+                    grants::insert(
+                        conn,
+                        &stored,
+                        Origin {
+                            source: SOURCE,
+                            now,
+                        },
+                    )
+                })
             })
         })
         .await?;
+    appended.committed(state);
     state.db.snapshot_written(&row.subject);
     tracing::info!(grant = %row.grant_id, subject = %row.subject, plan = %row.plan_id, by = %by, "plan granted");
     Ok(GrantView::of(row, now)?)
@@ -103,26 +108,38 @@ pub async fn revoke(
 ) -> Result<GrantView, ServiceError> {
     const SOURCE: &str = "api:grants.delete";
     let now = stored_time(state.now());
+    let not_found = || ServiceError::not_found("grant_not_found", format!("no grant `{grant_id}`"));
     let (id, who) = (grant_id.to_string(), by.to_string());
-    let revoked = state
+    let found = id.clone();
+    let holder = state
+        .db
+        .run(move |conn| grants::find(conn, &found))
+        .await?
+        .ok_or_else(not_found)?
+        .subject;
+    let subject = Subject::parse_key(&holder)
+        .ok_or_else(|| anyhow::anyhow!("stored subject `{holder}` is malformed"))?;
+    let emitter = Emitter::of(state, &subject);
+    let (revoked, appended) = state
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
-                grants::revoke(
-                    conn,
-                    &id,
-                    &who,
-                    Origin {
-                        source: SOURCE,
-                        now,
-                    },
-                )
+                emitter.around(conn, &holder, now, |conn| {
+                    grants::revoke(
+                        conn,
+                        &id,
+                        &who,
+                        Origin {
+                            source: SOURCE,
+                            now,
+                        },
+                    )
+                })
             })
         })
         .await?;
-    let (row, changed) = revoked.ok_or_else(|| {
-        ServiceError::not_found("grant_not_found", format!("no grant `{grant_id}`"))
-    })?;
+    appended.committed(state);
+    let (row, changed) = revoked.ok_or_else(not_found)?;
     if changed {
         state.db.snapshot_written(&row.subject);
         tracing::info!(grant = %row.grant_id, subject = %row.subject, by = %by, "grant revoked");

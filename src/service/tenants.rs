@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::billing::events::{Event, EventType};
 use crate::billing::ids::{TenantId, UserId};
 use crate::billing::scope::Scope;
 use crate::billing::subject::Subject;
@@ -13,6 +14,7 @@ use crate::state::AppState;
 use crate::stripe::{CustomerId, SubscriptionId};
 
 use super::error::ServiceError;
+use super::events::{AppendedEvents, Emitter};
 use super::gateway::{fresh_state, subscription_id};
 use super::gateway::{gateway_error, stripe};
 use super::sync::{sync_customer, SyncCause};
@@ -44,6 +46,7 @@ pub async fn remove_tenant(
         tenant_id: tenant_id.to_owned(),
     };
     let (t, tid, now) = (tenant.clone(), tenant_id.to_owned(), state.now());
+    let emitter = Emitter::of(state, &tenant);
     let removal = state
         .db
         .run(move |conn| {
@@ -55,16 +58,21 @@ pub async fn remove_tenant(
                     return Ok(None);
                 }
                 // The tenant's row first (it may not exist yet), then its memberships.
-                let removed_at = mark(conn, &t, SOURCE, now)?;
+                let mut appended = AppendedEvents::default();
+                let removed_at = mark(conn, &t, SOURCE, now, &emitter, &mut appended)?;
                 for row in &rows {
                     if let Some(member) = Subject::parse_key(&row.subject).filter(|s| *s != t) {
-                        mark(conn, &member, SOURCE, now)?;
+                        mark(conn, &member, SOURCE, now, &emitter, &mut appended)?;
                     }
                 }
-                Ok(Some((removed_at, rows)))
+                Ok(Some((removed_at, rows, appended)))
             })
         })
         .await?;
+    let removal = removal.map(|(at, rows, appended)| {
+        appended.committed(state);
+        (at, rows)
+    });
     let (removed_at, rows) = removal.ok_or_else(|| {
         ServiceError::not_found(
             "tenant_not_found",
@@ -107,16 +115,19 @@ pub async fn remove_member(
         tenant_id: tenant_id.to_owned(),
     };
     let (m, t, now) = (membership.clone(), tenant.clone(), state.now());
-    let (removed_at, rows) = state
+    let emitter = Emitter::of(state, &membership);
+    let (removed_at, rows, appended) = state
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
-                let at = mark(conn, &m, SOURCE, now)?;
+                let mut appended = AppendedEvents::default();
+                let at = mark(conn, &m, SOURCE, now, &emitter, &mut appended)?;
                 let rows = [customers::find(conn, &m)?, customers::find(conn, &t)?];
-                Ok((at, rows))
+                Ok((at, rows, appended))
             })
         })
         .await?;
+    appended.committed(state);
     let mut canceled = Vec::new();
     for row in rows.into_iter().flatten() {
         let (Some(customer_id), Some(subject)) =
@@ -144,8 +155,19 @@ fn mark(
     subject: &Subject,
     source: &str,
     now: DateTime<Utc>,
+    emitter: &Emitter,
+    appended: &mut AppendedEvents,
 ) -> anyhow::Result<DateTime<Utc>> {
     if customers::mark_removed(conn, subject, now)? {
+        let event = Event {
+            kind: EventType::TenantRemoved,
+            data: serde_json::json!({
+                "tenant_id": subject.tenant_id(),
+                "user_id": subject.user_id(),
+                "removed_at": now,
+            }),
+        };
+        emitter.append(conn, &subject.key(), &event, now, appended)?;
         audit::record(
             conn,
             Entry {
