@@ -469,3 +469,45 @@ async fn the_listing_refuses_bad_queries_and_callers() {
     assert_eq!(app.get("/v1/events", Some(&user)).await.status(), 403);
     assert_eq!(app.get("/v1/events", None).await.status(), 401);
 }
+
+#[tokio::test]
+async fn a_grant_given_and_revoked_tells_each_change_of_entitlements() {
+    let app = spawn_app_with(Options {
+        extra_toml: "[events]\npoll_interval_ms = 50\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let admin = app.idp.service_token("billing:admin");
+    let (status, grant) = app
+        .send_to(
+            &app.address,
+            reqwest::Method::POST,
+            "/v1/grants",
+            &admin,
+            Some(json!({"user_id": "erin", "plan": "pro", "note": "partner deal"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{grant}");
+    let events = app.events_of("user:erin", 1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "entitlements.changed");
+    assert_eq!(events[0]["data"]["reason"], "granted");
+    assert_eq!(events[0]["data"]["grant_id"], grant["id"]);
+    assert_eq!(events[0]["revision"], 1);
+
+    let path = format!("/v1/grants/{}", grant["id"].as_str().unwrap());
+    let (status, _) = app
+        .send_to(&app.address, reqwest::Method::DELETE, &path, &admin, None)
+        .await;
+    assert_eq!(status, 200);
+    // Revoking again changes nothing and tells nothing.
+    let (status, _) = app
+        .send_to(&app.address, reqwest::Method::DELETE, &path, &admin, None)
+        .await;
+    assert_eq!(status, 200);
+    let events = app.events_of("user:erin", 2).await;
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events[1]["data"]["access"], false);
+    assert_eq!(events[1]["data"]["previous"]["reason"], "granted");
+    assert_eq!(events[1]["revision"], 2);
+}

@@ -656,6 +656,44 @@ async fn removing_a_tenant_cancels_its_subscriptions_once_and_a_retry_finishes_a
     let (_, seat_after) = status_in(&app, &dave, None).await;
     assert_eq!(seat_after["access"], false);
 
+    // The removal was told once (by the first call, which recorded it), to the tenant and to
+    // each member; the cancellations took the tenant's plan away.
+    let tenant_events = app.events_of("tenant:t1", 1).await;
+    let types_of = |events: &[Value]| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let told = types_of(&tenant_events);
+    assert_eq!(
+        told.iter().filter(|t| *t == "tenant.removed").count(),
+        1,
+        "{told:?}"
+    );
+    assert!(
+        told.contains(&"subscription.canceled".to_owned()),
+        "{told:?}"
+    );
+    let told_removed = tenant_events
+        .iter()
+        .find(|e| e["type"] == "tenant.removed")
+        .unwrap();
+    assert_eq!(told_removed["data"]["tenant_id"], "t1");
+    assert_eq!(told_removed["data"]["user_id"], Value::Null);
+    let lost = tenant_events
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "entitlements.changed")
+        .unwrap();
+    assert_eq!(lost["data"]["access"], false);
+    let member_events = app.events_of("membership:t1:dave", 1).await;
+    let member_removed = member_events
+        .iter()
+        .find(|e| e["type"] == "tenant.removed")
+        .unwrap();
+    assert_eq!(member_removed["data"]["user_id"], "dave");
+
     // Again: nothing left to cancel, the first removal time stands, Stripe is not asked twice.
     let (status, again) = send(&app, Method::DELETE, "/v1/tenants/t1", &admin(&app), None).await;
     assert_eq!(status, 200);

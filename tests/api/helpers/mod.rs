@@ -391,6 +391,29 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The events of `subject` (its key) that `GET /v1/events` lists, once it lists at least
+    /// `n` (the sequencer places committed events within `events.poll_interval_ms`).
+    pub async fn events_of(&self, subject: &str, n: usize) -> Vec<Value> {
+        let token = self.idp.service_token("billing:read");
+        let mut listed = Vec::new();
+        for _ in 0..200 {
+            let res = self
+                .get(
+                    &format!("/v1/events?subject={subject}&limit=100"),
+                    Some(&token),
+                )
+                .await;
+            assert_eq!(res.status(), 200);
+            let page: Value = res.json().await.unwrap();
+            listed = page["data"].as_array().unwrap().clone();
+            if listed.len() >= n {
+                return listed;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("fewer than {n} events of {subject} listed: {listed:#?}");
+    }
+
     pub fn database_url(&self) -> String {
         self.database.url.clone()
     }
