@@ -117,6 +117,9 @@ pub struct QuotaAllowance {
     pub period: Option<QuotaPeriod>,
     /// Credits bought for the quota (credit packs).
     pub purchased: u64,
+    /// When the allowance's window starts again from zero (`null`: never); a reset is a change
+    /// of the document, told when it comes.
+    pub resets_at: Option<DateTime<Utc>>,
 }
 
 /// The entitlement document of one subject, on its own facts, at `now`.
@@ -154,6 +157,7 @@ pub fn entitlements(
             limit: a.limit,
             period: a.period,
             purchased: a.purchased,
+            resets_at: a.window.resets_at,
         })
         .collect();
     Entitlements {
@@ -169,17 +173,57 @@ pub fn entitlements(
     }
 }
 
-/// `entitlements.changed` when the document differs: the new document whole, and what the
-/// subject had before (`previous`), so that a receiver can tell a loss of access from a gain.
-pub fn entitlements_changed(before: &Entitlements, after: &Entitlements) -> Option<Event> {
-    if before == after {
+/// When the document of `facts` may next change by time alone, after `now`: the earliest of
+/// the ends the facts and the document hold (a grace period, a trial, a period that ends with a
+/// cancellation, a cancellation date, a grant's end, a quota window's reset). The document is
+/// evaluated again then; `None`: nothing ends by itself.
+pub fn next_change(
+    facts: &SubjectFacts,
+    document: &Entitlements,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let subscriptions = facts
+        .subscriptions
+        .iter()
+        .filter(|s| s.status.stands())
+        .flat_map(|s| {
+            [
+                s.trial_end,
+                s.cancel_at,
+                s.current_period_end.filter(|_| s.cancel_at_period_end),
+                s.pause_collection.as_ref().and_then(|p| p.resumes_at),
+            ]
+        });
+    let grants = facts.grants.iter().map(|g| g.until);
+    let quotas = document.quotas.iter().map(|q| q.resets_at);
+    std::iter::once(document.grace_until)
+        .chain(subscriptions)
+        .chain(grants)
+        .chain(quotas)
+        .flatten()
+        .filter(|t| *t > now)
+        .min()
+}
+
+impl Entitlements {
+    /// The document as told and stored (`event_heads.document`).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("an entitlement document serializes")
+    }
+}
+
+/// `entitlements.changed` when the document differs from `before` (the one last told, as
+/// [`Entitlements::to_json`] gave it): the new document whole, and what the subject had before
+/// (`previous`), so that a receiver can tell a loss of access from a gain.
+pub fn entitlements_changed(before: &Value, after: &Entitlements) -> Option<Event> {
+    let mut data = after.to_json();
+    if *before == data {
         return None;
     }
-    let mut data = serde_json::to_value(after).expect("an entitlement document serializes");
     data["previous"] = json!({
-        "access": before.access,
-        "reason": before.reason,
-        "plan": before.plan,
+        "access": before.get("access").cloned().unwrap_or(Value::Null),
+        "reason": before.get("reason").cloned().unwrap_or(Value::Null),
+        "plan": before.get("plan").cloned().unwrap_or(Value::Null),
     });
     Some(Event {
         kind: EventType::EntitlementsChanged,
@@ -629,13 +673,16 @@ mod tests {
         assert_eq!(active.plan, "pro");
         assert_eq!(active.subscription_id.as_deref(), Some("sub_1"));
 
-        let event = entitlements_changed(&nothing, &active).expect("a change");
+        let event = entitlements_changed(&nothing.to_json(), &active).expect("a change");
         assert_eq!(event.kind, EventType::EntitlementsChanged);
         assert_eq!(event.data["access"], true);
         assert_eq!(event.data["plan"], "pro");
         assert_eq!(event.data["previous"]["access"], false);
         assert_eq!(event.data["previous"]["reason"], "free");
-        assert_eq!(entitlements_changed(&active, &active.clone()), None);
+        assert_eq!(
+            entitlements_changed(&active.to_json(), &active.clone()),
+            None
+        );
 
         // Past due: access until the grace period ends, none after, on the same facts.
         let past_due = facts_with(SubscriptionStatus::PastDue, Some(at(5)));
@@ -646,7 +693,7 @@ mod tests {
             (expired.access, expired.reason),
             (false, Reason::GraceExpired)
         );
-        assert!(entitlements_changed(&in_grace, &expired).is_some());
+        assert!(entitlements_changed(&in_grace.to_json(), &expired).is_some());
     }
 
     #[test]
@@ -674,9 +721,59 @@ mod tests {
             .find(|q| q.key == "generations")
             .expect("generations");
         assert_eq!(generations.period, Some(QuotaPeriod::BillingPeriod));
-        // A new day opens new quota windows, which is no change of the document.
-        let again = entitlements(&catalog, policy(), &facts, false, at(6));
-        assert_eq!(doc, again);
+        assert_eq!(
+            credits.resets_at,
+            Some(Utc.with_ymd_and_hms(2026, 11, 6, 0, 0, 0).unwrap())
+        );
+        // Within the day the document stands; the next day's window is a change, told then.
+        let later = entitlements(
+            &catalog,
+            policy(),
+            &facts,
+            false,
+            at(5) + chrono::Duration::hours(11),
+        );
+        assert_eq!(doc, later);
+        let next_day = entitlements(&catalog, policy(), &facts, false, at(6));
+        assert_ne!(doc, next_day);
+        assert_eq!(next_change(&facts, &doc, at(5)), credits.resets_at);
+    }
+
+    #[test]
+    fn the_next_change_is_the_earliest_end_ahead() {
+        let catalog = catalog();
+        // Past due since noon on the 5th: the daily credits reset at midnight, then the grace
+        // period (24 h) ends at noon.
+        let past_due = facts_with(SubscriptionStatus::PastDue, Some(at(5)));
+        let mut doc = entitlements(&catalog, policy(), &past_due, false, at(5));
+        let midnight = Utc.with_ymd_and_hms(2026, 11, 6, 0, 0, 0).unwrap();
+        assert_eq!(next_change(&past_due, &doc, at(5)), Some(midnight));
+        doc.quotas.clear();
+        assert_eq!(next_change(&past_due, &doc, at(5)), Some(at(6)));
+        // After it: the next quota window of the free plan's daily allowance.
+        let expired = entitlements(&catalog, policy(), &past_due, false, at(7));
+        assert_eq!(
+            next_change(&past_due, &expired, at(7)),
+            Some(Utc.with_ymd_and_hms(2026, 11, 8, 0, 0, 0).unwrap())
+        );
+        // Canceling at period end: the period's end, unless a quota resets before.
+        let mut canceling = facts_with(SubscriptionStatus::Active, None);
+        canceling.subscriptions[0].cancel_at_period_end = true;
+        let mut no_quotas = entitlements(&catalog, policy(), &canceling, false, at(27));
+        no_quotas.quotas.clear();
+        assert_eq!(next_change(&canceling, &no_quotas, at(27)), Some(at(28)));
+        // A grant's end; nothing at all once everything has ended.
+        let mut granted = SubjectFacts::default();
+        granted.grants.push(crate::billing::facts::GrantFacts {
+            id: "grant_1".into(),
+            plan_id: "pro".into(),
+            until: Some(at(10)),
+            created_at: at(1),
+        });
+        let mut doc = entitlements(&catalog, policy(), &granted, false, at(9));
+        doc.quotas.clear();
+        assert_eq!(next_change(&granted, &doc, at(9)), Some(at(10)));
+        assert_eq!(next_change(&granted, &doc, at(10)), None);
     }
 
     #[test]

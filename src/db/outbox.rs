@@ -357,3 +357,66 @@ pub fn deliveries(
         .select(DeliveryRow::as_select())
         .load(conn)?)
 }
+
+/// The entitlement document last told for `subject` (its JSON), if any.
+pub fn told(conn: &mut DbConnection, subject: &str) -> anyhow::Result<Option<String>> {
+    Ok(event_heads::table
+        .find(subject)
+        .select(event_heads::document)
+        .first::<Option<String>>(conn)
+        .optional()?
+        .flatten())
+}
+
+/// Remembers the subject's document as told and when it next changes by time alone (`None`:
+/// never), for the scheduler. Call in the transaction that told it (or found it unchanged).
+pub fn remember(
+    conn: &mut DbConnection,
+    subject: &str,
+    document: &str,
+    next_change_at: Option<DateTime<Utc>>,
+) -> anyhow::Result<()> {
+    let next = next_change_at.map(to_db_time);
+    let insert = diesel::insert_into(event_heads::table).values((
+        event_heads::subject.eq(subject),
+        event_heads::revision.eq(0_i64),
+        event_heads::document.eq(Some(document)),
+        event_heads::next_change_at.eq(next),
+    ));
+    on_backend!(conn, |c| insert
+        .on_conflict(event_heads::subject)
+        .do_update()
+        .set((
+            event_heads::document.eq(Some(document)),
+            event_heads::next_change_at.eq(next),
+        ))
+        .execute(c))?;
+    Ok(())
+}
+
+/// Subjects whose document may have changed by time (`next_change_at` passed), locked until
+/// the end of the transaction this must run in (PostgreSQL: `SKIP LOCKED`, so one replica
+/// handles each); with the document last told.
+pub fn due_changes(
+    conn: &mut DbConnection,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> anyhow::Result<Vec<(String, Option<String>)>> {
+    let query = event_heads::table
+        .filter(event_heads::next_change_at.le(to_db_time(now)))
+        .order(event_heads::next_change_at.asc())
+        .limit(limit)
+        .select((event_heads::subject, event_heads::document));
+    Ok(match conn {
+        DbConnection::Pg(c) => query.for_update().skip_locked().load(c)?,
+        DbConnection::Sqlite(c) => query.load(c)?,
+    })
+}
+
+/// Whether any subject's document is due to be evaluated again (the scheduler's cheap check).
+pub fn any_due(conn: &mut DbConnection, now: DateTime<Utc>) -> anyhow::Result<bool> {
+    Ok(diesel::select(diesel::dsl::exists(
+        event_heads::table.filter(event_heads::next_change_at.le(to_db_time(now))),
+    ))
+    .get_result(conn)?)
+}

@@ -183,6 +183,8 @@ diesel::table! {
     event_heads (subject) {
         subject -> Text,
         revision -> BigInt,
+        document -> Nullable<Text>,
+        next_change_at -> Nullable<Timestamp>,
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use secrecy::ExposeSecret;
 use standardwebhooks::Webhook;
 
@@ -67,21 +67,16 @@ impl Sender {
         names
     }
 
-    /// One attempt: POST `payload` to `endpoint`, signed at `now`.
-    pub async fn send(
-        &self,
-        endpoint: &str,
-        event_id: &str,
-        payload: &str,
-        now: DateTime<Utc>,
-    ) -> Outcome {
+    /// One attempt: POST `payload` to `endpoint`, signed now. (The wall clock, not the
+    /// service's: receivers check the timestamp against theirs.)
+    pub async fn send(&self, endpoint: &str, event_id: &str, payload: &str) -> Outcome {
         let Some(target) = self.targets.get(endpoint) else {
             return Outcome::Failed {
                 status: None,
                 error: format!("endpoint `{endpoint}` is not configured on this replica"),
             };
         };
-        let timestamp = now.timestamp();
+        let timestamp = Utc::now().timestamp();
         let signature = match target.signer.sign(event_id, timestamp, payload.as_bytes()) {
             Ok(signature) => signature,
             Err(e) => {

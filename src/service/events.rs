@@ -2,7 +2,7 @@
 //! the change's own transaction ([`Emitter`]), and the dispatcher every replica runs, which
 //! places committed events in `GET /v1/events` order and delivers due deliveries.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,20 +60,27 @@ impl Emitter {
         }
     }
 
-    /// The subject's entitlement document as stored (read inside the transaction, before the
-    /// change) and whether its user's token showed an exempt role.
+    /// The subject's document before a change (read inside its transaction): the one last
+    /// told, else the one its stored facts give now; and whether its user's token showed an
+    /// exempt role.
     pub fn stored(
         &self,
         conn: &mut DbConnection,
         key: &str,
         now: DateTime<Utc>,
-    ) -> anyhow::Result<(Entitlements, bool)> {
+    ) -> anyhow::Result<(serde_json::Value, bool)> {
         let snapshot = db::snapshots::read_many(conn, None, &[key.to_owned()])?;
         let role_exempt = snapshot[0].role_exempt;
-        Ok((
-            self.document(&snapshot[0].facts, role_exempt, now),
-            role_exempt,
-        ))
+        let told = outbox::told(conn, key)?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()?;
+        let before = match told {
+            Some(told) => told,
+            None => self
+                .document(&snapshot[0].facts, role_exempt, now)
+                .to_json(),
+        };
+        Ok((before, role_exempt))
     }
 
     pub fn document(
@@ -105,6 +112,25 @@ impl Emitter {
         Ok(())
     }
 
+    /// Tells `entitlements.changed` when the subject's document, on `facts` at `now`, differs
+    /// from `before`, and remembers it with the time it next changes by itself.
+    fn settle(
+        &self,
+        conn: &mut DbConnection,
+        key: &str,
+        before: &serde_json::Value,
+        (facts, role_exempt): (&SubjectFacts, bool),
+        now: DateTime<Utc>,
+        appended: &mut AppendedEvents,
+    ) -> anyhow::Result<()> {
+        let after = self.document(facts, role_exempt, now);
+        if let Some(event) = events::entitlements_changed(before, &after) {
+            self.append(conn, key, &event, now, appended)?;
+        }
+        let next = events::next_change(facts, &after, now);
+        outbox::remember(conn, key, &after.to_json().to_string(), next)
+    }
+
     /// Runs `write`, which changes what the subject `key` holds and rewrites its snapshot, and
     /// appends `entitlements.changed` when that moved the subject's document (grants, tenant
     /// removals: changes that are no sync).
@@ -115,13 +141,20 @@ impl Emitter {
         now: DateTime<Utc>,
         write: impl FnOnce(&mut DbConnection) -> anyhow::Result<T>,
     ) -> anyhow::Result<(T, AppendedEvents)> {
-        let (before, _) = self.stored(conn, key, now)?;
+        let (before, role_exempt) = self.stored(conn, key, now)?;
         let out = write(conn)?;
-        let (after, _) = self.stored(conn, key, now)?;
+        let facts = db::snapshots::read_many(conn, None, &[key.to_owned()])?[0]
+            .facts
+            .clone();
         let mut appended = AppendedEvents::default();
-        if let Some(event) = events::entitlements_changed(&before, &after) {
-            self.append(conn, key, &event, now, &mut appended)?;
-        }
+        self.settle(
+            conn,
+            key,
+            &before,
+            (&facts, role_exempt),
+            now,
+            &mut appended,
+        )?;
         Ok((out, appended))
     }
 
@@ -132,7 +165,7 @@ impl Emitter {
         conn: &mut DbConnection,
         subject: &str,
         changes: &Changes,
-        before: Option<(Entitlements, bool)>,
+        before: Option<(serde_json::Value, bool)>,
         after: Option<&SubjectFacts>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<AppendedEvents> {
@@ -141,13 +174,67 @@ impl Emitter {
             self.append(conn, &key, &event, now, &mut appended)?;
         }
         if let (Some((before, role_exempt)), Some(after)) = (before, after) {
-            let after = self.document(after, role_exempt, now);
-            if let Some(event) = events::entitlements_changed(&before, &after) {
-                self.append(conn, subject, &event, now, &mut appended)?;
-            }
+            self.settle(
+                conn,
+                subject,
+                &before,
+                (after, role_exempt),
+                now,
+                &mut appended,
+            )?;
         }
         Ok(appended)
     }
+}
+
+/// Subjects whose document is due to change by time that one scheduler pass handles.
+const DUE_BATCH: i64 = 100;
+
+/// Tells the changes that happen by time alone (a grace period or trial ending, a canceled
+/// period or a grant reaching its end, a quota window resetting): for each subject whose
+/// `next_change_at` passed, its document is evaluated again and told if it moved. Locked per
+/// subject (PostgreSQL: `SKIP LOCKED`), so one replica tells each change.
+async fn tell_due_changes(
+    state: &Arc<AppState>,
+    exempt: &Arc<HashSet<String>>,
+) -> anyhow::Result<()> {
+    let now = state.now();
+    if !state.db.run(move |conn| outbox::any_due(conn, now)).await? {
+        return Ok(());
+    }
+    let (routes, catalog, policy, exempt) = (
+        state.events.routes.clone(),
+        state.catalog.clone(),
+        state.policy,
+        exempt.clone(),
+    );
+    let appended = state
+        .db
+        .run(move |conn| {
+            db::write_transaction(conn, |conn| {
+                let mut appended = AppendedEvents::default();
+                for (key, told) in outbox::due_changes(conn, now, DUE_BATCH)? {
+                    let listed_exempt = matches!(Subject::parse_key(&key), Some(Subject::User { user_id }) if exempt.contains(&user_id));
+                    let emitter = Emitter {
+                        routes: routes.clone(),
+                        catalog: catalog.clone(),
+                        policy,
+                        listed_exempt,
+                    };
+                    let snapshot = db::snapshots::read_many(conn, None, std::slice::from_ref(&key))?;
+                    let before = match told {
+                        Some(json) => serde_json::from_str(&json)?,
+                        None => serde_json::Value::Null,
+                    };
+                    let (facts, role_exempt) = (&snapshot[0].facts, snapshot[0].role_exempt);
+                    emitter.settle(conn, &key, &before, (facts, role_exempt), now, &mut appended)?;
+                }
+                Ok(appended)
+            })
+        })
+        .await?;
+    appended.committed(state);
+    Ok(())
 }
 
 /// Deliveries one claim takes at most.
@@ -160,7 +247,11 @@ pub async fn run_dispatcher(state: Arc<AppState>) {
     let terms = &state.events;
     let mut failing: HashMap<String, bool> = HashMap::new();
     let mut gauges_at = std::time::Instant::now() - GAUGE_EVERY;
+    let exempt = Arc::new(state.exempt_subjects.clone());
     loop {
+        if let Err(e) = tell_due_changes(&state, &exempt).await {
+            tracing::warn!(error = %format!("{e:#}"), "telling changes by time failed; retrying");
+        }
         if let Err(e) = tick(&state, &mut failing).await {
             tracing::warn!(error = %format!("{e:#}"), "event dispatch failed; retrying");
         }
@@ -208,8 +299,7 @@ async fn tick(state: &Arc<AppState>, failing: &mut HashMap<String, bool>) -> any
         let full = due.len() as i64 == CLAIM_BATCH;
         let sends = due.iter().map(|d| {
             let sender = sender.clone();
-            let at = state.now();
-            async move { sender.send(&d.endpoint, &d.event_id, &d.payload, at).await }
+            async move { sender.send(&d.endpoint, &d.event_id, &d.payload).await }
         });
         let outcomes = futures_util::future::join_all(sends).await;
         let retry = state.events.retry;

@@ -14,6 +14,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+use crate::helpers::fake_stripe::invoice;
 use crate::helpers::{event, spawn_app_with, Options, TestApp};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=";
@@ -510,4 +511,71 @@ async fn a_grant_given_and_revoked_tells_each_change_of_entitlements() {
     assert_eq!(events[1]["data"]["access"], false);
     assert_eq!(events[1]["data"]["previous"]["reason"], "granted");
     assert_eq!(events[1]["revision"], 2);
+}
+
+#[tokio::test]
+async fn a_failed_payment_is_told_and_so_is_the_end_of_its_grace_period_by_time_alone() {
+    let (app, _server, receiver) = app_with_receiver(0).await;
+    let sub_id = app.subscribed("frank", "pro", "month").await;
+    let customer = app.stripe.subscription(&sub_id)["customer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.stripe
+        .update_subscription(&sub_id, |s| s["status"] = json!("past_due"));
+    app.stripe.add_failed_charge(&customer, 900);
+    app.webhook_ok(&event(
+        "evt_failed_frank",
+        "invoice.payment_failed",
+        invoice("in_frank", &customer, "open"),
+    ))
+    .await;
+    let reason_is = |d: &Delivery, reason: &str| {
+        let body = d.json();
+        body["type"] == "entitlements.changed" && body["data"]["reason"] == reason
+    };
+    let got = receiver
+        .until("payment.failed and the grace period", |d| {
+            has_type(d, "payment.failed") && d.iter().any(|x| reason_is(x, "grace"))
+        })
+        .await;
+    let failed = got
+        .iter()
+        .map(Delivery::json)
+        .find(|b| b["type"] == "payment.failed")
+        .unwrap();
+    assert_eq!(failed["data"]["status"], "failed");
+    assert_eq!(failed["data"]["amount"], 900);
+    let grace = got.iter().find(|d| reason_is(d, "grace")).unwrap().json();
+    assert_eq!(grace["data"]["access"], true);
+    let grace_until: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(grace["data"]["grace_until"].clone()).unwrap();
+
+    // Nothing is asked or sent; only time passes beyond the grace period.
+    let webhooks_before = app.count("stripe_events").await;
+    app.set_now(grace_until + chrono::Duration::seconds(1));
+    let got = receiver
+        .until("the end of the grace period", |d| {
+            d.iter().any(|x| reason_is(x, "grace_expired"))
+        })
+        .await;
+    let expired = got.iter().find(|d| reason_is(d, "grace_expired")).unwrap();
+    verify(SECRET, expired).unwrap();
+    let expired = expired.json();
+    assert_eq!(expired["data"]["access"], false);
+    assert_eq!(expired["data"]["previous"]["reason"], "grace");
+    assert_eq!(expired["data"]["previous"]["access"], true);
+    assert_eq!(
+        expired["revision"].as_i64(),
+        grace["revision"].as_i64().map(|r| r + 1)
+    );
+    assert_eq!(app.count("stripe_events").await, webhooks_before);
+    // Told once: later passes find the document unchanged.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let told = receiver
+        .deliveries()
+        .iter()
+        .filter(|d| reason_is(d, "grace_expired"))
+        .count();
+    assert_eq!(told, 1);
 }

@@ -5,10 +5,17 @@
 
 -- Each subject's last revision: the upsert that takes the next one locks the row, so writers of
 -- one subject's events take revisions one after the other, in commit order.
+--
+-- It also remembers the entitlement document last told (`entitlements.changed`) and when that
+-- document next changes by time alone (a grace period, a trial, a canceled period or a grant
+-- ending, a quota window resetting): the scheduler tells those changes when they are due.
 CREATE TABLE event_heads (
     subject TEXT PRIMARY KEY,
-    revision BIGINT NOT NULL
+    revision BIGINT NOT NULL,
+    document TEXT,
+    next_change_at TIMESTAMP
 );
+CREATE INDEX event_heads_due ON event_heads (next_change_at) WHERE next_change_at IS NOT NULL;
 
 CREATE TABLE outbox_events (
     -- Insertion order (not commit order: concurrent transactions commit in any order).

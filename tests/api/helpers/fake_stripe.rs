@@ -372,6 +372,28 @@ impl FakeStripe {
         }
     }
 
+    /// Adds a failed charge of `amount` to the customer (a declined renewal), newer than any
+    /// before; returns it.
+    pub fn add_failed_charge(&self, customer: &str, amount: i64) -> Value {
+        let mut st = self.state.lock().unwrap();
+        st.next_id += 1;
+        let id = st.next_id;
+        let mut c = charge(
+            &format!("ch_test_{id}"),
+            customer,
+            &format!("pi_test_{id}"),
+            amount,
+        );
+        c["status"] = json!("failed");
+        c["paid"] = json!(false);
+        c["captured"] = json!(false);
+        c["amount_captured"] = json!(0);
+        c["failure_code"] = json!("card_declined");
+        c["failure_message"] = json!("Your card was declined.");
+        st.charges.push(c.clone());
+        c
+    }
+
     /// Deletes a customer as Stripe does: its subscriptions are canceled and retrieving it
     /// answers a deleted-customer object.
     pub fn delete_customer(&self, id: &str) -> Value {
