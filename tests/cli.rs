@@ -1015,3 +1015,96 @@ async fn every_request_is_one_access_line_that_rust_log_can_silence() {
     let lines = served.stop();
     assert!(!lines.iter().any(|l| l.contains(" access ")), "{lines:#?}");
 }
+
+/// A receiver of outbound events that holds its first answer back (the delivery is in flight
+/// while the test kills Tollgate) and answers the later ones at once.
+#[derive(Clone, Default)]
+struct SlowFirstReceiver {
+    ids: Arc<Mutex<Vec<String>>>,
+}
+
+impl wiremock::Respond for SlowFirstReceiver {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let id = request
+            .headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let mut ids = self.ids.lock().unwrap();
+        ids.push(id);
+        let template = wiremock::ResponseTemplate::new(204);
+        if ids.len() == 1 {
+            template.set_delay(std::time::Duration::from_millis(2500))
+        } else {
+            template
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_event_in_flight_when_tollgate_is_killed_is_delivered_after_the_restart() {
+    let receiver = wiremock::MockServer::start().await;
+    let got = SlowFirstReceiver::default();
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(got.clone())
+        .mount(&receiver)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("events.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[events]\ntimeout_seconds = 3\npoll_interval_ms = 100\n\n[[events.endpoints]]\n\
+             name = \"product\"\nurl = \"{}/hooks\"\n\
+             secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=\"\n",
+            receiver.uri()
+        ),
+    )
+    .unwrap();
+    let (admin, _) = dev_token(dir.path(), &["--sub", "support", "--service"]);
+    let serve = || {
+        let mut cmd = tollgate(dir.path());
+        cmd.env("TOLLGATE_CONFIG", &config)
+            .env("TOLLGATE_DEV__TOKENS", "true");
+        Served::start(cmd)
+    };
+    let first = serve();
+    let res = reqwest::Client::new()
+        .post(first.url("/v1/grants"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"user_id": "zoe", "plan": "pro", "note": "kill -9 test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    // Acknowledged, hence committed with its event; its delivery is now in flight.
+    for _ in 0..100 {
+        if !got.ids.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(got.ids.lock().unwrap().len(), 1, "the delivery started");
+    first.stop(); // SIGKILL: no shutdown, the claim stays with the dead process.
+
+    let second = serve();
+    // The dead process's claim runs out (timeout + 5 s) and the new one sends it again.
+    for _ in 0..300 {
+        if got.ids.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let ids = got.ids.lock().unwrap().clone();
+    assert_eq!(ids.len(), 2, "delivered again after the restart: {ids:?}");
+    assert_eq!(
+        ids[0], ids[1],
+        "the same webhook-id, for the receiver to dedupe"
+    );
+    assert!(ids[0].starts_with("evt_"));
+    // And once only: the answered delivery is recorded and not sent again.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(got.ids.lock().unwrap().len(), 2);
+    second.stop();
+}

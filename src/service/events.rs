@@ -237,6 +237,9 @@ async fn tell_due_changes(
     Ok(())
 }
 
+/// A claim lasts the endpoint's timeout plus this: time enough to record the answer. A
+/// replica that dies holding claims delays those deliveries by as much, then another sends them.
+const CLAIM_MARGIN: Duration = Duration::from_secs(5);
 /// Deliveries one claim takes at most.
 const CLAIM_BATCH: i64 = 32;
 /// How often the backlog gauges are refreshed.
@@ -286,7 +289,7 @@ async fn tick(state: &Arc<AppState>, failing: &mut HashMap<String, bool>) -> any
     loop {
         let now = state.now();
         let lease = now
-            + chrono::Duration::from_std(state.events.timeout + Duration::from_secs(30))
+            + chrono::Duration::from_std(state.events.timeout + CLAIM_MARGIN)
                 .unwrap_or_else(|_| chrono::Duration::minutes(1));
         let names = endpoints.clone();
         let due = state

@@ -579,3 +579,47 @@ async fn a_failed_payment_is_told_and_so_is_the_end_of_its_grace_period_by_time_
         .count();
     assert_eq!(told, 1);
 }
+
+#[tokio::test]
+async fn two_replicas_deliver_each_event_once_and_each_subject_in_order() {
+    let (app, _server, receiver) = app_with_receiver(0).await;
+    // A second replica on the same database, with the same endpoint: both dispatch.
+    let _second = app.another_instance().await;
+    let users = ["gus", "hal", "ivy", "jon", "kim"];
+    let subscribes = users.iter().map(|u| app.subscribe(u, "pro", "month"));
+    futures::future::join_all(subscribes).await;
+    receiver
+        .until("every subject's entitlements.changed", |d| {
+            d.iter()
+                .filter(|x| x.json()["type"] == "entitlements.changed")
+                .count()
+                >= users.len()
+        })
+        .await;
+    // Let any stray second delivery arrive before counting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = receiver.deliveries();
+    let mut ids: Vec<&str> = got.iter().map(|d| d.id.as_str()).collect();
+    let all = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "each event delivered once per endpoint");
+    for user in users {
+        let key = format!("user:{user}");
+        let revisions: Vec<i64> = got
+            .iter()
+            .map(Delivery::json)
+            .filter(|b| b["subject"]["key"] == key.as_str())
+            .map(|b| b["revision"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            revisions,
+            (1..=revisions.len() as i64).collect::<Vec<_>>(),
+            "{user}"
+        );
+        assert!(revisions.len() >= 3, "{user}: {revisions:?}");
+    }
+    for d in &got {
+        verify(SECRET, d).unwrap();
+    }
+}
