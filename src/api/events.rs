@@ -1,16 +1,19 @@
 //! `GET /v1/events`: the outbound events in order (docs/EVENTS.md), for receivers that were
-//! down and for services that prefer pulling (scope `billing:read`).
+//! down and for services that prefer pulling (scope `billing:read`); and for operators
+//! (scope `billing:admin`) the deliveries that failed, and delivering again.
 
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::billing::events::EventType;
 use crate::billing::ids::{TenantId, UserId};
 use crate::billing::subject::Subject;
+use crate::db::from_db_time;
 use crate::error::{ApiError, Problem};
-use crate::identity::{ReadScope, Service};
-use crate::service::events::{self as events, Listing};
+use crate::identity::{AdminScope, ReadScope, Service};
+use crate::service::events::{self as events, Listing, Redelivery};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -146,4 +149,195 @@ fn subject(key: &str) -> Result<Subject, ApiError> {
         TenantId::parse(tenant).map_err(|_| invalid())?;
     }
     Ok(subject)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FailedQuery {
+    /// Only deliveries to this endpoint (its `name` in `events.endpoints`).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "product")]
+    pub endpoint: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100, example = 20)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{1,18}$", example = "5120")]
+    pub cursor: Option<String>,
+}
+
+/// A delivery that failed for its whole retry window.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "delivery_id": 5121,
+    "event_id": "evt_5c1f0e6a3b9d4e0f8a7b6c5d4e3f2a1b",
+    "type": "entitlements.changed",
+    "endpoint": "product",
+    "subject": "user:alice",
+    "revision": 3,
+    "attempts": 19,
+    "last_status": 503,
+    "last_error": "answered 503 Service Unavailable",
+    "queued_at": "2026-11-28T09:30:00Z",
+    "failed_at": "2026-12-01T09:30:00Z"
+})))]
+pub struct FailedDeliveryOut {
+    /// Pass to `POST /v1/admin/events/redeliver` to send it again.
+    pub delivery_id: i64,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub endpoint: String,
+    /// The subject's key (`user:...`, `tenant:...`, `membership:...`).
+    pub subject: String,
+    pub revision: i64,
+    pub attempts: i32,
+    /// The endpoint's last HTTP status (`null`: no answer).
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    /// When it was queued (its retry window started).
+    pub queued_at: DateTime<Utc>,
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+/// One page of failed deliveries, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailedDeliveriesOut {
+    pub data: Vec<FailedDeliveryOut>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Deliveries that failed for their whole retry window (`events.retry_window_hours`), newest
+/// first: what a receiver missed while it was down or refusing.
+#[utoipa::path(
+    tag = "services",
+    operation_id = "v1.admin.events.failed",
+    security(("bearer" = [])),
+    params(FailedQuery),
+    responses(
+        (status = 200, description = "one page of failed deliveries, newest first", body = FailedDeliveriesOut),
+        (status = 400, description = "`invalid_query`, `invalid_endpoint`, `invalid_limit` (not 1 to 100) or `invalid_cursor`", body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
+        super::responses::MissingAdminScope,
+        super::responses::IdentityUnavailable,
+    )
+)]
+#[get("/v1/admin/events/failed")]
+pub async fn list_failed(
+    state: web::Data<AppState>,
+    _service: Service<AdminScope>,
+    query: web::Query<FailedQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let (limit, before) = super::params::page(query.limit, query.cursor.as_deref(), parse_cursor)?;
+    let endpoint = query.endpoint.map(endpoint_name).transpose()?;
+    let (rows, more) = events::failed(&state, endpoint, before, limit).await?;
+    let next_cursor = more
+        .then(|| rows.last().map(|r| r.row.delivery_id.to_string()))
+        .flatten();
+    let data = rows
+        .into_iter()
+        .map(|f| FailedDeliveryOut {
+            delivery_id: f.row.delivery_id,
+            event_id: f.row.event_id,
+            event_type: f.event_type,
+            endpoint: f.row.endpoint,
+            subject: f.row.subject,
+            revision: f.row.revision,
+            attempts: f.row.attempts,
+            last_status: f.row.last_status,
+            last_error: f.row.last_error,
+            queued_at: from_db_time(f.row.queued_at),
+            failed_at: f.row.finished_at.map(from_db_time),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(FailedDeliveriesOut { data, next_cursor }))
+}
+
+fn endpoint_name(name: String) -> Result<String, ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(name)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_endpoint",
+            "endpoint must be an events endpoint's name: 1 to 64 letters, digits, `_` or `-`",
+        ))
+    }
+}
+
+/// What to deliver again: one delivery (`delivery_id`), or every event since a time to one
+/// endpoint (`endpoint` and `since`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"endpoint": "product", "since": "2026-11-30T00:00:00Z"}), json!({"delivery_id": 5121})))]
+pub struct RedeliverIn {
+    /// A delivery of `GET /v1/admin/events/failed` (or any other, delivered ones too).
+    #[schema(minimum = 1, example = 5121)]
+    pub delivery_id: Option<i64>,
+    /// An endpoint's `name` in `events.endpoints`, with `since`.
+    #[schema(example = "product")]
+    pub endpoint: Option<String>,
+    /// Every event created at or after this time (RFC 3339), with `endpoint`.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// How many deliveries were queued again.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({"queued": 42})))]
+pub struct RedeliverOut {
+    pub queued: usize,
+}
+
+/// Delivers again: one delivery, or every event since a time to one endpoint (a receiver that
+/// lost what it had stored, or an endpoint added later: events it never had a delivery of are
+/// queued for it too, if it wants their type). The deliveries are due at once, with a fresh
+/// retry window, each subject's still in revision order. Receivers dedupe by `webhook-id`.
+#[utoipa::path(
+    tag = "services",
+    operation_id = "v1.admin.events.redeliver",
+    security(("bearer" = [])),
+    request_body = RedeliverIn,
+    responses(
+        (status = 202, description = "the deliveries are queued", body = RedeliverOut),
+        (status = 400, description = "`invalid_body` (not the object described; neither or both forms; an RFC 3339 `since`), `invalid_delivery_id` or `invalid_endpoint`", body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
+        super::responses::MissingAdminScope,
+        super::responses::BodyTooLarge,
+        super::responses::NotJson,
+        (status = 404, description = "`delivery_not_found` or `endpoint_not_found` (not in events.endpoints)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/admin/events/redeliver")]
+pub async fn redeliver(
+    state: web::Data<AppState>,
+    _service: Service<AdminScope>,
+    body: super::params::JsonObject<RedeliverIn>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let what = match (body.delivery_id, body.endpoint, body.since) {
+        (Some(id), None, None) if id >= 1 => Redelivery::One { delivery_id: id },
+        (Some(_), None, None) => {
+            return Err(ApiError::bad_request(
+                "invalid_delivery_id",
+                "delivery_id must be a delivery's id (a positive integer)",
+            ))
+        }
+        (None, Some(endpoint), Some(since)) => Redelivery::Since {
+            endpoint: endpoint_name(endpoint)?,
+            since,
+        },
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "send either {\"delivery_id\": ...} or {\"endpoint\": ..., \"since\": ...}",
+            ))
+        }
+    };
+    let queued = events::redeliver(&state, what).await?;
+    Ok(HttpResponse::Accepted().json(RedeliverOut { queued }))
 }

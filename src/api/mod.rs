@@ -81,6 +81,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(tenants::put_manager)
         .service(webhooks::stripe_webhook)
         .service(events::list_events)
+        .service(events::list_failed)
+        .service(events::redeliver)
         .service(grants::create_grant)
         .service(grants::list_grants)
         .service(grants::delete_grant)

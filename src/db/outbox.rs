@@ -70,7 +70,7 @@ pub fn append(
                 event_deliveries::status.eq(PENDING),
                 event_deliveries::attempts.eq(0),
                 event_deliveries::next_attempt_at.eq(to_db_time(now)),
-                event_deliveries::created_at.eq(to_db_time(now)),
+                event_deliveries::queued_at.eq(to_db_time(now)),
             ))
             .execute(conn)?;
     }
@@ -90,7 +90,8 @@ pub struct Due {
     /// Attempts so far, this one included.
     pub attempts: u32,
     pub payload: String,
-    pub created_at: DateTime<Utc>,
+    /// When it was queued (or queued again): its retry window starts here.
+    pub queued_at: DateTime<Utc>,
 }
 
 #[derive(QueryableByName)]
@@ -103,6 +104,8 @@ struct Claimed {
     endpoint: String,
     #[diesel(sql_type = Integer)]
     attempts: i32,
+    #[diesel(sql_type = Timestamp)]
+    queued_at: NaiveDateTime,
 }
 
 /// Claims up to `limit` due deliveries to `endpoints` until `lease_until`: pending, due, not
@@ -133,7 +136,7 @@ pub fn claim(
                WHERE e.endpoint = d.endpoint AND e.subject = d.subject \
                  AND e.status = 'pending' AND e.revision < d.revision) \
            ORDER BY d.next_attempt_at, d.delivery_id LIMIT {limit}{lock}) \
-         RETURNING delivery_id, event_id, endpoint, attempts",
+         RETURNING delivery_id, event_id, endpoint, attempts, queued_at",
         lease = placeholder(1),
         now = placeholder(2),
         now2 = placeholder(3),
@@ -158,25 +161,21 @@ pub fn claim(
         return Ok(Vec::new());
     }
     let ids: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
-    let events: Vec<(String, String, NaiveDateTime)> = outbox_events::table
+    let events: Vec<(String, String)> = outbox_events::table
         .filter(super::any_of(outbox_events::event_id, &ids))
-        .select((
-            outbox_events::event_id,
-            outbox_events::payload,
-            outbox_events::created_at,
-        ))
+        .select((outbox_events::event_id, outbox_events::payload))
         .load(conn)?;
     let mut due: Vec<Due> = claimed
         .into_iter()
         .filter_map(|c| {
-            let (_, payload, created_at) = events.iter().find(|(id, _, _)| *id == c.event_id)?;
+            let (_, payload) = events.iter().find(|(id, _)| *id == c.event_id)?;
             Some(Due {
                 delivery_id: c.delivery_id,
                 event_id: c.event_id,
                 endpoint: c.endpoint,
                 attempts: u32::try_from(c.attempts).unwrap_or(0),
                 payload: payload.clone(),
-                created_at: from_db_time(*created_at),
+                queued_at: from_db_time(c.queued_at),
             })
         })
         .collect();
@@ -320,7 +319,7 @@ pub fn backlog(conn: &mut DbConnection) -> anyhow::Result<(i64, Option<DateTime<
         .filter(event_deliveries::status.eq(PENDING))
         .select((
             diesel::dsl::count_star(),
-            diesel::dsl::min(event_deliveries::created_at),
+            diesel::dsl::min(event_deliveries::queued_at),
         ))
         .first(conn)?;
     Ok((count, oldest.map(from_db_time)))
@@ -340,7 +339,7 @@ pub struct DeliveryRow {
     pub next_attempt_at: NaiveDateTime,
     pub last_status: Option<i32>,
     pub last_error: Option<String>,
-    pub created_at: NaiveDateTime,
+    pub queued_at: NaiveDateTime,
     pub finished_at: Option<NaiveDateTime>,
 }
 
@@ -419,4 +418,139 @@ pub fn any_due(conn: &mut DbConnection, now: DateTime<Utc>) -> anyhow::Result<bo
         event_heads::table.filter(event_heads::next_change_at.le(to_db_time(now))),
     ))
     .get_result(conn)?)
+}
+
+/// A failed delivery with its event's type, for `GET /v1/admin/events/failed`.
+#[derive(Debug, Clone)]
+pub struct FailedDelivery {
+    pub row: DeliveryRow,
+    pub event_type: String,
+}
+
+/// Failed deliveries, newest first: to `endpoint` if given, before the delivery `before`.
+pub fn failed_deliveries(
+    conn: &mut DbConnection,
+    endpoint: Option<&str>,
+    before: Option<i64>,
+    limit: i64,
+) -> anyhow::Result<Vec<FailedDelivery>> {
+    let mut query = event_deliveries::table
+        .inner_join(outbox_events::table.on(outbox_events::event_id.eq(event_deliveries::event_id)))
+        .filter(event_deliveries::status.eq(FAILED))
+        .order(event_deliveries::delivery_id.desc())
+        .limit(limit)
+        .select((DeliveryRow::as_select(), outbox_events::event_type))
+        .into_boxed();
+    if let Some(endpoint) = endpoint {
+        query = query.filter(event_deliveries::endpoint.eq(endpoint.to_owned()));
+    }
+    if let Some(before) = before {
+        query = query.filter(event_deliveries::delivery_id.lt(before));
+    }
+    let rows: Vec<(DeliveryRow, String)> = query.load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(row, event_type)| FailedDelivery { row, event_type })
+        .collect())
+}
+
+/// Queues a delivery again, whatever became of it: due now, its attempts and retry window
+/// starting afresh. `false` when there is no such delivery.
+pub fn requeue(
+    conn: &mut DbConnection,
+    delivery_id: i64,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let n = diesel::update(event_deliveries::table.find(delivery_id))
+        .set(requeued(now))
+        .execute(conn)?;
+    Ok(n == 1)
+}
+
+#[allow(clippy::type_complexity)]
+fn requeued(
+    now: DateTime<Utc>,
+) -> (
+    diesel::dsl::Eq<event_deliveries::status, &'static str>,
+    diesel::dsl::Eq<event_deliveries::attempts, i32>,
+    diesel::dsl::Eq<event_deliveries::next_attempt_at, NaiveDateTime>,
+    diesel::dsl::Eq<event_deliveries::queued_at, NaiveDateTime>,
+    diesel::dsl::Eq<event_deliveries::leased_until, Option<NaiveDateTime>>,
+    diesel::dsl::Eq<event_deliveries::finished_at, Option<NaiveDateTime>>,
+) {
+    (
+        event_deliveries::status.eq(PENDING),
+        event_deliveries::attempts.eq(0),
+        event_deliveries::next_attempt_at.eq(to_db_time(now)),
+        event_deliveries::queued_at.eq(to_db_time(now)),
+        event_deliveries::leased_until.eq(None),
+        event_deliveries::finished_at.eq(None),
+    )
+}
+
+/// Queues again every event created at or after `since` for `route`'s endpoint: its
+/// deliveries that ended (delivered or failed) are due again, and an event of a type the
+/// endpoint wants that it never had a delivery of (the endpoint was added later) gets one.
+/// Answers how many deliveries are now queued by this. Each subject's still go in revision
+/// order.
+pub fn requeue_since(
+    conn: &mut DbConnection,
+    route: &Route,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<usize> {
+    write_transaction(conn, |conn| {
+        let events: Vec<String> = outbox_events::table
+            .filter(outbox_events::created_at.ge(to_db_time(since)))
+            .select(outbox_events::event_id)
+            .load(conn)?;
+        let mut queued = 0;
+        for chunk in events.chunks(500) {
+            let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            queued += diesel::update(
+                event_deliveries::table
+                    .filter(event_deliveries::endpoint.eq(&route.endpoint))
+                    .filter(event_deliveries::status.ne(PENDING))
+                    .filter(super::any_of(event_deliveries::event_id, &ids)),
+            )
+            .set(requeued(now))
+            .execute(conn)?;
+        }
+        let missing: Vec<(String, String, i64, String)> = outbox_events::table
+            .filter(outbox_events::created_at.ge(to_db_time(since)))
+            .filter(diesel::dsl::not(diesel::dsl::exists(
+                event_deliveries::table
+                    .filter(event_deliveries::event_id.eq(outbox_events::event_id))
+                    .filter(event_deliveries::endpoint.eq(&route.endpoint)),
+            )))
+            .order(outbox_events::seq.asc())
+            .select((
+                outbox_events::event_id,
+                outbox_events::subject,
+                outbox_events::revision,
+                outbox_events::event_type,
+            ))
+            .load(conn)?;
+        for (event_id, subject, revision, event_type) in missing {
+            let wanted = crate::billing::events::EventType::parse(&event_type)
+                .is_some_and(|kind| route.wants(kind));
+            if !wanted {
+                continue;
+            }
+            diesel::insert_into(event_deliveries::table)
+                .values((
+                    event_deliveries::event_id.eq(&event_id),
+                    event_deliveries::endpoint.eq(&route.endpoint),
+                    event_deliveries::subject.eq(&subject),
+                    event_deliveries::revision.eq(revision),
+                    event_deliveries::status.eq(PENDING),
+                    event_deliveries::attempts.eq(0),
+                    event_deliveries::next_attempt_at.eq(to_db_time(now)),
+                    event_deliveries::queued_at.eq(to_db_time(now)),
+                ))
+                .execute(conn)?;
+            queued += 1;
+        }
+        Ok(queued)
+    })
 }

@@ -214,7 +214,7 @@ diesel::table! {
         leased_until -> Nullable<Timestamp>,
         last_status -> Nullable<Integer>,
         last_error -> Nullable<Text>,
-        created_at -> Timestamp,
+        queued_at -> Timestamp,
         finished_at -> Nullable<Timestamp>,
     }
 }

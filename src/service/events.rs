@@ -314,7 +314,7 @@ async fn tick(state: &Arc<AppState>, failing: &mut HashMap<String, bool>) -> any
                 let next = match &outcome {
                     Outcome::Delivered { .. } => None,
                     Outcome::Failed { .. } => {
-                        retry.next_attempt(d.created_at, d.attempts, now, jitter())
+                        retry.next_attempt(d.queued_at, d.attempts, now, jitter())
                     }
                 };
                 (d, outcome, next)
@@ -444,4 +444,77 @@ pub async fn list(state: &AppState, listing: Listing) -> anyhow::Result<Page> {
         last_position,
         more,
     })
+}
+
+/// Failed deliveries, newest first (`GET /v1/admin/events/failed`).
+pub async fn failed(
+    state: &AppState,
+    endpoint: Option<String>,
+    before: Option<i64>,
+    limit: i64,
+) -> anyhow::Result<(Vec<outbox::FailedDelivery>, bool)> {
+    let mut rows = state
+        .db
+        .run(move |conn| outbox::failed_deliveries(conn, endpoint.as_deref(), before, limit + 1))
+        .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Ok((rows, more))
+}
+
+/// What to deliver again.
+#[derive(Debug, Clone)]
+pub enum Redelivery {
+    /// One delivery, whatever became of it.
+    One { delivery_id: i64 },
+    /// Every event since a time, to one endpoint.
+    Since {
+        endpoint: String,
+        since: DateTime<Utc>,
+    },
+}
+
+/// Queues deliveries again (`POST /v1/admin/events/redeliver`); answers how many.
+pub async fn redeliver(
+    state: &AppState,
+    what: Redelivery,
+) -> Result<usize, super::error::ServiceError> {
+    use super::error::ServiceError;
+    let now = state.now();
+    let queued = match what {
+        Redelivery::One { delivery_id } => {
+            let found = state
+                .db
+                .run(move |conn| outbox::requeue(conn, delivery_id, now))
+                .await?;
+            if !found {
+                return Err(ServiceError::not_found(
+                    "delivery_not_found",
+                    format!("no delivery {delivery_id} (GET /v1/admin/events/failed lists them)"),
+                ));
+            }
+            1
+        }
+        Redelivery::Since { endpoint, since } => {
+            let route = state
+                .events
+                .routes
+                .iter()
+                .find(|r| r.endpoint == endpoint)
+                .cloned()
+                .ok_or_else(|| {
+                    ServiceError::not_found(
+                        "endpoint_not_found",
+                        format!("no endpoint `{endpoint}` in events.endpoints"),
+                    )
+                })?;
+            state
+                .db
+                .run(move |conn| outbox::requeue_since(conn, &route, since, now))
+                .await?
+        }
+    };
+    tracing::info!(queued, "event deliveries queued again by an operator");
+    state.events.wake.notify_one();
+    Ok(queued)
 }

@@ -623,3 +623,155 @@ async fn two_replicas_deliver_each_event_once_and_each_subject_in_order() {
         verify(SECRET, d).unwrap();
     }
 }
+
+#[tokio::test]
+async fn deliveries_that_fail_for_the_whole_window_are_listed_and_delivered_again_on_demand() {
+    let (app, _server, receiver) = app_with_receiver(usize::MAX).await;
+    app.subscribe("lea", "pro", "month").await;
+    receiver
+        .until("a first failed attempt", |d| !d.is_empty())
+        .await;
+    // Three days and more pass while the receiver keeps failing: every delivery gives up.
+    app.set_now(chrono::Utc::now() + chrono::Duration::hours(73));
+    let admin = app.idp.service_token("billing:admin");
+    let mut failed = Value::Null;
+    for _ in 0..200 {
+        let res = app
+            .get("/v1/admin/events/failed?endpoint=product", Some(&admin))
+            .await;
+        assert_eq!(res.status(), 200);
+        failed = res.json().await.unwrap();
+        if failed["data"].as_array().unwrap().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = failed["data"].as_array().unwrap().clone();
+    assert!(rows.len() >= 3, "{failed:#}");
+    let kinds: Vec<&str> = rows.iter().map(|r| r["type"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"subscription.created"), "{kinds:?}");
+    assert!(kinds.contains(&"entitlements.changed"), "{kinds:?}");
+    for row in &rows {
+        assert_eq!(row["endpoint"], "product");
+        assert_eq!(row["subject"], "user:lea");
+        assert_eq!(row["last_status"], 500);
+        assert!(row["attempts"].as_i64().unwrap() >= 1);
+        assert!(row["failed_at"].is_string());
+    }
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics
+            .contains("tollgate_event_deliveries_total{endpoint=\"product\",outcome=\"failed\"}"),
+        "{metrics}"
+    );
+    // Paging: one at a time, newest first, the cursor continuing where the page ended.
+    let page = listed_failed(&app, &admin, "?limit=1").await;
+    assert_eq!(page["data"][0]["delivery_id"], rows[0]["delivery_id"]);
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let next = listed_failed(&app, &admin, &format!("?limit=1&cursor={cursor}")).await;
+    assert_eq!(next["data"][0]["delivery_id"], rows[1]["delivery_id"]);
+
+    // The receiver is back. One delivery again, by its id:
+    *receiver.failures.lock().unwrap() = 0;
+    let seen_before = receiver.deliveries().len();
+    let one = rows.last().unwrap();
+    let (status, out) = app
+        .send_to(
+            &app.address,
+            reqwest::Method::POST,
+            "/v1/admin/events/redeliver",
+            &admin,
+            Some(json!({"delivery_id": one["delivery_id"]})),
+        )
+        .await;
+    assert_eq!((status, &out["queued"]), (202, &json!(1)), "{out}");
+    let got = receiver
+        .until("the one delivered again", |d| {
+            d[seen_before..]
+                .iter()
+                .any(|x| x.id == one["event_id"].as_str().unwrap())
+        })
+        .await;
+    verify(SECRET, got.last().unwrap()).unwrap();
+    // Then everything since the subscription, again (the receiver dedupes by webhook-id).
+    let (status, out) = app
+        .send_to(
+            &app.address,
+            reqwest::Method::POST,
+            "/v1/admin/events/redeliver",
+            &admin,
+            Some(json!({"endpoint": "product", "since": "2026-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{out}");
+    assert!(
+        out["queued"].as_u64().unwrap() as usize >= rows.len(),
+        "{out}"
+    );
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    receiver
+        .until("every failed event delivered", |d| {
+            ids.iter().all(|id| {
+                d.iter()
+                    .any(|x| &x.id == id && x.json()["revision"].is_i64())
+            })
+        })
+        .await;
+    let after = listed_failed(&app, &admin, "").await;
+    assert_eq!(after["data"], json!([]), "nothing failed any more");
+
+    // Refusals.
+    for (body, status, code) in [
+        (json!({}), 400, "invalid_body"),
+        (
+            json!({"delivery_id": 1, "endpoint": "product", "since": "2026-01-01T00:00:00Z"}),
+            400,
+            "invalid_body",
+        ),
+        (json!({"delivery_id": 0}), 400, "invalid_delivery_id"),
+        (
+            json!({"endpoint": "no such", "since": "2026-01-01T00:00:00Z"}),
+            400,
+            "invalid_endpoint",
+        ),
+        (
+            json!({"endpoint": "crm", "since": "2026-01-01T00:00:00Z"}),
+            404,
+            "endpoint_not_found",
+        ),
+        (json!({"delivery_id": 999999}), 404, "delivery_not_found"),
+    ] {
+        let (got_status, out) = app
+            .send_to(
+                &app.address,
+                reqwest::Method::POST,
+                "/v1/admin/events/redeliver",
+                &admin,
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(
+            (got_status, out["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {out}"
+        );
+    }
+    let reader = app.idp.service_token("billing:read");
+    assert_eq!(
+        app.get("/v1/admin/events/failed", Some(&reader))
+            .await
+            .status(),
+        403
+    );
+}
+
+async fn listed_failed(app: &TestApp, token: &str, query: &str) -> Value {
+    let res = app
+        .get(&format!("/v1/admin/events/failed{query}"), Some(token))
+        .await;
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}

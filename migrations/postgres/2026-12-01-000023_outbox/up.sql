@@ -51,10 +51,12 @@ CREATE TABLE event_deliveries (
     leased_until TIMESTAMP,
     last_status INTEGER,
     last_error TEXT,
-    created_at TIMESTAMP NOT NULL,
+    -- When it was queued, or queued again by an operator: its retry window starts here.
+    queued_at TIMESTAMP NOT NULL,
     finished_at TIMESTAMP,
     UNIQUE (event_id, endpoint)
 );
 CREATE INDEX event_deliveries_due ON event_deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX event_deliveries_order ON event_deliveries (endpoint, subject, revision) WHERE status = 'pending';
-CREATE INDEX event_deliveries_failed ON event_deliveries (finished_at) WHERE status = 'failed';
+CREATE INDEX event_deliveries_failed ON event_deliveries (delivery_id) WHERE status = 'failed';
+CREATE INDEX event_deliveries_event ON event_deliveries (event_id);
