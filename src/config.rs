@@ -292,6 +292,10 @@ pub struct EventSettings {
     pub timeout_seconds: u64,
     /// How often each replica looks for due deliveries, in milliseconds.
     pub poll_interval_ms: u64,
+    /// Per quota key, the percents of its allowance whose crossing is told
+    /// (`quota.threshold_reached`, once per window), e.g. `{ generations = [80, 100] }`.
+    #[serde(default)]
+    pub quota_thresholds: BTreeMap<String, Vec<u8>>,
     #[serde(default)]
     pub endpoints: Vec<EndpointSettings>,
 }
@@ -350,6 +354,19 @@ impl EventSettings {
         self.endpoints.iter().map(EndpointSettings::route).collect()
     }
 
+    /// The thresholds of each quota, as the usage path passes them to the database.
+    pub fn thresholds(&self) -> std::collections::HashMap<String, Vec<i32>> {
+        self.quota_thresholds
+            .iter()
+            .map(|(quota, percents)| {
+                let mut p: Vec<i32> = percents.iter().map(|p| i32::from(*p)).collect();
+                p.sort_unstable();
+                p.dedup();
+                (quota.clone(), p)
+            })
+            .collect()
+    }
+
     pub fn retry_policy(&self) -> crate::billing::events::RetryPolicy {
         crate::billing::events::RetryPolicy {
             first: Duration::from_millis(self.retry_first_ms),
@@ -386,6 +403,15 @@ impl EventSettings {
                 "events.poll_interval_ms".into(),
                 "must be at least 1".into(),
             );
+        }
+        for (quota, percents) in &self.quota_thresholds {
+            let key = format!("events.quota_thresholds.{quota}");
+            if percents.is_empty() || percents.iter().any(|p| !(1..=100).contains(p)) {
+                problem(
+                    key,
+                    "must list percents of the allowance, 1 to 100 (e.g. [80, 100])".into(),
+                );
+            }
         }
         let mut names = std::collections::HashSet::new();
         for (i, e) in self.endpoints.iter().enumerate() {
@@ -1053,6 +1079,16 @@ impl Settings {
         let catalog = self
             .build_catalog()
             .map_err(|errors| problems.extend(errors));
+        if let Ok((catalog, _)) = &catalog {
+            for quota in self.events.quota_thresholds.keys() {
+                if !catalog.declares_quota(quota) {
+                    problems.push(ConfigProblem {
+                        key: format!("events.quota_thresholds.{quota}"),
+                        problem: format!("no plan declares the quota `{quota}`"),
+                    });
+                }
+            }
+        }
         match catalog {
             Ok(built) if problems.is_empty() => Ok(built),
             _ => Err(ConfigError::Invalid(problems)),

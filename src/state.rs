@@ -65,6 +65,8 @@ pub struct EventTerms {
     pub timeout: Duration,
     /// `None` without endpoints.
     pub sender: Option<Arc<crate::outbound::Sender>>,
+    /// Per quota key, the percents of the allowance whose crossing is told.
+    pub quota_thresholds: Arc<std::collections::HashMap<String, Vec<i32>>>,
     /// Woken after a commit that appended events, so that this replica delivers at once.
     pub wake: Arc<tokio::sync::Notify>,
 }
@@ -171,6 +173,7 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
         } else {
             Some(Arc::new(crate::outbound::Sender::new(&settings.events)?))
         },
+        quota_thresholds: Arc::new(settings.events.thresholds()),
         wake: Arc::new(tokio::sync::Notify::new()),
     };
     Ok(AppState {

@@ -147,7 +147,10 @@ fn key_paths(path: &PathBuf) -> BTreeSet<String> {
                     format!("{prefix}.{k}")
                 };
                 out.insert(key.clone());
-                walk(&key, v, out);
+                // A map keyed by quota names, as `plans` is a list: its keys are not settings.
+                if key != "events.quota_thresholds" {
+                    walk(&key, v, out);
+                }
             }
         }
     }

@@ -327,6 +327,7 @@ fn subscription_data(s: &SubscriptionRecord, before: Option<&SubscriptionRecord>
             "status": before.status.as_str(),
             "quantity": before.quantity,
             "cancel_at_period_end": before.cancel_at_period_end,
+            "manager_user_id": before.manager_user_id,
         });
     }
     data

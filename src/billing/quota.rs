@@ -362,8 +362,42 @@ pub fn decide(amount: u64, limit: Option<QuotaLimit>, used: u64, balance: u64) -
     }
 }
 
+/// The thresholds (percents of `limit`) a consumption of `taken` from the allowance crossed,
+/// when `used` of it was used before: each threshold is crossed by exactly one consumption per
+/// window, the one that takes the use from below it to at or above it.
+pub fn crossed(used: u64, taken: u64, limit: u64, thresholds: &[i32]) -> Vec<i32> {
+    if taken == 0 || limit == 0 {
+        return Vec::new();
+    }
+    let (before, after) = (u128::from(used) * 100, u128::from(used + taken) * 100);
+    thresholds
+        .iter()
+        .copied()
+        .filter(|t| {
+            let mark = u128::from(t.unsigned_abs()) * u128::from(limit);
+            *t > 0 && before < mark && after >= mark
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_threshold_is_crossed_by_the_one_consumption_that_reaches_it() {
+        // 250 allowed; 80% is 200, 100% is 250.
+        assert_eq!(crossed(0, 199, 250, &[80, 100]), Vec::<i32>::new());
+        assert_eq!(crossed(199, 1, 250, &[80, 100]), vec![80]);
+        assert_eq!(crossed(200, 1, 250, &[80, 100]), Vec::<i32>::new());
+        assert_eq!(crossed(150, 100, 250, &[80, 100]), vec![80, 100]);
+        assert_eq!(crossed(249, 1, 250, &[80, 100]), vec![100]);
+        // Nothing taken from the allowance (credits, a refusal), or no allowance.
+        assert_eq!(crossed(199, 0, 250, &[80]), Vec::<i32>::new());
+        assert_eq!(crossed(0, 5, 0, &[80]), Vec::<i32>::new());
+        // A small allowance: 50% of 3 is 1.5, reached by the second unit.
+        assert_eq!(crossed(1, 1, 3, &[50]), vec![50]);
+        assert_eq!(crossed(0, 1, 3, &[50]), Vec::<i32>::new());
+    }
     use super::*;
     use crate::billing::test_support::{catalog, verdict};
 

@@ -554,3 +554,59 @@ pub fn requeue_since(
         Ok(queued)
     })
 }
+
+/// A quota threshold crossed by a consumption, not yet told.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = super::schema::quota_crossings)]
+pub struct CrossingRow {
+    pub crossing_id: i64,
+    pub subject: String,
+    pub quota: String,
+    pub threshold: i32,
+    pub used: i64,
+    pub quota_limit: i64,
+    pub period: Option<String>,
+    pub resets_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+}
+
+/// Whether a crossing waits to be told (the relay's cheap check).
+pub fn any_untold_crossing(conn: &mut DbConnection) -> anyhow::Result<bool> {
+    use super::schema::quota_crossings;
+    Ok(diesel::select(diesel::dsl::exists(
+        quota_crossings::table.filter(quota_crossings::told_at.is_null()),
+    ))
+    .get_result(conn)?)
+}
+
+/// Crossings not yet told, oldest first, locked to the end of the transaction this must run
+/// in (PostgreSQL: `SKIP LOCKED`, one replica tells each).
+pub fn untold_crossings(conn: &mut DbConnection, limit: i64) -> anyhow::Result<Vec<CrossingRow>> {
+    use super::schema::quota_crossings;
+    let query = || {
+        quota_crossings::table
+            .filter(quota_crossings::told_at.is_null())
+            .order(quota_crossings::crossing_id.asc())
+            .limit(limit)
+    };
+    Ok(match conn {
+        DbConnection::Pg(c) => query()
+            .for_update()
+            .skip_locked()
+            .select(CrossingRow::as_select())
+            .load(c)?,
+        DbConnection::Sqlite(c) => query().select(CrossingRow::as_select()).load(c)?,
+    })
+}
+
+pub fn crossing_told(
+    conn: &mut DbConnection,
+    crossing_id: i64,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    use super::schema::quota_crossings;
+    diesel::update(quota_crossings::table.find(crossing_id))
+        .set(quota_crossings::told_at.eq(Some(to_db_time(now))))
+        .execute(conn)?;
+    Ok(())
+}

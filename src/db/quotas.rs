@@ -13,11 +13,11 @@ use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{BigInt, Bool, Integer, Nullable, Text, Timestamp, Untyped};
 
-use super::schema::{quota_counters, usage_ledger};
+use super::schema::{quota_counters, quota_crossings, usage_ledger};
 use super::{on_backend, to_db_time, write_transaction, DbConnection};
 use crate::billing::access::Reason;
 use crate::billing::catalog::{QuotaLimit, QuotaPeriod};
-use crate::billing::quota::{decide, Decision, QuotaRefusal, BALANCE_BUCKET};
+use crate::billing::quota::{crossed, decide, Decision, QuotaRefusal, BALANCE_BUCKET};
 
 /// One consumption or refusal: the decision, the terms it was decided under and the counters
 /// after it. The answer is rendered from it (`service::quotas`), when first given and for every
@@ -104,6 +104,8 @@ pub struct Consumption<'a> {
     /// How a refusal is explained.
     pub refusal: QuotaRefusal,
     pub now: DateTime<Utc>,
+    /// Percents of the allowance whose crossing is recorded (`events.quota_thresholds`).
+    pub thresholds: &'a [i32],
 }
 
 #[derive(Debug, Clone)]
@@ -246,6 +248,8 @@ impl QueryFragment<Pg> for ConsumeCall<'_> {
         out.push_bind_param::<Text, _>(self.c.caller)?;
         out.push_sql(", ");
         out.push_bind_param::<Timestamp, _>(&self.now)?;
+        out.push_sql(", ");
+        out.push_bind_param::<diesel::sql_types::Array<Integer>, _>(self.c.thresholds)?;
         out.push_sql(")");
         Ok(())
     }
@@ -310,6 +314,11 @@ fn consume_in_transaction(
             // The key was used before: undo this decision, then answer the first one.
             return Err(KeyTaken.into());
         }
+        if let Some(QuotaLimit::Limited(limit)) = c.limit {
+            for threshold in crossed(used, from_allowance, limit, c.thresholds) {
+                record_crossing(conn, c, threshold, used + from_allowance, limit)?;
+            }
+        }
         Ok(Consumed::Fresh(row))
     });
     match result {
@@ -318,6 +327,30 @@ fn consume_in_transaction(
             .ok_or_else(|| anyhow::anyhow!("ledger row of a taken key vanished")),
         other => other,
     }
+}
+
+/// Records that a consumption took the window's use across `threshold`% of `limit` (once
+/// per window: a second record of the same crossing is ignored).
+fn record_crossing(
+    conn: &mut DbConnection,
+    c: &Consumption<'_>,
+    threshold: i32,
+    used: u64,
+    limit: u64,
+) -> anyhow::Result<()> {
+    let insert = diesel::insert_into(quota_crossings::table).values((
+        quota_crossings::subject.eq(c.subject),
+        quota_crossings::quota.eq(c.quota),
+        quota_crossings::bucket.eq(c.bucket),
+        quota_crossings::threshold.eq(threshold),
+        quota_crossings::used.eq(to_i64(used)),
+        quota_crossings::quota_limit.eq(to_i64(limit)),
+        quota_crossings::period.eq(c.period.map(QuotaPeriod::as_str)),
+        quota_crossings::resets_at.eq(c.resets_at.map(to_db_time)),
+        quota_crossings::created_at.eq(to_db_time(c.now)),
+    ));
+    on_backend!(conn, |b| insert.on_conflict_do_nothing().execute(b))?;
+    Ok(())
 }
 
 /// Creates the counters if needed and locks them to the end of the transaction, returning

@@ -219,6 +219,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    quota_crossings (crossing_id) {
+        crossing_id -> BigInt,
+        subject -> Text,
+        quota -> Text,
+        bucket -> Text,
+        threshold -> Integer,
+        used -> BigInt,
+        quota_limit -> BigInt,
+        period -> Nullable<Text>,
+        resets_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        told_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
     grants,
@@ -233,5 +249,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     sync_jobs,
     event_heads,
     outbox_events,
-    event_deliveries
+    event_deliveries,
+    quota_crossings
 );

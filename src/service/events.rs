@@ -187,6 +187,52 @@ impl Emitter {
     }
 }
 
+/// Crossings one relay pass tells.
+const CROSSING_BATCH: i64 = 100;
+
+/// Tells each quota threshold a consumption crossed (`quota.threshold_reached`): the usage
+/// path records the crossing in its own transaction (`quota_crossings`, once per window); this
+/// turns it into the subject's next event.
+async fn tell_crossings(state: &Arc<AppState>) -> anyhow::Result<()> {
+    if !state.db.run(outbox::any_untold_crossing).await? {
+        return Ok(());
+    }
+    let now = state.now();
+    let emitter = Emitter {
+        routes: state.events.routes.clone(),
+        catalog: state.catalog.clone(),
+        policy: state.policy,
+        listed_exempt: false,
+    };
+    let appended = state
+        .db
+        .run(move |conn| {
+            db::write_transaction(conn, |conn| {
+                let mut appended = AppendedEvents::default();
+                for c in outbox::untold_crossings(conn, CROSSING_BATCH)? {
+                    let event = Event {
+                        kind: EventType::QuotaThresholdReached,
+                        data: serde_json::json!({
+                            "quota": c.quota,
+                            "threshold": c.threshold,
+                            "used": c.used,
+                            "limit": c.quota_limit,
+                            "period": c.period,
+                            "resets_at": c.resets_at.map(db::from_db_time),
+                            "reached_at": db::from_db_time(c.created_at),
+                        }),
+                    };
+                    emitter.append(conn, &c.subject, &event, now, &mut appended)?;
+                    outbox::crossing_told(conn, c.crossing_id, now)?;
+                }
+                Ok(appended)
+            })
+        })
+        .await?;
+    appended.committed(state);
+    Ok(())
+}
+
 /// Subjects whose document is due to change by time that one scheduler pass handles.
 const DUE_BATCH: i64 = 100;
 
@@ -254,6 +300,9 @@ pub async fn run_dispatcher(state: Arc<AppState>) {
     loop {
         if let Err(e) = tell_due_changes(&state, &exempt).await {
             tracing::warn!(error = %format!("{e:#}"), "telling changes by time failed; retrying");
+        }
+        if let Err(e) = tell_crossings(&state).await {
+            tracing::warn!(error = %format!("{e:#}"), "telling quota thresholds failed; retrying");
         }
         if let Err(e) = tick(&state, &mut failing).await {
             tracing::warn!(error = %format!("{e:#}"), "event dispatch failed; retrying");

@@ -2,7 +2,7 @@
 //! idempotently (`POST /v1/usage`).
 
 use crate::billing::access::Reason;
-use crate::billing::catalog::QuotaPeriod;
+use crate::billing::catalog::{QuotaLimit, QuotaPeriod};
 use crate::billing::quota::{self, Applied, QuotaRefusal, QuotaStanding};
 use crate::billing::scope::Actor;
 use crate::db::from_db_time;
@@ -110,6 +110,7 @@ pub async fn consume(
         ));
     }
     let requester = quota::requester(&req.caller, actor);
+    let thresholds = state.events.quota_thresholds.clone();
     let actor = actor.clone();
     let terms = Terms::of(state);
     let now = terms.now;
@@ -147,6 +148,7 @@ pub async fn consume(
                 reason: evaluated.access.reason,
                 refusal: QuotaRefusal::of(&applied, evaluated.access.access),
                 now,
+                thresholds: thresholds.get(&request.quota).map_or(&[], Vec::as_slice),
             };
             crate::db::quotas::consume(conn, &consumption)
         })
@@ -162,6 +164,11 @@ pub async fn consume(
         ));
     }
     let outcome = UsageOutcome::of(&row, replayed)?;
+    if !replayed && crossed_any(&row, thresholds_of(state, &req.quota)) {
+        // The crossing was recorded with the consumption; tell it now rather than at the next
+        // poll.
+        state.events.wake.notify_one();
+    }
     let label = match (replayed, outcome.refusal) {
         (true, _) => "replayed",
         (false, None) => "granted",
@@ -170,4 +177,24 @@ pub async fn consume(
     };
     metrics::counter!("tollgate_usage_total", "outcome" => label).increment(1);
     Ok(outcome)
+}
+
+fn thresholds_of<'a>(state: &'a AppState, quota: &str) -> &'a [i32] {
+    state
+        .events
+        .quota_thresholds
+        .get(quota)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// Whether the consumption of `row` crossed one of `thresholds` (as the database decided).
+fn crossed_any(row: &LedgerRow, thresholds: &[i32]) -> bool {
+    let (Ok(Some(QuotaLimit::Limited(limit))), Ok(used_after), Ok(taken)) = (
+        row.limit(),
+        u64::try_from(row.used_after),
+        u64::try_from(row.from_allowance),
+    ) else {
+        return false;
+    };
+    !quota::crossed(used_after.saturating_sub(taken), taken, limit, thresholds).is_empty()
 }

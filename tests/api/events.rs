@@ -775,3 +775,56 @@ async fn listed_failed(app: &TestApp, token: &str, query: &str) -> Value {
     assert_eq!(res.status(), 200);
     res.json().await.unwrap()
 }
+
+#[tokio::test]
+async fn crossing_a_quota_threshold_is_told_once_per_window() {
+    let app = spawn_app_with(Options {
+        extra_toml: "[events]\npoll_interval_ms = 50\nquota_thresholds = { credits = [50, 100] }\n"
+            .into(),
+        ..Options::default()
+    })
+    .await;
+    let token = app.idp.service_token("billing:write");
+    let consume = |key: &'static str| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            let res = app
+                .http
+                .post(app.url("/v1/usage"))
+                .bearer_auth(token)
+                .json(&json!({"user_id": "mia", "quota": "credits", "amount": 1, "idempotency_key": key}))
+                .send()
+                .await
+                .unwrap();
+            res.status().as_u16()
+        }
+    };
+    // The free plan allows 3 credits a day: the 2nd takes the use to 66% (past 50%), the 3rd
+    // to 100%; a retry of the 2nd and a refused 4th tell nothing.
+    assert_eq!(consume("k1").await, 200);
+    assert_eq!(consume("k2").await, 200);
+    assert_eq!(consume("k2").await, 200);
+    assert_eq!(consume("k3").await, 200);
+    assert_eq!(consume("k4").await, 402);
+    let events = app.events_of("user:mia", 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = app.events_of("user:mia", events.len()).await;
+    let told: Vec<(i64, i64)> = events
+        .iter()
+        .filter(|e| e["type"] == "quota.threshold_reached")
+        .map(|e| {
+            (
+                e["data"]["threshold"].as_i64().unwrap(),
+                e["data"]["used"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(told, [(50, 2), (100, 3)], "{events:#?}");
+    let first = &events[0]["data"];
+    assert_eq!(first["quota"], "credits");
+    assert_eq!(first["limit"], 3);
+    assert_eq!(first["period"], "day");
+    assert!(first["resets_at"].is_string());
+    assert_eq!(app.count("quota_crossings").await, 2);
+}

@@ -648,6 +648,7 @@ async fn the_database_decides_every_consumption_as_the_billing_rule_does() {
                     reason: Reason::Active,
                     refusal: tollgate::billing::quota::QuotaRefusal::Exhausted,
                     now,
+                    thresholds: &[50, 100],
                 };
                 let case = format!("case {i}: {limit:?} amount {amount} used {used_before} purchased {purchased} spent {spent}");
                 let Consumed::Fresh(row) = consume(conn, &c)? else {
@@ -697,6 +698,20 @@ async fn the_database_decides_every_consumption_as_the_billing_rule_does() {
                     "{case}"
                 );
                 assert_eq!(used(conn, &subject, &wanted)?, counters, "{case}");
+                // The crossings recorded (once, the replay added none) are the pure rule's.
+                use tollgate::db::schema::quota_crossings;
+                let mut recorded: Vec<i32> = quota_crossings::table
+                    .filter(quota_crossings::subject.eq(&subject))
+                    .select(quota_crossings::threshold)
+                    .load(conn)?;
+                recorded.sort_unstable();
+                let expected = match limit {
+                    Some(QuotaLimit::Limited(n)) => {
+                        tollgate::billing::quota::crossed(used_before, take, n, &[50, 100])
+                    }
+                    _ => Vec::new(),
+                };
+                assert_eq!(recorded, expected, "{case}: crossings");
             }
             Ok(cases.len())
         })
