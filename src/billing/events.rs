@@ -256,6 +256,30 @@ pub fn of_changes(changes: &Changes) -> Vec<(String, Event)> {
     out
 }
 
+/// `trial.will_end` for each subscription of `facts` whose trial is still to end (Stripe says
+/// so three days before, `customer.subscription.trial_will_end`).
+pub fn trials_ending(facts: &SubjectFacts, now: DateTime<Utc>) -> Vec<Event> {
+    facts
+        .subscriptions
+        .iter()
+        .filter(|s| s.status == SubscriptionStatus::Trialing)
+        .filter_map(|s| {
+            let trial_end = s.trial_end.filter(|end| *end > now)?;
+            Some(Event {
+                kind: EventType::TrialWillEnd,
+                data: json!({
+                    "subscription_id": s.id,
+                    "plan": s.plan_id,
+                    "trial_end": trial_end,
+                    "interval": s.price_interval.map(|i| i.as_str()),
+                    "quantity": s.quantity,
+                    "cancel_at_period_end": s.cancel_at_period_end,
+                }),
+            })
+        })
+        .collect()
+}
+
 /// New: created; reaching `canceled`: canceled; any other change of what is stored: updated.
 fn subscription_event(change: &Change<SubscriptionRecord>) -> Option<EventType> {
     let canceled = |s: &SubscriptionRecord| s.status == SubscriptionStatus::Canceled;
@@ -775,6 +799,24 @@ mod tests {
         doc.quotas.clear();
         assert_eq!(next_change(&granted, &doc, at(9)), Some(at(10)));
         assert_eq!(next_change(&granted, &doc, at(10)), None);
+    }
+
+    #[test]
+    fn a_trial_ending_is_told_only_while_it_is_ahead() {
+        let mut record = subscription(SubscriptionStatus::Trialing);
+        record.trial_end = Some(at(10));
+        let facts = SubjectFacts {
+            subscriptions: vec![record.facts()],
+            ..SubjectFacts::default()
+        };
+        let told = trials_ending(&facts, at(7));
+        assert_eq!(told.len(), 1);
+        assert_eq!(told[0].kind, EventType::TrialWillEnd);
+        assert_eq!(told[0].data["trial_end"], "2026-11-10T12:00:00Z");
+        assert_eq!(told[0].data["plan"], "pro");
+        assert!(trials_ending(&facts, at(11)).is_empty());
+        let active = facts_with(SubscriptionStatus::Active, None);
+        assert!(trials_ending(&active, at(7)).is_empty());
     }
 
     #[test]

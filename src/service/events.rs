@@ -158,6 +158,21 @@ impl Emitter {
         Ok((out, appended))
     }
 
+    /// Tells `trial.will_end` for the subject's trials still to end.
+    pub fn trials_ending(
+        &self,
+        conn: &mut DbConnection,
+        key: &str,
+        now: DateTime<Utc>,
+        appended: &mut AppendedEvents,
+    ) -> anyhow::Result<()> {
+        let snapshot = db::snapshots::read_many(conn, None, &[key.to_owned()])?;
+        for event in events::trials_ending(&snapshot[0].facts, now) {
+            self.append(conn, key, &event, now, appended)?;
+        }
+        Ok(())
+    }
+
     /// Appends what a sync's `changes` tell, then `entitlements.changed` when the subject's
     /// document moved from `before` to the one of `after` (its facts as just written).
     pub fn after_sync(

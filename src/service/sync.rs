@@ -48,6 +48,8 @@ pub struct SyncCause<'a> {
     pub full: bool,
     /// A charge the event concerns: read even when it is not among the newest charges.
     pub charge_id: Option<ChargeId>,
+    /// Stripe said a trial ends in three days: tell `trial.will_end`.
+    pub trial_will_end: bool,
 }
 
 impl SyncCause<'_> {
@@ -68,6 +70,7 @@ impl SyncCause<'_> {
             customer_deleted: false,
             full: false,
             charge_id: None,
+            trial_will_end: false,
         }
     }
 }
@@ -272,6 +275,7 @@ async fn write(
     let refunds = state.refunds;
     let event_id = cause.event_id.map(str::to_owned);
     let source = cause.source.clone();
+    let trial_will_end = cause.trial_will_end;
     let emitter = Emitter::of(state, subject);
     let (subject, customer_id) = (subject.clone(), stripe_customer_id.to_owned());
     let (changes, touched, seconds, appended) = state
@@ -316,8 +320,11 @@ async fn write(
                         flag_second_standing(conn, &key, &changes.subscriptions, &facts, origin)?;
                     after = Some(facts);
                 }
-                let appended =
+                let mut appended =
                     emitter.after_sync(conn, &key, &changes, before, after.as_ref(), now)?;
+                if trial_will_end {
+                    emitter.trials_ending(conn, &key, now, &mut appended)?;
+                }
                 if let Some(event_id) = &event_id {
                     events::mark_processed(conn, event_id, now)?;
                 }

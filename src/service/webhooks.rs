@@ -80,6 +80,7 @@ async fn apply(
     // A charge's own events name it (a dispute through its `charge`): the sync reads it even
     // when it is older than the page of charges it reads.
     cause.charge_id = event.charge.clone();
+    cause.trial_will_end = event.event_type == "customer.subscription.trial_will_end";
     if event.event_type == "invoice.payment_failed" {
         cause.payment_failed_at = Some(event.created);
     }

@@ -828,3 +828,42 @@ async fn crossing_a_quota_threshold_is_told_once_per_window() {
     assert!(first["resets_at"].is_string());
     assert_eq!(app.count("quota_crossings").await, 2);
 }
+
+#[tokio::test]
+async fn stripe_saying_a_trial_ends_soon_is_told_as_trial_will_end_once() {
+    let (app, _server, receiver) = app_with_receiver(0).await;
+    let sub_id = app.subscribed("nia", "pro", "month").await;
+    let trial_end = chrono::Utc::now().timestamp() + 3 * 86_400;
+    let sub = app.stripe.update_subscription(&sub_id, |s| {
+        s["status"] = json!("trialing");
+        s["trial_end"] = json!(trial_end);
+    });
+    let will_end = event("evt_trial_nia", "customer.subscription.trial_will_end", sub);
+    app.webhook_ok(&will_end).await;
+    // Stripe delivers it again: told once.
+    app.webhook_ok(&will_end).await;
+    let got = receiver
+        .until("trial.will_end", |d| has_type(d, "trial.will_end"))
+        .await;
+    let told: Vec<Value> = got
+        .iter()
+        .map(Delivery::json)
+        .filter(|b| b["type"] == "trial.will_end")
+        .collect();
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0]["data"]["subscription_id"], sub_id);
+    assert_eq!(told[0]["data"]["plan"], "pro");
+    let told_end: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(told[0]["data"]["trial_end"].clone()).unwrap();
+    assert_eq!(told_end.timestamp(), trial_end);
+    assert_eq!(told[0]["subject"]["user_id"], "nia");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver
+            .deliveries()
+            .iter()
+            .filter(|d| d.json()["type"] == "trial.will_end")
+            .count(),
+        1
+    );
+}
