@@ -55,7 +55,7 @@ pub struct EventsQuery {
 })))]
 pub struct EventsOut {
     /// Each event exactly as its deliveries carry it (see docs/EVENTS.md for each type's `data`).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<crate::billing::events::Envelope>)]
     pub data: Vec<serde_json::Value>,
     /// Pass as `after` to continue: the place of the last event of this page (the `after` that
     /// was asked when the page is empty), so that polling with it sees only newer events.

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::access::{self, AccessPolicy, Reason};
-use super::catalog::{Catalog, QuotaLimit, QuotaPeriod};
+use super::catalog::{Catalog, Interval, PlanKind, QuotaLimit, QuotaPeriod};
 use super::facts::{PurchaseStatus, SubjectFacts, SubscriptionStatus};
 use super::mirror::{
     Change, Changes, PaymentRecord, PaymentStatus, PurchaseRecord, SubscriptionRecord,
@@ -91,7 +92,7 @@ pub struct Event {
 /// A subject's entitlement document: what a receiver keeps to answer feature checks itself, and
 /// replaces whole on `entitlements.changed`. Only what changes by a write or by a deadline is in
 /// it (no usage counts, which change on every consumption).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Entitlements {
     pub access: bool,
     pub reason: Reason,
@@ -109,7 +110,7 @@ pub struct Entitlements {
 }
 
 /// One quota of an entitlement document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct QuotaAllowance {
     pub key: String,
     /// The allowance per period, `"unlimited"`, or `null` (only purchased credits).
@@ -216,19 +217,19 @@ impl Entitlements {
 /// [`Entitlements::to_json`] gave it): the new document whole, and what the subject had before
 /// (`previous`), so that a receiver can tell a loss of access from a gain.
 pub fn entitlements_changed(before: &Value, after: &Entitlements) -> Option<Event> {
-    let mut data = after.to_json();
-    if *before == data {
+    if *before == after.to_json() {
         return None;
     }
-    data["previous"] = json!({
-        "access": before.get("access").cloned().unwrap_or(Value::Null),
-        "reason": before.get("reason").cloned().unwrap_or(Value::Null),
-        "plan": before.get("plan").cloned().unwrap_or(Value::Null),
-    });
-    Some(Event {
-        kind: EventType::EntitlementsChanged,
-        data,
-    })
+    let text = |key: &str| before.get(key).and_then(Value::as_str).map(str::to_owned);
+    let data = EntitlementsChangedData {
+        entitlements: after.clone(),
+        previous: EntitlementsBefore {
+            access: before.get("access").and_then(Value::as_bool),
+            reason: text("reason"),
+            plan: text("plan"),
+        },
+    };
+    Some(Event::of(EventType::EntitlementsChanged, &data))
 }
 
 /// The events a sync's changes tell, each with the key of the subject it belongs to, in the
@@ -238,19 +239,19 @@ pub fn of_changes(changes: &Changes) -> Vec<(String, Event)> {
     for change in &changes.subscriptions {
         if let Some(kind) = subscription_event(change) {
             let data = subscription_data(&change.after, change.before.as_ref());
-            out.push((change.after.subject.clone(), Event { kind, data }));
+            out.push((change.after.subject.clone(), Event::of(kind, &data)));
         }
     }
     for change in &changes.purchases {
         if let Some(kind) = purchase_event(change) {
             let data = purchase_data(&change.after);
-            out.push((change.after.subject.clone(), Event { kind, data }));
+            out.push((change.after.subject.clone(), Event::of(kind, &data)));
         }
     }
     for change in &changes.payments {
         if let Some(kind) = payment_event(change) {
             let data = payment_data(&change.after);
-            out.push((change.after.subject.clone(), Event { kind, data }));
+            out.push((change.after.subject.clone(), Event::of(kind, &data)));
         }
     }
     out
@@ -265,17 +266,15 @@ pub fn trials_ending(facts: &SubjectFacts, now: DateTime<Utc>) -> Vec<Event> {
         .filter(|s| s.status == SubscriptionStatus::Trialing)
         .filter_map(|s| {
             let trial_end = s.trial_end.filter(|end| *end > now)?;
-            Some(Event {
-                kind: EventType::TrialWillEnd,
-                data: json!({
-                    "subscription_id": s.id,
-                    "plan": s.plan_id,
-                    "trial_end": trial_end,
-                    "interval": s.price_interval.map(|i| i.as_str()),
-                    "quantity": s.quantity,
-                    "cancel_at_period_end": s.cancel_at_period_end,
-                }),
-            })
+            let data = TrialWillEndData {
+                subscription_id: s.id.clone(),
+                plan: s.plan_id.clone(),
+                trial_end,
+                interval: s.price_interval,
+                quantity: s.quantity,
+                cancel_at_period_end: s.cancel_at_period_end,
+            };
+            Some(Event::of(EventType::TrialWillEnd, &data))
         })
         .collect()
 }
@@ -327,87 +326,319 @@ fn payment_event(change: &Change<PaymentRecord>) -> Option<EventType> {
     }
 }
 
-fn subscription_data(s: &SubscriptionRecord, before: Option<&SubscriptionRecord>) -> Value {
-    let mut data = json!({
-        "subscription_id": s.stripe_subscription_id,
-        "customer_id": s.stripe_customer_id,
-        "plan": s.plan_id,
-        "status": s.status.as_str(),
-        "interval": s.price_interval.map(|i| i.as_str()),
-        "quantity": s.quantity,
-        "current_period_start": s.current_period_start,
-        "current_period_end": s.current_period_end,
-        "trial_end": s.trial_end,
-        "cancel_at_period_end": s.cancel_at_period_end,
-        "cancel_at": s.cancel_at,
-        "canceled_at": s.canceled_at,
-        "ended_at": s.ended_at,
-        "collection_paused": s.pause_collection.is_some(),
-        "manager_user_id": s.manager_user_id,
-    });
-    if let Some(before) = before {
-        data["previous"] = json!({
-            "plan": before.plan_id,
-            "status": before.status.as_str(),
-            "quantity": before.quantity,
-            "cancel_at_period_end": before.cancel_at_period_end,
-            "manager_user_id": before.manager_user_id,
-        });
+/// `data` of `subscription.created`, `subscription.updated` and `subscription.canceled`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SubscriptionEventData {
+    #[schema(example = "sub_1NvFq2")]
+    pub subscription_id: String,
+    #[schema(example = "cus_P5f0T3")]
+    pub customer_id: String,
+    /// The plan of its price (`null`: a price the catalog does not know).
+    #[schema(example = "pro")]
+    pub plan: Option<String>,
+    /// Stripe's status (`active`, `trialing`, `past_due`, `canceled`, ...).
+    #[schema(example = "active")]
+    pub status: String,
+    pub interval: Option<Interval>,
+    /// Seats bought.
+    pub quantity: i64,
+    pub current_period_start: Option<DateTime<Utc>>,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub trial_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub cancel_at: Option<DateTime<Utc>>,
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Stripe's payment collection is paused.
+    pub collection_paused: bool,
+    /// For a tenant's subscription: the member who manages it.
+    pub manager_user_id: Option<String>,
+    /// What changed from (`subscription.updated`, `subscription.canceled`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<SubscriptionBefore>,
+}
+
+/// A subscription before a change.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SubscriptionBefore {
+    pub plan: Option<String>,
+    pub status: String,
+    pub quantity: i64,
+    pub cancel_at_period_end: bool,
+    pub manager_user_id: Option<String>,
+}
+
+/// `data` of `purchase.completed`, `purchase.refunded` and `purchase.disputed`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PurchaseEventData {
+    #[schema(example = "cs_test_a1b2c3")]
+    pub checkout_session_id: String,
+    pub customer_id: Option<String>,
+    #[schema(example = "lifetime")]
+    pub plan: String,
+    pub kind: PlanKind,
+    /// `paid`, `refunded` or `disputed`.
+    #[schema(example = "paid")]
+    pub status: String,
+    /// In the currency's minor unit (cents).
+    #[schema(example = 19900)]
+    pub amount: i64,
+    #[schema(example = "usd")]
+    pub currency: String,
+    pub payment_intent_id: Option<String>,
+    pub purchased_at: DateTime<Utc>,
+}
+
+/// `data` of `payment.succeeded` and `payment.failed`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PaymentEventData {
+    #[schema(example = "ch_3NvFq2")]
+    pub payment_id: String,
+    pub customer_id: Option<String>,
+    /// `paid`, `failed`, ... as `GET /v1/payments` shows it.
+    #[schema(example = "paid")]
+    pub status: String,
+    /// In the currency's minor unit (cents).
+    #[schema(example = 900)]
+    pub amount: i64,
+    pub amount_refunded: i64,
+    #[schema(example = "usd")]
+    pub currency: String,
+    pub description: Option<String>,
+    pub payment_intent_id: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// `data` of `trial.will_end`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TrialWillEndData {
+    pub subscription_id: String,
+    pub plan: Option<String>,
+    pub trial_end: DateTime<Utc>,
+    pub interval: Option<Interval>,
+    pub quantity: i64,
+    /// `false`: the card is charged when the trial ends.
+    pub cancel_at_period_end: bool,
+}
+
+/// `data` of `quota.threshold_reached`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct QuotaThresholdData {
+    #[schema(example = "generations")]
+    pub quota: String,
+    /// The percent of the allowance reached (`events.quota_thresholds`).
+    #[schema(example = 80)]
+    pub threshold: i32,
+    /// Used of the allowance in the window, after the consumption that reached it.
+    #[schema(example = 200)]
+    pub used: i64,
+    #[schema(example = 250)]
+    pub limit: i64,
+    /// `day`, `month`, `billing_period`, ...
+    pub period: Option<String>,
+    /// When the window starts again from zero.
+    pub resets_at: Option<DateTime<Utc>>,
+    pub reached_at: DateTime<Utc>,
+}
+
+/// `data` of `tenant.removed`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct TenantRemovedData {
+    pub tenant_id: Option<String>,
+    /// The member removed (`null`: the tenant itself was removed).
+    pub user_id: Option<String>,
+    pub removed_at: DateTime<Utc>,
+}
+
+/// `data` of `entitlements.changed`: the subject's whole new document, and what it had before.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EntitlementsChangedData {
+    #[serde(flatten)]
+    pub entitlements: Entitlements,
+    pub previous: EntitlementsBefore,
+}
+
+/// What the subject was entitled to before the change (`null`s: nothing was told before).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EntitlementsBefore {
+    pub access: Option<bool>,
+    #[schema(example = "free")]
+    pub reason: Option<String>,
+    #[schema(example = "free")]
+    pub plan: Option<String>,
+}
+
+impl Event {
+    fn of(kind: EventType, data: &impl Serialize) -> Event {
+        Event {
+            kind,
+            data: serde_json::to_value(data).expect("event data serializes"),
+        }
     }
-    data
+
+    pub fn tenant_removed(data: &TenantRemovedData) -> Event {
+        Event::of(EventType::TenantRemoved, data)
+    }
+
+    pub fn quota_threshold_reached(data: &QuotaThresholdData) -> Event {
+        Event::of(EventType::QuotaThresholdReached, data)
+    }
 }
 
-fn purchase_data(p: &PurchaseRecord) -> Value {
-    json!({
-        "checkout_session_id": p.checkout_session_id,
-        "customer_id": p.stripe_customer_id,
-        "plan": p.plan_id,
-        "kind": p.kind,
-        "status": p.status.as_str(),
-        "amount": p.amount,
-        "currency": p.currency,
-        "payment_intent_id": p.payment_intent_id,
-        "purchased_at": p.purchased_at,
-    })
+fn subscription_data(
+    s: &SubscriptionRecord,
+    before: Option<&SubscriptionRecord>,
+) -> SubscriptionEventData {
+    SubscriptionEventData {
+        subscription_id: s.stripe_subscription_id.clone(),
+        customer_id: s.stripe_customer_id.clone(),
+        plan: s.plan_id.clone(),
+        status: s.status.as_str().to_owned(),
+        interval: s.price_interval,
+        quantity: s.quantity,
+        current_period_start: s.current_period_start,
+        current_period_end: s.current_period_end,
+        trial_end: s.trial_end,
+        cancel_at_period_end: s.cancel_at_period_end,
+        cancel_at: s.cancel_at,
+        canceled_at: s.canceled_at,
+        ended_at: s.ended_at,
+        collection_paused: s.pause_collection.is_some(),
+        manager_user_id: s.manager_user_id.clone(),
+        previous: before.map(|b| SubscriptionBefore {
+            plan: b.plan_id.clone(),
+            status: b.status.as_str().to_owned(),
+            quantity: b.quantity,
+            cancel_at_period_end: b.cancel_at_period_end,
+            manager_user_id: b.manager_user_id.clone(),
+        }),
+    }
 }
 
-fn payment_data(p: &PaymentRecord) -> Value {
-    json!({
-        "payment_id": p.payment_id,
-        "customer_id": p.stripe_customer_id,
-        "status": p.status.as_str(),
-        "amount": p.amount,
-        "amount_refunded": p.amount_refunded,
-        "currency": p.currency,
-        "description": p.description,
-        "payment_intent_id": p.payment_intent_id,
-        "occurred_at": p.occurred_at,
-    })
+fn purchase_data(p: &PurchaseRecord) -> PurchaseEventData {
+    PurchaseEventData {
+        checkout_session_id: p.checkout_session_id.clone(),
+        customer_id: p.stripe_customer_id.clone(),
+        plan: p.plan_id.clone(),
+        kind: p.kind,
+        status: p.status.as_str().to_owned(),
+        amount: p.amount,
+        currency: p.currency.clone(),
+        payment_intent_id: p.payment_intent_id.clone(),
+        purchased_at: p.purchased_at,
+    }
 }
 
-/// The body of every delivery of an event (and its entry in `GET /v1/events`): the Standard
+fn payment_data(p: &PaymentRecord) -> PaymentEventData {
+    PaymentEventData {
+        payment_id: p.payment_id.clone(),
+        customer_id: p.stripe_customer_id.clone(),
+        status: p.status.as_str().to_owned(),
+        amount: p.amount,
+        amount_refunded: p.amount_refunded,
+        currency: p.currency.clone(),
+        description: p.description.clone(),
+        payment_intent_id: p.payment_intent_id.clone(),
+        occurred_at: p.occurred_at,
+    }
+}
+
+/// The body of every delivery of an event, and each entry of `GET /v1/events`: the Standard
 /// Webhooks shape (`type`, `timestamp`, `data`) plus the id, the subject and its revision.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "id": "evt_5c1f0e6a3b9d4e0f8a7b6c5d4e3f2a1b",
+    "type": "entitlements.changed",
+    "timestamp": "2026-12-01T09:30:00Z",
+    "subject": {"key": "user:alice", "kind": "user", "user_id": "alice", "tenant_id": null},
+    "revision": 3,
+    "data": {
+        "access": true, "reason": "active", "plan": "pro", "features": ["export"],
+        "quotas": [{"key": "generations", "limit": 250, "period": "billing_period", "purchased": 0, "resets_at": "2026-12-21T12:00:00Z"}],
+        "lifetime": false, "grace_until": null, "subscription_id": "sub_1NvFq2", "grant_id": null,
+        "previous": {"access": false, "reason": "free", "plan": "free"}
+    }
+})))]
+pub struct Envelope {
+    /// The event's id: the `webhook-id` of every delivery of it (dedupe by it).
+    #[schema(example = "evt_5c1f0e6a3b9d4e0f8a7b6c5d4e3f2a1b")]
+    pub id: String,
+    /// `entitlements.changed`, `subscription.created`, ... (docs/EVENTS.md).
+    #[serde(rename = "type")]
+    #[schema(example = "entitlements.changed")]
+    pub kind: String,
+    /// When the change committed.
+    pub timestamp: DateTime<Utc>,
+    pub subject: EnvelopeSubject,
+    /// The subject's events count from 1 without gaps: a jump means one was missed.
+    #[schema(example = 3)]
+    pub revision: i64,
+    /// The type's data.
+    #[schema(value_type = EventData)]
+    pub data: Value,
+}
+
+/// Whose event it is.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EnvelopeSubject {
+    /// What `GET /v1/events?subject=` takes.
+    #[schema(example = "user:alice")]
+    pub key: String,
+    /// `user`, `tenant` or `membership` (a user in one tenant).
+    #[schema(example = "user")]
+    pub kind: Option<String>,
+    pub user_id: Option<String>,
+    pub tenant_id: Option<String>,
+}
+
+/// The `data` of each type (documentation of the envelope's `data`).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EventData {
+    /// `entitlements.changed`
+    EntitlementsChanged(EntitlementsChangedData),
+    /// `subscription.created`, `subscription.updated`, `subscription.canceled`
+    Subscription(SubscriptionEventData),
+    /// `purchase.completed`, `purchase.refunded`, `purchase.disputed`
+    Purchase(PurchaseEventData),
+    /// `payment.succeeded`, `payment.failed`
+    Payment(PaymentEventData),
+    /// `trial.will_end`
+    TrialWillEnd(TrialWillEndData),
+    /// `quota.threshold_reached`
+    QuotaThresholdReached(QuotaThresholdData),
+    /// `tenant.removed`
+    TenantRemoved(TenantRemovedData),
+}
+
+/// The envelope of `event` as the subject's `revision`.
 pub fn envelope(
     event_id: &str,
     subject_key: &str,
     revision: i64,
     event: &Event,
     created_at: DateTime<Utc>,
-) -> Value {
+) -> Envelope {
     let subject = Subject::parse_key(subject_key);
-    json!({
-        "id": event_id,
-        "type": event.kind.as_str(),
-        "timestamp": created_at,
-        "subject": {
-            "key": subject_key,
-            "kind": subject.as_ref().map(Subject::kind),
-            "user_id": subject.as_ref().and_then(Subject::user_id),
-            "tenant_id": subject.as_ref().and_then(Subject::tenant_id),
+    Envelope {
+        id: event_id.to_owned(),
+        kind: event.kind.as_str().to_owned(),
+        timestamp: created_at,
+        subject: EnvelopeSubject {
+            key: subject_key.to_owned(),
+            kind: subject.as_ref().map(|s| s.kind().to_owned()),
+            user_id: subject
+                .as_ref()
+                .and_then(Subject::user_id)
+                .map(str::to_owned),
+            tenant_id: subject
+                .as_ref()
+                .and_then(Subject::tenant_id)
+                .map(str::to_owned),
         },
-        "revision": revision,
-        "data": event.data,
-    })
+        revision,
+        data: event.data.clone(),
+    }
 }
 
 /// Which event types an endpoint wants.
@@ -468,6 +699,7 @@ mod tests {
     use crate::billing::facts::PurchaseFacts;
     use crate::billing::test_support::catalog;
     use chrono::TimeZone;
+    use serde_json::json;
 
     fn at(day: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, day, 12, 0, 0).unwrap()
@@ -825,7 +1057,9 @@ mod tests {
             kind: EventType::TenantRemoved,
             data: json!({"tenant_id": "acme"}),
         };
-        let body = envelope("evt_1", "membership:acme:alice", 7, &event, at(4));
+        let body =
+            serde_json::to_value(envelope("evt_1", "membership:acme:alice", 7, &event, at(4)))
+                .unwrap();
         assert_eq!(body["id"], "evt_1");
         assert_eq!(body["type"], "tenant.removed");
         assert_eq!(body["revision"], 7);

@@ -225,18 +225,15 @@ async fn tell_crossings(state: &Arc<AppState>) -> anyhow::Result<()> {
             db::write_transaction(conn, |conn| {
                 let mut appended = AppendedEvents::default();
                 for c in outbox::untold_crossings(conn, CROSSING_BATCH)? {
-                    let event = Event {
-                        kind: EventType::QuotaThresholdReached,
-                        data: serde_json::json!({
-                            "quota": c.quota,
-                            "threshold": c.threshold,
-                            "used": c.used,
-                            "limit": c.quota_limit,
-                            "period": c.period,
-                            "resets_at": c.resets_at.map(db::from_db_time),
-                            "reached_at": db::from_db_time(c.created_at),
-                        }),
-                    };
+                    let event = Event::quota_threshold_reached(&events::QuotaThresholdData {
+                        quota: c.quota,
+                        threshold: c.threshold,
+                        used: c.used,
+                        limit: c.quota_limit,
+                        period: c.period,
+                        resets_at: c.resets_at.map(db::from_db_time),
+                        reached_at: db::from_db_time(c.created_at),
+                    });
                     emitter.append(conn, &c.subject, &event, now, &mut appended)?;
                     outbox::crossing_told(conn, c.crossing_id, now)?;
                 }

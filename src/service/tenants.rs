@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::billing::events::{Event, EventType};
+use crate::billing::events::{Event, TenantRemovedData};
 use crate::billing::ids::{TenantId, UserId};
 use crate::billing::scope::Scope;
 use crate::billing::subject::Subject;
@@ -159,14 +159,12 @@ fn mark(
     appended: &mut AppendedEvents,
 ) -> anyhow::Result<DateTime<Utc>> {
     if customers::mark_removed(conn, subject, now)? {
-        let event = Event {
-            kind: EventType::TenantRemoved,
-            data: serde_json::json!({
-                "tenant_id": subject.tenant_id(),
-                "user_id": subject.user_id(),
-                "removed_at": now,
-            }),
-        };
+        let event = Event::tenant_removed(&TenantRemovedData {
+            tenant_id: subject.tenant_id().map(str::to_owned),
+            // The member removed; none when the tenant itself was.
+            user_id: subject.user_id().map(str::to_owned),
+            removed_at: now,
+        });
         emitter.append(conn, &subject.key(), &event, now, appended)?;
         audit::record(
             conn,
