@@ -3,8 +3,9 @@
 #
 # Measured with wrk, same threads/connections/duration for every target:
 #   - Tollgate: GET /v1/entitlements (service JWT, billing:read) and POST /v1/usage (service
-#     JWT, billing:write) for random users among the seeded ones; then GET /v1/entitlements
-#     again on an instance with the snapshot cache off;
+#     JWT, billing:write) for random users among the seeded ones; POST /v1/usage again with
+#     quota thresholds configured (what the outbox costs the usage path), and without once more;
+#     then GET /v1/entitlements again on an instance with the snapshot cache off;
 #   - baselines from examples/bench_baseline.rs on the same database: GET /read (one
 #     primary-key SELECT) and POST /update (one UPDATE ... RETURNING);
 #   - pgbench -S (select-only) on a separate scale-10 database, for reference.
@@ -358,9 +359,28 @@ if [[ -n "$USAGE_EXISTS" ]]; then
   measure usage "http://127.0.0.1:$TOLLGATE_PORT" usage.lua "$TOLLGATE_PID" "$TOKEN"
   echo "probe_status=$probe_status" >>"$WORK/usage.env"
 else
-  echo "status=missing" >"$WORK/usage.env"
+  for missing in usage usage_thresholds usage_again; do echo "status=missing" >"$WORK/$missing.env"; done
 fi
 stop_pid "$TOLLGATE_PID"
+
+# What the outbox costs the usage path: the same consumptions with quota thresholds configured
+# (events.quota_thresholds: each consumption checks whether it crossed 80% or 100% of the
+# allowance, and records a crossing for quota.threshold_reached), then without again, so that
+# the ratio is taken against the mean of the runs around it.
+if [[ -n "$USAGE_EXISTS" ]]; then
+  for variant in usage_thresholds usage_again; do
+    extra=()
+    [[ "$variant" == usage_thresholds ]] && extra=(TOLLGATE_EVENTS__QUOTA_THRESHOLDS__CALLS="[80, 100]")
+    log "starting Tollgate (release) for $variant"
+    "${tollgate_env[@]}" "${extra[@]}" "$TOLLGATE_BIN" --config "$CONFIG" serve \
+      >"$WORK/tollgate-$variant.log" 2>&1 &
+    TOLLGATE_PID=$!
+    STARTED_PIDS+=("$TOLLGATE_PID")
+    wait_ready "http://127.0.0.1:$TOLLGATE_PORT/readyz" "$TOLLGATE_PID" tollgate "$WORK/tollgate-$variant.log"
+    measure "$variant" "http://127.0.0.1:$TOLLGATE_PORT" usage.lua "$TOLLGATE_PID" "$TOKEN"
+    stop_pid "$TOLLGATE_PID"
+  done
+fi
 
 # The same checks with the snapshot cache off: every check reads its snapshot from PostgreSQL
 # (what a check on a subject no replica has seen lately costs).

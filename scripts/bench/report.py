@@ -17,6 +17,7 @@ import sys
 
 # (name, required ratio of its baseline, baseline name)
 ENTITLEMENT_RATIO = 0.80
+OUTBOX_RATIO = 0.90
 USAGE_RATIO = 0.60
 ENTITLEMENT_P99_MS = 10.0
 CACHE_BYTES_PER_SUBJECT = 1024
@@ -211,6 +212,8 @@ def main():
     status = wrk_target(work, "entitlements_status")
     uncached = wrk_target(work, "entitlements_uncached")
     usage = wrk_target(work, "usage")
+    usage_thresholds = wrk_target(work, "usage_thresholds")
+    usage_again = wrk_target(work, "usage_again")
     read = wrk_target(work, "read")
     update = wrk_target(work, "update")
     pgb = pgbench_target(work)
@@ -245,6 +248,14 @@ def main():
         row("Tollgate `POST /v1/usage` (1 unit, unique idempotency key)", usage),
         row("baseline `POST /update` (one `UPDATE … RETURNING`)", update),
         ratio_row(usage, update, USAGE_RATIO),
+    ]
+    if usage_thresholds["status"] == "measured" and usage_again["status"] == "measured":
+        rows += [
+            row("Tollgate `POST /v1/usage` with `events.quota_thresholds = { calls = [80, 100] }`",
+                usage_thresholds),
+            row("Tollgate `POST /v1/usage` without thresholds, again", usage_again),
+        ]
+    rows += [
         (f"| `pgbench -S` (reference; tps, no HTTP) | {fmt_rps(pgb)} | {pgb['p50_ms']:.2f} ms | "
          f"{pgb['p99_ms']:.2f} ms | {pgb['errors']} | n/a | n/a | n/a | 1 (by construction) |")
         if pgb["status"] == "measured" else "| `pgbench -S` | not measured | | | | | | | |",
@@ -327,6 +338,20 @@ def main():
                       "in the build this run measured (it answered 404 `no endpoint`). Run "
                       "`scripts/bench.sh` again once it exists; the script measures it "
                       "automatically.")
+    if (usage["status"] == "measured" and usage_thresholds["status"] == "measured"
+            and usage_again["status"] == "measured"):
+        without = (usage["rps"] + usage_again["rps"]) / 2
+        o_ratio = usage_thresholds["rps"] / without
+        ok = o_ratio >= OUTBOX_RATIO
+        verdicts.append(
+            f"| usage with quota thresholds (the outbox's cost) | ≥ {OUTBOX_RATIO:.0%} of usage "
+            f"without (mean of the runs before and after) | {o_ratio:.1%} "
+            f"({fmt_rps(usage_thresholds)} vs {without:,.0f}/s) | {yes_no(ok)} |")
+        if not ok:
+            missed.append(
+                f"- **The outbox costs the usage path more than {1 - OUTBOX_RATIO:.0%}**: "
+                f"{fmt_rps(usage_thresholds)} consumptions/s with thresholds against "
+                f"{without:,.0f}/s without ({o_ratio:.1%}).")
     if cold["status"] == "measured":
         missed.append(
             f"- A cold start (not a target): a replica that just started has an empty cache; "
@@ -337,7 +362,8 @@ def main():
         missed.insert(0, "- Every target was met in this run.")
 
     warm_errors = sum(t.get("warmup_errors", 0)
-                      for t in (ent, cold, tenant, status, uncached, usage, read, update)
+                      for t in (ent, cold, tenant, status, uncached, usage, usage_thresholds,
+                                usage_again, read, update)
                       if t["status"] == "measured")
     notes = []
     if warm_errors:
