@@ -52,13 +52,15 @@ impl Respond for Receiver {
                 .unwrap_or_default()
                 .to_owned()
         };
-        self.got.lock().unwrap().push(Delivery {
+        let delivery = Delivery {
             at: Instant::now(),
             id: header("webhook-id"),
             timestamp: header("webhook-timestamp"),
             signature: header("webhook-signature"),
             body: String::from_utf8(request.body.clone()).expect("UTF-8"),
-        });
+        };
+        log_for_independent_check(&delivery);
+        self.got.lock().unwrap().push(delivery);
         let mut failures = self.failures.lock().unwrap();
         if *failures > 0 {
             *failures -= 1;
@@ -99,6 +101,31 @@ impl Receiver {
         }
         panic!("{what}: not delivered; got {:#?}", self.deliveries());
     }
+}
+
+/// With `TOLLGATE_TEST_DELIVERY_LOG` set, every delivery is appended to that file (one JSON
+/// object a line: secret, headers, body) for CI's second, independent check with the Standard
+/// Webhooks project's own Python library (scripts/verify-deliveries.sh).
+fn log_for_independent_check(d: &Delivery) {
+    use std::io::Write;
+    let Ok(path) = std::env::var("TOLLGATE_TEST_DELIVERY_LOG") else {
+        return;
+    };
+    let line = json!({
+        "secret": SECRET,
+        "headers": {
+            "webhook-id": d.id,
+            "webhook-timestamp": d.timestamp,
+            "webhook-signature": d.signature,
+        },
+        "body": d.body,
+    });
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("the delivery log opens");
+    writeln!(file, "{line}").expect("the delivery log is written");
 }
 
 /// Standard Webhooks verification, from the specification (not Tollgate's signer).
