@@ -324,7 +324,7 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
     (
         "tollgate_event_deliveries_total",
         MetricKind::Counter,
-        "Attempts to deliver outbound events, by endpoint and outcome (delivered; retried: failed, another attempt follows; failed: failed for the whole retry window).",
+        "Attempts to deliver outbound events, by endpoint, event type and outcome (delivered; retried: failed, another attempt follows; failed: failed for the whole retry window).",
     ),
     (
         "tollgate_event_deliveries_pending",

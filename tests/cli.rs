@@ -1063,10 +1063,15 @@ async fn an_event_in_flight_when_tollgate_is_killed_is_delivered_after_the_resta
     )
     .unwrap();
     let (admin, _) = dev_token(dir.path(), &["--sub", "support", "--service"]);
+    // On PostgreSQL too when the suite runs against it (a database of its own).
+    let postgres = PostgresDatabase::create();
     let serve = || {
         let mut cmd = tollgate(dir.path());
         cmd.env("TOLLGATE_CONFIG", &config)
             .env("TOLLGATE_DEV__TOKENS", "true");
+        if let Some(db) = &postgres {
+            cmd.env("DATABASE_URL", &db.url);
+        }
         Served::start(cmd)
     };
     let first = serve();
@@ -1107,4 +1112,46 @@ async fn an_event_in_flight_when_tollgate_is_killed_is_delivered_after_the_resta
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(got.ids.lock().unwrap().len(), 2);
     second.stop();
+}
+
+/// A database of its own on the PostgreSQL server at `TOLLGATE_TEST_POSTGRES_URL`, if set;
+/// dropped afterwards.
+struct PostgresDatabase {
+    url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PostgresDatabase {
+    fn create() -> Option<PostgresDatabase> {
+        use diesel::{Connection, RunQueryDsl};
+        let server = std::env::var("TOLLGATE_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|s| !s.is_empty())?;
+        let server = server.trim_end_matches('/');
+        let name = format!("tollgate_cli_{}", uuid::Uuid::new_v4().simple());
+        let admin_url = format!("{server}/postgres?sslmode=disable");
+        let mut conn = diesel::PgConnection::establish(&admin_url).expect("PostgreSQL reachable");
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .unwrap();
+        Some(PostgresDatabase {
+            url: format!("{server}/{name}?sslmode=disable"),
+            admin_url,
+            name,
+        })
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        use diesel::{Connection, RunQueryDsl};
+        if let Ok(mut conn) = diesel::PgConnection::establish(&self.admin_url) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn);
+        }
+    }
 }

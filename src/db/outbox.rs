@@ -90,6 +90,7 @@ pub struct Due {
     /// Attempts so far, this one included.
     pub attempts: u32,
     pub payload: String,
+    pub event_type: String,
     /// When it was queued (or queued again): its retry window starts here.
     pub queued_at: DateTime<Utc>,
 }
@@ -161,20 +162,25 @@ pub fn claim(
         return Ok(Vec::new());
     }
     let ids: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
-    let events: Vec<(String, String)> = outbox_events::table
+    let events: Vec<(String, String, String)> = outbox_events::table
         .filter(super::any_of(outbox_events::event_id, &ids))
-        .select((outbox_events::event_id, outbox_events::payload))
+        .select((
+            outbox_events::event_id,
+            outbox_events::payload,
+            outbox_events::event_type,
+        ))
         .load(conn)?;
     let mut due: Vec<Due> = claimed
         .into_iter()
         .filter_map(|c| {
-            let (_, payload) = events.iter().find(|(id, _)| *id == c.event_id)?;
+            let (_, payload, event_type) = events.iter().find(|(id, _, _)| *id == c.event_id)?;
             Some(Due {
                 delivery_id: c.delivery_id,
                 event_id: c.event_id,
                 endpoint: c.endpoint,
                 attempts: u32::try_from(c.attempts).unwrap_or(0),
                 payload: payload.clone(),
+                event_type: event_type.clone(),
                 queued_at: from_db_time(c.queued_at),
             })
         })

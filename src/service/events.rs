@@ -418,8 +418,13 @@ fn report(
 ) {
     let endpoint = d.endpoint.clone();
     let counted = |outcome: &'static str| {
-        metrics::counter!("tollgate_event_deliveries_total", "endpoint" => endpoint.clone(), "outcome" => outcome)
-            .increment(1);
+        metrics::counter!(
+            "tollgate_event_deliveries_total",
+            "endpoint" => endpoint.clone(),
+            "type" => d.event_type.clone(),
+            "outcome" => outcome
+        )
+        .increment(1);
     };
     match (outcome, next) {
         (Outcome::Delivered { .. }, _) => {
