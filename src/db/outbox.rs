@@ -363,14 +363,24 @@ pub fn deliveries(
         .load(conn)?)
 }
 
-/// The entitlement document last told for `subject` (its JSON), if any.
-pub fn told(conn: &mut DbConnection, subject: &str) -> anyhow::Result<Option<String>> {
-    Ok(event_heads::table
-        .find(subject)
-        .select(event_heads::document)
-        .first::<Option<String>>(conn)
-        .optional()?
-        .flatten())
+/// Locks the subject's stream until the end of the transaction (creating its head row) and
+/// answers the entitlement document last told (its JSON), if any. A transaction that tells the
+/// subject's document takes this first: concurrent writers of one subject then tell their
+/// documents one after the other, each against the one told before it, and none tells a
+/// document computed without the other's change.
+pub fn lock_head(conn: &mut DbConnection, subject: &str) -> anyhow::Result<Option<String>> {
+    let insert = diesel::insert_into(event_heads::table).values((
+        event_heads::subject.eq(subject),
+        event_heads::revision.eq(0_i64),
+    ));
+    // The no-op update takes the row lock (PostgreSQL; SQLite's write lock is the transaction's).
+    let told: Option<String> = on_backend!(conn, |c| insert
+        .on_conflict(event_heads::subject)
+        .do_update()
+        .set(event_heads::revision.eq(event_heads::revision))
+        .returning(event_heads::document)
+        .get_result(c))?;
+    Ok(told)
 }
 
 /// Remembers the subject's document as told and when it next changes by time alone (`None`:

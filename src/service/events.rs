@@ -60,20 +60,22 @@ impl Emitter {
         }
     }
 
-    /// The subject's document before a change (read inside its transaction): the one last
-    /// told, else the one its stored facts give now; and whether its user's token showed an
-    /// exempt role.
+    /// The subject's document before a change (read inside its transaction, before its
+    /// writes): the one last told, else the one its stored facts give now; and whether its
+    /// user's token showed an exempt role. Locks the subject's stream first
+    /// ([`outbox::lock_head`]), so that what this transaction tells follows what a concurrent
+    /// one told.
     pub fn stored(
         &self,
         conn: &mut DbConnection,
         key: &str,
         now: DateTime<Utc>,
     ) -> anyhow::Result<(serde_json::Value, bool)> {
-        let snapshot = db::snapshots::read_many(conn, None, &[key.to_owned()])?;
-        let role_exempt = snapshot[0].role_exempt;
-        let told = outbox::told(conn, key)?
+        let told = outbox::lock_head(conn, key)?
             .map(|json| serde_json::from_str(&json))
             .transpose()?;
+        let snapshot = db::snapshots::read_many(conn, None, &[key.to_owned()])?;
+        let role_exempt = snapshot[0].role_exempt;
         let before = match told {
             Some(told) => told,
             None => self

@@ -895,3 +895,65 @@ async fn stripe_saying_a_trial_ends_soon_is_told_as_trial_will_end_once() {
         1
     );
 }
+
+#[tokio::test]
+async fn concurrent_changes_of_one_subject_tell_documents_that_follow_each_other() {
+    let app = spawn_app_with(Options {
+        extra_toml: "[events]\npoll_interval_ms = 50\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let admin = app.idp.service_token("billing:admin");
+    let plans = ["starter", "maker", "pro", "lifetime"];
+    let grants = plans.iter().map(|plan| {
+        app.send_to(
+            &app.address,
+            reqwest::Method::POST,
+            "/v1/grants",
+            &admin,
+            Some(json!({"user_id": "oli", "plan": plan, "note": "concurrency"})),
+        )
+    });
+    for (status, out) in futures::future::join_all(grants).await {
+        assert_eq!(status, 201, "{out}");
+    }
+    // However the four commits were ordered, the last document told is the strongest grant.
+    let mut told: Vec<Value> = Vec::new();
+    for _ in 0..200 {
+        told = app
+            .events_of("user:oli", 1)
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == "entitlements.changed")
+            .collect();
+        if told.last().is_some_and(|e| e["data"]["plan"] == "lifetime") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Each document told starts from the one told before it ...
+    for pair in told.windows(2) {
+        for field in ["access", "reason", "plan"] {
+            assert_eq!(
+                pair[1]["data"]["previous"][field], pair[0]["data"][field],
+                "{told:#?}"
+            );
+        }
+    }
+    // ... and the last one is what the subject holds now: the strongest grant.
+    let last = &told.last().unwrap()["data"];
+    let reader = app.idp.service_token("billing:read");
+    let (status, now) = app
+        .send_to(
+            &app.address,
+            reqwest::Method::GET,
+            "/v1/entitlements?user_id=oli",
+            &reader,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(last["plan"], now["plan"], "{told:#?}");
+    assert_eq!(last["grant_id"], now["grant_id"]);
+    assert_eq!(last["plan"], "lifetime");
+}
