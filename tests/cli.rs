@@ -109,6 +109,16 @@ impl Served {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Waits (up to 10 s) until what the process logged so far satisfies `done`.
+    fn wait_for_lines(&self, done: impl Fn(&[String]) -> bool) {
+        for _ in 0..200 {
+            if done(&self.output.lock().unwrap()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Everything the process logged, once it has stopped (the reader ends at the end of its
     /// output).
     fn stop(mut self) -> Vec<String> {
@@ -979,6 +989,8 @@ async fn every_request_is_one_access_line_that_rust_log_can_silence() {
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
+    // The log is written by its own thread: wait for the last request's line before the kill.
+    served.wait_for_lines(|lines| lines.iter().filter(|l| l.contains(" access ")).count() >= 4);
     let lines = served.stop();
     let access: Vec<&String> = lines.iter().filter(|l| l.contains(" access ")).collect();
     assert_eq!(access.len(), 4, "one line per request: {lines:#?}");
