@@ -28,6 +28,8 @@ pub enum EventType {
     SubscriptionCreated,
     SubscriptionUpdated,
     SubscriptionCanceled,
+    /// A second subscription stands beside an older one of the same subject: billed twice.
+    SubscriptionDuplicate,
     PurchaseCompleted,
     PurchaseRefunded,
     PurchaseDisputed,
@@ -39,11 +41,12 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         EventType::EntitlementsChanged,
         EventType::SubscriptionCreated,
         EventType::SubscriptionUpdated,
         EventType::SubscriptionCanceled,
+        EventType::SubscriptionDuplicate,
         EventType::PurchaseCompleted,
         EventType::PurchaseRefunded,
         EventType::PurchaseDisputed,
@@ -60,6 +63,7 @@ impl EventType {
             EventType::SubscriptionCreated => "subscription.created",
             EventType::SubscriptionUpdated => "subscription.updated",
             EventType::SubscriptionCanceled => "subscription.canceled",
+            EventType::SubscriptionDuplicate => "subscription.duplicate",
             EventType::PurchaseCompleted => "purchase.completed",
             EventType::PurchaseRefunded => "purchase.refunded",
             EventType::PurchaseDisputed => "purchase.disputed",
@@ -441,6 +445,17 @@ pub struct QuotaThresholdData {
     pub reached_at: DateTime<Utc>,
 }
 
+/// `data` of `subscription.duplicate`.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SubscriptionDuplicateData {
+    /// The subscription that started to stand second.
+    #[schema(example = "sub_2Pq")]
+    pub subscription_id: String,
+    /// The older standing subscription of the same subject.
+    #[schema(example = "sub_1NvFq2")]
+    pub beside: String,
+}
+
 /// `data` of `tenant.removed`.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct TenantRemovedData {
@@ -474,6 +489,10 @@ impl Event {
             kind,
             data: serde_json::to_value(data).expect("event data serializes"),
         }
+    }
+
+    pub fn subscription_duplicate(data: &SubscriptionDuplicateData) -> Event {
+        Event::of(EventType::SubscriptionDuplicate, data)
     }
 
     pub fn tenant_removed(data: &TenantRemovedData) -> Event {
@@ -603,6 +622,8 @@ pub enum EventData {
     Purchase(PurchaseEventData),
     /// `payment.succeeded`, `payment.failed`
     Payment(PaymentEventData),
+    /// `subscription.duplicate`
+    SubscriptionDuplicate(SubscriptionDuplicateData),
     /// `trial.will_end`
     TrialWillEnd(TrialWillEndData),
     /// `quota.threshold_reached`

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 use super::events::Emitter;
+use crate::billing::events::{Event, SubscriptionDuplicateData};
 use crate::billing::facts::PurchaseStatus;
 use crate::billing::mirror::{self, StripeCharge, StripeCheckout, StripeHolds, StripeSubscription};
 use crate::billing::payment::RefundPolicy;
@@ -324,6 +325,13 @@ async fn write(
                     emitter.after_sync(conn, &key, &changes, before, after.as_ref(), now)?;
                 if trial_will_end {
                     emitter.trials_ending(conn, &key, now, &mut appended)?;
+                }
+                for second in &seconds {
+                    let event = Event::subscription_duplicate(&SubscriptionDuplicateData {
+                        subscription_id: second.subscription_id.clone(),
+                        beside: second.beside.clone(),
+                    });
+                    emitter.append(conn, &key, &event, now, &mut appended)?;
                 }
                 if let Some(event_id) = &event_id {
                     events::mark_processed(conn, event_id, now)?;

@@ -409,12 +409,21 @@ async fn a_second_subscription_paid_for_one_subject_is_flagged_once() {
         changed,
     ))
     .await;
-    assert_eq!(flagged(second).await.len(), 1);
+    assert_eq!(flagged(second.clone()).await.len(), 1);
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
     assert!(
         metrics.contains("tollgate_second_subscriptions_total"),
         "{metrics}"
     );
+    // And told once, as subscription.duplicate, to the product.
+    let events = app.events_of("user:user-1", 1).await;
+    let told: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "subscription.duplicate")
+        .collect();
+    assert_eq!(told.len(), 1, "{events:#?}");
+    assert_eq!(told[0]["data"]["subscription_id"], second.as_str());
+    assert_eq!(told[0]["data"]["beside"], first.as_str());
 }
 
 #[tokio::test]
