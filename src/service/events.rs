@@ -31,7 +31,7 @@ pub(crate) struct Emitter {
 
 /// What a transaction appended, to count once it committed.
 #[derive(Debug, Default)]
-#[must_use = "count the events once the transaction committed (Appended::committed)"]
+#[must_use = "count the events once the transaction committed (AppendedEvents::committed)"]
 pub(crate) struct AppendedEvents(Vec<EventType>);
 
 impl AppendedEvents {
