@@ -2,8 +2,10 @@
 # Every outbound event delivery the events tests receive, verified with the Standard Webhooks
 # project's own Python library (PyPI `standardwebhooks`): a second implementation of the
 # specification, independent of the Rust crate Tollgate signs with and of the tests' own
-# verifier. Runs the events tests with TOLLGATE_TEST_DELIVERY_LOG set, then checks each logged
-# delivery at once (the library refuses timestamps older than five minutes).
+# verifier; and with the Python and Node.js snippets docs/EVENTS.md gives integrators, as they
+# would copy them (scripts/webhooks/verify.py; each must also refuse a forged delivery). Runs
+# the events tests with TOLLGATE_TEST_DELIVERY_LOG set, then checks each logged delivery at once
+# (the verifiers refuse timestamps older than five minutes).
 #
 #   bash scripts/verify-deliveries.sh     # installs standardwebhooks into target/webhooks-venv
 set -euo pipefail
