@@ -14,6 +14,7 @@ mod payments;
 mod responses;
 mod status;
 mod subscription;
+mod subscriptions;
 mod tenants;
 mod usage;
 mod webhooks;
@@ -71,6 +72,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(checkout::create_portal)
         .service(status::get_status)
         .service(payments::list_payments)
+        .service(subscriptions::list_subscriptions)
         .service(subscription::cancel_subscription)
         .service(subscription::resume_subscription)
         .service(subscription::change_subscription)

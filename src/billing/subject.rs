@@ -44,10 +44,10 @@ impl Subject {
     /// percent-encoded where they contain `:` or `%`, so keys never collide.
     pub fn key(&self) -> String {
         match self {
-            Subject::User { user_id } => format!("user:{}", escape(user_id)),
-            Subject::Tenant { tenant_id } => format!("tenant:{}", escape(tenant_id)),
+            Subject::User { user_id } => format!("user:{}", escape_id(user_id)),
+            Subject::Tenant { tenant_id } => format!("tenant:{}", escape_id(tenant_id)),
             Subject::Membership { tenant_id, user_id } => {
-                format!("membership:{}:{}", escape(tenant_id), escape(user_id))
+                format!("membership:{}:{}", escape_id(tenant_id), escape_id(user_id))
             }
         }
     }
@@ -81,7 +81,9 @@ impl fmt::Display for Subject {
     }
 }
 
-fn escape(id: &str) -> String {
+/// An id as a key holds it: `%` and `:` percent-encoded, so that the parts of a key never run
+/// together.
+pub fn escape_id(id: &str) -> String {
     id.replace('%', "%25").replace(':', "%3A")
 }
 

@@ -9,7 +9,7 @@ use crate::helpers::{spawn_app_with, Options, TestApp};
 
 /// Workspaces start on Free with shared credits and seats; `pro` is bought for a tenant,
 /// `maker` for one member in one tenant, `lifetime` by a user for every tenant.
-const TENANT_PLANS: &str = r#"
+pub(crate) const TENANT_PLANS: &str = r#"
 [[plans]]
 id = "free"
 name = "Free"
