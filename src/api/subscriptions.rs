@@ -140,8 +140,14 @@ fn subject_of(key: &str) -> EnvelopeSubject {
     EnvelopeSubject {
         key: key.to_owned(),
         kind: subject.as_ref().map(|s| s.kind().to_owned()),
-        user_id: subject.as_ref().and_then(Subject::user_id).map(str::to_owned),
-        tenant_id: subject.as_ref().and_then(Subject::tenant_id).map(str::to_owned),
+        user_id: subject
+            .as_ref()
+            .and_then(Subject::user_id)
+            .map(str::to_owned),
+        tenant_id: subject
+            .as_ref()
+            .and_then(Subject::tenant_id)
+            .map(str::to_owned),
     }
 }
 
@@ -264,7 +270,10 @@ pub async fn list_subscriptions(
     }
     if let Some(plan) = query.plan.as_deref() {
         crate::billing::ids::check_external_id(plan).map_err(|e| {
-            ApiError::bad_request("invalid_plan", format!("`plan` {e}: a plan id as configured"))
+            ApiError::bad_request(
+                "invalid_plan",
+                format!("`plan` {e}: a plan id as configured"),
+            )
         })?;
     }
     let (limit, before) = params::page(query.limit, query.cursor.as_deref(), parse_cursor)?;

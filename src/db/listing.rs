@@ -86,7 +86,9 @@ pub fn list(conn: &mut DbConnection, filter: &Filter) -> anyhow::Result<Vec<List
     let mut subs = subscriptions::table
         .select(SubscriptionRow::as_select())
         .into_boxed();
-    let mut buys = purchases::table.select(PurchaseRow::as_select()).into_boxed();
+    let mut buys = purchases::table
+        .select(PurchaseRow::as_select())
+        .into_boxed();
     match (&exact, &pattern) {
         (Some(exact), Some(pattern)) => {
             subs = subs.filter(
@@ -116,9 +118,11 @@ pub fn list(conn: &mut DbConnection, filter: &Filter) -> anyhow::Result<Vec<List
     }
     if let Some((at, id)) = &filter.before {
         subs = subs.filter(
-            subscriptions::stripe_created_at.lt(*at).or(subscriptions::stripe_created_at
-                .eq(*at)
-                .and(subscriptions::stripe_subscription_id.lt(id.clone()))),
+            subscriptions::stripe_created_at
+                .lt(*at)
+                .or(subscriptions::stripe_created_at
+                    .eq(*at)
+                    .and(subscriptions::stripe_subscription_id.lt(id.clone()))),
         );
         buys = buys.filter(
             purchases::purchased_at.lt(*at).or(purchases::purchased_at
@@ -145,9 +149,7 @@ pub fn list(conn: &mut DbConnection, filter: &Filter) -> anyhow::Result<Vec<List
         .map(Listed::Subscription)
         .chain(buys.into_iter().map(Listed::Purchase))
         .collect();
-    all.sort_by(|a, b| {
-        (b.created(), b.id()).cmp(&(a.created(), a.id()))
-    });
+    all.sort_by(|a, b| (b.created(), b.id()).cmp(&(a.created(), a.id())));
     all.truncate(usize::try_from(filter.limit).unwrap_or(0));
     Ok(all)
 }
