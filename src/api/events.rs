@@ -22,12 +22,18 @@ pub struct EventsQuery {
     /// `next_cursor` of the previous page; leave it out to start from the first event.
     #[param(pattern = "^[0-9]{1,18}$", example = "1042")]
     pub after: Option<String>,
-    /// Only the events of this subject, as `subject.key` shows it: `user:<user id>`,
-    /// `tenant:<tenant id>` or `membership:<tenant id>:<user id>`.
-    #[param(example = "user:user_2NNEqL2nrIRdJ194ndJqAHwEfxC")]
-    pub subject: Option<String>,
+    /// Only the events of this user (`subject.user_id`; with `tenant_id`: of this user in that
+    /// tenant, a membership).
+    #[param(value_type = Option<UserId>)]
+    pub user_id: Option<String>,
+    /// Only the events of this tenant (`subject.tenant_id`; with `user_id`: of that member).
+    #[param(value_type = Option<TenantId>)]
+    pub tenant_id: Option<String>,
     /// Only these types, comma-separated (`entitlements.changed,purchase.completed`).
-    #[param(example = "entitlements.changed,purchase.completed")]
+    #[param(
+        pattern = r"^(entitlements\.changed|subscription\.(created|updated|canceled|duplicate)|purchase\.(completed|refunded|disputed)|payment\.(succeeded|failed)|trial\.will_end|quota\.threshold_reached|tenant\.removed)(,(entitlements\.changed|subscription\.(created|updated|canceled|duplicate)|purchase\.(completed|refunded|disputed)|payment\.(succeeded|failed)|trial\.will_end|quota\.threshold_reached|tenant\.removed))*$",
+        example = "entitlements.changed,purchase.completed"
+    )]
     pub types: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100, example = 20)]
@@ -74,7 +80,7 @@ pub struct EventsOut {
     params(EventsQuery),
     responses(
         (status = 200, description = "one page of events, oldest first", body = EventsOut),
-        (status = 400, description = "`invalid_query`, `invalid_cursor` (not a `next_cursor`), `invalid_subject` (not `user:<id>`, `tenant:<id>` or `membership:<tenant>:<user>` with valid ids), `invalid_types` (a name that is no event type) or `invalid_limit` (not 1 to 100)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_query`, `invalid_cursor` (not a `next_cursor`), `invalid_user_id`, `invalid_tenant_id`, `invalid_types` (a name that is no event type) or `invalid_limit` (not 1 to 100)", body = Problem, content_type = "application/problem+json"),
         super::responses::Unauthorized,
         super::responses::MissingReadScope,
         super::responses::IdentityUnavailable,
@@ -88,7 +94,17 @@ pub async fn list_events(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let (limit, after) = super::params::page(query.limit, query.after.as_deref(), parse_cursor)?;
-    let subject = query.subject.as_deref().map(subject).transpose()?;
+    let subject = match (query.user_id.as_deref(), query.tenant_id.as_deref()) {
+        (None, None) => None,
+        (Some(user), None) => Some(Subject::user(super::params::user_id(user)?)),
+        (None, Some(tenant)) => Some(Subject::Tenant {
+            tenant_id: super::params::tenant_id(tenant)?.into(),
+        }),
+        (Some(user), Some(tenant)) => Some(Subject::Membership {
+            tenant_id: super::params::tenant_id(tenant)?.into(),
+            user_id: super::params::user_id(user)?.into(),
+        }),
+    };
     let types = match query.types.as_deref() {
         None => Vec::new(),
         Some(list) => list
@@ -131,24 +147,6 @@ fn parse_cursor(cursor: &str) -> Option<i64> {
         return None;
     }
     cursor.parse().ok()
-}
-
-/// A subject key as the envelope's `subject.key` shows it, with valid ids.
-fn subject(key: &str) -> Result<Subject, ApiError> {
-    let invalid = || {
-        ApiError::bad_request(
-            "invalid_subject",
-            "subject must be user:<user id>, tenant:<tenant id> or membership:<tenant id>:<user id>, as an event's subject.key shows it",
-        )
-    };
-    let subject = Subject::parse_key(key).ok_or_else(invalid)?;
-    if let Some(user) = subject.user_id() {
-        UserId::parse(user).map_err(|_| invalid())?;
-    }
-    if let Some(tenant) = subject.tenant_id() {
-        TenantId::parse(tenant).map_err(|_| invalid())?;
-    }
-    Ok(subject)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -270,20 +268,34 @@ fn endpoint_name(name: String) -> Result<String, ApiError> {
     }
 }
 
-/// What to deliver again: one delivery (`delivery_id`), or every event since a time to one
-/// endpoint (`endpoint` and `since`).
+/// What to deliver again: one delivery, or every event since a time to one endpoint.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum RedeliverIn {
+    One(RedeliverOne),
+    Since(RedeliverSince),
+}
+
+/// One delivery again.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(examples(json!({"endpoint": "product", "since": "2026-11-30T00:00:00Z"}), json!({"delivery_id": 5121})))]
-pub struct RedeliverIn {
+#[schema(examples(json!({"delivery_id": 5121})))]
+pub struct RedeliverOne {
     /// A delivery of `GET /v1/admin/events/failed` (or any other, delivered ones too).
-    #[schema(minimum = 1, example = 5121)]
-    pub delivery_id: Option<i64>,
-    /// An endpoint's `name` in `events.endpoints`, with `since`.
-    #[schema(example = "product")]
-    pub endpoint: Option<String>,
-    /// Every event created at or after this time (RFC 3339), with `endpoint`.
-    pub since: Option<DateTime<Utc>>,
+    #[schema(value_type = i64, minimum = 1, example = 5121)]
+    pub delivery_id: serde_json::Number,
+}
+
+/// Every event since a time, to one endpoint.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"endpoint": "product", "since": "2026-11-30T00:00:00Z"})))]
+pub struct RedeliverSince {
+    /// An endpoint's `name` in `events.endpoints`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$", example = "product")]
+    pub endpoint: String,
+    /// Every event created at or after this time (RFC 3339).
+    pub since: DateTime<Utc>,
 }
 
 /// How many deliveries were queued again.
@@ -304,7 +316,7 @@ pub struct RedeliverOut {
     request_body = RedeliverIn,
     responses(
         (status = 202, description = "the deliveries are queued", body = RedeliverOut),
-        (status = 400, description = "`invalid_body` (not the object described; neither or both forms; an RFC 3339 `since`), `invalid_delivery_id` or `invalid_endpoint`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_body` (neither form, or both at once; `since` not RFC 3339), `invalid_delivery_id` or `invalid_endpoint`", body = Problem, content_type = "application/problem+json"),
         super::responses::Unauthorized,
         super::responses::MissingAdminScope,
         super::responses::BodyTooLarge,
@@ -318,25 +330,23 @@ pub async fn redeliver(
     _service: Service<AdminScope>,
     body: super::params::JsonObject<RedeliverIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = body.into_inner();
-    let what = match (body.delivery_id, body.endpoint, body.since) {
-        (Some(id), None, None) if id >= 1 => Redelivery::One { delivery_id: id },
-        (Some(_), None, None) => {
-            return Err(ApiError::bad_request(
-                "invalid_delivery_id",
-                "delivery_id must be a delivery's id (a positive integer)",
-            ))
+    let what = match body.into_inner() {
+        RedeliverIn::One(one) => {
+            let id = super::params::whole_number(&one.delivery_id)
+                .and_then(|n| i64::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_delivery_id",
+                        "delivery_id must be a delivery's id (a positive integer)",
+                    )
+                })?;
+            Redelivery::One { delivery_id: id }
         }
-        (None, Some(endpoint), Some(since)) => Redelivery::Since {
-            endpoint: endpoint_name(endpoint)?,
-            since,
+        RedeliverIn::Since(since) => Redelivery::Since {
+            endpoint: endpoint_name(since.endpoint)?,
+            since: since.since,
         },
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                "send either {\"delivery_id\": ...} or {\"endpoint\": ..., \"since\": ...}",
-            ))
-        }
     };
     let queued = events::redeliver(&state, what).await?;
     Ok(HttpResponse::Accepted().json(RedeliverOut { queued }))

@@ -3,6 +3,7 @@
 //! themselves, so what is served and what is documented cannot drift apart.
 
 mod admin;
+mod audit;
 mod checkout;
 mod config;
 mod entitlements;
@@ -88,6 +89,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(grants::create_grant)
         .service(grants::list_grants)
         .service(grants::delete_grant)
+        .service(audit::list_audit)
         .service(admin::admin_sync)
         .service(admin::admin_sync_job)
         .service(ops::metrics);

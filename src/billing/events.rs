@@ -600,7 +600,7 @@ pub struct Envelope {
 /// Whose event it is.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct EnvelopeSubject {
-    /// What `GET /v1/events?subject=` takes.
+    /// The subject's key (`user:<id>`, `tenant:<id>`, `membership:<tenant>:<user>`).
     #[schema(example = "user:alice")]
     pub key: String,
     /// `user`, `tenant` or `membership` (a user in one tenant).

@@ -130,6 +130,53 @@ pub fn for_entity(conn: &mut DbConnection, entity_id: &str) -> anyhow::Result<Ve
         .load(conn)?)
 }
 
+/// One row of the audit trail, as `GET /v1/audit` lists it.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = audit_log)]
+pub struct TrailRow {
+    pub audit_id: String,
+    pub subject: String,
+    pub entity: String,
+    pub entity_id: String,
+    pub action: String,
+    pub changes: String,
+    pub source: String,
+    pub recorded_at: chrono::NaiveDateTime,
+}
+
+/// The audit trail of the subjects `holder` covers, newest first, by keyset: rows older than
+/// `before` (`(recorded_at, audit_id)` descending).
+pub fn trail(
+    conn: &mut DbConnection,
+    holder: &super::listing::Holder,
+    before: Option<&(chrono::NaiveDateTime, String)>,
+    limit: i64,
+) -> anyhow::Result<Vec<TrailRow>> {
+    let mut query = audit_log::table.select(TrailRow::as_select()).into_boxed();
+    match holder.keys() {
+        (Some(exact), Some(pattern)) => {
+            query = query.filter(
+                audit_log::subject
+                    .eq(exact)
+                    .or(audit_log::subject.like(pattern).escape('\\')),
+            );
+        }
+        (Some(exact), None) => query = query.filter(audit_log::subject.eq(exact)),
+        _ => {}
+    }
+    if let Some((at, id)) = before {
+        query = query.filter(
+            audit_log::recorded_at.lt(*at).or(audit_log::recorded_at
+                .eq(*at)
+                .and(audit_log::audit_id.lt(id.clone()))),
+        );
+    }
+    Ok(query
+        .order((audit_log::recorded_at.desc(), audit_log::audit_id.desc()))
+        .limit(limit)
+        .load(conn)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,22 +66,29 @@ fn literal(value: &str) -> String {
         .replace('_', "\\_")
 }
 
+impl Holder {
+    /// The subject key it covers exactly, and the `LIKE` pattern (escaped with `\`) of the
+    /// memberships it covers too; `(None, None)` for every subject.
+    pub fn keys(&self) -> (Option<String>, Option<String>) {
+        let escape = crate::billing::subject::escape_id;
+        match self {
+            Holder::Any => (None, None),
+            Holder::User(user) => (
+                Some(format!("user:{}", escape(user))),
+                Some(format!("membership:%:{}", literal(&escape(user)))),
+            ),
+            Holder::Tenant(tenant) => (
+                Some(format!("tenant:{}", escape(tenant))),
+                Some(format!("membership:{}:%", literal(&escape(tenant)))),
+            ),
+            Holder::Subject(key) => (Some(key.clone()), None),
+        }
+    }
+}
+
 /// Up to `filter.limit` records, newest first: the newest of each table's own page, merged.
 pub fn list(conn: &mut DbConnection, filter: &Filter) -> anyhow::Result<Vec<Listed>> {
-    let escape = crate::billing::subject::escape_id;
-    // The subject keys, exact and as `LIKE` patterns, that the holder covers.
-    let (exact, pattern): (Option<String>, Option<String>) = match &filter.holder {
-        Holder::Any => (None, None),
-        Holder::User(user) => (
-            Some(format!("user:{}", escape(user))),
-            Some(format!("membership:%:{}", literal(&escape(user)))),
-        ),
-        Holder::Tenant(tenant) => (
-            Some(format!("tenant:{}", escape(tenant))),
-            Some(format!("membership:{}:%", literal(&escape(tenant)))),
-        ),
-        Holder::Subject(key) => (Some(key.clone()), None),
-    };
+    let (exact, pattern) = filter.holder.keys();
 
     let mut subs = subscriptions::table
         .select(SubscriptionRow::as_select())

@@ -243,3 +243,102 @@ async fn bad_filters_are_refused_with_the_field_named() {
     );
     assert_eq!(app.get("/v1/subscriptions", None).await.status(), 401);
 }
+
+#[tokio::test]
+async fn the_audit_trail_tells_support_what_changed_when_and_why() {
+    let app = spawn_app().await;
+    let sub = app.subscribed("fay", "pro", "month").await;
+    app.stripe.update_subscription(&sub, |s| {
+        s["cancel_at_period_end"] = serde_json::json!(true)
+    });
+    let updated = app.stripe.subscription(&sub);
+    app.webhook_ok(&crate::helpers::event(
+        "evt_fay_cancel",
+        "customer.subscription.updated",
+        updated,
+    ))
+    .await;
+    app.subscribed("gil", "pro", "month").await;
+
+    let admin = app.idp.service_token("billing:admin");
+    let trail = |query: String| {
+        let app = &app;
+        let admin = admin.clone();
+        async move {
+            let res = app.get(&format!("/v1/audit{query}"), Some(&admin)).await;
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, page) = trail("?user_id=fay".into()).await;
+    assert_eq!(status, 200, "{page}");
+    let rows = page["data"].as_array().unwrap();
+    assert!(
+        rows.iter().all(|r| r["subject"]["user_id"] == "fay"),
+        "{page:#}"
+    );
+    // Newest first: the cancellation, from the webhook, with what it changed.
+    let canceling = rows
+        .iter()
+        .find(|r| r["entity_id"] == sub.as_str() && r["action"] == "updated")
+        .expect("the update is in the trail");
+    assert_eq!(canceling["entity"], "subscription");
+    assert_eq!(
+        canceling["changes"]["cancel_at_period_end"],
+        serde_json::json!([false, true])
+    );
+    assert_eq!(
+        canceling["source"],
+        "event:evt_fay_cancel customer.subscription.updated"
+    );
+    let created = rows
+        .iter()
+        .find(|r| r["entity_id"] == sub.as_str() && r["action"] == "created")
+        .expect("the creation is in the trail");
+    assert!(created["recorded_at"].as_str() <= canceling["recorded_at"].as_str());
+    let position = |r: &Value| rows.iter().position(|x| x == r).unwrap();
+    assert!(position(canceling) < position(created), "newest first");
+
+    // Paging through everyone's trail one row at a time lists each row once.
+    let (_, everything) = trail("?limit=100".into()).await;
+    let all: Vec<String> = everything["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(all.len() > rows.len(), "gil's rows too");
+    let mut paged = Vec::new();
+    let mut query = "?limit=1".to_owned();
+    loop {
+        let (status, page) = trail(query.clone()).await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(next) => query = format!("?limit=1&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all);
+
+    for (query, code) in [
+        ("?user_id=%20", "invalid_user_id"),
+        ("?limit=0", "invalid_limit"),
+        ("?cursor=1:nope", "invalid_cursor"),
+    ] {
+        let (status, body) = trail(query.into()).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some(code)),
+            "{query}"
+        );
+    }
+    let reader = app.idp.service_token("billing:read");
+    assert_eq!(app.get("/v1/audit", Some(&reader)).await.status(), 403);
+}

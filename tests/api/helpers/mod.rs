@@ -399,7 +399,7 @@ impl TestApp {
         for _ in 0..200 {
             let res = self
                 .get(
-                    &format!("/v1/events?subject={subject}&limit=100"),
+                    &format!("/v1/events?{}&limit=100", subject_query(subject)),
                     Some(&token),
                 )
                 .await;
@@ -481,6 +481,20 @@ pub fn event(id: &str, event_type: &str, object: Value) -> Value {
         "type": event_type,
         "data": {"object": object},
     })
+}
+
+/// The `user_id`/`tenant_id` query that names the subject whose key is `key`
+/// (`user:alice`, `tenant:acme`, `membership:acme:alice`).
+pub fn subject_query(key: &str) -> String {
+    let subject = tollgate::billing::subject::Subject::parse_key(key).expect("a subject key");
+    let mut parts = Vec::new();
+    if let Some(user) = subject.user_id() {
+        parts.push(format!("user_id={user}"));
+    }
+    if let Some(tenant) = subject.tenant_id() {
+        parts.push(format!("tenant_id={tenant}"));
+    }
+    parts.join("&")
 }
 
 /// A fresh database for one test.
