@@ -9,10 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::params;
 use crate::billing::events::EnvelopeSubject;
 use crate::billing::ids::{TenantId, UserId};
-use crate::billing::subject::Subject;
 use crate::db::audit::TrailRow;
 use crate::db::from_db_time;
-use crate::db::listing::Holder;
 use crate::error::{ApiError, Problem};
 use crate::identity::{AdminScope, Service};
 use crate::service::listing;
@@ -80,21 +78,9 @@ pub struct AuditTrailOut {
 
 impl From<TrailRow> for AuditOut {
     fn from(row: TrailRow) -> AuditOut {
-        let subject = Subject::parse_key(&row.subject);
         AuditOut {
             id: row.audit_id,
-            subject: EnvelopeSubject {
-                kind: subject.as_ref().map(|s| s.kind().to_owned()),
-                user_id: subject
-                    .as_ref()
-                    .and_then(Subject::user_id)
-                    .map(str::to_owned),
-                tenant_id: subject
-                    .as_ref()
-                    .and_then(Subject::tenant_id)
-                    .map(str::to_owned),
-                key: row.subject,
-            },
+            subject: EnvelopeSubject::of_key(&row.subject),
             entity: row.entity,
             entity_id: row.entity_id,
             action: row.action,
@@ -141,18 +127,7 @@ pub async fn list_audit(
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let holder = match (query.user_id.as_deref(), query.tenant_id.as_deref()) {
-        (None, None) => Holder::Any,
-        (Some(user), None) => Holder::User(params::user_id(user)?.to_string()),
-        (None, Some(tenant)) => Holder::Tenant(params::tenant_id(tenant)?.to_string()),
-        (Some(user), Some(tenant)) => Holder::Subject(
-            Subject::Membership {
-                tenant_id: params::tenant_id(tenant)?.to_string(),
-                user_id: params::user_id(user)?.to_string(),
-            }
-            .key(),
-        ),
-    };
+    let holder = params::holder(query.user_id.as_deref(), query.tenant_id.as_deref())?;
     let (limit, before) = params::page(query.limit, query.cursor.as_deref(), parse_cursor)?;
     let (rows, more) = listing::audit_trail(&state, holder, before, limit).await?;
     let next_cursor = more

@@ -9,7 +9,6 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::billing::events::EventType;
 use crate::billing::ids::{TenantId, UserId};
-use crate::billing::subject::Subject;
 use crate::db::from_db_time;
 use crate::error::{ApiError, Problem};
 use crate::identity::{AdminScope, ReadScope, Service};
@@ -94,17 +93,7 @@ pub async fn list_events(
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
     let (limit, after) = super::params::page(query.limit, query.after.as_deref(), parse_cursor)?;
-    let subject = match (query.user_id.as_deref(), query.tenant_id.as_deref()) {
-        (None, None) => None,
-        (Some(user), None) => Some(Subject::user(super::params::user_id(user)?)),
-        (None, Some(tenant)) => Some(Subject::Tenant {
-            tenant_id: super::params::tenant_id(tenant)?.into(),
-        }),
-        (Some(user), Some(tenant)) => Some(Subject::Membership {
-            tenant_id: super::params::tenant_id(tenant)?.into(),
-            user_id: super::params::user_id(user)?.into(),
-        }),
-    };
+    let subject = super::params::subject(query.user_id.as_deref(), query.tenant_id.as_deref())?;
     let types = match query.types.as_deref() {
         None => Vec::new(),
         Some(list) => list

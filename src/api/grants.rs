@@ -10,7 +10,6 @@ use utoipa::{IntoParams, ToSchema};
 use super::params;
 use crate::billing::grant::{GrantId, GrantStatus};
 use crate::billing::ids::{TenantId, UserId};
-use crate::billing::subject::Subject;
 use crate::db::from_db_time;
 use crate::error::{ApiError, Problem};
 use crate::identity::{AdminScope, Service};
@@ -270,17 +269,7 @@ pub async fn list_grants(
     query: web::Query<GrantsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let subject = match (query.user_id.as_deref(), query.tenant_id.as_deref()) {
-        (None, None) => None,
-        (Some(user), None) => Some(Subject::user(params::user_id(user)?)),
-        (None, Some(tenant)) => Some(Subject::Tenant {
-            tenant_id: params::tenant_id(tenant)?.into(),
-        }),
-        (Some(user), Some(tenant)) => Some(Subject::Membership {
-            tenant_id: params::tenant_id(tenant)?.into(),
-            user_id: params::user_id(user)?.into(),
-        }),
-    };
+    let subject = params::subject(query.user_id.as_deref(), query.tenant_id.as_deref())?;
     let status = match query.status.as_deref() {
         None => None,
         Some(s) => Some(GrantStatus::parse(s).ok_or_else(|| {

@@ -4,6 +4,8 @@
 
 use crate::billing::ids::{IdError, TenantId, UserId};
 use crate::billing::scope::Actor;
+use crate::billing::subject::Subject;
+use crate::db::listing::Holder;
 use crate::error::ApiError;
 use crate::stripe::CheckoutSessionId;
 
@@ -30,6 +32,33 @@ pub fn optional_tenant_id(value: Option<&str>) -> Result<Option<TenantId>, ApiEr
 /// The user (and tenant) a service asks about.
 pub fn service_actor(user: &str, tenant: Option<&str>) -> Result<Actor, ApiError> {
     Ok(Actor::new(user_id(user)?, optional_tenant_id(tenant)?))
+}
+
+/// The subject a listing names with `user_id` and `tenant_id`: a user, a tenant, or both (the
+/// user in that tenant); `None` when it names neither.
+pub fn subject(user: Option<&str>, tenant: Option<&str>) -> Result<Option<Subject>, ApiError> {
+    Ok(match (user, tenant) {
+        (None, None) => None,
+        (Some(user), None) => Some(Subject::user(user_id(user)?)),
+        (None, Some(tenant)) => Some(Subject::Tenant {
+            tenant_id: tenant_id(tenant)?.into(),
+        }),
+        (Some(user), Some(tenant)) => Some(Subject::Membership {
+            tenant_id: tenant_id(tenant)?.into(),
+            user_id: user_id(user)?.into(),
+        }),
+    })
+}
+
+/// Whose records a listing covers by `user_id` and `tenant_id`: a user's own and their
+/// memberships', a tenant's own and its members', both (that member's), or everyone's.
+pub fn holder(user: Option<&str>, tenant: Option<&str>) -> Result<Holder, ApiError> {
+    Ok(match subject(user, tenant)? {
+        None => Holder::Any,
+        Some(Subject::User { user_id }) => Holder::User(user_id),
+        Some(Subject::Tenant { tenant_id }) => Holder::Tenant(tenant_id),
+        Some(membership) => Holder::Subject(membership.key()),
+    })
 }
 
 /// The `{CHECKOUT_SESSION_ID}` Stripe put in the success URL.

@@ -9,9 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::params;
 use crate::billing::events::EnvelopeSubject;
 use crate::billing::ids::{TenantId, UserId};
-use crate::billing::subject::Subject;
 use crate::db::from_db_time;
-use crate::db::listing::{Filter, Holder, Listed};
+use crate::db::listing::{Filter, Listed};
 use crate::error::{ApiError, Problem};
 use crate::identity::{ReadScope, Service};
 use crate::service::listing;
@@ -135,22 +134,6 @@ pub struct SubscriptionsOut {
     pub next_cursor: Option<String>,
 }
 
-fn subject_of(key: &str) -> EnvelopeSubject {
-    let subject = Subject::parse_key(key);
-    EnvelopeSubject {
-        key: key.to_owned(),
-        kind: subject.as_ref().map(|s| s.kind().to_owned()),
-        user_id: subject
-            .as_ref()
-            .and_then(Subject::user_id)
-            .map(str::to_owned),
-        tenant_id: subject
-            .as_ref()
-            .and_then(Subject::tenant_id)
-            .map(str::to_owned),
-    }
-}
-
 impl From<Listed> for RecordOut {
     fn from(listed: Listed) -> RecordOut {
         match listed {
@@ -162,7 +145,7 @@ impl From<Listed> for RecordOut {
                 stripe_checkout_session_id: None,
                 stripe_customer_id: Some(s.stripe_customer_id),
                 stripe_payment_intent_id: None,
-                subject: subject_of(&s.subject),
+                subject: EnvelopeSubject::of_key(&s.subject),
                 plan: s.plan_id,
                 status: s.status,
                 interval: s.price_interval,
@@ -187,7 +170,7 @@ impl From<Listed> for RecordOut {
                 stripe_checkout_session_id: Some(p.checkout_session_id),
                 stripe_customer_id: p.stripe_customer_id,
                 stripe_payment_intent_id: p.payment_intent_id,
-                subject: subject_of(&p.subject),
+                subject: EnvelopeSubject::of_key(&p.subject),
                 plan: Some(p.plan_id),
                 status: p.status,
                 interval: Some("once".to_owned()),
@@ -248,18 +231,7 @@ pub async fn list_subscriptions(
     query: web::Query<SubscriptionsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let holder = match (query.user_id.as_deref(), query.tenant_id.as_deref()) {
-        (None, None) => Holder::Any,
-        (Some(user), None) => Holder::User(params::user_id(user)?.to_string()),
-        (None, Some(tenant)) => Holder::Tenant(params::tenant_id(tenant)?.to_string()),
-        (Some(user), Some(tenant)) => Holder::Subject(
-            Subject::Membership {
-                tenant_id: params::tenant_id(tenant)?.to_string(),
-                user_id: params::user_id(user)?.to_string(),
-            }
-            .key(),
-        ),
-    };
+    let holder = params::holder(query.user_id.as_deref(), query.tenant_id.as_deref())?;
     if let Some(status) = query.status.as_deref() {
         if !STATUSES.contains(&status) {
             return Err(ApiError::bad_request(

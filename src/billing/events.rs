@@ -610,6 +610,25 @@ pub struct EnvelopeSubject {
     pub tenant_id: Option<String>,
 }
 
+impl EnvelopeSubject {
+    /// The subject whose stored key is `key`, with its ids (none for a key Tollgate cannot read).
+    pub fn of_key(key: &str) -> EnvelopeSubject {
+        let subject = Subject::parse_key(key);
+        EnvelopeSubject {
+            key: key.to_owned(),
+            kind: subject.as_ref().map(|s| s.kind().to_owned()),
+            user_id: subject
+                .as_ref()
+                .and_then(Subject::user_id)
+                .map(str::to_owned),
+            tenant_id: subject
+                .as_ref()
+                .and_then(Subject::tenant_id)
+                .map(str::to_owned),
+        }
+    }
+}
+
 /// The `data` of each type (documentation of the envelope's `data`).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(untagged)]
@@ -640,23 +659,11 @@ pub fn envelope(
     event: &Event,
     created_at: DateTime<Utc>,
 ) -> Envelope {
-    let subject = Subject::parse_key(subject_key);
     Envelope {
         id: event_id.to_owned(),
         kind: event.kind.as_str().to_owned(),
         timestamp: created_at,
-        subject: EnvelopeSubject {
-            key: subject_key.to_owned(),
-            kind: subject.as_ref().map(|s| s.kind().to_owned()),
-            user_id: subject
-                .as_ref()
-                .and_then(Subject::user_id)
-                .map(str::to_owned),
-            tenant_id: subject
-                .as_ref()
-                .and_then(Subject::tenant_id)
-                .map(str::to_owned),
-        },
+        subject: EnvelopeSubject::of_key(subject_key),
         revision,
         data: event.data.clone(),
     }

@@ -61,24 +61,35 @@ pub fn append(
         .execute(conn)?;
     let wanted: Vec<&Route> = routes.iter().filter(|r| r.wants(event.kind)).collect();
     for route in &wanted {
-        diesel::insert_into(event_deliveries::table)
-            .values((
-                event_deliveries::event_id.eq(&event_id),
-                event_deliveries::endpoint.eq(&route.endpoint),
-                event_deliveries::subject.eq(subject),
-                event_deliveries::revision.eq(revision),
-                event_deliveries::status.eq(PENDING),
-                event_deliveries::attempts.eq(0),
-                event_deliveries::next_attempt_at.eq(to_db_time(now)),
-                event_deliveries::queued_at.eq(to_db_time(now)),
-            ))
-            .execute(conn)?;
+        queue(conn, (&event_id, subject, revision), &route.endpoint, now)?;
     }
     Ok(Appended {
         event_id,
         revision,
         deliveries: wanted.len(),
     })
+}
+
+/// Queues the delivery of an event (`(id, subject, revision)`) to `endpoint`, due now.
+fn queue(
+    conn: &mut DbConnection,
+    (event_id, subject, revision): (&str, &str, i64),
+    endpoint: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    diesel::insert_into(event_deliveries::table)
+        .values((
+            event_deliveries::event_id.eq(event_id),
+            event_deliveries::endpoint.eq(endpoint),
+            event_deliveries::subject.eq(subject),
+            event_deliveries::revision.eq(revision),
+            event_deliveries::status.eq(PENDING),
+            event_deliveries::attempts.eq(0),
+            event_deliveries::next_attempt_at.eq(to_db_time(now)),
+            event_deliveries::queued_at.eq(to_db_time(now)),
+        ))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// A claimed delivery: this dispatcher's until its lease ends.
@@ -553,18 +564,7 @@ pub fn requeue_since(
             if !wanted {
                 continue;
             }
-            diesel::insert_into(event_deliveries::table)
-                .values((
-                    event_deliveries::event_id.eq(&event_id),
-                    event_deliveries::endpoint.eq(&route.endpoint),
-                    event_deliveries::subject.eq(&subject),
-                    event_deliveries::revision.eq(revision),
-                    event_deliveries::status.eq(PENDING),
-                    event_deliveries::attempts.eq(0),
-                    event_deliveries::next_attempt_at.eq(to_db_time(now)),
-                    event_deliveries::queued_at.eq(to_db_time(now)),
-                ))
-                .execute(conn)?;
+            queue(conn, (&event_id, &subject, revision), &route.endpoint, now)?;
             queued += 1;
         }
         Ok(queued)
