@@ -1,20 +1,30 @@
-//! `GET /v1/payments`: the caller's payment history, newest first.
+//! `GET /v1/payments`: a payment history, newest first: the caller's, a tenant's for its
+//! billing manager, or anyone's for a service with the read scope.
 
 use actix_web::{get, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::billing::subject::Subject;
-use crate::db::{self, from_db_time};
+use crate::billing::ids::{TenantId, UserId};
+use crate::db::from_db_time;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
+use crate::service::listing::{self, PaymentsAsk};
 use crate::state::AppState;
 use crate::stripe::ChargeId;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PaymentsQuery {
+    /// A service (read scope): whose payments, a user's (with `tenant_id`: the user's in that
+    /// tenant).
+    #[param(value_type = Option<UserId>)]
+    pub user_id: Option<String>,
+    /// A tenant's payments: for its billing manager (an end user whose token lists the tenant),
+    /// or for a service (read scope).
+    #[param(value_type = Option<TenantId>)]
+    pub tenant_id: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100, example = 20)]
     pub limit: Option<i64>,
@@ -74,7 +84,9 @@ fn parse_cursor(cursor: &str) -> Option<(chrono::NaiveDateTime, String)> {
     Some((at, id.into()))
 }
 
-/// The caller's payments (charges, with refunds and disputes), newest first.
+/// Payments (charges, with refunds and disputes), newest first: the caller's own; with
+/// `tenant_id`, the tenant's, for its billing manager; with `user_id` and/or `tenant_id` and the
+/// read scope (a sibling service, support), that user's, tenant's or member's.
 #[utoipa::path(
     tag = "frontend",
     operation_id = "v1.payments.list",
@@ -82,8 +94,9 @@ fn parse_cursor(cursor: &str) -> Option<(chrono::NaiveDateTime, String)> {
     params(PaymentsQuery),
     responses(
         (status = 200, description = "one page of the caller's payments, newest first", body = PaymentsOut),
-        (status = 400, description = "`invalid_query`, `invalid_limit` (not 1 to 100), or `invalid_cursor` (not a `next_cursor` this endpoint gave)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_query`, `invalid_user_id`, `invalid_tenant_id`, `invalid_limit` (not 1 to 100), or `invalid_cursor` (not a `next_cursor` this endpoint gave)", body = Problem, content_type = "application/problem+json"),
         super::responses::Unauthorized,
+        (status = 403, description = "`missing_scope` (a `user_id` named without the read scope), `tenant_not_allowed` (the token does not list the tenant) or `not_billing_manager` (a member who does not manage the tenant's billing)", body = Problem, content_type = "application/problem+json"),
         super::responses::IdentityUnavailable,
     )
 )]
@@ -93,15 +106,19 @@ pub async fn list_payments(
     user: EndUser,
     query: web::Query<PaymentsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (limit, cursor) = super::params::page(query.limit, query.cursor.as_deref(), parse_cursor)?;
-    let key = Subject::user(&user.0.subject).key();
-    // One more than asked tells whether another page follows.
-    let mut rows = state
-        .db
-        .run(move |conn| db::state::list_payments(conn, &key, limit + 1, cursor))
-        .await?;
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
+    let (limit, before) = super::params::page(query.limit, query.cursor.as_deref(), parse_cursor)?;
+    let ask = PaymentsAsk {
+        reads_all: user.0.has_scope(&state.settings.auth.scopes.read),
+        user_id: query
+            .user_id
+            .as_deref()
+            .map(super::params::user_id)
+            .transpose()?,
+        tenant_id: super::params::optional_tenant_id(query.tenant_id.as_deref())?,
+        limit,
+        before,
+    };
+    let (rows, more) = listing::payments(&state, &user.0, ask).await?;
     let next_cursor = more
         .then(|| {
             rows.last()

@@ -404,3 +404,86 @@ async fn a_refund_of_a_charge_older_than_the_newest_hundred_is_still_applied() {
         .count();
     assert_eq!(retrieved, 1, "the event's charge is read by id");
 }
+
+#[tokio::test]
+async fn a_tenants_payments_are_listed_for_its_billing_manager_and_services_only() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        extra_toml: crate::tenants::TENANT_PLANS.into(),
+        ..crate::helpers::Options::default()
+    })
+    .await;
+    let member = |user: &str, tenant: &str| {
+        let mut claims = app.idp.claims(user);
+        claims["tenant_id"] = serde_json::json!(tenant);
+        app.idp.token(&claims)
+    };
+    let (alice, bob, carol) = (
+        member("alice", "t1"),
+        member("bob", "t1"),
+        member("carol", "t2"),
+    );
+    // Alice buys the team plan: the tenant pays, and she manages its billing.
+    let res = app
+        .checkout(
+            &alice,
+            serde_json::json!({"plan": "pro", "interval": "month"}),
+        )
+        .await;
+    assert_eq!(res.status(), 201, "{}", res.text().await.unwrap());
+    let session: serde_json::Value = res.json().await.unwrap();
+    let session_id = session["session_id"].as_str().unwrap();
+    app.stripe.complete_checkout(session_id);
+    assert_eq!(app.verify(&alice, session_id).await.status(), 200);
+
+    let payments = |token: String, query: &'static str| {
+        let app = &app;
+        async move {
+            let res = app.get(&format!("/v1/payments{query}"), Some(&token)).await;
+            let status = res.status().as_u16();
+            (status, res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, page) = payments(alice.clone(), "?tenant_id=t1").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["data"][0]["amount"], 900);
+    assert_eq!(page["data"][0]["status"], "paid");
+    // Her own history holds nothing: the tenant paid.
+    let (_, own) = payments(alice.clone(), "").await;
+    assert_eq!(own["data"], serde_json::json!([]));
+    // Another member reads the tenant's status, not its payments; a non-member nothing.
+    let (status, refused) = payments(bob, "?tenant_id=t1").await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (403, Some("not_billing_manager"))
+    );
+    let (status, refused) = payments(carol, "?tenant_id=t1").await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (403, Some("tenant_not_allowed"))
+    );
+    let (status, refused) = payments(alice.clone(), "?user_id=bob").await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (403, Some("missing_scope"))
+    );
+    // A service with the read scope lists anyone's.
+    let service = app.idp.service_token("billing:read");
+    let (status, page) = payments(service.clone(), "?tenant_id=t1").await;
+    assert_eq!(
+        (status, page["data"].as_array().unwrap().len()),
+        (200, 1),
+        "{page}"
+    );
+    let (status, page) = payments(service.clone(), "?user_id=alice").await;
+    assert_eq!(
+        (status, page["data"].as_array().unwrap().len()),
+        (200, 0),
+        "{page}"
+    );
+    let (status, refused) = payments(service, "?user_id=%20").await;
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (400, Some("invalid_user_id"))
+    );
+}
