@@ -282,14 +282,6 @@ pub fn place(conn: &mut DbConnection) -> anyhow::Result<usize> {
     })
 }
 
-/// Whether any committed event waits for its place (the sequencer's cheap check).
-pub fn has_unplaced(conn: &mut DbConnection) -> anyhow::Result<bool> {
-    Ok(diesel::select(diesel::dsl::exists(
-        outbox_events::table.filter(outbox_events::position.is_null()),
-    ))
-    .get_result(conn)?)
-}
-
 /// One event of `GET /v1/events`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -439,14 +431,6 @@ pub fn due_changes(
     })
 }
 
-/// Whether any subject's document is due to be evaluated again (the scheduler's cheap check).
-pub fn any_due(conn: &mut DbConnection, now: DateTime<Utc>) -> anyhow::Result<bool> {
-    Ok(diesel::select(diesel::dsl::exists(
-        event_heads::table.filter(event_heads::next_change_at.le(to_db_time(now))),
-    ))
-    .get_result(conn)?)
-}
-
 /// A failed delivery with its event's type, for `GET /v1/admin/events/failed`.
 #[derive(Debug, Clone)]
 pub struct FailedDelivery {
@@ -586,15 +570,6 @@ pub struct CrossingRow {
     pub created_at: NaiveDateTime,
 }
 
-/// Whether a crossing waits to be told (the relay's cheap check).
-pub fn any_untold_crossing(conn: &mut DbConnection) -> anyhow::Result<bool> {
-    use super::schema::quota_crossings;
-    Ok(diesel::select(diesel::dsl::exists(
-        quota_crossings::table.filter(quota_crossings::told_at.is_null()),
-    ))
-    .get_result(conn)?)
-}
-
 /// Crossings not yet told, oldest first, locked to the end of the transaction this must run
 /// in (PostgreSQL: `SKIP LOCKED`, one replica tells each).
 pub fn untold_crossings(conn: &mut DbConnection, limit: i64) -> anyhow::Result<Vec<CrossingRow>> {
@@ -625,4 +600,31 @@ pub fn crossing_told(
         .set(quota_crossings::told_at.eq(Some(to_db_time(now))))
         .execute(conn)?;
     Ok(())
+}
+
+/// What the dispatcher finds to do, in one statement (each replica asks every poll).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PendingWork {
+    /// Committed events wait for their place in `GET /v1/events`.
+    pub unplaced: bool,
+    /// A subject's document is due to be evaluated again (a change by time).
+    pub due_changes: bool,
+    /// A quota crossing waits to be told.
+    pub untold_crossings: bool,
+}
+
+pub fn pending_work(conn: &mut DbConnection, now: DateTime<Utc>) -> anyhow::Result<PendingWork> {
+    use super::schema::quota_crossings;
+    use diesel::dsl::exists;
+    let (unplaced, due_changes, untold_crossings) = diesel::select((
+        exists(outbox_events::table.filter(outbox_events::position.is_null())),
+        exists(event_heads::table.filter(event_heads::next_change_at.le(to_db_time(now)))),
+        exists(quota_crossings::table.filter(quota_crossings::told_at.is_null())),
+    ))
+    .get_result(conn)?;
+    Ok(PendingWork {
+        unplaced,
+        due_changes,
+        untold_crossings,
+    })
 }

@@ -2,7 +2,7 @@
 //! the change's own transaction ([`Emitter`]), and the dispatcher every replica runs, which
 //! places committed events in `GET /v1/events` order and delivers due deliveries.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,13 +50,26 @@ impl AppendedEvents {
 
 impl Emitter {
     pub fn of(state: &AppState, subject: &Subject) -> Emitter {
-        let listed_exempt =
-            matches!(subject, Subject::User { user_id } if state.exempt_subjects.contains(user_id));
+        Emitter::unlisted(state).listed_in(subject, &state.exempt_subjects)
+    }
+
+    /// For appends alone (no entitlement document: no exemption to know).
+    fn unlisted(state: &AppState) -> Emitter {
         Emitter {
             routes: state.events.routes.clone(),
             catalog: state.catalog.clone(),
             policy: state.policy,
+            listed_exempt: false,
+        }
+    }
+
+    /// For `subject`, a user exempt when `exempt_subjects` lists them.
+    fn listed_in(&self, subject: &Subject, exempt_subjects: &HashSet<String>) -> Emitter {
+        let listed_exempt =
+            matches!(subject, Subject::User { user_id } if exempt_subjects.contains(user_id));
+        Emitter {
             listed_exempt,
+            ..self.clone()
         }
     }
 
@@ -211,16 +224,8 @@ const CROSSING_BATCH: i64 = 100;
 /// path records the crossing in its own transaction (`quota_crossings`, once per window); this
 /// turns it into the subject's next event.
 async fn tell_crossings(state: &Arc<AppState>) -> anyhow::Result<()> {
-    if !state.db.run(outbox::any_untold_crossing).await? {
-        return Ok(());
-    }
     let now = state.now();
-    let emitter = Emitter {
-        routes: state.events.routes.clone(),
-        catalog: state.catalog.clone(),
-        policy: state.policy,
-        listed_exempt: false,
-    };
+    let emitter = Emitter::unlisted(state);
     let appended = state
         .db
         .run(move |conn| {
@@ -259,35 +264,32 @@ async fn tell_due_changes(
     exempt: &Arc<HashSet<String>>,
 ) -> anyhow::Result<()> {
     let now = state.now();
-    if !state.db.run(move |conn| outbox::any_due(conn, now)).await? {
-        return Ok(());
-    }
-    let (routes, catalog, policy, exempt) = (
-        state.events.routes.clone(),
-        state.catalog.clone(),
-        state.policy,
-        exempt.clone(),
-    );
+    let (base, exempt) = (Emitter::unlisted(state), exempt.clone());
     let appended = state
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
                 let mut appended = AppendedEvents::default();
                 for (key, told) in outbox::due_changes(conn, now, DUE_BATCH)? {
-                    let listed_exempt = matches!(Subject::parse_key(&key), Some(Subject::User { user_id }) if exempt.contains(&user_id));
-                    let emitter = Emitter {
-                        routes: routes.clone(),
-                        catalog: catalog.clone(),
-                        policy,
-                        listed_exempt,
+                    let emitter = match Subject::parse_key(&key) {
+                        Some(subject) => base.listed_in(&subject, &exempt),
+                        None => base.clone(),
                     };
-                    let snapshot = db::snapshots::read_many(conn, None, std::slice::from_ref(&key))?;
+                    let snapshot =
+                        db::snapshots::read_many(conn, None, std::slice::from_ref(&key))?;
                     let before = match told {
                         Some(json) => serde_json::from_str(&json)?,
                         None => serde_json::Value::Null,
                     };
                     let (facts, role_exempt) = (&snapshot[0].facts, snapshot[0].role_exempt);
-                    emitter.settle(conn, &key, &before, (facts, role_exempt), now, &mut appended)?;
+                    emitter.settle(
+                        conn,
+                        &key,
+                        &before,
+                        (facts, role_exempt),
+                        now,
+                        &mut appended,
+                    )?;
                 }
                 Ok(appended)
             })
@@ -312,14 +314,30 @@ pub async fn run_dispatcher(state: Arc<AppState>) {
     let mut gauges_at = std::time::Instant::now() - GAUGE_EVERY;
     let exempt = Arc::new(state.exempt_subjects.clone());
     loop {
-        if let Err(e) = tell_due_changes(&state, &exempt).await {
-            tracing::warn!(error = %format!("{e:#}"), "telling changes by time failed; retrying");
-        }
-        if let Err(e) = tell_crossings(&state).await {
-            tracing::warn!(error = %format!("{e:#}"), "telling quota thresholds failed; retrying");
-        }
-        if let Err(e) = tick(&state, &mut failing).await {
-            tracing::warn!(error = %format!("{e:#}"), "event dispatch failed; retrying");
+        // What is there to do: one statement per pass. (Events the passes below append wake
+        // the dispatcher again, and the next pass places them.)
+        let now = state.now();
+        match state
+            .db
+            .run(move |conn| outbox::pending_work(conn, now))
+            .await
+        {
+            Ok(work) => {
+                if work.due_changes {
+                    if let Err(e) = tell_due_changes(&state, &exempt).await {
+                        tracing::warn!(error = %format!("{e:#}"), "telling changes by time failed; retrying");
+                    }
+                }
+                if work.untold_crossings {
+                    if let Err(e) = tell_crossings(&state).await {
+                        tracing::warn!(error = %format!("{e:#}"), "telling quota thresholds failed; retrying");
+                    }
+                }
+                if let Err(e) = tick(&state, work.unplaced, &mut failing).await {
+                    tracing::warn!(error = %format!("{e:#}"), "event dispatch failed; retrying");
+                }
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "event dispatch failed; retrying"),
         }
         if gauges_at.elapsed() >= GAUGE_EVERY {
             gauges_at = std::time::Instant::now();
@@ -334,17 +352,16 @@ pub async fn run_dispatcher(state: Arc<AppState>) {
     }
 }
 
-/// Places committed events, then delivers every due delivery this replica can claim.
-async fn tick(state: &Arc<AppState>, failing: &mut HashMap<String, bool>) -> anyhow::Result<()> {
-    state
-        .db
-        .run(|conn| {
-            if outbox::has_unplaced(conn)? {
-                outbox::place(conn)?;
-            }
-            Ok(())
-        })
-        .await?;
+/// Places committed events (when `unplaced`), then delivers every due delivery this replica
+/// can claim.
+async fn tick(
+    state: &Arc<AppState>,
+    unplaced: bool,
+    failing: &mut HashMap<String, bool>,
+) -> anyhow::Result<()> {
+    if unplaced {
+        state.db.run(|conn| outbox::place(conn).map(drop)).await?;
+    }
     let Some(sender) = state.events.sender.clone() else {
         return Ok(());
     };
@@ -457,12 +474,8 @@ async fn refresh_gauges(
         (state.now() - t).num_milliseconds().max(0) as f64 / 1000.0
     });
     metrics::gauge!("tollgate_event_oldest_pending_seconds").set(age);
-    let failing: BTreeSet<&String> = failing
-        .iter()
-        .filter(|(_, f)| **f)
-        .map(|(e, _)| e)
-        .collect();
-    metrics::gauge!("tollgate_event_endpoints_failing").set(failing.len() as f64);
+    let failing = failing.values().filter(|f| **f).count();
+    metrics::gauge!("tollgate_event_endpoints_failing").set(failing as f64);
     Ok(())
 }
 
