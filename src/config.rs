@@ -41,6 +41,8 @@ pub struct Settings {
     pub billing: BillingSettings,
     pub reconcile: ReconcileSettings,
     pub events: EventSettings,
+    /// What a purchase provisions outside Tollgate (docs/LICENSES.md).
+    pub provisioning: ProvisioningSettings,
     pub auth: AuthSettings,
     #[serde(default)]
     pub exemptions: ExemptionSettings,
@@ -298,6 +300,164 @@ pub struct EventSettings {
     pub quota_thresholds: BTreeMap<String, Vec<u8>>,
     #[serde(default)]
     pub endpoints: Vec<EndpointSettings>,
+}
+
+/// Provisioners a plan may list in `provision`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisioningSettings {
+    pub github: GithubSettings,
+}
+
+/// The GitHub provisioner: a license's buyer is invited to `organization` with `team_slug`
+/// (the team that has read access to the private repository).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubSettings {
+    /// GitHub's REST API (tests point it at a fake).
+    pub api_base: String,
+    /// The organization's login; empty: read from the variable `organization_env` names.
+    pub organization: String,
+    pub organization_env: String,
+    /// The team's slug; empty: read from the variable `team_slug_env` names.
+    pub team_slug: String,
+    pub team_slug_env: String,
+    /// The environment variable holding the token (a classic PAT with `admin:org`, or a
+    /// fine-grained token with the organization's Members read and write permission).
+    pub token_env: String,
+    /// Or the token itself.
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// How long one GitHub call may take.
+    pub timeout_seconds: u64,
+    /// How often an invitation is checked for acceptance.
+    pub check_interval_seconds: u64,
+    /// The wait after a failed call; each further failure doubles it up to `retry_max_seconds`
+    /// (GitHub's `Retry-After` and rate-limit reset are waited out in any case).
+    pub retry_first_seconds: u64,
+    pub retry_max_seconds: u64,
+    /// GitHub usernames one buyer may submit per hour.
+    pub submissions_per_hour: u32,
+}
+
+impl GithubSettings {
+    fn named(value: &str, env: &str) -> Option<String> {
+        let value = value.trim();
+        if !value.is_empty() {
+            return Some(value.to_owned());
+        }
+        (!env.is_empty())
+            .then(|| std::env::var(env).ok())
+            .flatten()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    pub fn organization(&self) -> Option<String> {
+        Self::named(&self.organization, &self.organization_env)
+    }
+
+    pub fn team_slug(&self) -> Option<String> {
+        Self::named(&self.team_slug, &self.team_slug_env)
+    }
+
+    pub fn token(&self) -> Option<SecretString> {
+        match &self.token {
+            Some(token) if !token.expose_secret().trim().is_empty() => Some(token.clone()),
+            _ => Self::named("", &self.token_env).map(SecretString::from),
+        }
+    }
+
+    /// What keeps the provisioner from working, for a configuration whose plans list it.
+    fn problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, text: String| {
+            problems.push(ConfigProblem {
+                key: key.to_owned(),
+                problem: text,
+            })
+        };
+        let login = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 100
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        };
+        match self.organization() {
+            None => problem(
+                "provisioning.github.organization",
+                format!(
+                    "is not set and neither is {}: name the GitHub organization that invites buyers",
+                    if self.organization_env.is_empty() { "organization_env" } else { &self.organization_env }
+                ),
+            ),
+            Some(org) if !login(&org) => problem(
+                "provisioning.github.organization",
+                format!("`{org}` is not an organization login"),
+            ),
+            Some(_) => {}
+        }
+        match self.team_slug() {
+            None => problem(
+                "provisioning.github.team_slug",
+                format!(
+                    "is not set and neither is {}: name the team (its slug) with read access to the repository",
+                    if self.team_slug_env.is_empty() { "team_slug_env" } else { &self.team_slug_env }
+                ),
+            ),
+            Some(slug) if !login(&slug) => problem(
+                "provisioning.github.team_slug",
+                format!("`{slug}` is not a team slug"),
+            ),
+            Some(_) => {}
+        }
+        if self.token().is_none() {
+            problem(
+                "provisioning.github.token_env",
+                if self.token_env.is_empty() {
+                    "is empty: name the environment variable holding the GitHub token".into()
+                } else {
+                    format!(
+                        "{} is not set: it must hold a GitHub token with admin:org (docs/LICENSES.md)",
+                        self.token_env
+                    )
+                },
+            );
+        }
+        if url::Url::parse(&self.api_base)
+            .map(|u| !matches!(u.scheme(), "https" | "http"))
+            .unwrap_or(true)
+        {
+            problem(
+                "provisioning.github.api_base",
+                format!("`{}` is not a URL (https://api.github.com)", self.api_base),
+            );
+        }
+        for (key, value) in [
+            ("provisioning.github.timeout_seconds", self.timeout_seconds),
+            (
+                "provisioning.github.check_interval_seconds",
+                self.check_interval_seconds,
+            ),
+            (
+                "provisioning.github.retry_first_seconds",
+                self.retry_first_seconds,
+            ),
+            (
+                "provisioning.github.retry_max_seconds",
+                self.retry_max_seconds,
+            ),
+            (
+                "provisioning.github.submissions_per_hour",
+                u64::from(self.submissions_per_hour),
+            ),
+        ] {
+            if value == 0 {
+                problem(key, "must be at least 1".into());
+            }
+        }
+        problems
+    }
 }
 
 /// One receiver of outbound events.
@@ -603,6 +763,10 @@ pub struct PlanSettings {
     pub trial_requires_card: bool,
     #[serde(default)]
     pub prices: Vec<PriceSettings>,
+    /// What a purchase of the plan provisions outside Tollgate: `["github"]` gives each buyer a
+    /// license to a GitHub organization team (a `lifetime` plan bought by a user).
+    #[serde(default)]
+    pub provision: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1089,10 +1253,71 @@ impl Settings {
                 }
             }
         }
+        if let Ok((catalog, _)) = &catalog {
+            problems.extend(self.provisioning_problems(catalog));
+        }
         match catalog {
             Ok(built) if problems.is_empty() => Ok(built),
             _ => Err(ConfigError::Invalid(problems)),
         }
+    }
+
+    /// Plans that provision: only `lifetime` plans bought by a user, only known provisioners,
+    /// and the GitHub provisioner complete when a plan lists it.
+    fn provisioning_problems(&self, catalog: &Catalog) -> Vec<ConfigProblem> {
+        let mut problems = Vec::new();
+        let mut github = false;
+        for (i, plan) in self.plans.iter().enumerate() {
+            let key = format!("plans[{i}].provision");
+            for provisioner in &plan.provision {
+                if provisioner == "github" {
+                    github = true;
+                } else {
+                    problems.push(ConfigProblem {
+                        key: key.clone(),
+                        problem: format!("`{provisioner}` is not a provisioner (known: github)"),
+                    });
+                }
+            }
+            if plan.provision.is_empty() {
+                continue;
+            }
+            let Some(built) = catalog.plan(&plan.id) else {
+                continue;
+            };
+            if built.kind != PlanKind::Lifetime {
+                problems.push(ConfigProblem {
+                    key: key.clone(),
+                    problem: format!(
+                        "plan `{}` is a {}: only a lifetime plan (a one-time purchase) provisions",
+                        plan.id,
+                        built.kind.as_str()
+                    ),
+                });
+            }
+            if built.scope != crate::billing::scope::Scope::User {
+                problems.push(ConfigProblem {
+                    key,
+                    problem: format!(
+                        "plan `{}` is bought for a {:?} scope: a license belongs to one user (scope = \"user\")",
+                        plan.id, built.scope
+                    ),
+                });
+            }
+        }
+        if github {
+            problems.extend(self.provisioning.github.problems());
+        }
+        problems
+    }
+
+    /// The plans that provision a GitHub license.
+    pub fn github_plans(&self) -> Vec<String> {
+        self.plans
+            .iter()
+            .filter(|p| p.provision.iter().any(|x| x == "github"))
+            .map(|p| p.id.clone())
+            .collect()
     }
 
     /// The plan catalog, as validated when the settings were loaded (`load`, `extract`).

@@ -8,6 +8,7 @@ pub mod billing;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod github;
 pub mod identity;
 pub mod outbound;
 pub mod service;

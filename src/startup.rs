@@ -95,6 +95,11 @@ impl Application {
         tokio::spawn(crate::service::events::run_dispatcher(
             state.clone().into_inner(),
         ));
+        if state.licenses.github.is_some() {
+            tokio::spawn(crate::service::licenses::run_worker(
+                state.clone().into_inner(),
+            ));
+        }
         let interval = state.settings.reconcile.interval_seconds;
         if interval > 0 && state.settings.saas && state.stripe.is_some() {
             tokio::spawn(crate::service::reconcile::run_schedule(

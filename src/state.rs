@@ -51,7 +51,59 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Outbound events: routes, retries and the sender (`events`).
     pub events: EventTerms,
+    /// Licenses and their GitHub provisioner (`provisioning.github`, plans' `provision`).
+    pub licenses: LicenseTerms,
     clock: Clock,
+}
+
+/// What the licenses use cases need, built once from the settings.
+pub struct LicenseTerms {
+    /// The plans whose purchase creates a license.
+    pub plans: Arc<HashSet<String>>,
+    /// `None` while no plan provisions (then no worker runs).
+    pub github: Option<Arc<crate::github::GitHub>>,
+    pub retry: crate::billing::license::GithubRetry,
+    /// How often a pending invitation is checked.
+    pub check_every: Duration,
+    /// A worker's claim on a license lasts this long: the longest step (four calls) and a
+    /// margin.
+    pub lease: Duration,
+    /// How often the worker looks for due work without being woken.
+    pub poll: Duration,
+    pub submissions_per_hour: u32,
+    /// Usernames one buyer may submit per hour.
+    pub limiter: DefaultKeyedRateLimiter<String>,
+    /// Woken when work was scheduled, so that this replica does it at once.
+    pub wake: Arc<tokio::sync::Notify>,
+}
+
+impl LicenseTerms {
+    fn of(settings: &Settings) -> anyhow::Result<LicenseTerms> {
+        let github = &settings.provisioning.github;
+        let plans: HashSet<String> = settings.github_plans().into_iter().collect();
+        let client = if plans.is_empty() {
+            None
+        } else {
+            crate::github::GitHub::from_settings(github)?.map(Arc::new)
+        };
+        let per_hour = NonZeroU32::new(github.submissions_per_hour)
+            .context("provisioning.github.submissions_per_hour must be at least 1")?;
+        let timeout = Duration::from_secs(github.timeout_seconds);
+        Ok(LicenseTerms {
+            plans: Arc::new(plans),
+            github: client,
+            retry: crate::billing::license::GithubRetry {
+                first: Duration::from_secs(github.retry_first_seconds),
+                max: Duration::from_secs(github.retry_max_seconds),
+            },
+            check_every: Duration::from_secs(github.check_interval_seconds),
+            lease: timeout * 5 + Duration::from_secs(5),
+            poll: Duration::from_secs(1),
+            submissions_per_hour: github.submissions_per_hour,
+            limiter: RateLimiter::keyed(Quota::per_hour(per_hour)),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
 }
 
 /// What the events use cases need, built once from `events` settings.
@@ -176,8 +228,10 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
         quota_thresholds: Arc::new(settings.events.thresholds()),
         wake: Arc::new(tokio::sync::Notify::new()),
     };
+    let licenses = LicenseTerms::of(&settings)?;
     Ok(AppState {
         events,
+        licenses,
         settings,
         changes,
         refunds,
@@ -233,6 +287,11 @@ pub const HTTP_BUCKETS: &[f64] = &[
 /// Stripe calls: tens of milliseconds to the client's timeout, retries included.
 pub const STRIPE_BUCKETS: &[f64] = &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
+/// License invitations: a minute to the week GitHub keeps an invitation.
+pub const ACCEPTANCE_BUCKETS: &[f64] = &[
+    60.0, 300.0, 900.0, 3600.0, 14_400.0, 43_200.0, 86_400.0, 259_200.0, 604_800.0,
+];
+
 /// Histograms with buckets (rendered as Prometheus histograms, which aggregate across
 /// replicas), not the exporter's default summaries.
 fn recorder_builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
@@ -245,6 +304,10 @@ fn recorder_builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::
         .set_buckets_for_metric(
             Matcher::Full("tollgate_stripe_request_duration_seconds".into()),
             STRIPE_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("tollgate_license_acceptance_seconds".into()),
+            ACCEPTANCE_BUCKETS,
         )
 }
 
@@ -340,6 +403,21 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         "tollgate_event_endpoints_failing",
         MetricKind::Gauge,
         "Endpoints whose last delivery from this replica failed for the whole retry window (until one succeeds).",
+    ),
+    (
+        "tollgate_licenses",
+        MetricKind::Gauge,
+        "Licenses by `status` (pending, username_submitted, invited, active, revoked), refreshed every 15 s by each replica's license worker.",
+    ),
+    (
+        "tollgate_license_acceptance_seconds",
+        MetricKind::Histogram,
+        "Time from a license's GitHub invitation to its acceptance, as the worker saw it.",
+    ),
+    (
+        "tollgate_github_calls_total",
+        MetricKind::Counter,
+        "GitHub API calls by `operation` and `outcome` (ok, not_found, refused, rate_limited, server_error, network); failed ones are retried.",
     ),
     (
         "tollgate_second_subscriptions_total",
@@ -443,7 +521,8 @@ mod tests {
                 assert!(
                     [
                         "tollgate_http_request_duration_seconds",
-                        "tollgate_stripe_request_duration_seconds"
+                        "tollgate_stripe_request_duration_seconds",
+                        "tollgate_license_acceptance_seconds"
                     ]
                     .contains(&name),
                     "{name} needs buckets in recorder_builder"

@@ -1,7 +1,8 @@
 //! The example configurations in `config/examples/` (one per seed product) are valid, say what
 //! their seed needs, and serve `GET /v1/config` without a secret.
 //!
-//! Only the database, host and port are overridden. Nothing here reads or changes the process
+//! Only the database, host and port are overridden, and the GitHub provisioner is given the
+//! organization, team and token its variables would hold. Nothing here reads or changes the process
 //! environment: `price_id_env` ids stay unresolved unless the runner happens to set them, so no
 //! assertion depends on them.
 
@@ -45,6 +46,11 @@ fn figment_for(name: &str, dir: &TempDir) -> Figment {
         .merge(("database.url", db_url))
         .merge(("server.host", "127.0.0.1"))
         .merge(("server.port", 0))
+        // 002's lifetime license provisions GitHub, whose token comes from GH_PAT (not read
+        // here): the three values its variables would give.
+        .merge(("provisioning.github.organization", "example-org"))
+        .merge(("provisioning.github.team_slug", "example-team"))
+        .merge(("provisioning.github.token", "github_pat_example"))
 }
 
 struct Loaded {
@@ -308,6 +314,35 @@ async fn seed_002_tiered_credits() {
     } = load(name);
     assert!(settings.saas);
     assert_eq!(catalog.free_plan().id, "free");
+
+    // The lifetime license invites its buyer to the seed's organization and team (GH_PAT,
+    // GITHUB_ORG_NAME, GITHUB_TEAM_SLUG).
+    assert_eq!(settings.github_plans(), vec!["lifetime".to_owned()]);
+    let github = &settings.provisioning.github;
+    assert_eq!(
+        (
+            github.organization_env.as_str(),
+            github.team_slug_env.as_str(),
+            github.token_env.as_str()
+        ),
+        ("GITHUB_ORG_NAME", "GITHUB_TEAM_SLUG", "GH_PAT")
+    );
+    // Without the token (the value this test gave in place of GH_PAT), start-up names it.
+    let dir = TempDir::new().expect("temporary directory");
+    let figment = figment_for(name, &dir)
+        .merge(("provisioning.github.token", ""))
+        .merge((
+            "provisioning.github.token_env",
+            "TOLLGATE_TEST_UNSET_GITHUB_TOKEN",
+        ));
+    let err = Settings::extract(figment)
+        .expect_err("no token: refused")
+        .to_string();
+    assert!(
+        err.contains("provisioning.github.token_env")
+            && err.contains("TOLLGATE_TEST_UNSET_GITHUB_TOKEN is not set"),
+        "{err}"
+    );
 
     // `unlimited` is how the product stores agency.
     assert_eq!(plan(&catalog, "unlimited").id, "agency");

@@ -9,6 +9,7 @@ mod config;
 mod entitlements;
 mod events;
 mod grants;
+mod licenses;
 mod ops;
 mod params;
 mod payments;
@@ -89,6 +90,9 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(grants::create_grant)
         .service(grants::list_grants)
         .service(grants::delete_grant)
+        .service(licenses::list_licenses)
+        .service(licenses::submit_github)
+        .service(licenses::admin_list_licenses)
         .service(audit::list_audit)
         .service(admin::admin_sync)
         .service(admin::admin_sync_job)

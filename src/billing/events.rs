@@ -38,10 +38,23 @@ pub enum EventType {
     TrialWillEnd,
     QuotaThresholdReached,
     TenantRemoved,
+    /// A purchase created a license (docs/LICENSES.md): send the buyer the link to submit
+    /// their GitHub username.
+    LicenseCreated,
+    /// The buyer was invited to the GitHub organization.
+    LicenseInvited,
+    /// The buyer accepted: access granted.
+    LicenseActive,
+    /// GitHub dropped the invitation unaccepted: the buyer may ask for a new one.
+    LicenseInvitationExpired,
+    /// Access removed after a refund or a lost (or open) dispute.
+    LicenseRevoked,
+    /// A won dispute restored a revoked license.
+    LicenseRestored,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 19] = [
         EventType::EntitlementsChanged,
         EventType::SubscriptionCreated,
         EventType::SubscriptionUpdated,
@@ -55,6 +68,12 @@ impl EventType {
         EventType::TrialWillEnd,
         EventType::QuotaThresholdReached,
         EventType::TenantRemoved,
+        EventType::LicenseCreated,
+        EventType::LicenseInvited,
+        EventType::LicenseActive,
+        EventType::LicenseInvitationExpired,
+        EventType::LicenseRevoked,
+        EventType::LicenseRestored,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +91,12 @@ impl EventType {
             EventType::TrialWillEnd => "trial.will_end",
             EventType::QuotaThresholdReached => "quota.threshold_reached",
             EventType::TenantRemoved => "tenant.removed",
+            EventType::LicenseCreated => "license.created",
+            EventType::LicenseInvited => "license.invited",
+            EventType::LicenseActive => "license.active",
+            EventType::LicenseInvitationExpired => "license.invitation_expired",
+            EventType::LicenseRevoked => "license.revoked",
+            EventType::LicenseRestored => "license.restored",
         }
     }
 
@@ -502,6 +527,11 @@ impl Event {
     pub fn quota_threshold_reached(data: &QuotaThresholdData) -> Event {
         Event::of(EventType::QuotaThresholdReached, data)
     }
+
+    /// One of the `license.*` types, with the license as it stands after the change.
+    pub fn license(kind: EventType, license: &crate::billing::license::License) -> Event {
+        Event::of(kind, license)
+    }
 }
 
 fn subscription_data(
@@ -649,6 +679,9 @@ pub enum EventData {
     QuotaThresholdReached(QuotaThresholdData),
     /// `tenant.removed`
     TenantRemoved(TenantRemovedData),
+    /// `license.created`, `license.invited`, `license.active`, `license.invitation_expired`,
+    /// `license.revoked`, `license.restored`
+    License(crate::billing::license::License),
 }
 
 /// The envelope of `event` as the subject's `revision`.

@@ -8,6 +8,7 @@ pub mod events;
 pub mod facts;
 pub mod grant;
 pub mod ids;
+pub mod license;
 pub mod mirror;
 pub mod payment;
 pub mod quota;

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod customers;
 pub mod events;
 pub mod grants;
+pub mod licenses;
 pub mod listing;
 pub mod outbox;
 mod pg_listen;

@@ -235,6 +235,36 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    licenses (license_id) {
+        license_id -> Text,
+        checkout_session_id -> Text,
+        subject -> Text,
+        user_id -> Text,
+        plan_id -> Text,
+        provisioner -> Text,
+        status -> Text,
+        github_username -> Nullable<Text>,
+        github_user_id -> Nullable<BigInt>,
+        replaced_usernames -> Nullable<Text>,
+        invitation_id -> Nullable<BigInt>,
+        team_only -> Bool,
+        username_submitted_at -> Nullable<Timestamp>,
+        invited_at -> Nullable<Timestamp>,
+        invitation_expired_at -> Nullable<Timestamp>,
+        accepted_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+        step -> Nullable<Text>,
+        step_due_at -> Nullable<Timestamp>,
+        attempts -> Integer,
+        last_error -> Nullable<Text>,
+        leased_until -> Nullable<Timestamp>,
+        version -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
     grants,
@@ -250,5 +280,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     event_heads,
     outbox_events,
     event_deliveries,
-    quota_crossings
+    quota_crossings,
+    licenses
 );

@@ -54,7 +54,7 @@ impl Emitter {
     }
 
     /// For appends alone (no entitlement document: no exemption to know).
-    fn unlisted(state: &AppState) -> Emitter {
+    pub fn unlisted(state: &AppState) -> Emitter {
         Emitter {
             routes: state.events.routes.clone(),
             catalog: state.catalog.clone(),

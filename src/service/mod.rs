@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod gateway;
 pub mod grants;
+pub mod licenses;
 pub mod listing;
 pub mod manage;
 pub mod plans;

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 use super::events::Emitter;
+use super::licenses;
 use crate::billing::events::{Event, SubscriptionDuplicateData};
 use crate::billing::facts::PurchaseStatus;
 use crate::billing::mirror::{self, StripeCharge, StripeCheckout, StripeHolds, StripeSubscription};
@@ -278,8 +279,9 @@ async fn write(
     let source = cause.source.clone();
     let trial_will_end = cause.trial_will_end;
     let emitter = Emitter::of(state, subject);
+    let provisioning = state.licenses.plans.clone();
     let (subject, customer_id) = (subject.clone(), stripe_customer_id.to_owned());
-    let (changes, touched, seconds, appended) = state
+    let (changes, touched, seconds, appended, provision) = state
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
@@ -333,14 +335,25 @@ async fn write(
                     });
                     emitter.append(conn, &key, &event, now, &mut appended)?;
                 }
+                let provision = licenses::follow_purchases(
+                    conn,
+                    &provisioning,
+                    &changes.purchases,
+                    &emitter,
+                    origin,
+                    &mut appended,
+                )?;
                 if let Some(event_id) = &event_id {
                     events::mark_processed(conn, event_id, now)?;
                 }
-                Ok((changes.len(), touched, seconds, appended))
+                Ok((changes.len(), touched, seconds, appended, provision))
             })
         })
         .await?;
     appended.committed(state);
+    if provision {
+        state.licenses.wake.notify_one();
+    }
     if touched {
         state.db.snapshot_written(&subject_key);
     }

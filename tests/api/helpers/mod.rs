@@ -2,6 +2,7 @@
 //! PostgreSQL database when `TOLLGATE_TEST_POSTGRES_URL` is set), a fake Stripe and a fake
 //! identity provider, both real HTTP servers on localhost.
 
+pub mod fake_github;
 pub mod fake_stripe;
 pub mod idp;
 
@@ -108,6 +109,9 @@ pub struct Options {
     /// Start from this configuration file with its own plans, instead of config/default.toml
     /// with [`TEST_PLANS`]; no price allowlist.
     pub config_file: Option<std::path::PathBuf>,
+    /// Provision GitHub licenses for the `lifetime` plan through this fake GitHub's base URL
+    /// (`fake_github::ORG`, `TEAM`, `TOKEN`; invitations checked every second).
+    pub github: Option<String>,
 }
 
 impl Default for Options {
@@ -118,6 +122,7 @@ impl Default for Options {
             extra_toml: String::new(),
             oidc_discovery: false,
             config_file: None,
+            github: None,
         }
     }
 }
@@ -177,8 +182,25 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .merge(Toml::string("[auth]\njwks_refetch_min_seconds = 0\n"));
     if options.config_file.is_some() {
         figment = figment.merge(("stripe.allowed_price_ids", Vec::<String>::new()));
+    } else if options.github.is_some() {
+        let plans = TEST_PLANS.replace(
+            "id = \"lifetime\"\n",
+            "id = \"lifetime\"\nprovision = [\"github\"]\n",
+        );
+        figment = figment.merge(Toml::string(&plans));
     } else {
         figment = figment.merge(Toml::string(TEST_PLANS));
+    }
+    if let Some(github) = &options.github {
+        figment = figment
+            .merge(("provisioning.github.api_base", github.clone()))
+            .merge(("provisioning.github.organization", fake_github::ORG))
+            .merge(("provisioning.github.team_slug", fake_github::TEAM))
+            .merge(("provisioning.github.token", fake_github::TOKEN))
+            .merge(("provisioning.github.check_interval_seconds", 1))
+            .merge(("provisioning.github.retry_first_seconds", 1))
+            .merge(("provisioning.github.retry_max_seconds", 2))
+            .merge(("provisioning.github.timeout_seconds", 5));
     }
     figment = figment.merge(Toml::string(&options.extra_toml));
     if !options.oidc_discovery {
