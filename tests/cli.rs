@@ -1126,6 +1126,136 @@ async fn an_event_in_flight_when_tollgate_is_killed_is_delivered_after_the_resta
     second.stop();
 }
 
+#[path = "api/helpers/fake_github.rs"]
+mod fake_github;
+
+/// Runs `sql` on the test's database (SQLite file or PostgreSQL).
+fn execute(database_url: &str, sql: &str) {
+    use diesel::{Connection, RunQueryDsl};
+    if let Some(path) = database_url.strip_prefix("sqlite://") {
+        let mut conn = diesel::SqliteConnection::establish(path).unwrap();
+        diesel::sql_query(sql).execute(&mut conn).unwrap();
+    } else {
+        let mut conn = diesel::PgConnection::establish(database_url).unwrap();
+        diesel::sql_query(sql).execute(&mut conn).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_invitation_sent_when_tollgate_is_killed_is_not_sent_twice_after_the_restart() {
+    use fake_github::{FakeGithub, ORG, TEAM, TOKEN};
+    let github = FakeGithub::start().await;
+    github.add_user("octocat", 583231);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("licenses.toml");
+    let defaults = std::fs::read_to_string(DEFAULT_CONFIG).unwrap();
+    std::fs::write(
+        &config,
+        defaults.replace(
+            "id = \"lifetime\"\n",
+            "id = \"lifetime\"\nprovision = [\"github\"]\n",
+        ),
+    )
+    .unwrap();
+    let (buyer, _) = dev_token(dir.path(), &["--sub", "alice"]);
+    let postgres = PostgresDatabase::create();
+    let database_url = match &postgres {
+        Some(db) => db.url.clone(),
+        None => format!("sqlite://{}", dir.path().join("tollgate.db").display()),
+    };
+    let serve = || {
+        let mut cmd = tollgate(dir.path());
+        cmd.env("TOLLGATE_CONFIG", &config)
+            .env("TOLLGATE_DEV__TOKENS", "true")
+            .env("DATABASE_URL", &database_url)
+            .env("TOLLGATE_PROVISIONING__GITHUB__API_BASE", github.base_url())
+            .env("GITHUB_ORG_NAME", ORG)
+            .env("GITHUB_TEAM_SLUG", TEAM)
+            .env("GH_PAT", TOKEN)
+            // A claim lasts five timeouts and 5 s: 10 s here.
+            .env("TOLLGATE_PROVISIONING__GITHUB__TIMEOUT_SECONDS", "1");
+        Served::start(cmd)
+    };
+    let first = serve();
+    // A paid lifetime purchase and its license (what the Stripe sync writes).
+    execute(
+        &database_url,
+        "INSERT INTO customers (subject, subject_kind, user_id, stripe_customer_id, created_at, updated_at) \
+         VALUES ('user:alice', 'user', 'alice', 'cus_kill', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+    );
+    execute(
+        &database_url,
+        "INSERT INTO purchases (checkout_session_id, subject, stripe_customer_id, plan_id, kind, \
+           payment_intent_id, amount, currency, status, purchased_at, updated_at) \
+         VALUES ('cs_test_kill', 'user:alice', 'cus_kill', 'lifetime', 'lifetime', 'pi_kill', 19900, \
+           'usd', 'paid', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+    );
+    let license = "lic_0123456789abcdef0123456789abcdef";
+    execute(
+        &database_url,
+        &format!(
+            "INSERT INTO licenses (license_id, checkout_session_id, subject, user_id, plan_id, \
+               provisioner, status, created_at, updated_at) \
+             VALUES ('{license}', 'cs_test_kill', 'user:alice', 'alice', 'lifetime', 'github', \
+               'pending', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        ),
+    );
+    // GitHub creates the invitation at once and answers 3 s later: Tollgate dies in between.
+    github.hold_next_invitation(std::time::Duration::from_secs(3));
+    let http = reqwest::Client::new();
+    let res = http
+        .post(first.url(&format!("/v1/licenses/{license}/github")))
+        .bearer_auth(&buyer)
+        .json(&serde_json::json!({"username": "octocat"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202, "{}", res.text().await.unwrap());
+    for _ in 0..100 {
+        if !github.invitations_sent().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        github.invitations_sent(),
+        ["octocat"],
+        "the invitation went out"
+    );
+    first.stop(); // SIGKILL: GitHub's answer never recorded, the claim stays with the dead process.
+
+    let second = serve();
+    let mut status = serde_json::Value::Null;
+    for _ in 0..400 {
+        let res = http
+            .get(second.url("/v1/licenses"))
+            .bearer_auth(&buyer)
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = res.json().await.unwrap();
+        status = body["data"][0].clone();
+        if status["status"] == "invited" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status["status"], "invited", "{status}");
+    assert_eq!(
+        github.invitations_sent(),
+        ["octocat"],
+        "exactly one invitation: the retry's was refused as already there"
+    );
+    let posts = github.received_on("POST", &format!("/orgs/{ORG}/invitations"));
+    assert_eq!(
+        posts.len(),
+        2,
+        "the retry asked again and GitHub refused it"
+    );
+    assert_eq!(github.membership("octocat"), Some("pending"));
+    second.stop();
+}
+
 /// A database of its own on the PostgreSQL server at `TOLLGATE_TEST_POSTGRES_URL`, if set;
 /// dropped afterwards.
 struct PostgresDatabase {

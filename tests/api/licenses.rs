@@ -513,7 +513,10 @@ async fn a_replaced_username_that_accepted_meanwhile_loses_the_team() {
     let octocat = format!("/orgs/{ORG}/memberships/octocat");
     github.fail_next(&octocat, 1_000);
     github.accept("octocat");
-    assert_eq!(submit(&app, "alice", &license_id, "hubot").await.status(), 202);
+    assert_eq!(
+        submit(&app, "alice", &license_id, "hubot").await.status(),
+        202
+    );
     github.fail_next(&octocat, 0);
     license_when(&app, "alice", |l| {
         status_is("invited")(l) && l["github_username"] == "hubot"

@@ -3,6 +3,9 @@
 //! have the shapes of GitHub's documented ones (status codes included: 201 on an invitation,
 //! 204 on a removal, 404 for what is not there, 422 for an invitee already invited or a
 //! member). Every request is recorded with its path, body and token header.
+//! (Shared by tests/api and tests/cli.rs, which includes it by path.)
+
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,6 +37,8 @@ struct State {
     team: Vec<String>,
     next_invitation: i64,
     created: Vec<String>,
+    /// The answer to the next invitation is held back this long (it is created at once).
+    hold_invitation: Option<std::time::Duration>,
     /// The next N calls under the path prefix answer 502.
     failing: (String, usize),
     /// Then the next N calls under the path prefix answer 429 with `Retry-After: 1`.
@@ -127,6 +132,11 @@ impl FakeGithub {
     /// The next `n` calls whose path starts with `prefix` (after any failing ones) answer 429.
     pub fn rate_limit_next(&self, prefix: &str, n: usize) {
         self.state.lock().unwrap().limited = (prefix.to_owned(), n);
+    }
+
+    /// Creates the next invitation at once but holds its answer back for `delay`.
+    pub fn hold_next_invitation(&self, delay: std::time::Duration) {
+        self.state.lock().unwrap().hold_invitation = Some(delay);
     }
 
     /// An invitation sent outside the provisioner (or by a worker that died before recording
@@ -230,7 +240,8 @@ impl Respond for FakeGithub {
                 let invitation = 9_000 + st.next_invitation;
                 st.memberships.insert(login.clone(), "pending");
                 st.created.push(login.clone());
-                ResponseTemplate::new(201).set_body_json(json!({
+                let held = st.hold_invitation.take().unwrap_or_default();
+                ResponseTemplate::new(201).set_delay(held).set_body_json(json!({
                     "id": invitation, "login": login, "role": "direct_member",
                     "team_count": 1, "invitation_teams_url": format!("https://api.github.com/organizations/1/invitations/{invitation}/teams"),
                 }))
