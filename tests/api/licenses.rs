@@ -658,3 +658,55 @@ async fn operators_list_stuck_licenses() {
     assert_eq!(body["data"][0]["id"], waiting.as_str());
     assert!(body["next_cursor"].is_null());
 }
+
+#[tokio::test]
+async fn two_replicas_work_each_license_once() {
+    let (app, github) = app_with_github().await;
+    let other = app.another_instance().await;
+    let buyers: Vec<String> = (0..6).map(|i| format!("buyer{i}")).collect();
+    let mut ids = Vec::new();
+    for (i, buyer) in buyers.iter().enumerate() {
+        github.add_user(&format!("gh-{buyer}"), 100 + i as i64);
+        ids.push(bought(&app, buyer).await.0);
+    }
+    // Half submitted through each replica; both replicas' workers claim the steps.
+    for (i, (buyer, id)) in buyers.iter().zip(&ids).enumerate() {
+        let base = if i % 2 == 0 {
+            app.address.clone()
+        } else {
+            other.clone()
+        };
+        let res = app
+            .http
+            .post(format!("{base}/v1/licenses/{id}/github"))
+            .bearer_auth(app.user_token(buyer))
+            .json(&json!({ "username": format!("gh-{buyer}") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+    }
+    for buyer in &buyers {
+        license_when(&app, buyer, status_is("invited")).await;
+    }
+    let mut sent = github.invitations_sent();
+    sent.sort();
+    let mut expected: Vec<String> = buyers.iter().map(|b| format!("gh-{b}")).collect();
+    expected.sort();
+    assert_eq!(sent, expected);
+    assert_eq!(
+        github
+            .received_on("POST", &format!("/orgs/{ORG}/invitations"))
+            .len(),
+        buyers.len(),
+        "each invitation asked for once: no license was worked by two replicas"
+    );
+    for buyer in &buyers {
+        let events = app.events_of(&format!("user:{buyer}"), 1).await;
+        assert_eq!(
+            types(&events),
+            ["license.created", "license.invited"],
+            "{buyer}"
+        );
+    }
+}
