@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::params::service_actor;
-use super::status::StatusOut;
+use super::status::{ServedFromOut, StatusOut};
 use crate::billing::access::FeatureReason;
 use crate::billing::ids::{TenantId, UserId};
 use crate::billing::scope::Scope;
@@ -36,7 +36,8 @@ pub struct EntitlementsQuery {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 #[schema(examples(json!({
-    "feature": "pro", "allowed": true, "reason": "active", "plan": "pro", "granted_by": "user"
+    "feature": "pro", "allowed": true, "reason": "active", "plan": "pro", "granted_by": "user",
+    "as_of": "2026-11-21T12:00:03Z", "served_from": "cache"
 })))]
 pub enum EntitlementsOut {
     Status(Box<StatusOut>),
@@ -46,7 +47,8 @@ pub enum EntitlementsOut {
 /// Whether one feature is allowed, and why.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(examples(json!({
-    "feature": "pro", "allowed": true, "reason": "active", "plan": "pro", "granted_by": "user"
+    "feature": "pro", "allowed": true, "reason": "active", "plan": "pro", "granted_by": "user",
+    "as_of": "2026-11-21T12:00:03Z", "served_from": "cache"
 })))]
 pub struct FeatureOut {
     pub feature: String,
@@ -59,6 +61,10 @@ pub struct FeatureOut {
     pub plan: String,
     /// Whose grant decided: `user`, `membership` or `tenant`.
     pub granted_by: Scope,
+    /// When the facts behind the answer were last read from Stripe; `null`: never.
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// `cache` (this replica's memory) or `database`.
+    pub served_from: ServedFromOut,
 }
 
 /// The user's access and features, as `GET /v1/status` shows them to the user; or whether one
@@ -107,6 +113,8 @@ pub async fn get_entitlements(
                     reason: verdict.reason.as_str().to_owned(),
                     plan: view.access.plan_id,
                     granted_by: view.scope,
+                    as_of: view.as_of,
+                    served_from: view.served_from.into(),
                 })),
             )
         }
@@ -126,4 +134,50 @@ fn log_unknown_once(feature: &str) {
             "a service asked about a feature that no plan declares (answered unknown_feature)"
         );
     }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExplainQuery {
+    /// The identity provider's user id.
+    #[param(value_type = UserId, inline)]
+    pub user_id: String,
+    /// The tenant the user acts in: its membership and the tenant are considered too.
+    #[param(value_type = TenantId, inline, required = false)]
+    pub tenant_id: Option<String>,
+    /// Also say whether this feature is allowed, and why.
+    #[param(example = "export")]
+    pub feature: Option<String>,
+}
+
+/// Why a user has (or lacks) access, for support ("why can't this user export?") without the
+/// database: every subject considered (the user; in a tenant, the membership and the tenant),
+/// every subscription, purchase and grant each holds with the verdict that source alone gives,
+/// the user's exemptions and the `saas` switch, each subject's verdict and the source that
+/// decided it, which subject stands and why, the answer (for `feature` if given), and what ends
+/// by itself next (grace, trial, canceled period, grant, quota window). Read from the database,
+/// never the cache. Needs the read scope.
+#[utoipa::path(
+    tag = "services",
+    operation_id = "v1.entitlements.explain",
+    security(("bearer" = [])),
+    params(ExplainQuery),
+    responses(
+        (status = 200, description = "the explanation", body = crate::billing::explain::Explanation),
+        (status = 400, description = "`invalid_query`, `invalid_user_id`, or `invalid_tenant_id`", body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
+        super::responses::MissingReadScope,
+        super::responses::IdentityUnavailable,
+    )
+)]
+#[get("/v1/entitlements/explain")]
+pub async fn explain_entitlements(
+    state: web::Data<AppState>,
+    _service: Service<ReadScope>,
+    query: web::Query<ExplainQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let actor = service_actor(&query.user_id, query.tenant_id.as_deref())?;
+    let explanation = crate::service::status::explain(&state, &actor, query.feature).await?;
+    Ok(HttpResponse::Ok().json(explanation))
 }

@@ -78,6 +78,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(subscription::cancel_subscription)
         .service(subscription::resume_subscription)
         .service(subscription::change_subscription)
+        .service(entitlements::explain_entitlements)
         .service(entitlements::get_entitlements)
         .service(usage::create_usage)
         .service(tenants::delete_tenant)

@@ -13,7 +13,7 @@ use crate::billing::scope::Scope;
 use crate::error::{ApiError, Problem};
 use crate::identity::EndUser;
 use crate::service::actors::actor_for;
-use crate::service::status::{status_of, Exemption, StatusView};
+use crate::service::status::{status_of, Exemption, ServedFrom, StatusView};
 use crate::state::AppState;
 
 /// A subject's billing status.
@@ -43,7 +43,9 @@ use crate::state::AppState;
     "quotas": [{
         "key": "generations", "limit": 250, "period": "billing_period", "used": 12,
         "balance": 0, "remaining": 238, "resets_at": "2026-12-21T12:00:00Z"
-    }]
+    }],
+    "as_of": "2026-11-21T12:00:03Z",
+    "served_from": "database"
 })))]
 pub struct StatusOut {
     /// Whose grant this is: `user` (the user's own), `membership` (the user in this tenant) or
@@ -85,6 +87,30 @@ pub struct StatusOut {
     /// The quotas in force: the plan's allowances and purchased credits, with what is used,
     /// what is left and when the allowance resets.
     pub quotas: Vec<QuotaView>,
+    /// When the facts behind this answer were last read from Stripe (a webhook, a verify, a
+    /// reconciliation; the oldest of the user's, membership's and tenant's); `null` when they
+    /// never were (nothing bought, or grants only).
+    pub as_of: Option<DateTime<Utc>>,
+    /// `cache`: the facts came from this replica's memory (kept fresh by database
+    /// notifications); `database`: read for this answer.
+    pub served_from: ServedFromOut,
+}
+
+/// Where an answer's facts were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServedFromOut {
+    Cache,
+    Database,
+}
+
+impl From<ServedFrom> for ServedFromOut {
+    fn from(s: ServedFrom) -> Self {
+        match s {
+            ServedFrom::Cache => ServedFromOut::Cache,
+            ServedFrom::Database => ServedFromOut::Database,
+        }
+    }
 }
 
 /// One quota as the subject has it now.
@@ -177,6 +203,8 @@ impl StatusOut {
             grant_id: v.access.grant.as_ref().map(|g| g.id.clone()),
             grant_until: v.access.grant.as_ref().and_then(|g| g.until),
             quotas: v.quotas.into_iter().map(QuotaView::from).collect(),
+            as_of: v.as_of,
+            served_from: v.served_from.into(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod change;
 pub mod checkout;
 pub mod events;
+pub mod explain;
 pub mod facts;
 pub mod grant;
 pub mod ids;

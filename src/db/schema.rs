@@ -146,6 +146,7 @@ diesel::table! {
         role_exempt -> Bool,
         updated_at -> Timestamp,
         facts_version -> Integer,
+        synced_at -> Nullable<Timestamp>,
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub facts: SubjectFacts,
     /// The user's own token last showed an exempt role.
     pub role_exempt: bool,
+    /// When a sync last read the subject from Stripe; `None`: never.
+    pub synced_at: Option<DateTime<Utc>>,
 }
 
 impl Snapshot {
@@ -259,6 +261,15 @@ pub fn read_many(
     cache: Option<&SnapshotCache>,
     subjects: &[String],
 ) -> anyhow::Result<Vec<Arc<Snapshot>>> {
+    Ok(read_many_from(conn, cache, subjects)?.0)
+}
+
+/// [`read_many`], and whether the cache held every one of them (nothing was read).
+pub fn read_many_from(
+    conn: &mut DbConnection,
+    cache: Option<&SnapshotCache>,
+    subjects: &[String],
+) -> anyhow::Result<(Vec<Arc<Snapshot>>, bool)> {
     // The ticket is taken before anything is read, so that a write committed meanwhile shows.
     let ticket = cache.and_then(SnapshotCache::ticket);
     let mut found: Vec<Option<Arc<Snapshot>>> = subjects
@@ -272,15 +283,17 @@ pub fn read_many(
         .map(|(s, _)| s.as_str())
         .collect();
     if missing.is_empty() {
-        return Ok(found.into_iter().flatten().collect());
+        return Ok((found.into_iter().flatten().collect(), true));
     }
     let columns = (
         subject_snapshots::subject,
         subject_snapshots::state,
         subject_snapshots::role_exempt,
         subject_snapshots::facts_version,
+        subject_snapshots::synced_at,
     );
-    let rows: Vec<(String, String, bool, i32)> = if let [one] = missing[..] {
+    type Row = (String, String, bool, i32, Option<chrono::NaiveDateTime>);
+    let rows: Vec<Row> = if let [one] = missing[..] {
         // The common case keeps the primary-key lookup.
         subject_snapshots::table
             .find(one)
@@ -296,10 +309,11 @@ pub fn read_many(
         if slot.is_some() {
             continue;
         }
-        let snapshot = match rows.iter().find(|(s, _, _, _)| s == subject) {
-            Some((_, json, role_exempt, version)) => Snapshot {
+        let snapshot = match rows.iter().find(|(s, ..)| s == subject) {
+            Some((_, json, role_exempt, version, synced_at)) => Snapshot {
                 facts: decode(json, *version)?,
                 role_exempt: *role_exempt,
+                synced_at: synced_at.map(super::from_db_time),
             },
             None => Snapshot::default(),
         };
@@ -309,7 +323,7 @@ pub fn read_many(
         }
         *slot = Some(snapshot);
     }
-    Ok(found.into_iter().flatten().collect())
+    Ok((found.into_iter().flatten().collect(), false))
 }
 
 /// The snapshots of all `subjects` if the cache holds every one of them (no database needed).
@@ -353,6 +367,25 @@ fn write(
             subject_snapshots::facts_version.eq(excluded(subject_snapshots::facts_version)),
         ))
         .execute(c))?;
+    Ok(())
+}
+
+/// Records that a sync read the subject from Stripe at `now` (inside the sync's transaction):
+/// the `as_of` of its answers. A subject without a snapshot gets one.
+pub fn mark_synced(
+    conn: &mut DbConnection,
+    subject: &str,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let mark = |conn: &mut DbConnection| {
+        diesel::update(subject_snapshots::table.find(subject))
+            .set(subject_snapshots::synced_at.eq(Some(to_db_time(now))))
+            .execute(conn)
+    };
+    if mark(conn)? == 0 {
+        refresh(conn, subject, now)?;
+        mark(conn)?;
+    }
     Ok(())
 }
 

@@ -25,6 +25,27 @@ pub struct StatusView {
     pub plan_name: String,
     pub subscription: Option<SubscriptionFacts>,
     pub quotas: Vec<QuotaStanding>,
+    /// When the facts behind the answer were last read from Stripe: the oldest sync of the
+    /// subjects considered that were ever synced; `None`: none was (grants only, or nothing).
+    pub as_of: Option<DateTime<Utc>>,
+    /// Whether the facts came from this replica's cache (no database read) or the database.
+    pub served_from: ServedFrom,
+}
+
+/// Where an answer's facts were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServedFrom {
+    Cache,
+    Database,
+}
+
+impl ServedFrom {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServedFrom::Cache => "cache",
+            ServedFrom::Database => "database",
+        }
+    }
 }
 
 impl StatusView {
@@ -41,6 +62,8 @@ impl StatusView {
             plan_name,
             subscription,
             quotas,
+            as_of: evaluated.as_of,
+            served_from: evaluated.served_from,
         }
     }
 
@@ -148,11 +171,16 @@ impl Terms {
         let subjects = actor.subjects();
         let keys: Vec<String> = subjects.iter().map(|(_, s)| s.key()).collect();
         let cache = self.cache.as_deref();
-        let snapshots = db::snapshots::read_many(conn, cache, &keys)?;
+        let (snapshots, cached) = db::snapshots::read_many_from(conn, cache, &keys)?;
         // Exemptions belong to the user (the first subject), never to a tenant.
         let user = &subjects[0].1;
         let exempt = exemption.resolve(conn, cache, user, snapshots[0].role_exempt, self.now)?;
-        Ok(self.judge(subjects, snapshots, exempt))
+        let from = if cached {
+            ServedFrom::Cache
+        } else {
+            ServedFrom::Database
+        };
+        Ok(self.judge(subjects, snapshots, exempt, from))
     }
 
     /// [`Terms::evaluate`] without the database: when the cache holds every subject's snapshot
@@ -162,7 +190,7 @@ impl Terms {
         let keys: Vec<String> = subjects.iter().map(|(_, s)| s.key()).collect();
         let snapshots = db::snapshots::cached(self.cache.as_deref(), &keys)?;
         let exempt = exemption.without_write(&subjects[0].1, snapshots[0].role_exempt)?;
-        Some(self.judge(subjects, snapshots, exempt))
+        Some(self.judge(subjects, snapshots, exempt, ServedFrom::Cache))
     }
 
     /// The verdict on the subjects' snapshots (in [`Actor::subjects`] order).
@@ -171,7 +199,9 @@ impl Terms {
         mut subjects: Vec<(Scope, Subject)>,
         mut snapshots: Vec<Arc<Snapshot>>,
         exempt: bool,
+        served_from: ServedFrom,
     ) -> Evaluated {
+        let as_of = snapshots.iter().filter_map(|s| s.synced_at).min();
         debug_assert_eq!(subjects[0].0, Scope::User);
         let catalog = &self.catalog;
         let mut verdicts: Vec<Access> = snapshots
@@ -197,6 +227,8 @@ impl Terms {
             scope,
             stored: snapshots.swap_remove(chosen),
             access: verdicts.swap_remove(chosen),
+            as_of,
+            served_from,
         }
     }
 
@@ -229,6 +261,8 @@ pub(crate) struct Evaluated {
     pub scope: Scope,
     pub stored: Arc<Snapshot>,
     pub access: Access,
+    pub as_of: Option<DateTime<Utc>>,
+    pub served_from: ServedFrom,
 }
 
 impl Evaluated {
@@ -304,4 +338,61 @@ async fn view(
             Ok(StatusView::of(&terms.catalog, evaluated, quotas))
         })
         .await
+}
+
+/// Why the actor has (or lacks) access, for `feature` if one is asked about: every subject
+/// considered and every source it holds, read from the database (never the cache: support is
+/// asking).
+pub async fn explain(
+    state: &AppState,
+    actor: &Actor,
+    feature: Option<String>,
+) -> anyhow::Result<crate::billing::explain::Explanation> {
+    let (catalog, policy, now) = (state.catalog.clone(), state.policy, state.now());
+    let listed = state.exempt_subjects.contains(actor.user_id.as_str());
+    let subjects = actor.subjects();
+    let keys: Vec<String> = subjects.iter().map(|(_, s)| s.key()).collect();
+    // The stored records (the snapshot leaves purchases' ids out), and the remembered role.
+    type Read = Vec<(crate::billing::facts::SubjectFacts, Vec<String>, bool)>;
+    let read: Read = state
+        .db
+        .run(move |conn| {
+            let snapshots = db::snapshots::read_many(conn, None, &keys)?;
+            keys.iter()
+                .zip(&snapshots)
+                .map(|(key, snapshot)| {
+                    let rows = db::state::load(conn, key)?;
+                    let ids = rows
+                        .purchases
+                        .iter()
+                        .filter(|p| p.record().is_some())
+                        .map(|p| p.checkout_session_id.clone())
+                        .collect();
+                    Ok((rows.facts(), ids, snapshot.role_exempt))
+                })
+                .collect()
+        })
+        .await?;
+    let considered: Vec<crate::billing::explain::Considered<'_>> = subjects
+        .iter()
+        .zip(&read)
+        .enumerate()
+        .map(
+            |(i, ((scope, subject), (facts, ids, role)))| crate::billing::explain::Considered {
+                scope: *scope,
+                subject,
+                facts,
+                purchase_ids: ids,
+                listed_exempt: i == 0 && listed,
+                role_exempt: i == 0 && *role,
+            },
+        )
+        .collect();
+    Ok(crate::billing::explain::explain(
+        &catalog,
+        policy,
+        &considered,
+        feature.as_deref(),
+        now,
+    ))
 }

@@ -262,7 +262,8 @@ async fn forget_customer(
 
 /// Stores what changed of what Stripe holds, in one transaction that also marks the event
 /// processed. Records whose facts did not change are not written, and the snapshot is rewritten
-/// only when a subscription or purchase changed.
+/// only when a subscription or purchase changed; its `synced_at` (the `as_of` of answers) is set
+/// on every sync.
 async fn write(
     state: &AppState,
     subject: &Subject,
@@ -281,7 +282,7 @@ async fn write(
     let emitter = Emitter::of(state, subject);
     let provisioning = state.licenses.plans.clone();
     let (subject, customer_id) = (subject.clone(), stripe_customer_id.to_owned());
-    let (changes, touched, seconds, appended, provision) = state
+    let (changes, seconds, appended, provision) = state
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
@@ -343,10 +344,11 @@ async fn write(
                     origin,
                     &mut appended,
                 )?;
+                db::snapshots::mark_synced(conn, &key, now)?;
                 if let Some(event_id) = &event_id {
                     events::mark_processed(conn, event_id, now)?;
                 }
-                Ok((changes.len(), touched, seconds, appended, provision))
+                Ok((changes.len(), seconds, appended, provision))
             })
         })
         .await?;
@@ -354,9 +356,8 @@ async fn write(
     if provision {
         state.licenses.wake.notify_one();
     }
-    if touched {
-        state.db.snapshot_written(&subject_key);
-    }
+    // Also when nothing changed: the snapshot's `synced_at` moved.
+    state.db.snapshot_written(&subject_key);
     for second in &seconds {
         metrics::counter!("tollgate_second_subscriptions_total").increment(1);
         tracing::warn!(

@@ -507,6 +507,15 @@ pub fn event(id: &str, event_type: &str, object: Value) -> Value {
 
 /// The `user_id`/`tenant_id` query that names the subject whose key is `key`
 /// (`user:alice`, `tenant:acme`, `membership:acme:alice`).
+/// A status or entitlement answer without `served_from`, which says where this one answer's
+/// facts were read (the replica's cache or the database), for comparing answers.
+pub fn without_source(mut answer: Value) -> Value {
+    if let Some(object) = answer.as_object_mut() {
+        object.remove("served_from");
+    }
+    answer
+}
+
 pub fn subject_query(key: &str) -> String {
     let subject = tollgate::billing::subject::Subject::parse_key(key).expect("a subject key");
     let mut parts = Vec::new();

@@ -1,0 +1,1 @@
+ALTER TABLE subject_snapshots DROP COLUMN synced_at;
