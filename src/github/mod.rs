@@ -153,6 +153,24 @@ impl GitHub {
         }
     }
 
+    /// `GET /user/{account_id}`: the user by GitHub's id (a login can be renamed; the id stays),
+    /// `None` when the account is gone.
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<User>, CallError> {
+        let answer = self
+            .call(
+                "get_user_by_id",
+                Method::GET,
+                &["user", &id.to_string()],
+                None,
+            )
+            .await?;
+        match answer.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(json(answer, "get_user_by_id").await?)),
+            _ => Err(failure(answer, "get_user_by_id").await),
+        }
+    }
+
     /// The team's id (`GET /orgs/{org}/teams/{slug}`), asked once per process.
     pub async fn team_id(&self) -> Result<i64, CallError> {
         self.team_id

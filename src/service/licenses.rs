@@ -353,14 +353,43 @@ enum Outcome {
     Revoked,
 }
 
-async fn perform(github: &GitHub, row: &LicenseRow, step: Step) -> Result<Outcome, CallError> {
+/// Does the step: its outcome, and the account's login when GitHub knows it by another one now
+/// (renamed since it was submitted).
+async fn perform(
+    github: &GitHub,
+    row: &LicenseRow,
+    step: Step,
+) -> Result<(Outcome, Option<String>), CallError> {
+    let mut renamed = None;
+    let outcome = perform_step(github, row, step, &mut renamed).await?;
+    Ok((outcome, renamed))
+}
+
+async fn perform_step(
+    github: &GitHub,
+    row: &LicenseRow,
+    step: Step,
+    renamed: &mut Option<String>,
+) -> Result<Outcome, CallError> {
     let name = |s: &str| {
         GithubUsername::parse(s).map_err(|e| CallError {
             asked: None,
             detail: format!("the stored username `{s}` {e}"),
         })
     };
-    let username = row.github_username.as_deref().map(name).transpose()?;
+    let mut username = row.github_username.as_deref().map(name).transpose()?;
+    // Checks and removals follow the account, not the login it had when submitted: a renamed
+    // account is found by its id.
+    if matches!(step, Step::Check | Step::Revoke) {
+        if let Some(id) = row.github_user_id {
+            if let Some(user) = github.user_by_id(id).await? {
+                if username.as_ref().is_none_or(|u| !u.same_as(&user.login)) {
+                    username = Some(name(&user.login)?);
+                    *renamed = Some(user.login);
+                }
+            }
+        }
+    }
     match step {
         Step::Invite => {
             let (Some(username), Some(user_id)) = (username, row.github_user_id) else {
@@ -498,8 +527,12 @@ async fn work(state: &Arc<AppState>, github: &GitHub, claimed: LicenseRow) -> an
     let terms = &state.licenses;
     let source = format!("worker:license.{}", step.as_str());
     match result {
-        Ok(outcome) => {
+        Ok((outcome, renamed)) => {
             let (mut row, kind) = after(&claimed, &outcome, now, terms.check_every);
+            if let Some(login) = renamed {
+                tracing::info!(license = %claimed.license_id, from = %claimed.github_username.as_deref().unwrap_or_default(), to = %login, "the buyer's GitHub account was renamed");
+                row.github_username = Some(login);
+            }
             let emitter = Emitter::unlisted(state);
             let accepted_after = match (&outcome, claimed.invited_at) {
                 (Outcome::Accepted, Some(invited)) => Some(now - from_db_time(invited)),

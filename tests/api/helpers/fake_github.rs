@@ -77,6 +77,23 @@ impl FakeGithub {
             .insert(login.to_lowercase(), (id, login.to_owned()));
     }
 
+    /// The account is renamed: GitHub knows it (its membership and team included) only by
+    /// the new login.
+    pub fn rename(&self, from: &str, to: &str) {
+        let mut st = self.state.lock().unwrap();
+        let (old, new) = (from.to_lowercase(), to.to_lowercase());
+        let (id, _) = st.users.remove(&old).expect("a known user");
+        st.users.insert(new.clone(), (id, to.to_owned()));
+        if let Some(m) = st.memberships.remove(&old) {
+            st.memberships.insert(new.clone(), m);
+        }
+        for member in st.team.iter_mut() {
+            if *member == old {
+                *member = new.clone();
+            }
+        }
+    }
+
     /// A member of the organization already (not of the team).
     pub fn add_member(&self, login: &str) {
         self.state
@@ -211,6 +228,14 @@ impl Respond for FakeGithub {
                     .set_body_json(json!({"login": login, "id": id, "type": "User"})),
                 None => not_found(),
             },
+            ("GET", ["user", id]) => {
+                let id: i64 = id.parse().unwrap_or(-1);
+                match st.users.values().find(|(uid, _)| *uid == id) {
+                    Some((id, login)) => ResponseTemplate::new(200)
+                        .set_body_json(json!({"login": login, "id": id, "type": "User"})),
+                    None => not_found(),
+                }
+            }
             ("GET", ["orgs", ORG, "teams", TEAM]) => ResponseTemplate::new(200)
                 .set_body_json(json!({"id": TEAM_ID, "slug": TEAM, "name": "SynthStack Pro"})),
             ("POST", ["orgs", ORG, "invitations"]) => {
