@@ -258,6 +258,11 @@ pub struct BillingSettings {
     /// default): partial refunds take back nothing; 0: any partial refund does.
     #[serde(default = "partial_refund_revokes_over_percent")]
     pub partial_refund_revokes_over_percent: u8,
+    /// A second subscription standing beside an older one of the same subject (two checkouts
+    /// paid at once): `flag` it (audit, metric, `subscription.duplicate`), or `cancel_and_refund`
+    /// it as well, at once on Stripe.
+    #[serde(default)]
+    pub second_subscription: crate::billing::mirror::SecondSubscription,
 }
 
 fn partial_refund_revokes_over_percent() -> u8 {

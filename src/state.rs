@@ -43,6 +43,10 @@ pub struct AppState {
     /// When a partial refund takes back what it paid for
     /// (`billing.partial_refund_revokes_over_percent`).
     pub refunds: RefundPolicy,
+    /// What is done with a second standing subscription (`billing.second_subscription`).
+    pub second_subscription: crate::billing::mirror::SecondSubscription,
+    /// Woken when a second subscription was queued to be canceled and refunded.
+    pub undo_wake: Arc<tokio::sync::Notify>,
     pub db: Database,
     /// `None` while no Stripe key is configured.
     pub stripe: Option<StripeGateway>,
@@ -230,6 +234,8 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
     };
     let licenses = LicenseTerms::of(&settings)?;
     Ok(AppState {
+        second_subscription: settings.billing.second_subscription,
+        undo_wake: Arc::new(tokio::sync::Notify::new()),
         events,
         licenses,
         settings,
@@ -418,6 +424,11 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         "tollgate_github_calls_total",
         MetricKind::Counter,
         "GitHub API calls by `operation` and `outcome` (ok, not_found, refused, rate_limited, server_error, network); failed ones are retried.",
+    ),
+    (
+        "tollgate_second_subscriptions_undone_total",
+        MetricKind::Counter,
+        "Attempts to cancel and refund a second subscription (billing.second_subscription = \"cancel_and_refund\"), by `outcome`: done, or retry (Stripe failed; tried again with backoff).",
     ),
     (
         "tollgate_second_subscriptions_total",

@@ -621,6 +621,18 @@ pub struct SecondStanding {
     pub beside: String,
 }
 
+/// What is done with a second standing subscription of one subject
+/// (`billing.second_subscription`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecondSubscription {
+    /// Flagged (an audit row, a metric, `subscription.duplicate`); an operator undoes it.
+    #[default]
+    Flag,
+    /// Flagged, then canceled at once on Stripe and every payment it took refunded.
+    CancelAndRefund,
+}
+
 /// Which of `changes` made a subscription stand (new, or standing again) beside an older
 /// standing one of the subject; `standing` is every subscription of the subject that stands
 /// after the changes, as (id, created). Subscriptions that stood before are not flagged again.

@@ -16,6 +16,7 @@ pub mod snapshot_cache;
 pub mod snapshots;
 pub mod state;
 pub mod sync_jobs;
+pub mod undos;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;

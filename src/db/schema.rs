@@ -266,6 +266,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    subscription_undos (stripe_subscription_id) {
+        stripe_subscription_id -> Text,
+        subject -> Text,
+        stripe_customer_id -> Text,
+        beside -> Text,
+        status -> Text,
+        attempts -> Integer,
+        due_at -> Timestamp,
+        leased_until -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        done_at -> Nullable<Timestamp>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     customers,
     grants,
@@ -282,5 +298,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox_events,
     event_deliveries,
     quota_crossings,
-    licenses
+    licenses,
+    subscription_undos
 );

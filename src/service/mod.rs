@@ -16,4 +16,5 @@ pub mod reconcile;
 pub mod status;
 pub mod sync;
 pub mod tenants;
+pub mod undo;
 pub mod webhooks;

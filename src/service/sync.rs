@@ -281,6 +281,7 @@ async fn write(
     let trial_will_end = cause.trial_will_end;
     let emitter = Emitter::of(state, subject);
     let provisioning = state.licenses.plans.clone();
+    let undo = state.second_subscription == mirror::SecondSubscription::CancelAndRefund;
     let (subject, customer_id) = (subject.clone(), stripe_customer_id.to_owned());
     let (changes, seconds, appended, provision) = state
         .db
@@ -329,6 +330,16 @@ async fn write(
                 if trial_will_end {
                     emitter.trials_ending(conn, &key, now, &mut appended)?;
                 }
+                for second in seconds.iter().filter(|_| undo) {
+                    db::undos::queue(
+                        conn,
+                        &second.subscription_id,
+                        &key,
+                        &customer_id,
+                        &second.beside,
+                        now,
+                    )?;
+                }
                 for second in &seconds {
                     let event = Event::subscription_duplicate(&SubscriptionDuplicateData {
                         subscription_id: second.subscription_id.clone(),
@@ -356,6 +367,9 @@ async fn write(
     if provision {
         state.licenses.wake.notify_one();
     }
+    if undo && !seconds.is_empty() {
+        state.undo_wake.notify_one();
+    }
     // Also when nothing changed: the snapshot's `synced_at` moved.
     state.db.snapshot_written(&subject_key);
     for second in &seconds {
@@ -365,7 +379,8 @@ async fn write(
             subscription = %second.subscription_id,
             beside = %second.beside,
             "a second subscription stands for one subject: it bills twice; cancel and refund \
-             one (both count for access meanwhile)"
+             one (both count for access meanwhile; billing.second_subscription = \
+             \"cancel_and_refund\" does it by itself)"
         );
     }
     Ok(changes)

@@ -37,6 +37,7 @@ use stripe_core::customer::{
     CreateCustomer, ListCustomer, RetrieveCustomer, RetrieveCustomerReturned, SearchCustomer,
 };
 use stripe_core::dispute::ListDispute;
+use stripe_core::refund::{CreateRefund, CreateRefundReason};
 use stripe_product::promotion_code::ListPromotionCode;
 use stripe_shared::{CheckoutSessionMode, CheckoutSessionPaymentStatus, InvoiceBillingReason};
 
@@ -534,6 +535,54 @@ impl StripeGateway {
                 })
                 .flatten()
                 .collect())
+        })
+        .await
+    }
+
+    /// Refunds every paid payment of the subscription's invoices (its last 10), as duplicates:
+    /// a second subscription of one subject is undone. Each refund's idempotency key is its
+    /// payment intent's, and a payment already refunded counts as done, so repeating this after
+    /// a crash refunds nothing twice. Answers the payment intents refunded.
+    pub async fn refund_subscription(
+        &self,
+        subscription_id: &SubscriptionId,
+    ) -> Result<Vec<String>, GatewayError> {
+        observed("refund_subscription", async {
+            let page = ListInvoice::new()
+                .subscription(subscription_id.as_str())
+                .limit(10)
+                .expand(vec!["data.payments".to_owned()])
+                .send(&self.client)
+                .await?;
+            let mut refunded = Vec::new();
+            for invoice in page.data {
+                for payment in invoice.payments.map(|l| l.data).unwrap_or_default() {
+                    if payment.status != "paid" {
+                        continue;
+                    }
+                    let Some(intent) = payment.payment.payment_intent else {
+                        continue;
+                    };
+                    let intent = intent.id().as_str().to_owned();
+                    let sent = CreateRefund::new()
+                        .payment_intent(intent.as_str())
+                        .reason(CreateRefundReason::Duplicate)
+                        .customize()
+                        .request_strategy(RequestStrategy::Idempotent(idempotency_key(&format!(
+                            "tollgate-undo-{intent}"
+                        ))?))
+                        .send(&self.client)
+                        .await;
+                    match sent.map_err(GatewayError::from) {
+                        Ok(_) => refunded.push(intent),
+                        Err(GatewayError::Refused {
+                            code: Some(code), ..
+                        }) if code == "charge_already_refunded" => refunded.push(intent),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(refunded)
         })
         .await
     }

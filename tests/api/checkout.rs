@@ -430,6 +430,119 @@ async fn a_second_subscription_paid_for_one_subject_is_flagged_once() {
 }
 
 #[tokio::test]
+async fn a_second_subscription_is_canceled_and_refunded_when_configured() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        extra_toml: "[billing]\nsecond_subscription = \"cancel_and_refund\"\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let first = app.subscribed("user-1", "pro", "month").await;
+    let first_intent = app.stripe.latest_payment_intent(&first);
+    let customer = app.stripe.subscription(&first)["customer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Paid in the instant before its session was expired; and Stripe fails the first
+    // cancellation (the worker tries again).
+    let (second, intent) =
+        app.stripe
+            .add_paid_subscription(&customer, "price_maker_monthly", "month", 1299);
+    app.stripe.fail_cancellations(1);
+    app.webhook_ok(&event(
+        "evt_second",
+        "customer.subscription.created",
+        app.stripe.subscription(&second),
+    ))
+    .await;
+    for _ in 0..300 {
+        if app.stripe.subscription(&second)["status"] == "canceled"
+            && app.count("subscription_undos").await == 1
+            && app
+                .db(|conn| {
+                    use diesel::prelude::*;
+                    use tollgate::db::schema::subscription_undos::dsl::*;
+                    Ok(subscription_undos.select(status).first::<String>(conn)?)
+                })
+                .await
+                == "done"
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.stripe.subscription(&second)["status"], "canceled");
+    assert_eq!(app.stripe.charge_of(&intent)["refunded"], true);
+    // The older one is kept, unrefunded; access is unchanged.
+    assert_eq!(app.stripe.subscription(&first)["status"], "active");
+    assert_eq!(app.stripe.charge_of(&first_intent)["refunded"], false);
+    let status = app.status(&app.user_token("user-1")).await;
+    assert_eq!(
+        (&status["plan"], &status["access"]),
+        (&json!("pro"), &json!(true))
+    );
+    // Refunded once: the retry after the failed cancellation asked again with the same
+    // idempotency key, as duplicates.
+    let refunds = app.stripe.received_on("POST", "/v1/refunds");
+    assert!(!refunds.is_empty());
+    for r in &refunds {
+        assert_eq!(r.form["payment_intent"], intent);
+        assert_eq!(r.form["reason"], "duplicate");
+        assert_eq!(
+            r.idempotency_key.as_deref(),
+            Some(format!("tollgate-undo-{intent}").as_str())
+        );
+    }
+    let cancels = app
+        .stripe
+        .received_on("DELETE", &format!("/v1/subscriptions/{second}"));
+    assert_eq!(cancels.len(), 2, "failed once, then canceled");
+    // Audited with what was refunded; the mirror holds it canceled.
+    let undone = {
+        let id = second.clone();
+        app.db(move |conn| {
+            Ok(tollgate::db::audit::for_entity(conn, &id)?
+                .into_iter()
+                .filter(|row| row.action == "second_subscription_undone")
+                .collect::<Vec<_>>())
+        })
+        .await
+    };
+    assert_eq!(undone.len(), 1, "{undone:?}");
+    let said: Value = serde_json::from_str(&undone[0].changes).unwrap();
+    assert_eq!(said["beside"], first.as_str());
+    assert_eq!(said["refunded_payment_intents"], json!([intent]));
+    // Told as the mirror saw it (listed once the sequencer placed it).
+    let mut events = Vec::new();
+    for _ in 0..100 {
+        events = app.events_of("user:user-1", 1).await;
+        if events.iter().any(|e| {
+            e["type"] == "subscription.canceled" && e["data"]["subscription_id"] == second.as_str()
+        }) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        events.iter().any(|e| e["type"] == "subscription.canceled"
+            && e["data"]["subscription_id"] == second.as_str()),
+        "{events:#?}"
+    );
+    // A later delivery about it queues nothing more.
+    app.webhook_ok(&event(
+        "evt_second_again",
+        "customer.subscription.deleted",
+        app.stripe.subscription(&second),
+    ))
+    .await;
+    assert_eq!(app.count("subscription_undos").await, 1);
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains(r#"tollgate_second_subscriptions_undone_total{outcome="done"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn prices_outside_the_allowlist_are_refused_before_stripe() {
     let app = spawn_app().await;
     let token = app.user_token("user-1");

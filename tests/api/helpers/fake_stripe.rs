@@ -172,6 +172,45 @@ impl FakeStripe {
         id
     }
 
+    /// [`FakeStripe::add_subscription`], paid: its `subscription_create` invoice and the charge
+    /// that paid it (`amount`). Returns (subscription id, payment intent).
+    pub fn add_paid_subscription(
+        &self,
+        customer: &str,
+        price: &str,
+        interval: &str,
+        amount: i64,
+    ) -> (String, String) {
+        let id = self.add_subscription(customer, price, interval);
+        let mut st = self.state.lock().unwrap();
+        let n = self.next(&mut st);
+        let intent = format!("pi_test_{n}");
+        st.charges
+            .push(charge(&format!("ch_test_{n}"), customer, &intent, amount));
+        let invoice = period_invoice(
+            &format!("in_{id}"),
+            &id,
+            customer,
+            "subscription_create",
+            &intent,
+            amount,
+        );
+        st.invoices.push(invoice);
+        (id, intent)
+    }
+
+    /// The charge paid through `payment_intent`.
+    pub fn charge_of(&self, payment_intent: &str) -> Value {
+        self.state
+            .lock()
+            .unwrap()
+            .charges
+            .iter()
+            .find(|c| c["payment_intent"] == payment_intent)
+            .cloned()
+            .expect("a charge of that payment intent")
+    }
+
     /// A customer made outside Tollgate's checkout (a second checkout that created its own, or
     /// one made by hand) whose metadata names `subject`, with an active subscription to
     /// `price`: (customer id, subscription id).
@@ -751,6 +790,47 @@ impl FakeStripe {
                             sub["metadata"][k] = json!(v);
                         }
                         Ok(sub.clone())
+                    }
+                }
+            }
+            ("POST", ["v1", "refunds"]) => {
+                let intent = form.get("payment_intent").cloned().unwrap_or_default();
+                let n = self.next(&mut st);
+                match st
+                    .charges
+                    .iter_mut()
+                    .find(|c| c["payment_intent"] == intent.as_str())
+                {
+                    None => Err(404),
+                    Some(c) if c["refunded"] == true => {
+                        return error(
+                            400,
+                            "invalid_request_error",
+                            "Charge has already been refunded.",
+                        )
+                        .set_body_json(json!({"error": {
+                            "type": "invalid_request_error",
+                            "code": "charge_already_refunded",
+                            "message": format!("Charge {} has already been refunded.", c["id"]),
+                        }}));
+                    }
+                    Some(c) => {
+                        c["refunded"] = json!(true);
+                        c["amount_refunded"] = c["amount"].clone();
+                        Ok(json!({
+                            "id": format!("re_test_{n}"), "object": "refund",
+                            "amount": c["amount"], "balance_transaction": null,
+                            "charge": c["id"], "created": now(), "currency": "usd",
+                            "customer": c["customer"], "customer_account": null,
+                            "description": null, "destination_details": null,
+                            "failure_balance_transaction": null, "failure_reason": null,
+                            "instructions_email": null, "metadata": {}, "next_action": null,
+                            "payment_intent": intent, "payment_method": null,
+                            "pending_reason": null, "presentment_details": null,
+                            "reason": form.get("reason"), "receipt_number": null,
+                            "source_transfer_reversal": null, "status": "succeeded",
+                            "transfer_reversal": null,
+                        }))
                     }
                 }
             }
