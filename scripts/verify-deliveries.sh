@@ -15,6 +15,8 @@ VERSION="1.1.0"
 VENV="target/webhooks-venv"
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/pip" show standardwebhooks 2>/dev/null | grep -q "^Version: $VERSION$"; then
   echo "== installing standardwebhooks $VERSION into $VENV"
+  # A fresh one: a venv left by a checkout at another path has scripts that point there.
+  rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet "standardwebhooks==$VERSION"
 fi

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text, Timestamp};
+use diesel::sql_types::{BigInt, Text};
 
 use super::audit::{self, Origin};
 use super::schema::licenses;
@@ -277,48 +277,22 @@ pub fn of_user(conn: &mut DbConnection, user_id: &str) -> anyhow::Result<Vec<Lic
         .load(conn)?)
 }
 
-#[derive(QueryableByName)]
-struct ClaimedId {
-    #[diesel(sql_type = Text)]
-    license_id: String,
-}
-
 /// Claims up to `limit` licenses whose step is due and not claimed by a live worker, until
-/// `lease_until`. On PostgreSQL the candidates are locked with `SKIP LOCKED`: workers of several
-/// replicas claim different licenses, and each license has one worker at a time.
+/// `lease_until` ([`super::lease_due`]: one worker per license, across replicas).
 pub fn claim(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> anyhow::Result<Vec<LicenseRow>> {
-    let pg = matches!(conn, DbConnection::Pg(_));
-    let p = |i: usize| if pg { format!("${i}") } else { "?".to_owned() };
-    let sql = format!(
-        "UPDATE licenses SET leased_until = {lease} WHERE license_id IN ( \
-           SELECT license_id FROM licenses \
-           WHERE step IS NOT NULL AND step_due_at <= {now} \
-             AND (leased_until IS NULL OR leased_until <= {now2}) \
-           ORDER BY step_due_at LIMIT {limit}{lock}) \
-         RETURNING license_id",
-        lease = p(1),
-        now = p(2),
-        now2 = p(3),
-        limit = limit.max(1),
-        lock = if pg { " FOR UPDATE SKIP LOCKED" } else { "" },
-    );
+    const QUEUE: (&str, &str, &str, &str) =
+        ("licenses", "license_id", "step IS NOT NULL", "step_due_at");
     write_transaction(conn, |conn| {
-        let ids: Vec<ClaimedId> = on_backend!(conn, |c| {
-            diesel::sql_query(sql.as_str())
-                .bind::<Timestamp, _>(to_db_time(lease_until))
-                .bind::<Timestamp, _>(to_db_time(now))
-                .bind::<Timestamp, _>(to_db_time(now))
-                .load::<ClaimedId>(c)
-        })?;
-        let ids: Vec<&str> = ids.iter().map(|c| c.license_id.as_str()).collect();
+        let ids = super::lease_due(conn, QUEUE, now, lease_until, limit)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         Ok(licenses::table
             .filter(super::any_of(licenses::license_id, &ids))
             .order(licenses::step_due_at.asc())

@@ -474,6 +474,51 @@ impl Drop for AdvisoryGuard {
     }
 }
 
+/// Leases up to `limit` due rows of a work queue (`table`, keyed by the text column `id`) until
+/// `lease_until`: rows where `pending` holds, whose `due` time has come and that no live worker
+/// holds; answers their ids. On PostgreSQL the candidates are locked with `SKIP LOCKED`, so
+/// workers of several replicas lease different rows, and each row has one worker at a time.
+/// The table has a nullable `leased_until` timestamp. (`table`, `id`, `pending` and `due` are
+/// the caller's constants, never input.)
+pub(crate) fn lease_due(
+    conn: &mut DbConnection,
+    (table, id, pending, due): (&'static str, &'static str, &'static str, &'static str),
+    now: chrono::DateTime<chrono::Utc>,
+    lease_until: chrono::DateTime<chrono::Utc>,
+    limit: i64,
+) -> anyhow::Result<Vec<String>> {
+    use diesel::sql_types::{Text, Timestamp};
+    #[derive(diesel::QueryableByName)]
+    struct Leased {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    let pg = matches!(conn, DbConnection::Pg(_));
+    let p = |i: usize| if pg { format!("${i}") } else { "?".to_owned() };
+    let sql = format!(
+        "UPDATE {table} SET leased_until = {lease} WHERE {id} IN ( \
+           SELECT {id} FROM {table} \
+           WHERE {pending} AND {due} <= {now} \
+             AND (leased_until IS NULL OR leased_until <= {now2}) \
+           ORDER BY {due} LIMIT {limit}{lock}) \
+         RETURNING {id} AS id",
+        lease = p(1),
+        now = p(2),
+        now2 = p(3),
+        limit = limit.max(1),
+        lock = if pg { " FOR UPDATE SKIP LOCKED" } else { "" },
+    );
+    let leased: Vec<Leased> = on_backend!(conn, |c| {
+        use diesel::RunQueryDsl;
+        diesel::sql_query(sql.as_str())
+            .bind::<Timestamp, _>(to_db_time(lease_until))
+            .bind::<Timestamp, _>(to_db_time(now))
+            .bind::<Timestamp, _>(to_db_time(now))
+            .load::<Leased>(c)
+    })?;
+    Ok(leased.into_iter().map(|l| l.id).collect())
+}
+
 /// A write transaction: on SQLite `BEGIN IMMEDIATE` takes the single write lock up front, so a
 /// transaction that reads and then writes can never deadlock against another writer.
 pub fn write_transaction<T, F>(conn: &mut DbConnection, f: F) -> anyhow::Result<T>

@@ -4,7 +4,6 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Text, Timestamp};
 
 use super::schema::subscription_undos;
 use super::{on_backend, to_db_time, write_transaction, DbConnection};
@@ -52,50 +51,26 @@ pub fn queue(
     Ok(n > 0)
 }
 
-#[derive(QueryableByName)]
-struct ClaimedId {
-    #[diesel(sql_type = Text)]
-    stripe_subscription_id: String,
-}
-
 /// Claims up to `limit` due undos not claimed by a live worker, until `lease_until`
-/// (PostgreSQL: `SKIP LOCKED`, so replicas claim different ones).
+/// ([`super::lease_due`]: one worker per subscription, across replicas).
 pub fn claim(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: i64,
 ) -> anyhow::Result<Vec<UndoRow>> {
-    let pg = matches!(conn, DbConnection::Pg(_));
-    let p = |i: usize| if pg { format!("${i}") } else { "?".to_owned() };
-    let sql = format!(
-        "UPDATE subscription_undos SET leased_until = {lease} WHERE stripe_subscription_id IN ( \
-           SELECT stripe_subscription_id FROM subscription_undos \
-           WHERE status = 'pending' AND due_at <= {now} \
-             AND (leased_until IS NULL OR leased_until <= {now2}) \
-           ORDER BY due_at LIMIT {limit}{lock}) \
-         RETURNING stripe_subscription_id",
-        lease = p(1),
-        now = p(2),
-        now2 = p(3),
-        limit = limit.max(1),
-        lock = if pg { " FOR UPDATE SKIP LOCKED" } else { "" },
+    const QUEUE: (&str, &str, &str, &str) = (
+        "subscription_undos",
+        "stripe_subscription_id",
+        "status = 'pending'",
+        "due_at",
     );
     write_transaction(conn, |conn| {
-        let ids: Vec<ClaimedId> = on_backend!(conn, |c| {
-            diesel::sql_query(sql.as_str())
-                .bind::<Timestamp, _>(to_db_time(lease_until))
-                .bind::<Timestamp, _>(to_db_time(now))
-                .bind::<Timestamp, _>(to_db_time(now))
-                .load::<ClaimedId>(c)
-        })?;
-        let ids: Vec<&str> = ids
-            .iter()
-            .map(|c| c.stripe_subscription_id.as_str())
-            .collect();
+        let ids = super::lease_due(conn, QUEUE, now, lease_until, limit)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         Ok(subscription_undos::table
             .filter(super::any_of(
                 subscription_undos::stripe_subscription_id,

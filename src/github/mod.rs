@@ -255,22 +255,24 @@ impl GitHub {
         }
     }
 
-    /// `DELETE /orgs/{org}/memberships/{username}`: removes a member from the organization (and
-    /// so from its teams), or cancels their pending invitation. Already gone counts as done.
-    pub async fn remove_membership(&self, username: &GithubUsername) -> Result<(), CallError> {
-        let answer = self
-            .call(
-                "remove_membership",
-                Method::DELETE,
-                &["orgs", &self.organization, "memberships", username.as_str()],
-                None,
-            )
-            .await?;
+    /// A `DELETE` whose target already gone counts as done (404).
+    async fn delete(&self, operation: &'static str, segments: &[&str]) -> Result<(), CallError> {
+        let answer = self.call(operation, Method::DELETE, segments, None).await?;
         match answer.status() {
             StatusCode::NOT_FOUND => Ok(()),
             s if s.is_success() => Ok(()),
-            _ => Err(failure(answer, "remove_membership").await),
+            _ => Err(failure(answer, operation).await),
         }
+    }
+
+    /// `DELETE /orgs/{org}/memberships/{username}`: removes a member from the organization (and
+    /// so from its teams), or cancels their pending invitation. Already gone counts as done.
+    pub async fn remove_membership(&self, username: &GithubUsername) -> Result<(), CallError> {
+        self.delete(
+            "remove_membership",
+            &["orgs", &self.organization, "memberships", username.as_str()],
+        )
+        .await
     }
 
     /// `PUT /orgs/{org}/teams/{slug}/memberships/{username}` for a member of the organization:
@@ -300,26 +302,18 @@ impl GitHub {
 
     /// `DELETE /orgs/{org}/teams/{slug}/memberships/{username}`. Already gone counts as done.
     pub async fn remove_from_team(&self, username: &GithubUsername) -> Result<(), CallError> {
-        let answer = self
-            .call(
-                "remove_team_membership",
-                Method::DELETE,
-                &[
-                    "orgs",
-                    &self.organization,
-                    "teams",
-                    &self.team_slug,
-                    "memberships",
-                    username.as_str(),
-                ],
-                None,
-            )
-            .await?;
-        match answer.status() {
-            StatusCode::NOT_FOUND => Ok(()),
-            s if s.is_success() => Ok(()),
-            _ => Err(failure(answer, "remove_team_membership").await),
-        }
+        self.delete(
+            "remove_team_membership",
+            &[
+                "orgs",
+                &self.organization,
+                "teams",
+                &self.team_slug,
+                "memberships",
+                username.as_str(),
+            ],
+        )
+        .await
     }
 }
 

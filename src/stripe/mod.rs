@@ -504,14 +504,8 @@ impl StripeGateway {
         subscription_id: &SubscriptionId,
     ) -> Result<Vec<String>, GatewayError> {
         observed("period_payments", async {
-            let page = ListInvoice::new()
-                .subscription(subscription_id.as_str())
-                .limit(10)
-                .expand(vec!["data.payments".to_owned()])
-                .send(&self.client)
-                .await?;
             // Stripe lists newest first.
-            let period_invoice = page.data.into_iter().find(|i| {
+            let period_invoice = self.invoices(subscription_id).await?.into_iter().find(|i| {
                 matches!(
                     i.billing_reason,
                     Some(
@@ -539,6 +533,21 @@ impl StripeGateway {
         .await
     }
 
+    /// The subscription's last 10 invoices, newest first, with their payments (API 2025+ links
+    /// payments to invoices through the invoice's `payments`, not `charge.invoice`).
+    async fn invoices(
+        &self,
+        subscription_id: &SubscriptionId,
+    ) -> Result<Vec<stripe_shared::Invoice>, GatewayError> {
+        Ok(ListInvoice::new()
+            .subscription(subscription_id.as_str())
+            .limit(10)
+            .expand(vec!["data.payments".to_owned()])
+            .send(&self.client)
+            .await?
+            .data)
+    }
+
     /// Refunds every paid payment of the subscription's invoices (its last 10), as duplicates:
     /// a second subscription of one subject is undone. Each refund's idempotency key is its
     /// payment intent's, and a payment already refunded counts as done, so repeating this after
@@ -548,14 +557,8 @@ impl StripeGateway {
         subscription_id: &SubscriptionId,
     ) -> Result<Vec<String>, GatewayError> {
         observed("refund_subscription", async {
-            let page = ListInvoice::new()
-                .subscription(subscription_id.as_str())
-                .limit(10)
-                .expand(vec!["data.payments".to_owned()])
-                .send(&self.client)
-                .await?;
             let mut refunded = Vec::new();
-            for invoice in page.data {
+            for invoice in self.invoices(subscription_id).await? {
                 for payment in invoice.payments.map(|l| l.data).unwrap_or_default() {
                     if payment.status != "paid" {
                         continue;
