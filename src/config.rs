@@ -892,6 +892,16 @@ impl Settings {
             "auth.hs256_secret",
             self.auth.hs256_secret.as_ref().map(|_| redacted("")),
         );
+        // The GitHub provisioner's token, when the file holds it (not its variable's name).
+        if let Value::Dict(_, dict) = &mut root {
+            if let Some(Value::Dict(_, provisioning)) = dict.get_mut("provisioning") {
+                if let Some(Value::Dict(_, github)) = provisioning.get_mut("github") {
+                    if github.contains_key("token") {
+                        github.insert("token".into(), redacted(""));
+                    }
+                }
+            }
+        }
         // Each events endpoint's signing secret.
         if let Value::Dict(_, dict) = &mut root {
             if let Some(Value::Dict(_, events)) = dict.get_mut("events") {

@@ -299,6 +299,28 @@ async fn check_config(
         }
         None => println!("skip  Stripe: not configured (STRIPE_SECRET_KEY unset)"),
     }
+    if !settings.github_plans().is_empty() {
+        // Validation made sure the provisioner is complete when a plan lists it.
+        if let Some(github) =
+            tollgate::github::GitHub::from_settings(&settings.provisioning.github)?
+        {
+            let what = format!(
+                "GitHub organization {} team {}",
+                github.organization(),
+                github.team_slug()
+            );
+            report(
+                &what,
+                github
+                    .check_access()
+                    .await
+                    .map(|team| {
+                        format!("team id {team}; the token sees the organization's invitations")
+                    })
+                    .map_err(anyhow::Error::from),
+            );
+        }
+    }
     if failed > 0 {
         anyhow::bail!("{failed} check(s) failed");
     }

@@ -586,6 +586,57 @@ async fn check_config_connects_to_each_party_and_prints_the_configuration_withou
     );
 }
 
+#[tokio::test]
+async fn check_config_reaches_the_github_provisioner_and_never_prints_its_token() {
+    use fake_github::{FakeGithub, ORG, TEAM, TOKEN};
+    let github = FakeGithub::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("licenses.toml");
+    let defaults = std::fs::read_to_string(DEFAULT_CONFIG).unwrap();
+    std::fs::write(
+        &config,
+        defaults.replace(
+            "id = \"lifetime\"\n",
+            "id = \"lifetime\"\nprovision = [\"github\"]\n",
+        ),
+    )
+    .unwrap();
+    let run = |token: &str, args: &[&str]| {
+        let mut cmd = tollgate(dir.path());
+        cmd.env("TOLLGATE_CONFIG", &config)
+            .env("TOLLGATE_PROVISIONING__GITHUB__API_BASE", github.base_url())
+            .env("GITHUB_ORG_NAME", ORG)
+            .env("GITHUB_TEAM_SLUG", TEAM)
+            .env("TOLLGATE_PROVISIONING__GITHUB__TOKEN", token);
+        let out = cmd.arg("check-config").args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success(), stdout)
+    };
+    let (_, stdout) = run(TOKEN, &["--connect"]);
+    let line = format!("ok    GitHub organization {ORG} team {TEAM}: team id");
+    assert!(stdout.lines().any(|l| l.starts_with(&line)), "{stdout}");
+    assert!(!github
+        .received_on("GET", &format!("/orgs/{ORG}/invitations"))
+        .is_empty());
+
+    let (ok, stdout) = run("ghp_revoked", &["--connect"]);
+    assert!(!ok, "{stdout}");
+    let fail = format!("FAIL  GitHub organization {ORG} team {TEAM}");
+    let failed = stdout
+        .lines()
+        .find(|l| l.starts_with(&fail))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        failed.contains("401") && failed.contains("Bad credentials"),
+        "{failed}"
+    );
+
+    let (ok, stdout) = run(TOKEN, &["--print"]);
+    assert!(ok, "{stdout}");
+    assert!(!stdout.contains(TOKEN), "{stdout}");
+    assert!(stdout.contains("(redacted)"), "{stdout}");
+}
+
 /// A fake Stripe that knows webhook endpoints: it lists `existing`, creates new ones (with a
 /// secret, as Stripe answers only on creation) and updates them.
 async fn fake_stripe_endpoints(existing: Vec<serde_json::Value>) -> wiremock::MockServer {

@@ -196,6 +196,25 @@ impl GitHub {
             .copied()
     }
 
+    /// For `check-config --connect`: the team is found (`GET /orgs/{org}/teams/{slug}`) and
+    /// the token may see the organization's invitations (`GET /orgs/{org}/invitations`, which
+    /// needs what inviting needs: an owner's token with `admin:org`). Answers the team's id.
+    pub async fn check_access(&self) -> Result<i64, CallError> {
+        let team = self.team_id().await?;
+        let answer = self
+            .call(
+                "list_invitations",
+                Method::GET,
+                &["orgs", &self.organization, "invitations"],
+                None,
+            )
+            .await?;
+        if !answer.status().is_success() {
+            return Err(failure(answer, "list_invitations").await);
+        }
+        Ok(team)
+    }
+
     /// `POST /orgs/{org}/invitations`: invites the user as a member, into the team.
     pub async fn invite(&self, user_id: i64) -> Result<Invitation, CallError> {
         let team_id = self.team_id().await?;

@@ -125,7 +125,11 @@ fn log_for_independent_check(d: &Delivery) {
         .append(true)
         .open(path)
         .expect("the delivery log opens");
-    writeln!(file, "{line}").expect("the delivery log is written");
+    // One write of the whole line: tests running at once append to the same file, and a
+    // formatted write would reach it in pieces that interleave with theirs.
+    let line = format!("{line}\n");
+    file.write_all(line.as_bytes())
+        .expect("the delivery log is written");
 }
 
 /// Standard Webhooks verification, from the specification (not Tollgate's signer).

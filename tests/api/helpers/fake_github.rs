@@ -238,6 +238,15 @@ impl Respond for FakeGithub {
             }
             ("GET", ["orgs", ORG, "teams", TEAM]) => ResponseTemplate::new(200)
                 .set_body_json(json!({"id": TEAM_ID, "slug": TEAM, "name": "SynthStack Pro"})),
+            ("GET", ["orgs", ORG, "invitations"]) => {
+                let pending: Vec<Value> = st
+                    .memberships
+                    .iter()
+                    .filter(|(_, state)| **state == "pending")
+                    .map(|(login, _)| json!({"login": login, "role": "direct_member"}))
+                    .collect();
+                ResponseTemplate::new(200).set_body_json(Value::Array(pending))
+            }
             ("POST", ["orgs", ORG, "invitations"]) => {
                 let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
                 let Some(id) = body["invitee_id"].as_i64() else {
