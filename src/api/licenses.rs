@@ -173,8 +173,9 @@ pub struct AdminLicenseOut {
     pub last_error: Option<String>,
     /// When the pending step is next tried.
     pub next_attempt_at: Option<DateTime<Utc>>,
-    /// `pending` (or not yet invited) more than 24 hours after the purchase, or `invited` more
-    /// than 7 days without acceptance.
+    /// `pending` more than 24 hours (since the purchase, or the won dispute that restored it),
+    /// `username_submitted` more than 24 hours without an invitation, or `invited` more than 7
+    /// days without acceptance.
     pub stuck: bool,
 }
 
@@ -207,7 +208,8 @@ pub struct AdminLicensesQuery {
         example = "invited"
     )]
     pub status: Option<String>,
-    /// `true`: only stuck licenses (pending more than 24 hours, invited more than 7 days).
+    /// `true`: only stuck licenses (pending or not yet invited more than 24 hours, invited more
+    /// than 7 days).
     #[param(pattern = "^(true|false)$", example = "true")]
     pub stuck: Option<String>,
     /// Page size, 1 to 100 (default 20).

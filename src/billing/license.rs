@@ -275,21 +275,17 @@ pub const STUCK_PENDING: chrono::Duration = chrono::Duration::hours(24);
 /// Not accepted a week after the invitation.
 pub const STUCK_INVITED: chrono::Duration = chrono::Duration::days(7);
 
-/// Whether a license is stuck at `now`: `pending` (or its username not yet invited) longer
-/// than [`STUCK_PENDING`] after its creation, or `invited` longer than [`STUCK_INVITED`].
-pub fn is_stuck(
-    status: LicenseStatus,
-    created_at: DateTime<Utc>,
-    invited_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> bool {
-    match status {
-        LicenseStatus::Pending | LicenseStatus::UsernameSubmitted => {
-            now - created_at > STUCK_PENDING
-        }
-        LicenseStatus::Invited => invited_at.is_some_and(|at| now - at > STUCK_INVITED),
-        LicenseStatus::Active | LicenseStatus::Revoked => false,
-    }
+/// Whether a license is stuck at `now`, waiting in `status` since `since`: `pending` (since the
+/// purchase, or the won dispute that restored it) or `username_submitted` (since the
+/// submission, not yet invited) longer than [`STUCK_PENDING`], or `invited` longer than
+/// [`STUCK_INVITED`].
+pub fn is_stuck(status: LicenseStatus, since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    let limit = match status {
+        LicenseStatus::Pending | LicenseStatus::UsernameSubmitted => STUCK_PENDING,
+        LicenseStatus::Invited => STUCK_INVITED,
+        LicenseStatus::Active | LicenseStatus::Revoked => return false,
+    };
+    since.is_some_and(|since| now - since > limit)
 }
 
 /// How failed GitHub calls are tried again: never given up (a license must reach GitHub in the
@@ -470,40 +466,29 @@ mod tests {
     fn stuck_is_a_day_pending_or_a_week_invited() {
         let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 12, 0, 0).unwrap();
         let hour = chrono::Duration::hours(1);
+        let day = Some(t0);
+        for waiting in [LicenseStatus::Pending, LicenseStatus::UsernameSubmitted] {
+            assert!(!is_stuck(waiting, day, t0 + STUCK_PENDING));
+            assert!(is_stuck(waiting, day, t0 + STUCK_PENDING + hour));
+        }
         assert!(!is_stuck(
-            LicenseStatus::Pending,
-            t0,
-            None,
-            t0 + STUCK_PENDING
-        ));
-        assert!(is_stuck(
-            LicenseStatus::Pending,
-            t0,
-            None,
+            LicenseStatus::Invited,
+            day,
             t0 + STUCK_PENDING + hour
         ));
-        assert!(is_stuck(
-            LicenseStatus::UsernameSubmitted,
-            t0,
-            None,
-            t0 + STUCK_PENDING + hour
-        ));
-        let invited = Some(t0 + chrono::Duration::days(1));
-        let week_later = t0 + chrono::Duration::days(8);
-        assert!(!is_stuck(LicenseStatus::Invited, t0, invited, week_later));
+        assert!(!is_stuck(LicenseStatus::Invited, day, t0 + STUCK_INVITED));
         assert!(is_stuck(
             LicenseStatus::Invited,
-            t0,
-            invited,
-            week_later + hour
+            day,
+            t0 + STUCK_INVITED + hour
+        ));
+        assert!(!is_stuck(
+            LicenseStatus::Invited,
+            None,
+            t0 + STUCK_INVITED * 2
         ));
         for done in [LicenseStatus::Active, LicenseStatus::Revoked] {
-            assert!(!is_stuck(
-                done,
-                t0,
-                invited,
-                t0 + chrono::Duration::days(90)
-            ));
+            assert!(!is_stuck(done, day, t0 + chrono::Duration::days(90)));
         }
     }
 

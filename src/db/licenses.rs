@@ -139,13 +139,21 @@ impl LicenseRow {
         self.leased_until = None;
     }
 
+    /// Since when it waits in its status: `pending` since it was last written (its purchase, or
+    /// the won dispute that restored it: a pending license has no step, so nothing else writes
+    /// it), `username_submitted` since the submission, `invited` since the invitation.
+    pub fn waiting_since(&self) -> Option<DateTime<Utc>> {
+        match self.status() {
+            LicenseStatus::Pending => Some(self.updated_at),
+            LicenseStatus::UsernameSubmitted => self.username_submitted_at,
+            LicenseStatus::Invited => self.invited_at,
+            LicenseStatus::Active | LicenseStatus::Revoked => None,
+        }
+        .map(from_db_time)
+    }
+
     pub fn is_stuck(&self, now: DateTime<Utc>) -> bool {
-        license::is_stuck(
-            self.status(),
-            from_db_time(self.created_at),
-            self.invited_at.map(from_db_time),
-            now,
-        )
+        license::is_stuck(self.status(), self.waiting_since(), now)
     }
 }
 
@@ -342,13 +350,14 @@ pub fn list(
     if filter.stuck {
         let pending_since = to_db_time(now - license::STUCK_PENDING);
         let invited_since = to_db_time(now - license::STUCK_INVITED);
+        // As LicenseRow::waiting_since says.
         query = query.filter(
             (licenses::status
-                .eq_any([
-                    LicenseStatus::Pending.as_str(),
-                    LicenseStatus::UsernameSubmitted.as_str(),
-                ])
-                .and(licenses::created_at.lt(pending_since)))
+                .eq(LicenseStatus::Pending.as_str())
+                .and(licenses::updated_at.lt(pending_since)))
+            .or(licenses::status
+                .eq(LicenseStatus::UsernameSubmitted.as_str())
+                .and(licenses::username_submitted_at.lt(pending_since)))
             .or(licenses::status
                 .eq(LicenseStatus::Invited.as_str())
                 .and(licenses::invited_at.lt(invited_since))),

@@ -759,3 +759,57 @@ async fn two_replicas_work_each_license_once() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_license_counts_as_stuck_from_when_it_began_to_wait() {
+    let (app, github) = app_with_github().await;
+    github.add_user("octocat", 1);
+    let (restored, session_id) = bought(&app, "alice").await;
+    let (submitted, _) = bought(&app, "bob").await;
+    let admin = app.idp.service_token("billing:admin");
+    let t0 = chrono::Utc::now();
+    // Two days later alice's purchase is disputed and won: restored, pending again.
+    app.set_now(t0 + chrono::Duration::days(2));
+    let payment_intent = app.stripe.payment_intent_of(&session_id);
+    let opened = app.stripe.dispute(&payment_intent, "needs_response");
+    app.webhook_ok(&event("evt_opened", "charge.dispute.created", opened))
+        .await;
+    let won = app.stripe.dispute(&payment_intent, "won");
+    app.webhook_ok(&event("evt_won", "charge.dispute.closed", won))
+        .await;
+    assert_eq!(licenses(&app, "alice").await[0]["status"], "pending");
+    // And bob submits a username GitHub keeps refusing to invite.
+    github.fail_next("/orgs/", 10_000);
+    assert_eq!(
+        submit(&app, "bob", &submitted, "octocat").await.status(),
+        202
+    );
+
+    app.set_now(t0 + chrono::Duration::days(2) + chrono::Duration::hours(1));
+    assert!(
+        stuck_ids(&app, &admin).await.is_empty(),
+        "both began to wait just now"
+    );
+    app.set_now(t0 + chrono::Duration::days(3) + chrono::Duration::hours(1));
+    let mut now_stuck = stuck_ids(&app, &admin).await;
+    now_stuck.sort();
+    let mut expected = vec![restored, submitted];
+    expected.sort();
+    assert_eq!(now_stuck, expected);
+    github.fail_next("/orgs/", 0);
+}
+
+async fn stuck_ids(app: &TestApp, admin: &str) -> Vec<String> {
+    let body: Value = app
+        .get("/v1/admin/licenses?stuck=true", Some(admin))
+        .await
+        .json()
+        .await
+        .unwrap();
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect()
+}
