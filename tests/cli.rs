@@ -591,16 +591,7 @@ async fn check_config_reaches_the_github_provisioner_and_never_prints_its_token(
     use fake_github::{FakeGithub, ORG, TEAM, TOKEN};
     let github = FakeGithub::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("licenses.toml");
-    let defaults = std::fs::read_to_string(DEFAULT_CONFIG).unwrap();
-    std::fs::write(
-        &config,
-        defaults.replace(
-            "id = \"lifetime\"\n",
-            "id = \"lifetime\"\nprovision = [\"github\"]\n",
-        ),
-    )
-    .unwrap();
+    let config = licenses_config(dir.path());
     let run = |token: &str, args: &[&str]| {
         let mut cmd = tollgate(dir.path());
         cmd.env("TOLLGATE_CONFIG", &config)
@@ -1180,6 +1171,21 @@ async fn an_event_in_flight_when_tollgate_is_killed_is_delivered_after_the_resta
 #[path = "api/helpers/fake_github.rs"]
 mod fake_github;
 
+/// config/default.toml with its lifetime plan provisioning GitHub, written in `dir`.
+fn licenses_config(dir: &Path) -> std::path::PathBuf {
+    let config = dir.join("licenses.toml");
+    let defaults = std::fs::read_to_string(DEFAULT_CONFIG).unwrap();
+    std::fs::write(
+        &config,
+        defaults.replace(
+            "id = \"lifetime\"\n",
+            "id = \"lifetime\"\nprovision = [\"github\"]\n",
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// Runs `sql` on the test's database (SQLite file or PostgreSQL).
 fn execute(database_url: &str, sql: &str) {
     use diesel::{Connection, RunQueryDsl};
@@ -1198,16 +1204,7 @@ async fn an_invitation_sent_when_tollgate_is_killed_is_not_sent_twice_after_the_
     let github = FakeGithub::start().await;
     github.add_user("octocat", 583231);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("licenses.toml");
-    let defaults = std::fs::read_to_string(DEFAULT_CONFIG).unwrap();
-    std::fs::write(
-        &config,
-        defaults.replace(
-            "id = \"lifetime\"\n",
-            "id = \"lifetime\"\nprovision = [\"github\"]\n",
-        ),
-    )
-    .unwrap();
+    let config = licenses_config(dir.path());
     let (buyer, _) = dev_token(dir.path(), &["--sub", "alice"]);
     let postgres = PostgresDatabase::create();
     let database_url = match &postgres {

@@ -55,6 +55,12 @@ async fn submit(app: &TestApp, user: &str, license_id: &str, username: &str) -> 
     .await
 }
 
+/// `user` submits `login` for the license, and it is invited.
+async fn invite(app: &TestApp, user: &str, license_id: &str, login: &str) -> Value {
+    assert_eq!(submit(app, user, license_id, login).await.status(), 202);
+    license_when(app, user, status_is("invited")).await
+}
+
 /// Buys the lifetime license as `user` and answers its id.
 async fn bought(app: &TestApp, user: &str) -> (String, String) {
     let (session_id, status) = app.subscribe(user, "lifetime", "once").await;
@@ -271,11 +277,7 @@ async fn a_changed_username_cancels_the_pending_invitation_and_invites_the_new_o
     github.add_user("hubot", 2);
     let (license_id, _) = bought(&app, "alice").await;
 
-    assert_eq!(
-        submit(&app, "alice", &license_id, "octocat").await.status(),
-        202
-    );
-    license_when(&app, "alice", status_is("invited")).await;
+    invite(&app, "alice", &license_id, "octocat").await;
     assert_eq!(
         submit(&app, "alice", &license_id, "hubot").await.status(),
         202
@@ -306,11 +308,7 @@ async fn an_expired_invitation_is_told_and_sent_again_on_request() {
     let (app, github) = app_with_github().await;
     github.add_user("octocat", 1);
     let (license_id, _) = bought(&app, "alice").await;
-    assert_eq!(
-        submit(&app, "alice", &license_id, "octocat").await.status(),
-        202
-    );
-    license_when(&app, "alice", status_is("invited")).await;
+    invite(&app, "alice", &license_id, "octocat").await;
 
     github.expire("octocat");
     let expired = license_when(&app, "alice", |l| l["invitation_expired_at"].is_string()).await;
@@ -432,11 +430,7 @@ async fn a_refund_removes_the_buyer_from_the_team_and_the_organization() {
     let (app, github) = app_with_github().await;
     github.add_user("octocat", 1);
     let (license_id, session_id) = bought(&app, "alice").await;
-    assert_eq!(
-        submit(&app, "alice", &license_id, "octocat").await.status(),
-        202
-    );
-    license_when(&app, "alice", status_is("invited")).await;
+    invite(&app, "alice", &license_id, "octocat").await;
     github.accept("octocat");
     license_when(&app, "alice", status_is("active")).await;
 
@@ -520,11 +514,7 @@ async fn a_replaced_username_that_accepted_meanwhile_loses_the_team() {
     github.add_user("octocat", 1);
     github.add_user("hubot", 2);
     let (license_id, _) = bought(&app, "alice").await;
-    assert_eq!(
-        submit(&app, "alice", &license_id, "octocat").await.status(),
-        202
-    );
-    license_when(&app, "alice", status_is("invited")).await;
+    invite(&app, "alice", &license_id, "octocat").await;
     // Accepted on GitHub, and replaced before Tollgate's next check saw it (GitHub does not
     // answer about octocat until the new username is in).
     let octocat = format!("/orgs/{ORG}/memberships/octocat");
@@ -548,11 +538,7 @@ async fn a_renamed_account_is_found_by_its_id_and_removed_after_a_refund() {
     let (app, github) = app_with_github().await;
     github.add_user("octocat", 583231);
     let (license_id, session_id) = bought(&app, "alice").await;
-    assert_eq!(
-        submit(&app, "alice", &license_id, "octocat").await.status(),
-        202
-    );
-    license_when(&app, "alice", status_is("invited")).await;
+    invite(&app, "alice", &license_id, "octocat").await;
     github.accept("octocat");
     license_when(&app, "alice", status_is("active")).await;
 
@@ -592,11 +578,7 @@ async fn a_dispute_revokes_and_a_won_dispute_invites_again() {
     let (app, github) = app_with_github().await;
     github.add_user("octocat", 1);
     let (license_id, session_id) = bought(&app, "alice").await;
-    assert_eq!(
-        submit(&app, "alice", &license_id, "octocat").await.status(),
-        202
-    );
-    license_when(&app, "alice", status_is("invited")).await;
+    invite(&app, "alice", &license_id, "octocat").await;
 
     let payment_intent = app.stripe.payment_intent_of(&session_id);
     let opened = app.stripe.dispute(&payment_intent, "needs_response");
