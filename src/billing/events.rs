@@ -758,21 +758,9 @@ mod tests {
     use super::*;
     use crate::billing::catalog::{Interval, PlanKind};
     use crate::billing::facts::PurchaseFacts;
-    use crate::billing::test_support::catalog;
+    use crate::billing::test_support::{at, catalog, policy};
     use chrono::TimeZone;
     use serde_json::json;
-
-    fn at(day: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, day, 12, 0, 0).unwrap()
-    }
-
-    fn policy() -> AccessPolicy {
-        AccessPolicy {
-            saas_enabled: true,
-            grace_period: chrono::Duration::hours(24),
-            access_while_collection_paused: false,
-        }
-    }
 
     fn subscription(status: SubscriptionStatus) -> SubscriptionRecord {
         SubscriptionRecord {

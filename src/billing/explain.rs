@@ -415,20 +415,7 @@ fn ends(c: &Considered<'_>, verdict: &Access, now: DateTime<Utc>) -> Vec<Upcomin
 mod tests {
     use super::*;
     use crate::billing::facts::{GrantFacts, PurchaseFacts, PurchaseStatus, SubscriptionFacts};
-    use crate::billing::test_support::catalog;
-    use chrono::TimeZone;
-
-    fn at(day: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, day, 12, 0, 0).unwrap()
-    }
-
-    fn policy() -> AccessPolicy {
-        AccessPolicy {
-            saas_enabled: true,
-            grace_period: chrono::Duration::hours(24),
-            access_while_collection_paused: false,
-        }
-    }
+    use crate::billing::test_support::{at, catalog, policy};
 
     fn grant(id: &str, plan: &str, until: Option<DateTime<Utc>>) -> GrantFacts {
         GrantFacts {

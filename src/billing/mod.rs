@@ -64,6 +64,23 @@ pub(crate) mod test_support {
         }
     }
 
+    /// Noon UTC on `day` of November 2026.
+    pub fn at(day: u32) -> chrono::DateTime<chrono::Utc> {
+        use chrono::TimeZone;
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, day, 12, 0, 0)
+            .unwrap()
+    }
+
+    /// Billing on, a 24-hour grace period, no access while collection is paused.
+    pub fn policy() -> super::access::AccessPolicy {
+        super::access::AccessPolicy {
+            saas_enabled: true,
+            grace_period: chrono::Duration::hours(24),
+            access_while_collection_paused: false,
+        }
+    }
+
     /// A verdict with no features, subscription or grace: what quota and scope rules read.
     pub fn verdict(access: bool, reason: Reason, plan: &str) -> Access {
         Access {

@@ -360,36 +360,42 @@ async fn perform(
     row: &LicenseRow,
     step: Step,
 ) -> Result<(Outcome, Option<String>), CallError> {
+    let mut username = row
+        .github_username
+        .as_deref()
+        .map(stored_name)
+        .transpose()?;
     let mut renamed = None;
-    let outcome = perform_step(github, row, step, &mut renamed).await?;
-    Ok((outcome, renamed))
+    // Checks and removals follow the account, not the login it had when submitted: a renamed
+    // account is found by its id.
+    if matches!(step, Step::Check | Step::Revoke) {
+        if let Some(user) = match row.github_user_id {
+            Some(id) => github.user_by_id(id).await?,
+            None => None,
+        } {
+            if username.as_ref().is_none_or(|u| !u.same_as(&user.login)) {
+                username = Some(stored_name(&user.login)?);
+                renamed = Some(user.login);
+            }
+        }
+    }
+    Ok((perform_step(github, row, step, username).await?, renamed))
+}
+
+/// A username as stored (it was checked when submitted, or came from GitHub).
+fn stored_name(s: &str) -> Result<GithubUsername, CallError> {
+    GithubUsername::parse(s).map_err(|e| CallError {
+        asked: None,
+        detail: format!("the stored username `{s}` {e}"),
+    })
 }
 
 async fn perform_step(
     github: &GitHub,
     row: &LicenseRow,
     step: Step,
-    renamed: &mut Option<String>,
+    username: Option<GithubUsername>,
 ) -> Result<Outcome, CallError> {
-    let name = |s: &str| {
-        GithubUsername::parse(s).map_err(|e| CallError {
-            asked: None,
-            detail: format!("the stored username `{s}` {e}"),
-        })
-    };
-    let mut username = row.github_username.as_deref().map(name).transpose()?;
-    // Checks and removals follow the account, not the login it had when submitted: a renamed
-    // account is found by its id.
-    if matches!(step, Step::Check | Step::Revoke) {
-        if let Some(id) = row.github_user_id {
-            if let Some(user) = github.user_by_id(id).await? {
-                if username.as_ref().is_none_or(|u| !u.same_as(&user.login)) {
-                    username = Some(name(&user.login)?);
-                    *renamed = Some(user.login);
-                }
-            }
-        }
-    }
     match step {
         Step::Invite => {
             let (Some(username), Some(user_id)) = (username, row.github_user_id) else {
@@ -456,10 +462,7 @@ async fn perform_step(
 /// be the organization's own).
 async fn cancel_replaced(github: &GitHub, row: &LicenseRow) -> Result<(), CallError> {
     for old in row.replaced() {
-        let old = GithubUsername::parse(&old).map_err(|e| CallError {
-            asked: None,
-            detail: format!("the replaced username `{old}` {e}"),
-        })?;
+        let old = stored_name(&old)?;
         match github.membership(&old).await? {
             Membership::Pending => github.remove_membership(&old).await?,
             Membership::Active => github.remove_from_team(&old).await?,
