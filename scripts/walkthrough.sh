@@ -37,8 +37,11 @@ export TOLLGATE_DATABASE__URL="sqlite://$work/tollgate.db"
 export TOLLGATE_DEV__KEY_FILE="$work/dev-token.key"
 
 # Compile first, without a time limit, so that the waits below measure start-up and not a
-# build (on a fresh machine the README's `cargo run` compiles before it serves).
-cargo build --locked -q --bin tollgate --example fake_stripe
+# build (on a fresh machine the README's `cargo run` compiles before it serves). Each as it is
+# run below: built together, the example's dev-dependencies could leave the service built
+# with other features than `cargo run` asks for, and it would compile again inside the wait.
+cargo build --locked -q --bin tollgate
+cargo build --locked -q --example fake_stripe
 
 # Terminal 1: the fake Stripe.
 cargo run -q --example fake_stripe -- "$FAKE_PORT" >"$work/fake_stripe.log" 2>&1 &
