@@ -37,8 +37,9 @@ pub struct Filter {
 /// A stored record, newest first.
 #[derive(Debug, Clone)]
 pub enum Listed {
-    Subscription(SubscriptionRow),
-    Purchase(PurchaseRow),
+    // Boxed: the rows differ much in size, and a page holds many.
+    Subscription(Box<SubscriptionRow>),
+    Purchase(Box<PurchaseRow>),
 }
 
 impl Listed {
@@ -153,8 +154,8 @@ pub fn list(conn: &mut DbConnection, filter: &Filter) -> anyhow::Result<Vec<List
         .load(conn)?;
     let mut all: Vec<Listed> = subs
         .into_iter()
-        .map(Listed::Subscription)
-        .chain(buys.into_iter().map(Listed::Purchase))
+        .map(|s| Listed::Subscription(Box::new(s)))
+        .chain(buys.into_iter().map(|p| Listed::Purchase(Box::new(p))))
         .collect();
     all.sort_by(|a, b| (b.created(), b.id()).cmp(&(a.created(), a.id())));
     all.truncate(usize::try_from(filter.limit).unwrap_or(0));
