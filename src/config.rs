@@ -249,10 +249,16 @@ pub struct BillingSettings {
     /// the next invoice; granted at once) or `none`.
     #[serde(default = "upgrade_proration")]
     pub upgrade_proration: crate::billing::change::Proration,
-    /// How a downgrade (taking effect at once) is billed: `create_prorations` (the unused
-    /// part credited on the next invoice), `always_invoice` (credited now) or `none`.
+    /// How a downgrade taking effect at once (`downgrade_at = "now"`) is billed:
+    /// `create_prorations` (the unused part credited on the next invoice), `always_invoice`
+    /// (credited now) or `none`.
     #[serde(default = "downgrade_proration")]
     pub downgrade_proration: crate::billing::change::Proration,
+    /// When a downgrade through `POST /v1/subscription/change` takes effect: `period_end` (the
+    /// default: the paid plan stays until the period ends, then Stripe moves the subscription
+    /// to the lower one through a subscription schedule, billing nothing in between) or `now`.
+    #[serde(default)]
+    pub downgrade_at: crate::billing::change::DowngradeAt,
     /// A partial refund of more than this percentage of a payment takes back what it paid for
     /// (a lifetime purchase, a subscription's period), as a full refund always does. 100 (the
     /// default): partial refunds take back nothing; 0: any partial refund does.

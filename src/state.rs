@@ -215,6 +215,7 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
     let changes = ChangeTerms {
         upgrade: settings.billing.upgrade_proration,
         downgrade: settings.billing.downgrade_proration,
+        downgrade_at: settings.billing.downgrade_at,
     };
     let refunds = RefundPolicy {
         partial_revokes_over_percent: settings.billing.partial_refund_revokes_over_percent,

@@ -7,6 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::billing::access::Reason;
 use crate::billing::catalog::{QuotaLimit, QuotaPeriod};
+use crate::billing::facts::ScheduledChange;
 use crate::billing::ids::TenantId;
 use crate::billing::quota::{self, QuotaStanding};
 use crate::billing::scope::Scope;
@@ -36,6 +37,7 @@ use crate::state::AppState;
     "trial_end": null,
     "cancel_at_period_end": false,
     "cancel_at": null,
+    "scheduled_change": {"plan": "maker", "interval": "month", "quantity": 1, "at": "2026-12-21T12:00:00Z"},
     "grace_until": null,
     "lifetime": false,
     "grant_id": null,
@@ -76,6 +78,10 @@ pub struct StatusOut {
     pub trial_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
     pub cancel_at: Option<DateTime<Utc>>,
+    /// A change Stripe makes when the period ends (a downgrade kept to the period's end, made
+    /// through `POST /v1/subscription/change`, the portal or the Dashboard); until then the
+    /// plan above stays. `null`: none.
+    pub scheduled_change: Option<ScheduledChangeOut>,
     /// While past due: when access ends unless payment succeeds.
     pub grace_until: Option<DateTime<Utc>>,
     /// Access comes from a one-time lifetime purchase.
@@ -94,6 +100,32 @@ pub struct StatusOut {
     /// `cache`: the facts came from this replica's memory (kept fresh by database
     /// notifications); `database`: read for this answer.
     pub served_from: ServedFromOut,
+}
+
+/// What the subscription becomes when its period ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(examples(json!({"plan": "maker", "interval": "month", "quantity": 1, "at": "2026-12-21T12:00:00Z"})))]
+pub struct ScheduledChangeOut {
+    /// The plan it moves to (`null` when that price is not in the catalog: it then grants
+    /// nothing).
+    pub plan: Option<String>,
+    /// `month` or `year`.
+    pub interval: Option<String>,
+    /// Seats from then.
+    pub quantity: i64,
+    /// When Stripe makes the change (the current period's end).
+    pub at: DateTime<Utc>,
+}
+
+impl From<&ScheduledChange> for ScheduledChangeOut {
+    fn from(c: &ScheduledChange) -> Self {
+        ScheduledChangeOut {
+            plan: c.plan_id.clone(),
+            interval: c.price_interval.map(|i| i.as_str().to_owned()),
+            quantity: c.quantity,
+            at: c.at,
+        }
+    }
 }
 
 /// Where an answer's facts were read.
@@ -198,6 +230,9 @@ impl StatusOut {
             quantity: sub.map(|s| s.quantity),
             cancel_at_period_end: sub.is_some_and(|s| s.cancel_at_period_end),
             cancel_at: sub.and_then(|s| s.cancel_at),
+            scheduled_change: sub
+                .and_then(|s| s.scheduled_change.as_ref())
+                .map(ScheduledChangeOut::from),
             grace_until: v.access.grace_until,
             lifetime: v.access.lifetime,
             grant_id: v.access.grant.as_ref().map(|g| g.id.clone()),

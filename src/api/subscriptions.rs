@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::params;
+use super::status::ScheduledChangeOut;
 use crate::billing::events::EnvelopeSubject;
 use crate::billing::ids::{TenantId, UserId};
 use crate::db::from_db_time;
@@ -85,6 +86,7 @@ pub struct SubscriptionsQuery {
     "cancel_at": null,
     "canceled_at": null,
     "ended_at": null,
+    "scheduled_change": null,
     "amount": null,
     "currency": null,
     "created_at": "2026-11-21T12:00:00Z",
@@ -117,6 +119,9 @@ pub struct RecordOut {
     pub cancel_at: Option<DateTime<Utc>>,
     pub canceled_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// What the subscription becomes when its period ends (a downgrade kept to the period's
+    /// end); `null`: nothing, or a purchase.
+    pub scheduled_change: Option<ScheduledChangeOut>,
     /// A purchase's amount, in the currency's minor unit.
     pub amount: Option<i64>,
     pub currency: Option<String>,
@@ -138,6 +143,11 @@ impl From<Listed> for RecordOut {
     fn from(listed: Listed) -> RecordOut {
         match listed {
             Listed::Subscription(s) => RecordOut {
+                scheduled_change: s
+                    .record()
+                    .scheduled_change
+                    .as_ref()
+                    .map(ScheduledChangeOut::from),
                 provider: "stripe",
                 kind: "subscription",
                 id: s.stripe_subscription_id.clone(),
@@ -182,6 +192,7 @@ impl From<Listed> for RecordOut {
                 cancel_at: None,
                 canceled_at: None,
                 ended_at: None,
+                scheduled_change: None,
                 amount: Some(p.amount),
                 currency: Some(p.currency),
                 created_at: from_db_time(p.purchased_at),

@@ -445,6 +445,7 @@ mod tests {
             quantity: 1,
             manager_user_id: None,
             pause_collection: None,
+            scheduled_change: None,
         }
     }
 

@@ -2,8 +2,9 @@
 //! is an upgrade or a downgrade, and how each is billed.
 //!
 //! An upgrade is charged when it is made and granted only once that charge is paid (Stripe's
-//! pending updates: a failed payment leaves the old plan). A downgrade takes effect at once;
-//! how the unused part of the period is handled is configuration.
+//! pending updates: a failed payment leaves the old plan). A downgrade takes effect when the
+//! paid period ends (a subscription schedule on Stripe; the default) or at once, billed as
+//! configured.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,12 +32,25 @@ impl Proration {
     }
 }
 
-/// How plan changes are billed: `billing.upgrade_proration` and
-/// `billing.downgrade_proration`.
+/// When a downgrade takes effect (`billing.downgrade_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DowngradeAt {
+    /// The subscriber keeps what they paid for until the period ends; Stripe then moves the
+    /// subscription to the lower plan (a subscription schedule), billing nothing in between.
+    #[default]
+    PeriodEnd,
+    /// At once, billed as `billing.downgrade_proration` says.
+    Now,
+}
+
+/// How plan changes are billed: `billing.upgrade_proration`, `billing.downgrade_proration`
+/// and `billing.downgrade_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChangeTerms {
     pub upgrade: Proration,
     pub downgrade: Proration,
+    pub downgrade_at: DowngradeAt,
 }
 
 impl Default for ChangeTerms {
@@ -44,6 +58,7 @@ impl Default for ChangeTerms {
         ChangeTerms {
             upgrade: Proration::AlwaysInvoice,
             downgrade: Proration::CreateProrations,
+            downgrade_at: DowngradeAt::PeriodEnd,
         }
     }
 }
@@ -64,6 +79,9 @@ pub struct ChangeBilling {
     /// Apply the change only once its invoice is paid (`payment_behavior =
     /// pending_if_incomplete`): upgrades billed now, so that an unpaid upgrade grants nothing.
     pub only_when_paid: bool,
+    /// Leave the subscription as it is until its period ends, then change it (a downgrade
+    /// under `downgrade_at = "period_end"`): nothing is prorated.
+    pub at_period_end: bool,
 }
 
 /// The subscription as it stands: its plan and price (when the catalog knows them) and seats.
@@ -128,6 +146,8 @@ pub fn billing(terms: ChangeTerms, direction: Direction) -> ChangeBilling {
         // Pending updates need an invoice now: only an upgrade invoiced at once waits for its
         // payment. Billed later (create_prorations), it is granted at once, as configured.
         only_when_paid: direction == Direction::Upgrade && proration == Proration::AlwaysInvoice,
+        at_period_end: direction == Direction::Downgrade
+            && terms.downgrade_at == DowngradeAt::PeriodEnd,
     }
 }
 
@@ -202,7 +222,8 @@ mod tests {
             ChangeBilling {
                 direction: Direction::Upgrade,
                 proration: Proration::AlwaysInvoice,
-                only_when_paid: true
+                only_when_paid: true,
+                at_period_end: false,
             }
         );
         assert_eq!(
@@ -210,15 +231,18 @@ mod tests {
             ChangeBilling {
                 direction: Direction::Downgrade,
                 proration: Proration::CreateProrations,
-                only_when_paid: false
+                only_when_paid: false,
+                at_period_end: true,
             }
         );
         let later = ChangeTerms {
             upgrade: Proration::CreateProrations,
             downgrade: Proration::AlwaysInvoice,
+            downgrade_at: DowngradeAt::Now,
         };
         assert!(!billing(later, Direction::Upgrade).only_when_paid);
         assert!(!billing(later, Direction::Downgrade).only_when_paid);
+        assert!(!billing(later, Direction::Downgrade).at_period_end);
         for p in [
             Proration::AlwaysInvoice,
             Proration::CreateProrations,
@@ -227,5 +251,27 @@ mod tests {
             let json = serde_json::to_value(p).unwrap();
             assert_eq!(json.as_str(), Some(p.as_str()));
         }
+    }
+
+    #[test]
+    fn only_a_downgrade_waits_for_the_period_end_and_only_when_configured() {
+        let terms = ChangeTerms::default();
+        assert_eq!(terms.downgrade_at, DowngradeAt::PeriodEnd);
+        assert!(billing(terms, Direction::Downgrade).at_period_end);
+        // An upgrade is never held back to the period end, whatever the setting.
+        assert!(!billing(terms, Direction::Upgrade).at_period_end);
+        let now = ChangeTerms {
+            downgrade_at: DowngradeAt::Now,
+            ..terms
+        };
+        assert!(!billing(now, Direction::Downgrade).at_period_end);
+        assert_eq!(
+            serde_json::from_str::<DowngradeAt>("\"period_end\"").unwrap(),
+            DowngradeAt::PeriodEnd
+        );
+        assert_eq!(
+            serde_json::from_str::<DowngradeAt>("\"now\"").unwrap(),
+            DowngradeAt::Now
+        );
     }
 }

@@ -92,6 +92,7 @@ mod tests {
             quantity: 1,
             manager_user_id: Some("alice".into()),
             pause_collection: None,
+            scheduled_change: None,
         }
     }
 

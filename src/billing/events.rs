@@ -382,9 +382,24 @@ pub struct SubscriptionEventData {
     pub collection_paused: bool,
     /// For a tenant's subscription: the member who manages it.
     pub manager_user_id: Option<String>,
+    /// A change Stripe makes when the period ends (a downgrade kept to the period's end);
+    /// `null`: none.
+    pub scheduled_change: Option<ScheduledChangeData>,
     /// What changed from (`subscription.updated`, `subscription.canceled`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous: Option<SubscriptionBefore>,
+}
+
+/// What a subscription becomes when its period ends.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ScheduledChangeData {
+    /// The plan of the new price (`null`: a price the catalog does not know).
+    #[schema(example = "maker")]
+    pub plan: Option<String>,
+    pub interval: Option<Interval>,
+    pub quantity: i64,
+    /// When Stripe makes the change.
+    pub at: DateTime<Utc>,
 }
 
 /// A subscription before a change.
@@ -554,6 +569,12 @@ fn subscription_data(
         ended_at: s.ended_at,
         collection_paused: s.pause_collection.is_some(),
         manager_user_id: s.manager_user_id.clone(),
+        scheduled_change: s.scheduled_change.as_ref().map(|c| ScheduledChangeData {
+            plan: c.plan_id.clone(),
+            interval: c.price_interval,
+            quantity: c.quantity,
+            at: c.at,
+        }),
         previous: before.map(|b| SubscriptionBefore {
             plan: b.plan_id.clone(),
             status: b.status.as_str().to_owned(),
@@ -786,6 +807,8 @@ mod tests {
             period_payment_revoked: None,
             manager_user_id: None,
             pause_collection: None,
+            schedule_id: None,
+            scheduled_change: None,
         }
     }
 

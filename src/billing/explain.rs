@@ -149,7 +149,8 @@ pub struct SourceExplained {
 pub struct Upcoming {
     pub at: DateTime<Utc>,
     /// `grace_end`, `trial_end`, `period_end` (a subscription canceled at period end),
-    /// `cancel_at`, `collection_resumes`, `grant_end` or `quota_reset`.
+    /// `cancel_at`, `collection_resumes`, `plan_change` (a change scheduled for the period end),
+    /// `grant_end` or `quota_reset`.
     #[schema(example = "grace_end")]
     pub what: String,
     /// The subject it belongs to.
@@ -404,6 +405,13 @@ fn ends(c: &Considered<'_>, verdict: &Access, now: DateTime<Utc>) -> Vec<Upcomin
             "collection_resumes",
             &s.id,
         );
+        if !s.cancel_at_period_end {
+            push(
+                s.scheduled_change.as_ref().map(|c| c.at),
+                "plan_change",
+                &s.id,
+            );
+        }
     }
     for g in &c.facts.grants {
         push(g.until, "grant_end", &g.id);
@@ -534,6 +542,13 @@ mod tests {
             quantity: 1,
             manager_user_id: None,
             pause_collection: None,
+            scheduled_change: Some(crate::billing::facts::ScheduledChange {
+                price_id: "price_starter".into(),
+                plan_id: Some("starter".into()),
+                price_interval: None,
+                quantity: 1,
+                at: at(30),
+            }),
         };
         let facts = vec![
             SubjectFacts {
@@ -565,6 +580,14 @@ mod tests {
         assert_eq!((pack.kind.as_str(), pack.reason), ("purchase", None));
         assert_eq!(e.upcoming[0].what, "grace_end");
         assert_eq!(e.next_change_at, Some(at(11)));
+        // The downgrade waiting for the period's end is what comes after.
+        assert!(
+            e.upcoming
+                .iter()
+                .any(|u| (u.what.as_str(), u.at, u.of.as_str()) == ("plan_change", at(30), "sub_1")),
+            "{:?}",
+            e.upcoming
+        );
     }
 
     #[test]

@@ -123,6 +123,21 @@ pub struct SubscriptionFacts {
     /// Stripe's "pause payment collection" (Dashboard or API): the status stays `active`, but
     /// nothing is collected while it is in force.
     pub pause_collection: Option<CollectionPause>,
+    /// A change Stripe will make when the period ends (a downgrade kept to the period's end).
+    pub scheduled_change: Option<ScheduledChange>,
+}
+
+/// A plan change Stripe will make at a set time: the next phase of the subscription's schedule
+/// (a downgrade made through Tollgate, the portal or the Dashboard that waits for the period
+/// to end). Until `at` the subscription keeps its plan.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScheduledChange {
+    pub price_id: String,
+    /// `None` when the catalog does not know the price.
+    pub plan_id: Option<String>,
+    pub price_interval: Option<Interval>,
+    pub quantity: i64,
+    pub at: DateTime<Utc>,
 }
 
 /// A subscription's payment collection paused on Stripe (`pause_collection`): its invoices are

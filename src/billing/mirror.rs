@@ -22,7 +22,8 @@ use std::collections::HashMap;
 
 use super::catalog::{Catalog, Interval, PlanKind};
 use super::facts::{
-    CollectionPause, PurchaseFacts, PurchaseStatus, SubscriptionFacts, SubscriptionStatus,
+    CollectionPause, PurchaseFacts, PurchaseStatus, ScheduledChange, SubscriptionFacts,
+    SubscriptionStatus,
 };
 use super::payment::{self, RefundPolicy};
 use chrono::{DateTime, Duration, Utc};
@@ -52,6 +53,19 @@ pub struct StripeSubscription {
     pub manager: Option<String>,
     /// Payment collection paused (`pause_collection`); the status stays as it was.
     pub pause_collection: Option<CollectionPause>,
+    /// The subscription schedule that manages it, if any (Stripe then refuses direct changes
+    /// of its cancellation: the schedule is released first).
+    pub schedule_id: Option<String>,
+    /// The schedule's next phase, when it changes the price or seats.
+    pub next_phase: Option<StripePhase>,
+}
+
+/// A phase of a subscription schedule that has not begun: what the subscription becomes when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripePhase {
+    pub price_id: String,
+    pub quantity: u64,
+    pub starts_at: DateTime<Utc>,
 }
 
 /// A charge: one payment attempt, with what was refunded and whether it is disputed.
@@ -173,6 +187,10 @@ pub struct SubscriptionRecord {
     pub manager_user_id: Option<String>,
     /// Payment collection paused on Stripe.
     pub pause_collection: Option<CollectionPause>,
+    /// The subscription schedule that manages it on Stripe, if any.
+    pub schedule_id: Option<String>,
+    /// The change that schedule makes when the period ends.
+    pub scheduled_change: Option<ScheduledChange>,
 }
 
 impl SubscriptionRecord {
@@ -194,6 +212,7 @@ impl SubscriptionRecord {
             quantity: self.quantity,
             manager_user_id: self.manager_user_id.clone(),
             pause_collection: self.pause_collection.clone(),
+            scheduled_change: self.scheduled_change.clone(),
         }
     }
 }
@@ -421,6 +440,23 @@ pub fn subscription_record(
         period_payment_revoked: revoked,
         manager_user_id: read.manager.clone(),
         pause_collection: read.pause_collection.clone(),
+        schedule_id: read.schedule_id.clone(),
+        scheduled_change: read
+            .next_phase
+            .as_ref()
+            .map(|phase| scheduled_change(catalog, phase)),
+    }
+}
+
+/// What a schedule's next phase changes, in the catalog's terms.
+fn scheduled_change(catalog: &Catalog, phase: &StripePhase) -> ScheduledChange {
+    let priced = catalog.by_price_id(&phase.price_id);
+    ScheduledChange {
+        price_id: phase.price_id.clone(),
+        plan_id: priced.map(|(plan, _)| plan.id.clone()),
+        price_interval: priced.map(|(_, price)| price.interval),
+        quantity: i64::try_from(phase.quantity).unwrap_or(i64::MAX),
+        at: phase.starts_at,
     }
 }
 
@@ -709,6 +745,8 @@ mod tests {
             created: t(1),
             manager: None,
             pause_collection: None,
+            schedule_id: None,
+            next_phase: None,
         }
     }
 

@@ -40,6 +40,8 @@ diesel::table! {
         manager_user_id -> Nullable<Text>,
         pause_collection_behavior -> Nullable<Text>,
         pause_collection_resumes_at -> Nullable<Timestamp>,
+        schedule_id -> Nullable<Text>,
+        scheduled_change -> Nullable<Text>,
     }
 }
 

@@ -21,8 +21,8 @@ use super::state::{self, PurchaseRow, SubjectState, SubscriptionRow};
 use super::{on_backend, to_db_time, DbConnection};
 use crate::billing::catalog::{Interval, PlanKind};
 use crate::billing::facts::{
-    CollectionPause, GrantFacts, PurchaseFacts, PurchaseStatus, SubjectFacts, SubscriptionFacts,
-    SubscriptionStatus,
+    CollectionPause, GrantFacts, PurchaseFacts, PurchaseStatus, ScheduledChange, SubjectFacts,
+    SubscriptionFacts, SubscriptionStatus,
 };
 
 /// The format [`write`] stores. Version 0 (before the column existed) held the table rows.
@@ -88,7 +88,21 @@ struct SubscriptionV1 {
     /// Added within version 1: payment collection paused on Stripe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     paused: Option<PauseV1>,
+    /// Added within version 1: the change a subscription schedule makes at the period end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scheduled: Option<ScheduledV1>,
     created: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ScheduledV1 {
+    price: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
+    quantity: i64,
+    at: i64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -151,6 +165,13 @@ impl FactsV1 {
                         behavior: p.behavior.clone(),
                         resumes: p.resumes_at.map(micros),
                     }),
+                    scheduled: s.scheduled_change.as_ref().map(|c| ScheduledV1 {
+                        price: c.price_id.clone(),
+                        plan: c.plan_id.clone(),
+                        interval: c.price_interval.map(|i| i.as_str().to_owned()),
+                        quantity: c.quantity,
+                        at: micros(c.at),
+                    }),
                     created: micros(s.created_at),
                 })
                 .collect(),
@@ -200,6 +221,16 @@ impl FactsV1 {
                     Some(p) => Some(CollectionPause {
                         behavior: p.behavior,
                         resumes_at: from_micros_opt(p.resumes)?,
+                    }),
+                    None => None,
+                },
+                scheduled_change: match s.scheduled {
+                    Some(c) => Some(ScheduledChange {
+                        price_id: c.price,
+                        plan_id: c.plan,
+                        price_interval: c.interval.as_deref().and_then(Interval::parse),
+                        quantity: c.quantity,
+                        at: from_micros(c.at)?,
                     }),
                     None => None,
                 },
@@ -555,6 +586,13 @@ mod tests {
                 pause_collection: Some(CollectionPause {
                     behavior: "void".into(),
                     resumes_at: Some(t(20)),
+                }),
+                scheduled_change: Some(ScheduledChange {
+                    price_id: "price_maker_monthly".into(),
+                    plan_id: Some("maker".into()),
+                    price_interval: Some(Interval::Month),
+                    quantity: 2,
+                    at: t(28),
                 }),
             }],
             purchases: vec![PurchaseFacts {

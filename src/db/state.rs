@@ -9,7 +9,9 @@ use super::grants::GrantRow;
 use super::schema::{payments, purchases, subscriptions};
 use super::{from_db_time, on_backend, to_db_time, DbConnection};
 use crate::billing::catalog::{Interval, PlanKind};
-use crate::billing::facts::{CollectionPause, PurchaseStatus, SubjectFacts, SubscriptionStatus};
+use crate::billing::facts::{
+    CollectionPause, PurchaseStatus, ScheduledChange, SubjectFacts, SubscriptionStatus,
+};
 use crate::billing::mirror::{
     Change, PaymentRecord, PaymentStatus, PurchaseRecord, Stored, SubscriptionRecord,
 };
@@ -50,6 +52,12 @@ pub struct SubscriptionRow {
     /// When Stripe resumes collecting (`pause_collection.resumes_at`).
     #[serde(default)]
     pub pause_collection_resumes_at: Option<NaiveDateTime>,
+    /// The subscription schedule that manages it on Stripe.
+    #[serde(default)]
+    pub schedule_id: Option<String>,
+    /// The change that schedule makes at the period end, as JSON ([`ScheduledChange`]).
+    #[serde(default)]
+    pub scheduled_change: Option<String>,
 }
 
 impl SubscriptionRow {
@@ -91,6 +99,13 @@ impl SubscriptionRow {
                     resumes_at: self.pause_collection_resumes_at.map(from_db_time),
                 }
             }),
+            schedule_id: self.schedule_id.clone(),
+            // Written by this module from a `ScheduledChange`; a value it cannot read (a
+            // hand edit) reads as no change rather than failing the subject's reads.
+            scheduled_change: self
+                .scheduled_change
+                .as_deref()
+                .and_then(|json| serde_json::from_str::<ScheduledChange>(json).ok()),
         }
     }
 
@@ -123,6 +138,11 @@ impl SubscriptionRow {
                 .pause_collection
                 .as_ref()
                 .and_then(|p| p.resumes_at.map(to_db_time)),
+            schedule_id: r.schedule_id.clone(),
+            scheduled_change: r
+                .scheduled_change
+                .as_ref()
+                .map(|c| serde_json::to_string(c).expect("a scheduled change serializes")),
         }
     }
 }
@@ -321,6 +341,8 @@ pub fn write_subscription(
                 .eq(excluded(subscriptions::pause_collection_behavior)),
             subscriptions::pause_collection_resumes_at
                 .eq(excluded(subscriptions::pause_collection_resumes_at)),
+            subscriptions::schedule_id.eq(excluded(subscriptions::schedule_id)),
+            subscriptions::scheduled_change.eq(excluded(subscriptions::scheduled_change)),
         ))
         .execute(c))?;
     Ok(())

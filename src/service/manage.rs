@@ -2,6 +2,11 @@
 //! its billing manager, the tenant's): cancel at period end, resume,
 //! change plan. Each asks Stripe to make the change, then re-reads the customer from Stripe
 //! (the same sync as webhooks), so what is stored is what Stripe holds.
+//!
+//! A downgrade kept to the period's end is a subscription schedule on Stripe. While one
+//! manages the subscription Stripe refuses direct changes of its cancellation, so cancel,
+//! resume and a change that takes effect at once release it first: the scheduled change is
+//! dropped, and what the caller asked for now is what happens.
 
 use crate::billing::catalog::{Interval, PlanKind};
 use crate::billing::change;
@@ -57,6 +62,7 @@ pub async fn cancel(state: &AppState, caller: &Caller, actor: &Actor) -> Result<
     const SOURCE: &str = "api:subscription.cancel";
     let sub = standing_subscription(state, caller, actor, SOURCE).await?;
     if !sub.cancel_at_period_end {
+        release_schedule(stripe, &sub).await?;
         stripe
             .set_cancel_at_period_end(&subscription_id(&sub)?, true)
             .await
@@ -79,6 +85,11 @@ pub async fn resume(state: &AppState, caller: &Caller, actor: &Actor) -> Result<
         stripe.resume_paused(&id).await.map_err(gateway_error)?;
         changed = true;
     } else {
+        if sub.cancel_at_period_end || sub.cancel_at.is_some() {
+            // A schedule that ends the subscription (end_behavior = cancel) holds the
+            // cancellation date; released, the subscription no longer has one.
+            changed |= release_schedule(stripe, &sub).await?;
+        }
         if sub.pause_collection_behavior.is_some() {
             // The subscriber asks to pay again: Stripe collects from the next invoice.
             stripe
@@ -106,8 +117,36 @@ pub async fn resume(state: &AppState, caller: &Caller, actor: &Actor) -> Result<
     Ok(())
 }
 
-/// Moves the subscription to another plan, interval or number of seats, prorated as Stripe
-/// computes it.
+/// Releases the schedule managing the subscription, if one does. Answers whether there was one.
+async fn release_schedule(
+    stripe: &crate::stripe::StripeGateway,
+    sub: &SubscriptionRow,
+) -> Result<bool, ServiceError> {
+    let Some(schedule) = sub.schedule_id.as_deref() else {
+        return Ok(false);
+    };
+    stripe
+        .release_schedule(schedule)
+        .await
+        .map_err(gateway_error)?;
+    tracing::info!(subject = %sub.subject, subscription = %sub.stripe_subscription_id, schedule, "subscription schedule released");
+    Ok(true)
+}
+
+/// What a plan change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// The subscription already was what was asked for (a change scheduled for the period
+    /// end, if any, was withdrawn).
+    Nothing,
+    /// Changed on Stripe now.
+    Now,
+    /// Left as it is until the period ends, then changed (a downgrade).
+    AtPeriodEnd,
+}
+
+/// Moves the subscription to another plan, interval or number of seats: an upgrade at once
+/// (paid first, as configured), a downgrade at the period end or at once, as configured.
 pub async fn change(
     state: &AppState,
     caller: &Caller,
@@ -115,7 +154,7 @@ pub async fn change(
     plan: &str,
     interval: Interval,
     quantity: Option<u64>,
-) -> Result<(), ServiceError> {
+) -> Result<Changed, ServiceError> {
     // What the caller got wrong is answered before what Tollgate lacks (Stripe's keys).
     let (wanted, price) = catalog_price(state, plan, interval)?;
     if wanted.kind != PlanKind::Subscription {
@@ -133,7 +172,11 @@ pub async fn change(
     let sub = standing_subscription(state, caller, actor, SOURCE).await?;
     let same_seats = quantity.is_none_or(|q| i64::try_from(q).ok() == Some(sub.quantity));
     if sub.price_id.as_deref() == Some(price_id.as_str()) && same_seats {
-        return Ok(());
+        // Asking for what it has withdraws a change scheduled for the period end.
+        if sub.scheduled_change.is_some() && release_schedule(stripe, &sub).await? {
+            resync(state, &sub, SOURCE).await?;
+        }
+        return Ok(Changed::Nothing);
     }
     let held = u64::try_from(sub.quantity).unwrap_or(1);
     let from = change::Holding {
@@ -145,6 +188,31 @@ pub async fn change(
     };
     let direction = change::direction(from, (wanted, price), quantity.unwrap_or(held));
     let billing = change::billing(state.changes, direction);
+    if billing.at_period_end {
+        if sub.cancel_at_period_end || sub.cancel_at.is_some() {
+            return Err(ServiceError::conflict(
+                "cancellation_scheduled",
+                "the subscription is canceled at the end of its period, so there is no next \
+                 period to downgrade: resume it (POST /v1/subscription/resume) first, or let \
+                 it end",
+            ));
+        }
+        let at = stripe
+            .schedule_change(
+                &subscription_id(&sub)?,
+                sub.schedule_id.as_deref(),
+                &price_id,
+                quantity.unwrap_or(held),
+                interval,
+            )
+            .await
+            .map_err(gateway_error)?;
+        tracing::info!(subject = %sub.subject, subscription = %sub.stripe_subscription_id, plan = %wanted.id, ?quantity, %at, "downgrade scheduled for the period end");
+        resync(state, &sub, SOURCE).await?;
+        return Ok(Changed::AtPeriodEnd);
+    }
+    // A change made now replaces one scheduled for the period end.
+    release_schedule(stripe, &sub).await?;
     let pending = stripe
         .change_price(&subscription_id(&sub)?, &price_id, quantity, billing)
         .await
@@ -152,7 +220,7 @@ pub async fn change(
     tracing::info!(subject = %sub.subject, subscription = %sub.stripe_subscription_id, plan = %wanted.id, ?quantity, ?direction, proration = billing.proration.as_str(), pending = pending.is_some(), "plan change");
     resync(state, &sub, SOURCE).await?;
     match pending {
-        None => Ok(()),
+        None => Ok(Changed::Now),
         Some(p) => Err(ServiceError::payment_required(
             "upgrade_not_paid",
             format!(

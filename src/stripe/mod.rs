@@ -23,6 +23,13 @@ use stripe_billing::subscription::{
     UpdateSubscriptionItems, UpdateSubscriptionPaymentBehavior,
     UpdateSubscriptionProrationBehavior,
 };
+use stripe_billing::subscription_schedule::{
+    CreateSubscriptionSchedule, ReleaseSubscriptionSchedule, RetrieveSubscriptionSchedule,
+    UpdateSubscriptionSchedule, UpdateSubscriptionSchedulePhases,
+    UpdateSubscriptionSchedulePhasesDuration, UpdateSubscriptionSchedulePhasesDurationInterval,
+    UpdateSubscriptionSchedulePhasesEndDate, UpdateSubscriptionSchedulePhasesItems,
+    UpdateSubscriptionSchedulePhasesProrationBehavior, UpdateSubscriptionSchedulePhasesStartDate,
+};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionDiscounts, CreateCheckoutSessionLineItems,
     CreateCheckoutSessionPaymentMethodCollection, CreateCheckoutSessionSubscriptionData,
@@ -45,7 +52,10 @@ use crate::billing::change::{ChangeBilling, Proration};
 use crate::billing::facts::{CollectionPause, SubscriptionStatus};
 use crate::config::StripeSettings;
 
-use crate::billing::mirror::{CheckoutMode, StripeCharge, StripeCheckout, StripeSubscription};
+use crate::billing::catalog::Interval;
+use crate::billing::mirror::{
+    CheckoutMode, StripeCharge, StripeCheckout, StripePhase, StripeSubscription,
+};
 pub use ids::{
     ChargeId, CheckoutSessionId, CustomerId, InvalidStripeId, PaymentIntentId, SubscriptionId,
 };
@@ -407,10 +417,12 @@ impl StripeGateway {
             let mut out = Vec::new();
             let mut starting_after: Option<String> = None;
             loop {
+                // The schedule, expanded, says what changes at the period end.
                 let mut req = ListSubscription::new()
                     .customer(customer_id.as_str())
                     .status(ListSubscriptionStatus::All)
-                    .limit(100);
+                    .limit(100)
+                    .expand(vec!["data.schedule".to_owned()]);
                 if let Some(after) = &starting_after {
                     req = req.starting_after(after.clone());
                 }
@@ -816,6 +828,104 @@ impl StripeGateway {
         .await
     }
 
+    /// Keeps the subscription as it is until its current period ends, then moves it to
+    /// `price_id` (and `quantity`) for good: a subscription schedule whose current phase is the
+    /// subscription as it stands and whose next phase, from the period's end, is the new
+    /// price, released after it (the subscription then renews on its own). The schedule
+    /// already managing the subscription is updated in place (its next phase replaced), else
+    /// one is made from the subscription. Nothing is prorated. Answers when the change happens.
+    pub async fn schedule_change(
+        &self,
+        subscription_id: &SubscriptionId,
+        schedule_id: Option<&str>,
+        price_id: &str,
+        quantity: u64,
+        interval: Interval,
+    ) -> Result<DateTime<Utc>, GatewayError> {
+        observed("schedule_change", async {
+            let schedule = match schedule_id {
+                Some(id) => {
+                    RetrieveSubscriptionSchedule::new(id)
+                        .send(&self.client)
+                        .await?
+                }
+                None => {
+                    CreateSubscriptionSchedule::new()
+                        .from_subscription(subscription_id.as_str())
+                        .send(&self.client)
+                        .await?
+                }
+            };
+            let current = current_phase(&schedule).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "subscription schedule {} of {subscription_id} has no current phase",
+                    schedule.id.as_str()
+                )
+            })?;
+            let items: Vec<UpdateSubscriptionSchedulePhasesItems> = current
+                .items
+                .iter()
+                .map(|i| {
+                    let mut item = UpdateSubscriptionSchedulePhasesItems::new();
+                    item.price = Some(i.price.id().as_str().to_owned());
+                    item.quantity = i.quantity;
+                    item
+                })
+                .collect();
+            let mut now = UpdateSubscriptionSchedulePhases::new(items);
+            now.start_date = Some(UpdateSubscriptionSchedulePhasesStartDate::Timestamp(
+                current.start_date,
+            ));
+            now.end_date = Some(UpdateSubscriptionSchedulePhasesEndDate::Timestamp(
+                current.end_date,
+            ));
+            let mut item = UpdateSubscriptionSchedulePhasesItems::new();
+            item.price = Some(price_id.to_owned());
+            item.quantity = Some(quantity);
+            let mut next = UpdateSubscriptionSchedulePhases::new(vec![item]);
+            next.duration = Some(UpdateSubscriptionSchedulePhasesDuration {
+                interval: match interval {
+                    Interval::Year => UpdateSubscriptionSchedulePhasesDurationInterval::Year,
+                    _ => UpdateSubscriptionSchedulePhasesDurationInterval::Month,
+                },
+                interval_count: Some(1),
+            });
+            next.proration_behavior = Some(UpdateSubscriptionSchedulePhasesProrationBehavior::None);
+            UpdateSubscriptionSchedule::new(schedule.id.as_str())
+                .end_behavior(stripe_shared::SubscriptionScheduleEndBehavior::Release)
+                .phases(vec![now, next])
+                .send(&self.client)
+                .await?;
+            Ok(ts(current.end_date))
+        })
+        .await
+    }
+
+    /// Releases the subscription schedule: what it would still change is dropped and the
+    /// subscription goes on as it is now. One already released, completed or canceled counts
+    /// as done.
+    pub async fn release_schedule(&self, schedule_id: &str) -> Result<(), GatewayError> {
+        observed("release_schedule", async {
+            match ReleaseSubscriptionSchedule::new(schedule_id)
+                .send(&self.client)
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let schedule = RetrieveSubscriptionSchedule::new(schedule_id)
+                        .send(&self.client)
+                        .await?;
+                    if schedule_stands(&schedule) {
+                        Err(e.into())
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
+        })
+        .await
+    }
+
     pub async fn create_portal_session(
         &self,
         customer_id: &CustomerId,
@@ -907,7 +1017,59 @@ fn subscription_read(s: stripe_shared::Subscription) -> StripeSubscription {
             behavior: p.behavior.as_str().to_owned(),
             resumes_at: p.resumes_at.map(ts),
         }),
+        schedule_id: s.schedule.as_ref().map(|x| x.id().as_str().to_owned()),
+        next_phase: s
+            .schedule
+            .as_ref()
+            .and_then(|x| x.as_object())
+            .and_then(|schedule| {
+                next_phase(schedule, item.map(|i| (i.price.id.as_str(), i.quantity)))
+            }),
     }
+}
+
+/// Whether the schedule still manages its subscription (it can be updated or released).
+fn schedule_stands(schedule: &stripe_shared::SubscriptionSchedule) -> bool {
+    use stripe_shared::SubscriptionScheduleStatus as S;
+    matches!(schedule.status, S::Active | S::NotStarted)
+}
+
+/// The phase the schedule is in.
+fn current_phase(
+    schedule: &stripe_shared::SubscriptionSchedule,
+) -> Option<&stripe_shared::SubscriptionSchedulePhaseConfiguration> {
+    let current = schedule.current_phase.as_ref()?;
+    schedule
+        .phases
+        .iter()
+        .find(|p| p.start_date == current.start_date)
+}
+
+/// The phase that follows the current one, when it changes the subscription's price or
+/// seats (`held`: its first item's price and quantity now).
+fn next_phase(
+    schedule: &stripe_shared::SubscriptionSchedule,
+    held: Option<(&str, Option<u64>)>,
+) -> Option<StripePhase> {
+    if !schedule_stands(schedule) {
+        return None;
+    }
+    let current_end = schedule.current_phase.as_ref()?.end_date;
+    let next = schedule
+        .phases
+        .iter()
+        .filter(|p| p.start_date >= current_end)
+        .min_by_key(|p| p.start_date)?;
+    let item = next.items.first()?;
+    let phase = StripePhase {
+        price_id: item.price.id().as_str().to_owned(),
+        quantity: item.quantity.unwrap_or(1),
+        starts_at: ts(next.start_date),
+    };
+    let unchanged = held.is_some_and(|(price, quantity)| {
+        price == phase.price_id && quantity.unwrap_or(1) == phase.quantity
+    });
+    (!unchanged).then_some(phase)
 }
 
 /// The search query for customers whose metadata names `subject`. Subject keys are built from

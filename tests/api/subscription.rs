@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{event, spawn_app, spawn_app_with, Options};
+use crate::helpers::{event, spawn_app, spawn_app_with, Options, TestApp};
 
 #[tokio::test]
 async fn cancel_then_resume_round_trips_through_stripe() {
@@ -304,11 +304,10 @@ async fn an_upgrade_is_charged_at_once_and_granted_only_when_paid() {
 #[tokio::test]
 async fn a_downgrade_takes_effect_at_once_billed_as_configured() {
     for (configured, sent) in [("", "create_prorations"), ("none", "none")] {
-        let extra_toml = if configured.is_empty() {
-            String::new()
-        } else {
-            format!("[billing]\ndowngrade_proration = \"{configured}\"\n")
-        };
+        let mut extra_toml = "[billing]\ndowngrade_at = \"now\"\n".to_owned();
+        if !configured.is_empty() {
+            extra_toml.push_str(&format!("downgrade_proration = \"{configured}\"\n"));
+        }
         let app = spawn_app_with(Options {
             extra_toml,
             ..Options::default()
@@ -334,6 +333,192 @@ async fn a_downgrade_takes_effect_at_once_billed_as_configured() {
         assert_eq!(update.form["proration_behavior"], sent);
         assert!(!update.form.contains_key("payment_behavior"), "{update:?}");
     }
+}
+
+async fn change_to(app: &TestApp, token: &str, plan: &str) -> (u16, Value) {
+    let res = app
+        .post_json(
+            "/v1/subscription/change",
+            Some(token),
+            &json!({"plan": plan, "interval": "month"}),
+        )
+        .await;
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_downgrade_keeps_the_paid_plan_until_the_period_ends() {
+    let app = spawn_app().await;
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let token = app.user_token("user-1");
+    let period_end = app.status(&token).await["current_period_end"].clone();
+    assert!(period_end.is_string());
+
+    let (code, status) = change_to(&app, &token, "maker").await;
+    assert_eq!(code, 200, "{status}");
+    // Paid for: Pro stays until the period ends, and the answer says what comes then.
+    assert_eq!(
+        (status["plan"].as_str(), status["access"].as_bool()),
+        (Some("pro"), Some(true)),
+        "{status}"
+    );
+    assert_eq!(
+        status["scheduled_change"],
+        json!({"plan": "maker", "interval": "month", "quantity": 1, "at": period_end})
+    );
+    // The subscription itself is not touched: a schedule made from it holds Pro until the
+    // period's end, then Maker, prorating nothing, and lets the subscription go on after.
+    assert!(app
+        .stripe
+        .received_on("POST", &format!("/v1/subscriptions/{sub_id}"))
+        .is_empty());
+    let made = app.stripe.received_on("POST", "/v1/subscription_schedules");
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0].form["from_subscription"], sub_id);
+    let schedule = app.stripe.subscription(&sub_id)["schedule"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let phases = &app
+        .stripe
+        .received_on("POST", &format!("/v1/subscription_schedules/{schedule}"))[0];
+    assert_eq!(
+        phases.form["phases[0][items][0][price]"],
+        "price_pro_monthly"
+    );
+    assert_eq!(
+        phases.form["phases[1][items][0][price]"],
+        "price_maker_monthly"
+    );
+    assert_eq!(phases.form["phases[1][items][0][quantity]"], "1");
+    assert_eq!(phases.form["phases[1][proration_behavior]"], "none");
+    assert_eq!(phases.form["end_behavior"], "release");
+    let ends = chrono::DateTime::parse_from_rfc3339(period_end.as_str().unwrap()).unwrap();
+    assert_eq!(
+        phases.form["phases[0][end_date]"],
+        ends.timestamp().to_string()
+    );
+    // The product is told what comes, and when.
+    let mut told = None;
+    for _ in 0..100 {
+        told = app.events_of("user:user-1", 1).await.into_iter().find(|e| {
+            e["type"] == "subscription.updated" && !e["data"]["scheduled_change"].is_null()
+        });
+        if told.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let told = told.expect("a subscription.updated event with the scheduled change");
+    assert_eq!(
+        (&told["data"]["plan"], &told["data"]["scheduled_change"]),
+        (
+            &json!("pro"),
+            &json!({"plan": "maker", "interval": "month", "quantity": 1, "at": period_end})
+        )
+    );
+
+    // The period ends: Stripe moves the subscription to Maker.
+    let renewal = app.stripe.renew(&sub_id);
+    app.webhook_ok(&event("evt_renewed", "invoice.paid", renewal))
+        .await;
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["plan"].as_str(), status["access"].as_bool()),
+        (Some("maker"), Some(true)),
+        "{status}"
+    );
+    assert_eq!(status["scheduled_change"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_scheduled_downgrade_gives_way_to_what_the_subscriber_asks_next() {
+    let app = spawn_app().await;
+    let sub_id = app.subscribed("user-1", "maker", "month").await;
+    let token = app.user_token("user-1");
+    let schedule_of = || {
+        app.stripe.subscription(&sub_id)["schedule"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let released = |schedule: &str| {
+        app.stripe
+            .received_on(
+                "POST",
+                &format!("/v1/subscription_schedules/{schedule}/release"),
+            )
+            .len()
+    };
+
+    // Asking for the plan held withdraws the scheduled downgrade.
+    let (code, status) = change_to(&app, &token, "starter").await;
+    assert_eq!(
+        (code, status["scheduled_change"]["plan"].as_str()),
+        (200, Some("starter"))
+    );
+    let first = schedule_of().unwrap();
+    let (code, status) = change_to(&app, &token, "maker").await;
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(
+        (status["plan"].as_str(), &status["scheduled_change"]),
+        (Some("maker"), &Value::Null)
+    );
+    assert_eq!((released(&first), schedule_of()), (1, None));
+
+    // Scheduled again, then canceled: Stripe refuses to cancel a subscription a schedule
+    // manages, so the schedule is released first; access lasts to the period's end.
+    let (code, _) = change_to(&app, &token, "starter").await;
+    assert_eq!(code, 200);
+    let second = schedule_of().unwrap();
+    assert_ne!(first, second);
+    let res = app
+        .post_json("/v1/subscription/cancel", Some(&token), &json!({}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let status: Value = res.json().await.unwrap();
+    assert_eq!(
+        (
+            status["plan"].as_str(),
+            status["cancel_at_period_end"].as_bool(),
+            &status["scheduled_change"]
+        ),
+        (Some("maker"), Some(true), &Value::Null),
+        "{status}"
+    );
+    assert_eq!(released(&second), 1);
+
+    // A subscription that ends has no next period to downgrade.
+    let (code, problem) = change_to(&app, &token, "starter").await;
+    assert_eq!(
+        (code, problem["code"].as_str()),
+        (409, Some("cancellation_scheduled")),
+        "{problem}"
+    );
+    assert_eq!(schedule_of(), None);
+
+    // Resumed and scheduled again, an upgrade made now replaces the downgrade.
+    let res = app
+        .post_json("/v1/subscription/resume", Some(&token), &json!({}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let (code, _) = change_to(&app, &token, "starter").await;
+    assert_eq!(code, 200);
+    let third = schedule_of().unwrap();
+    let (code, status) = change_to(&app, &token, "pro").await;
+    assert_eq!(code, 200, "{status}");
+    assert_eq!(
+        (status["plan"].as_str(), &status["scheduled_change"]),
+        (Some("pro"), &Value::Null),
+        "{status}"
+    );
+    assert_eq!((released(&third), schedule_of()), (1, None));
+    let update = app
+        .stripe
+        .received_on("POST", &format!("/v1/subscriptions/{sub_id}"));
+    assert_eq!(
+        update.last().unwrap().form["items[0][price]"],
+        "price_pro_monthly"
+    );
 }
 
 #[tokio::test]

@@ -38,6 +38,8 @@ struct State {
     /// Invoices with a private `_subscription` field, oldest first.
     invoices: Vec<Value>,
     disputes: Vec<Value>,
+    /// Subscription schedules, by id.
+    schedules: HashMap<String, Value>,
     promotion_codes: HashMap<String, String>,
     received: Vec<Received>,
 }
@@ -318,6 +320,37 @@ impl FakeStripe {
             .iter_mut()
             .find(|s| s["id"] == sub_id)
             .expect("subscription exists");
+        // A schedule's phase that begins at the period's end takes effect now, as Stripe
+        // moves the subscription to it.
+        let period_end = sub["items"]["data"][0]["current_period_end"]
+            .as_i64()
+            .unwrap();
+        let schedule_id = sub["schedule"].as_str().map(str::to_owned);
+        let phase = schedule_id
+            .as_ref()
+            .and_then(|id| st.schedules.get(id))
+            .and_then(|schedule| {
+                schedule["phases"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["start_date"].as_i64() == Some(period_end))
+                    .cloned()
+            });
+        if let (Some(id), Some(p)) = (&schedule_id, &phase) {
+            let schedule = st.schedules.get_mut(id).expect("schedule exists");
+            schedule["current_phase"] =
+                json!({"start_date": p["start_date"], "end_date": p["end_date"]});
+        }
+        let sub = st
+            .subscriptions
+            .iter_mut()
+            .find(|s| s["id"] == sub_id)
+            .expect("subscription exists");
+        if let Some(phase) = &phase {
+            let price = phase["items"][0]["price"].as_str().unwrap().to_owned();
+            set_price(sub, &price);
+            sub["items"]["data"][0]["quantity"] = phase["items"][0]["quantity"].clone();
+        }
         let item = &mut sub["items"]["data"][0];
         let start = item["current_period_end"].as_i64().unwrap().min(now());
         let length = if item["price"]["recurring"]["interval"] == "year" {
@@ -656,11 +689,18 @@ impl FakeStripe {
                     return error(500, "api_error", "fake outage");
                 }
                 let customer = form.get("customer").cloned().unwrap_or_default();
+                let expand = form.values().any(|v| v == "data.schedule");
                 let data: Vec<Value> = st
                     .subscriptions
                     .iter()
                     .filter(|s| s["customer"] == customer.as_str())
-                    .cloned()
+                    .map(|s| {
+                        let mut s = s.clone();
+                        if let (true, Some(id)) = (expand, s["schedule"].as_str()) {
+                            s["schedule"] = st.schedules[id].clone();
+                        }
+                        s
+                    })
                     .collect();
                 Ok(
                     json!({"object": "list", "data": data, "has_more": false, "url": "/v1/subscriptions"}),
@@ -715,6 +755,20 @@ impl FakeStripe {
                 match st.subscriptions.iter_mut().find(|s| s["id"] == *id) {
                     None => Err(404),
                     Some(sub) => {
+                        let cancelation = form.contains_key("cancel_at_period_end")
+                            || form.contains_key("cancel_at");
+                        if let (true, Some(schedule)) = (cancelation, sub["schedule"].as_str()) {
+                            // As Stripe answers.
+                            return error(
+                                400,
+                                "invalid_request_error",
+                                &format!(
+                                    "The subscription is managed by the subscription schedule \
+                                     `{schedule}`, and updating any cancelation behavior \
+                                     directly is not allowed. Please update the schedule instead."
+                                ),
+                            );
+                        }
                         if let Some(cancel) = form.get("cancel_at_period_end") {
                             sub["cancel_at_period_end"] = json!(cancel == "true");
                             sub["canceled_at"] = if cancel == "true" {
@@ -764,16 +818,7 @@ impl FakeStripe {
                                     .map(str::to_owned)
                                     .as_ref()
                             );
-                            let interval = if price.contains("yearly") {
-                                "year"
-                            } else {
-                                "month"
-                            };
-                            let item = &mut sub["items"]["data"][0];
-                            item["price"]["id"] = json!(price);
-                            item["price"]["recurring"]["interval"] = json!(interval);
-                            item["plan"]["id"] = json!(price);
-                            item["plan"]["interval"] = json!(interval);
+                            set_price(sub, price);
                         }
                         if let Some(q) = form.get("items[0][quantity]").filter(|_| !held_back) {
                             sub["items"]["data"][0]["quantity"] =
@@ -792,6 +837,157 @@ impl FakeStripe {
                         Ok(sub.clone())
                     }
                 }
+            }
+            ("POST", ["v1", "subscription_schedules"]) => {
+                // Only what Tollgate sends: a schedule made from a subscription, whose one
+                // phase is the subscription as it stands until its period ends.
+                let sub_id = form.get("from_subscription").cloned().unwrap_or_default();
+                let n = self.next(&mut st);
+                let id = format!("sub_sched_test_{n}");
+                match st
+                    .subscriptions
+                    .iter_mut()
+                    .find(|s| s["id"] == sub_id.as_str())
+                {
+                    None => Err(404),
+                    Some(sub) if sub["schedule"].is_string() => {
+                        return error(
+                            400,
+                            "invalid_request_error",
+                            "You cannot migrate a subscription that is already attached to a \
+                             schedule.",
+                        );
+                    }
+                    Some(sub) => {
+                        sub["schedule"] = json!(id);
+                        let item = &sub["items"]["data"][0];
+                        let (start, end) = (
+                            item["current_period_start"].clone(),
+                            item["current_period_end"].clone(),
+                        );
+                        let mut schedule = fixture("subscription_schedule");
+                        schedule["id"] = json!(id);
+                        schedule["customer"] = sub["customer"].clone();
+                        schedule["subscription"] = json!(sub_id);
+                        schedule["status"] = json!("active");
+                        schedule["end_behavior"] = json!("release");
+                        schedule["canceled_at"] = Value::Null;
+                        schedule["completed_at"] = Value::Null;
+                        schedule["released_at"] = Value::Null;
+                        schedule["created"] = json!(now());
+                        schedule["current_phase"] = json!({"start_date": start, "end_date": end});
+                        let template = schedule["phases"][0].clone();
+                        schedule["phases"] = json!([schedule_phase(
+                            &template,
+                            item["price"]["id"].as_str().unwrap(),
+                            item["quantity"].as_u64().unwrap_or(1),
+                            start.as_i64().unwrap(),
+                            end.as_i64().unwrap(),
+                        )]);
+                        st.schedules.insert(id, schedule.clone());
+                        Ok(schedule)
+                    }
+                }
+            }
+            ("GET", ["v1", "subscription_schedules", id]) => {
+                st.schedules.get(*id).cloned().ok_or(404)
+            }
+            ("POST", ["v1", "subscription_schedules", id, "release"]) => {
+                let Some(schedule) = st.schedules.get_mut(*id) else {
+                    return error(
+                        404,
+                        "invalid_request_error",
+                        "No such subscription schedule",
+                    );
+                };
+                if schedule["status"] != "active" {
+                    return error(
+                        400,
+                        "invalid_request_error",
+                        "You cannot release a subscription schedule that is currently in the \
+                         `released` status.",
+                    );
+                }
+                let sub_id = schedule["subscription"].as_str().unwrap().to_owned();
+                schedule["status"] = json!("released");
+                schedule["released_at"] = json!(now());
+                schedule["released_subscription"] = json!(sub_id);
+                schedule["subscription"] = Value::Null;
+                schedule["current_phase"] = Value::Null;
+                let released = schedule.clone();
+                if let Some(sub) = st
+                    .subscriptions
+                    .iter_mut()
+                    .find(|s| s["id"] == sub_id.as_str())
+                {
+                    sub["schedule"] = Value::Null;
+                }
+                Ok(released)
+            }
+            ("POST", ["v1", "subscription_schedules", id]) => {
+                let Some(schedule) = st.schedules.get_mut(*id) else {
+                    return error(
+                        404,
+                        "invalid_request_error",
+                        "No such subscription schedule",
+                    );
+                };
+                if schedule["status"] != "active" {
+                    return error(
+                        400,
+                        "invalid_request_error",
+                        "You cannot update a subscription schedule that is currently in the \
+                         `released` status. It must be in `not_started`, `active` status to be \
+                         updated.",
+                    );
+                }
+                // As Stripe checks: the current phase keeps its start.
+                let current_start = schedule["current_phase"]["start_date"].as_i64().unwrap();
+                let first_start = form
+                    .get("phases[0][start_date]")
+                    .and_then(|v| v.parse::<i64>().ok());
+                if first_start != Some(current_start) {
+                    return error(
+                        400,
+                        "invalid_request_error",
+                        "You can not modify the start date of the current phase.",
+                    );
+                }
+                let template = schedule["phases"][0].clone();
+                let mut phases = Vec::new();
+                let mut start = current_start;
+                for i in 0.. {
+                    let Some(price) = form.get(&format!("phases[{i}][items][0][price]")) else {
+                        break;
+                    };
+                    let quantity = form
+                        .get(&format!("phases[{i}][items][0][quantity]"))
+                        .map_or(1, |q| q.parse::<u64>().unwrap());
+                    let end = match form.get(&format!("phases[{i}][end_date]")) {
+                        Some(end) => end.parse::<i64>().unwrap(),
+                        None => {
+                            let interval = &form[&format!("phases[{i}][duration][interval]")];
+                            let count: i64 = form
+                                .get(&format!("phases[{i}][duration][interval_count]"))
+                                .map_or(1, |c| c.parse().unwrap());
+                            start
+                                + count
+                                    * if interval == "year" {
+                                        365 * 86_400
+                                    } else {
+                                        30 * 86_400
+                                    }
+                        }
+                    };
+                    phases.push(schedule_phase(&template, price, quantity, start, end));
+                    start = end;
+                }
+                schedule["phases"] = json!(phases);
+                if let Some(end_behavior) = form.get("end_behavior") {
+                    schedule["end_behavior"] = json!(end_behavior);
+                }
+                schedule["current_phase"]["end_date"] = phases[0]["end_date"].clone();
+                Ok(schedule.clone())
             }
             ("POST", ["v1", "refunds"]) => {
                 let intent = form.get("payment_intent").cloned().unwrap_or_default();
@@ -1014,6 +1210,32 @@ pub fn subscription(id: &str, customer: &str, price: &str, interval: &str, statu
     item["current_period_end"] = json!(end);
     s["items"]["url"] = json!(format!("/v1/subscription_items?subscription={id}"));
     s
+}
+
+/// Moves the subscription's item to `price` (the fake's yearly prices say so in their id).
+fn set_price(sub: &mut Value, price: &str) {
+    let interval = if price.contains("yearly") {
+        "year"
+    } else {
+        "month"
+    };
+    let item = &mut sub["items"]["data"][0];
+    item["price"]["id"] = json!(price);
+    item["price"]["recurring"]["interval"] = json!(interval);
+    item["plan"]["id"] = json!(price);
+    item["plan"]["interval"] = json!(interval);
+}
+
+/// A phase of a subscription schedule, shaped like `template` (Stripe's example phase).
+fn schedule_phase(template: &Value, price: &str, quantity: u64, start: i64, end: i64) -> Value {
+    let mut phase = template.clone();
+    phase["start_date"] = json!(start);
+    phase["end_date"] = json!(end);
+    phase["items"][0]["price"] = json!(price);
+    phase["items"][0]["plan"] = json!(price);
+    phase["items"][0]["quantity"] = json!(quantity);
+    phase["proration_behavior"] = json!("none");
+    phase
 }
 
 /// An invoice shaped like Stripe's example, for a subscription's customer.
