@@ -95,10 +95,10 @@ impl Application {
         tokio::spawn(crate::service::events::run_dispatcher(
             state.clone().into_inner(),
         ));
-        if state.second_subscription == crate::billing::mirror::SecondSubscription::CancelAndRefund
-            && state.stripe.is_some()
-        {
-            tokio::spawn(crate::service::undo::run_worker(state.clone().into_inner()));
+        if state.stripe.is_some() {
+            tokio::spawn(crate::service::remedies::run_worker(
+                state.clone().into_inner(),
+            ));
         }
         if state.licenses.github.is_some() {
             tokio::spawn(crate::service::licenses::run_worker(

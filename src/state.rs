@@ -45,8 +45,8 @@ pub struct AppState {
     pub refunds: RefundPolicy,
     /// What is done with a second standing subscription (`billing.second_subscription`).
     pub second_subscription: crate::billing::mirror::SecondSubscription,
-    /// Woken when a second subscription was queued to be canceled and refunded.
-    pub undo_wake: Arc<tokio::sync::Notify>,
+    /// Woken when a sync queued a remedy (`db::remedies`) for the worker.
+    pub remedy_wake: Arc<tokio::sync::Notify>,
     pub db: Database,
     /// `None` while no Stripe key is configured.
     pub stripe: Option<StripeGateway>,
@@ -236,7 +236,7 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
     let licenses = LicenseTerms::of(&settings)?;
     Ok(AppState {
         second_subscription: settings.billing.second_subscription,
-        undo_wake: Arc::new(tokio::sync::Notify::new()),
+        remedy_wake: Arc::new(tokio::sync::Notify::new()),
         events,
         licenses,
         settings,
@@ -427,9 +427,9 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         "GitHub API calls by `operation` and `outcome` (ok, not_found, refused, rate_limited, server_error, network); failed ones are retried.",
     ),
     (
-        "tollgate_second_subscriptions_undone_total",
+        "tollgate_subscription_remedies_total",
         MetricKind::Counter,
-        "Attempts to cancel and refund a second subscription (billing.second_subscription = \"cancel_and_refund\"), by `outcome`: done, or retry (Stripe failed; tried again with backoff).",
+        "Attempts to remedy a subscription on Stripe, by `remedy` (second_subscription: cancel and refund a second subscription of one subject; revert_upgrade: take back an upgrade whose invoice was refunded) and `outcome`: done, or retry (Stripe failed; tried again with backoff).",
     ),
     (
         "tollgate_second_subscriptions_total",

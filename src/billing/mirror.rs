@@ -68,6 +68,44 @@ pub struct StripePhase {
     pub starts_at: DateTime<Utc>,
 }
 
+/// What a subscription's recent invoices say of its payments (see
+/// `StripeGateway::subscription_invoices`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscriptionInvoices {
+    /// The charges and payment intents that paid the invoice opening the current period.
+    pub period: Vec<String>,
+    /// Upgrades billed at once (`subscription_update` invoices), newest first.
+    pub upgrades: Vec<UpgradeInvoice>,
+}
+
+/// An invoice that billed a plan change at once (a proration invoice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeInvoice {
+    pub invoice_id: String,
+    pub created: DateTime<Utc>,
+    /// The charges and payment intents that paid it.
+    pub paid_by: Vec<String>,
+    /// The price and seats it moved the subscription from and to (`None`: its lines do not say).
+    pub moved: Option<PriceMove>,
+}
+
+/// A change of a subscription's price and seats: `(price_id, quantity)` before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceMove {
+    pub from: (String, u64),
+    pub to: (String, u64),
+}
+
+/// An upgrade to take back: its invoice was refunded, so the subscription goes back to the
+/// price and seats it had before (see [`upgrade_to_revert`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeRevert {
+    pub subscription_id: String,
+    pub invoice_id: String,
+    pub price_id: String,
+    pub quantity: u64,
+}
+
 /// A charge: one payment attempt, with what was refunded and whether it is disputed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StripeCharge {
@@ -148,6 +186,8 @@ pub struct StripeHolds {
     /// Subscriptions whose current period's payment was refunded or is disputed (see
     /// [`periods_to_check`] and [`revoked_by`]).
     pub revoked_periods: HashMap<String, PurchaseStatus>,
+    /// Upgrades whose invoice was refunded, to take back on Stripe (see [`upgrade_to_revert`]).
+    pub reverts: Vec<UpgradeRevert>,
     /// Completed Checkout Sessions to record as purchases when they are some: the one an event
     /// or a verify names, and every one when reconciling.
     pub sessions: Vec<StripeCheckout>,
@@ -563,6 +603,39 @@ pub fn revoked_by(
         .map(|(_, standing)| standing)
 }
 
+/// The upgrade of `sub` to take back, if its newest proration invoice was refunded (as
+/// `refunds` counts refunds): the subscription goes back to the price and seats that invoice
+/// moved it from. Only while the upgrade still stands (the subscription holds what the invoice
+/// moved it to) and was made in the current period (a period since paid in full at the higher
+/// price is not taken back). A disputed upgrade payment reverts nothing: a dispute can be won.
+pub fn upgrade_to_revert(
+    sub: &StripeSubscription,
+    invoices: &SubscriptionInvoices,
+    charges: &[StripeCharge],
+    refunds: RefundPolicy,
+) -> Option<UpgradeRevert> {
+    let newest = invoices.upgrades.first()?;
+    let moved = newest.moved.as_ref()?;
+    let refunded = taken_back(charges, refunds)
+        .iter()
+        .any(|(charge, standing)| {
+            *standing == PurchaseStatus::Refunded
+                && newest.paid_by.iter().any(|id| charge.is_paid_by(id))
+        });
+    let stands = sub.status.stands()
+        && sub.price_id.as_deref() == Some(moved.to.0.as_str())
+        && sub.quantity == moved.to.1;
+    let this_period = sub
+        .current_period_start
+        .is_none_or(|start| newest.created >= start);
+    (refunded && stands && this_period && moved.from != moved.to).then(|| UpgradeRevert {
+        subscription_id: sub.id.clone(),
+        invoice_id: newest.invoice_id.clone(),
+        price_id: moved.from.0.clone(),
+        quantity: moved.from.1,
+    })
+}
+
 /// What changes when Tollgate stores what Stripe holds for the subject's customer.
 pub fn reconcile(
     catalog: &Catalog,
@@ -801,6 +874,106 @@ mod tests {
 
     fn holds() -> StripeHolds {
         StripeHolds::default()
+    }
+
+    // upgrade_to_revert
+
+    #[test]
+    fn a_refunded_upgrade_is_taken_back_while_it_stands_in_its_period() {
+        let mut held = sub(SubscriptionStatus::Active);
+        held.price_id = Some("price_pro".into());
+        held.quantity = 2;
+        held.current_period_start = Some(t(1));
+        let upgrade = UpgradeInvoice {
+            invoice_id: "in_up".into(),
+            created: t(5),
+            paid_by: vec!["pi_up".into()],
+            moved: Some(PriceMove {
+                from: ("price_basic".into(), 1),
+                to: ("price_pro".into(), 2),
+            }),
+        };
+        let invoices = SubscriptionInvoices {
+            period: vec!["pi_period".into()],
+            upgrades: vec![upgrade.clone()],
+        };
+        let paid = charge("ch_up", "pi_up", t(5));
+        let policy = RefundPolicy::default();
+        let revert = |s: &StripeSubscription, i: &SubscriptionInvoices, c: StripeCharge, p| {
+            upgrade_to_revert(s, i, &[c], p)
+        };
+        assert_eq!(
+            revert(&held, &invoices, refunded(paid.clone()), policy),
+            Some(UpgradeRevert {
+                subscription_id: held.id.clone(),
+                invoice_id: "in_up".into(),
+                price_id: "price_basic".into(),
+                quantity: 1,
+            })
+        );
+        // Paid, or disputed (a dispute can be won): the upgrade stands.
+        assert_eq!(revert(&held, &invoices, paid.clone(), policy), None);
+        assert_eq!(
+            revert(&held, &invoices, disputed(paid.clone(), "lost"), policy),
+            None
+        );
+        // A partial refund counts as the refund policy says.
+        let mut partial = paid.clone();
+        partial.amount_refunded = paid.amount / 2;
+        assert_eq!(revert(&held, &invoices, partial.clone(), policy), None);
+        let strict = RefundPolicy {
+            partial_revokes_over_percent: 40,
+        };
+        assert!(revert(&held, &invoices, partial, strict).is_some());
+        // Another period's payment refunded: not this upgrade's.
+        let period = charge("ch_period", "pi_period", t(1));
+        assert_eq!(revert(&held, &invoices, refunded(period), policy), None);
+        // Changed since (another plan or seats), or ended: nothing to take back.
+        let mut moved_on = held.clone();
+        moved_on.quantity = 3;
+        assert_eq!(
+            revert(&moved_on, &invoices, refunded(paid.clone()), policy),
+            None
+        );
+        let ended = StripeSubscription {
+            status: SubscriptionStatus::Canceled,
+            ..held.clone()
+        };
+        assert_eq!(
+            revert(&ended, &invoices, refunded(paid.clone()), policy),
+            None
+        );
+        // A newer plan change billed at once decides, not the refunded one before it.
+        let newer = SubscriptionInvoices {
+            upgrades: vec![
+                UpgradeInvoice {
+                    invoice_id: "in_newer".into(),
+                    paid_by: vec!["pi_newer".into()],
+                    ..upgrade.clone()
+                },
+                upgrade.clone(),
+            ],
+            ..invoices.clone()
+        };
+        assert_eq!(revert(&held, &newer, refunded(paid.clone()), policy), None);
+        // Made in an earlier period, which a renewal since paid in full at the higher price.
+        let renewed = StripeSubscription {
+            current_period_start: Some(t(6)),
+            ..held.clone()
+        };
+        assert_eq!(
+            revert(&renewed, &invoices, refunded(paid.clone()), policy),
+            None
+        );
+        // Lines that do not say what it moved from: nothing is guessed.
+        let unsaid = SubscriptionInvoices {
+            upgrades: vec![UpgradeInvoice {
+                moved: None,
+                ..upgrade
+            }],
+            ..invoices
+        };
+        assert_eq!(revert(&held, &unsaid, refunded(paid), policy), None);
     }
 
     // grace_start

@@ -11,12 +11,12 @@ pub mod listing;
 pub mod outbox;
 mod pg_listen;
 pub mod quotas;
+pub mod remedies;
 pub mod schema;
 pub mod snapshot_cache;
 pub mod snapshots;
 pub mod state;
 pub mod sync_jobs;
-pub mod undos;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;

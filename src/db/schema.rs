@@ -269,11 +269,16 @@ diesel::table! {
 }
 
 diesel::table! {
-    subscription_undos (stripe_subscription_id) {
+    subscription_remedies (id) {
+        id -> Text,
+        kind -> Text,
         stripe_subscription_id -> Text,
         subject -> Text,
         stripe_customer_id -> Text,
-        beside -> Text,
+        beside -> Nullable<Text>,
+        invoice_id -> Nullable<Text>,
+        price_id -> Nullable<Text>,
+        quantity -> Nullable<BigInt>,
         status -> Text,
         attempts -> Integer,
         due_at -> Timestamp,
@@ -301,5 +306,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     event_deliveries,
     quota_crossings,
     licenses,
-    subscription_undos
+    subscription_remedies
 );

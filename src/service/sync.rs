@@ -15,6 +15,7 @@ use crate::billing::mirror::{self, StripeCharge, StripeCheckout, StripeHolds, St
 use crate::billing::payment::RefundPolicy;
 use crate::billing::subject::Subject;
 use crate::db::audit::Origin;
+use crate::db::remedies::{self, Remedy};
 use crate::db::{self, customers, events};
 use crate::state::AppState;
 use crate::stripe::{ChargeId, CustomerId, CustomerLookup, StripeGateway, SubscriptionId};
@@ -122,12 +123,13 @@ pub async fn sync_customer(
                 let older = stripe.charge(id).await?;
                 charges.extend(older.filter(|c| c.customer_id.as_deref() == Some(stripe_customer_id.as_str())));
             }
-            let revoked_periods = revoked_periods(stripe, &subscriptions, &charges, state.refunds).await?;
+            let (revoked_periods, reverts) = taken_back(stripe, &subscriptions, &charges, state.refunds).await?;
             let count = subscriptions.len();
             let holds = StripeHolds {
                 subscriptions,
                 charges,
                 revoked_periods,
+                reverts,
                 sessions: cause.checkout.iter().cloned().chain(sessions).collect(),
                 failure_reported_at: cause.payment_failed_at,
             };
@@ -138,26 +140,29 @@ pub async fn sync_customer(
         .await
 }
 
-/// The subscriptions whose current period was paid by a charge since refunded or disputed.
-/// Only asked of Stripe for the periods such a charge may have paid (see
-/// [`mirror::periods_to_check`]): the link from a charge to the period it paid for is the
-/// subscription's period invoice.
-async fn revoked_periods(
+/// What refunds and disputes of the subscriptions' payments take back: the subscriptions whose
+/// current period was paid by a charge since refunded or disputed, and the upgrades whose
+/// invoice was refunded (to take back on Stripe). Only asked of Stripe for the subscriptions
+/// such a charge may have paid (see [`mirror::periods_to_check`]): the link from a charge to
+/// what it paid for is the subscription's invoices.
+async fn taken_back(
     stripe: &StripeGateway,
     subscriptions: &[StripeSubscription],
     charges: &[StripeCharge],
     refunds: RefundPolicy,
-) -> anyhow::Result<HashMap<String, PurchaseStatus>> {
+) -> anyhow::Result<(HashMap<String, PurchaseStatus>, Vec<mirror::UpgradeRevert>)> {
     let mut revoked = HashMap::new();
+    let mut reverts = Vec::new();
     for sub in mirror::periods_to_check(subscriptions, charges, refunds) {
-        let paid_by = stripe
-            .period_payments(&SubscriptionId::parse(&sub.id)?)
+        let invoices = stripe
+            .subscription_invoices(&SubscriptionId::parse(&sub.id)?)
             .await?;
-        if let Some(standing) = mirror::revoked_by(charges, &paid_by, refunds) {
+        if let Some(standing) = mirror::revoked_by(charges, &invoices.period, refunds) {
             revoked.insert(sub.id.clone(), standing);
         }
+        reverts.extend(mirror::upgrade_to_revert(sub, &invoices, charges, refunds));
     }
-    Ok(revoked)
+    Ok((revoked, reverts))
 }
 
 /// A customer deleted on Stripe: its subscriptions end and the subject is unlinked from it,
@@ -283,7 +288,7 @@ async fn write(
     let provisioning = state.licenses.plans.clone();
     let undo = state.second_subscription == mirror::SecondSubscription::CancelAndRefund;
     let (subject, customer_id) = (subject.clone(), stripe_customer_id.to_owned());
-    let (changes, seconds, appended, provision) = state
+    let (changes, seconds, appended, provision, remedied) = state
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
@@ -330,15 +335,27 @@ async fn write(
                 if trial_will_end {
                     emitter.trials_ending(conn, &key, now, &mut appended)?;
                 }
+                let target = |subscription_id| remedies::Target {
+                    subscription_id,
+                    subject: &key,
+                    customer_id: &customer_id,
+                };
+                let mut remedied = false;
                 for second in seconds.iter().filter(|_| undo) {
-                    db::undos::queue(
-                        conn,
-                        &second.subscription_id,
-                        &key,
-                        &customer_id,
-                        &second.beside,
-                        now,
-                    )?;
+                    let remedy = Remedy::SecondSubscription {
+                        beside: second.beside.clone(),
+                    };
+                    remedied |=
+                        remedies::queue(conn, target(&second.subscription_id), &remedy, now)?;
+                }
+                for revert in &holds.reverts {
+                    let remedy = Remedy::RevertUpgrade {
+                        invoice_id: revert.invoice_id.clone(),
+                        price_id: revert.price_id.clone(),
+                        quantity: revert.quantity,
+                    };
+                    remedied |=
+                        remedies::queue(conn, target(&revert.subscription_id), &remedy, now)?;
                 }
                 for second in &seconds {
                     let event = Event::subscription_duplicate(&SubscriptionDuplicateData {
@@ -359,7 +376,7 @@ async fn write(
                 if let Some(event_id) = &event_id {
                     events::mark_processed(conn, event_id, now)?;
                 }
-                Ok((changes.len(), seconds, appended, provision))
+                Ok((changes.len(), seconds, appended, provision, remedied))
             })
         })
         .await?;
@@ -367,8 +384,8 @@ async fn write(
     if provision {
         state.licenses.wake.notify_one();
     }
-    if undo && !seconds.is_empty() {
-        state.undo_wake.notify_one();
+    if remedied {
+        state.remedy_wake.notify_one();
     }
     // Also when nothing changed: the snapshot's `synced_at` moved.
     state.db.snapshot_written(&subject_key);

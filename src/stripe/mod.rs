@@ -54,7 +54,8 @@ use crate::config::StripeSettings;
 
 use crate::billing::catalog::Interval;
 use crate::billing::mirror::{
-    CheckoutMode, StripeCharge, StripeCheckout, StripePhase, StripeSubscription,
+    CheckoutMode, PriceMove, StripeCharge, StripeCheckout, StripePhase, StripeSubscription,
+    SubscriptionInvoices, UpgradeInvoice,
 };
 pub use ids::{
     ChargeId, CheckoutSessionId, CustomerId, InvalidStripeId, PaymentIntentId, SubscriptionId,
@@ -506,41 +507,47 @@ impl StripeGateway {
         .await
     }
 
-    /// The charges and payment intents that paid the invoice for the subscription's current
-    /// period: its newest invoice that opened a period (`subscription_create` or
-    /// `subscription_cycle`; proration invoices pay for no period), among its last 10.
-    /// API 2025+ links payments to invoices through the invoice's `payments`, not
+    /// What the subscription's last 10 invoices say of its payments: the payments of the
+    /// invoice that opened the current period (`subscription_create` / `subscription_cycle`),
+    /// and the upgrades billed at once (`subscription_update` invoices, newest first) with the
+    /// payments that paid them and the price and seats they moved from and to (their proration
+    /// lines). API 2025+ links payments to invoices through the invoice's `payments`, not
     /// `charge.invoice`.
-    pub async fn period_payments(
+    pub async fn subscription_invoices(
         &self,
         subscription_id: &SubscriptionId,
-    ) -> Result<Vec<String>, GatewayError> {
-        observed("period_payments", async {
+    ) -> Result<SubscriptionInvoices, GatewayError> {
+        observed("subscription_invoices", async {
             // Stripe lists newest first.
-            let period_invoice = self.invoices(subscription_id).await?.into_iter().find(|i| {
-                matches!(
-                    i.billing_reason,
-                    Some(
-                        InvoiceBillingReason::SubscriptionCreate
-                            | InvoiceBillingReason::SubscriptionCycle
+            let invoices = self.invoices(subscription_id).await?;
+            let period = invoices
+                .iter()
+                .find(|i| {
+                    matches!(
+                        i.billing_reason,
+                        Some(
+                            InvoiceBillingReason::SubscriptionCreate
+                                | InvoiceBillingReason::SubscriptionCycle
+                        )
                     )
-                )
-            });
-            let Some(invoice) = period_invoice else {
-                return Ok(Vec::new());
-            };
-            let payments = invoice.payments.map(|l| l.data).unwrap_or_default();
-            Ok(payments
-                .into_iter()
-                .filter(|p| p.status == "paid")
-                .flat_map(|p| {
-                    [
-                        p.payment.charge.map(|c| c.id().as_str().to_owned()),
-                        p.payment.payment_intent.map(|i| i.id().as_str().to_owned()),
-                    ]
                 })
-                .flatten()
-                .collect())
+                .map(paid_by)
+                .unwrap_or_default();
+            let upgrades = invoices
+                .iter()
+                .filter(|i| i.billing_reason == Some(InvoiceBillingReason::SubscriptionUpdate))
+                .map(|i| UpgradeInvoice {
+                    invoice_id: i
+                        .id
+                        .as_ref()
+                        .map(|id| id.as_str().to_owned())
+                        .unwrap_or_default(),
+                    created: ts(i.created),
+                    paid_by: paid_by(i),
+                    moved: proration_moves(i, subscription_id.as_str()),
+                })
+                .collect();
+            Ok(SubscriptionInvoices { period, upgrades })
         })
         .await
     }
@@ -1070,6 +1077,59 @@ fn next_phase(
         price == phase.price_id && quantity.unwrap_or(1) == phase.quantity
     });
     (!unchanged).then_some(phase)
+}
+
+/// The charges and payment intents of the invoice's paid payments.
+fn paid_by(invoice: &stripe_shared::Invoice) -> Vec<String> {
+    invoice
+        .payments
+        .iter()
+        .flat_map(|l| l.data.iter())
+        .filter(|p| p.status == "paid")
+        .flat_map(|p| {
+            [
+                p.payment
+                    .charge
+                    .as_ref()
+                    .map(|c| c.id().as_str().to_owned()),
+                p.payment
+                    .payment_intent
+                    .as_ref()
+                    .map(|i| i.id().as_str().to_owned()),
+            ]
+        })
+        .flatten()
+        .collect()
+}
+
+/// The price and seats a proration invoice moved the subscription from (its credit line: unused
+/// time) and to (its charge line: remaining time), from its proration lines for the
+/// subscription. `None` when its lines do not say both (more than one page of lines, a price
+/// given inline).
+fn proration_moves(invoice: &stripe_shared::Invoice, subscription_id: &str) -> Option<PriceMove> {
+    let prorations: Vec<(i64, String, u64)> = invoice
+        .lines
+        .data
+        .iter()
+        .filter_map(|line| {
+            let item = line.parent.as_ref()?.subscription_item_details.as_ref()?;
+            if !item.proration || item.subscription.as_deref() != Some(subscription_id) {
+                return None;
+            }
+            let price = line.pricing.as_ref()?.price_details.as_ref()?.price.id();
+            Some((
+                line.amount,
+                price.as_str().to_owned(),
+                line.quantity.unwrap_or(1),
+            ))
+        })
+        .collect();
+    let from = prorations.iter().find(|(amount, ..)| *amount < 0)?;
+    let to = prorations.iter().find(|(amount, ..)| *amount > 0)?;
+    Some(PriceMove {
+        from: (from.1.clone(), from.2),
+        to: (to.1.clone(), to.2),
+    })
 }
 
 /// The search query for customers whose metadata names `subject`. Subject keys are built from

@@ -456,12 +456,12 @@ async fn a_second_subscription_is_canceled_and_refunded_when_configured() {
     .await;
     for _ in 0..300 {
         if app.stripe.subscription(&second)["status"] == "canceled"
-            && app.count("subscription_undos").await == 1
+            && app.count("subscription_remedies").await == 1
             && app
                 .db(|conn| {
                     use diesel::prelude::*;
-                    use tollgate::db::schema::subscription_undos::dsl::*;
-                    Ok(subscription_undos.select(status).first::<String>(conn)?)
+                    use tollgate::db::schema::subscription_remedies::dsl::*;
+                    Ok(subscription_remedies.select(status).first::<String>(conn)?)
                 })
                 .await
                 == "done"
@@ -534,10 +534,12 @@ async fn a_second_subscription_is_canceled_and_refunded_when_configured() {
         app.stripe.subscription(&second),
     ))
     .await;
-    assert_eq!(app.count("subscription_undos").await, 1);
+    assert_eq!(app.count("subscription_remedies").await, 1);
     let metrics = app.get("/metrics", None).await.text().await.unwrap();
     assert!(
-        metrics.contains(r#"tollgate_second_subscriptions_undone_total{outcome="done"}"#),
+        metrics.contains(
+            r#"tollgate_subscription_remedies_total{remedy="second_subscription",outcome="done"}"#
+        ),
         "{metrics}"
     );
 }

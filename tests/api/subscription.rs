@@ -239,6 +239,119 @@ async fn a_product_may_keep_access_while_collection_is_paused_until_it_resumes_b
 }
 
 #[tokio::test]
+async fn refunding_an_upgrade_takes_it_back() {
+    let app = spawn_app().await;
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let token = app.user_token("user-1");
+    // Two more seats: an upgrade, charged at once.
+    let res = app
+        .post_json(
+            "/v1/subscription/change",
+            Some(&token),
+            &json!({"plan": "pro", "interval": "month", "quantity": 3}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let status: Value = res.json().await.unwrap();
+    assert_eq!(status["quantity"], 3, "{status}");
+    let updates = || {
+        app.stripe
+            .received_on("POST", &format!("/v1/subscriptions/{sub_id}"))
+    };
+    assert_eq!(updates().len(), 1);
+    // The upgrade's proration invoice was paid by its own charge; support refunds it.
+    let upgrade_payment = app.stripe.latest_payment_intent(&sub_id);
+    let refunded = app.stripe.refund(&upgrade_payment);
+    app.webhook_ok(&event(
+        "evt_upgrade_refunded",
+        "charge.refunded",
+        refunded.clone(),
+    ))
+    .await;
+
+    // A worker takes the upgrade back on Stripe, prorating nothing (the refund returned
+    // the difference), and the subscriber holds the seat they paid for.
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        status = app.status(&token).await;
+        if status["quantity"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (
+            status["plan"].as_str(),
+            status["quantity"].as_i64(),
+            status["reason"].as_str()
+        ),
+        (Some("pro"), Some(1), Some("active")),
+        "{status}"
+    );
+    let sent = updates();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let back = &sent[1].form;
+    assert_eq!(
+        (
+            back["items[0][price]"].as_str(),
+            back["items[0][quantity]"].as_str(),
+            back["proration_behavior"].as_str(),
+        ),
+        ("price_pro_monthly", "1", "none")
+    );
+    assert!(!back.contains_key("payment_behavior"));
+    // Audited once, with what it moved from and to.
+    let mut reverted = Vec::new();
+    for _ in 0..100 {
+        let id = sub_id.clone();
+        reverted = app
+            .db(move |conn| {
+                Ok(tollgate::db::audit::for_entity(conn, &id)?
+                    .into_iter()
+                    .filter(|row| row.action == "upgrade_reverted")
+                    .collect::<Vec<_>>())
+            })
+            .await;
+        if !reverted.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(reverted.len(), 1, "{reverted:?}");
+    let said: Value = serde_json::from_str(&reverted[0].changes).unwrap();
+    assert_eq!(
+        (
+            &said["from_quantity"],
+            &said["quantity"],
+            &said["price"],
+            &said["moved"]
+        ),
+        (
+            &json!(3),
+            &json!(1),
+            &json!("price_pro_monthly"),
+            &json!(true)
+        )
+    );
+
+    // The refund delivered again, or a later sync, takes back nothing more.
+    app.webhook_ok(&event(
+        "evt_upgrade_refunded_again",
+        "charge.refunded",
+        refunded,
+    ))
+    .await;
+    assert_eq!(app.count("subscription_remedies").await, 1);
+    assert_eq!(updates().len(), 2);
+    // Refunding the upgrade took nothing else back: the period stays paid.
+    let status = app.status(&token).await;
+    assert_eq!(
+        (status["plan"].as_str(), status["access"].as_bool()),
+        (Some("pro"), Some(true))
+    );
+}
+
+#[tokio::test]
 async fn an_upgrade_is_charged_at_once_and_granted_only_when_paid() {
     let app = spawn_app().await;
     let sub_id = app.subscribed("user-1", "maker", "month").await;

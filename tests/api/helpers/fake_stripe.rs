@@ -755,6 +755,14 @@ impl FakeStripe {
                 match st.subscriptions.iter_mut().find(|s| s["id"] == *id) {
                     None => Err(404),
                     Some(sub) => {
+                        let held = |sub: &Value| {
+                            let item = &sub["items"]["data"][0];
+                            (
+                                item["price"]["id"].as_str().unwrap_or_default().to_owned(),
+                                item["quantity"].as_u64().unwrap_or(1),
+                            )
+                        };
+                        let before = held(sub);
                         let cancelation = form.contains_key("cancel_at_period_end")
                             || form.contains_key("cancel_at");
                         if let (true, Some(schedule)) = (cancelation, sub["schedule"].as_str()) {
@@ -834,7 +842,40 @@ impl FakeStripe {
                         for (k, v) in updates {
                             sub["metadata"][k] = json!(v);
                         }
-                        Ok(sub.clone())
+                        let after = held(sub);
+                        let updated = sub.clone();
+                        // Billed at once: a proration invoice (credit for the unused time of
+                        // the old price, charge for the rest of the period at the new one),
+                        // paid by a new charge when it costs more.
+                        if before != after
+                            && form.get("proration_behavior").map(String::as_str)
+                                == Some("always_invoice")
+                        {
+                            let n = self.next(&mut st);
+                            let customer = updated["customer"].as_str().unwrap().to_owned();
+                            let payment_intent = format!("pi_test_{n}");
+                            st.charges.push(charge(
+                                &format!("ch_test_{n}"),
+                                &customer,
+                                &payment_intent,
+                                450,
+                            ));
+                            let mut invoice = period_invoice(
+                                &format!("in_test_{n}"),
+                                id,
+                                &customer,
+                                "subscription_update",
+                                &payment_intent,
+                                450,
+                            );
+                            let template = invoice["lines"]["data"][0].clone();
+                            invoice["lines"]["data"] = json!([
+                                proration_line(&template, id, &before, -450),
+                                proration_line(&template, id, &after, 900),
+                            ]);
+                            st.invoices.push(invoice);
+                        }
+                        Ok(updated)
                     }
                 }
             }
@@ -1224,6 +1265,38 @@ fn set_price(sub: &mut Value, price: &str) {
     item["price"]["recurring"]["interval"] = json!(interval);
     item["plan"]["id"] = json!(price);
     item["plan"]["interval"] = json!(interval);
+}
+
+/// A proration line of `subscription`'s item, for `(price, quantity)`, shaped like `template`
+/// (Stripe's example line): a credit for unused time when `amount` is negative.
+fn proration_line(
+    template: &Value,
+    subscription: &str,
+    held: &(String, u64),
+    amount: i64,
+) -> Value {
+    let mut line = template.clone();
+    line["amount"] = json!(amount);
+    line["subtotal"] = json!(amount);
+    line["quantity"] = json!(held.1);
+    line["subscription"] = json!(subscription);
+    line["parent"] = json!({
+        "type": "subscription_item_details",
+        "invoice_item_details": null,
+        "subscription_item_details": {
+            "invoice_item": null,
+            "proration": true,
+            "proration_details": {"credited_items": null},
+            "subscription": subscription,
+            "subscription_item": format!("si_{subscription}"),
+        },
+    });
+    line["pricing"] = json!({
+        "type": "price_details",
+        "price_details": {"price": held.0, "product": "prod_test"},
+        "unit_amount_decimal": null,
+    });
+    line
 }
 
 /// A phase of a subscription schedule, shaped like `template` (Stripe's example phase).
