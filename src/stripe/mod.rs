@@ -26,9 +26,10 @@ use stripe_billing::subscription::{
 use stripe_billing::subscription_schedule::{
     CreateSubscriptionSchedule, ReleaseSubscriptionSchedule, RetrieveSubscriptionSchedule,
     UpdateSubscriptionSchedule, UpdateSubscriptionSchedulePhases,
-    UpdateSubscriptionSchedulePhasesDuration, UpdateSubscriptionSchedulePhasesDurationInterval,
-    UpdateSubscriptionSchedulePhasesEndDate, UpdateSubscriptionSchedulePhasesItems,
-    UpdateSubscriptionSchedulePhasesProrationBehavior, UpdateSubscriptionSchedulePhasesStartDate,
+    UpdateSubscriptionSchedulePhasesDiscounts, UpdateSubscriptionSchedulePhasesDuration,
+    UpdateSubscriptionSchedulePhasesDurationInterval, UpdateSubscriptionSchedulePhasesEndDate,
+    UpdateSubscriptionSchedulePhasesItems, UpdateSubscriptionSchedulePhasesProrationBehavior,
+    UpdateSubscriptionSchedulePhasesStartDate, UpdateSubscriptionSchedulePhasesTrialEnd,
 };
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionDiscounts, CreateCheckoutSessionLineItems,
@@ -879,6 +880,9 @@ impl StripeGateway {
                     item
                 })
                 .collect();
+            // The current phase is restated as Stripe holds it: its trial and its discounts
+            // (a promotion code from checkout), which an update that omits them would drop.
+            let discounts = phase_discounts(current);
             let mut now = UpdateSubscriptionSchedulePhases::new(items);
             now.start_date = Some(UpdateSubscriptionSchedulePhasesStartDate::Timestamp(
                 current.start_date,
@@ -886,6 +890,12 @@ impl StripeGateway {
             now.end_date = Some(UpdateSubscriptionSchedulePhasesEndDate::Timestamp(
                 current.end_date,
             ));
+            now.trial_end = current
+                .trial_end
+                .map(UpdateSubscriptionSchedulePhasesTrialEnd::Timestamp);
+            if !discounts.is_empty() {
+                now.discounts = Some(discounts.clone());
+            }
             let mut item = UpdateSubscriptionSchedulePhasesItems::new();
             item.price = Some(price_id.to_owned());
             item.quantity = Some(quantity);
@@ -898,6 +908,9 @@ impl StripeGateway {
                 interval_count: Some(1),
             });
             next.proration_behavior = Some(UpdateSubscriptionSchedulePhasesProrationBehavior::None);
+            if !discounts.is_empty() {
+                next.discounts = Some(discounts);
+            }
             UpdateSubscriptionSchedule::new(schedule.id.as_str())
                 .end_behavior(stripe_shared::SubscriptionScheduleEndBehavior::Release)
                 .phases(vec![now, next])
@@ -1039,6 +1052,28 @@ fn subscription_read(s: stripe_shared::Subscription) -> StripeSubscription {
 fn schedule_stands(schedule: &stripe_shared::SubscriptionSchedule) -> bool {
     use stripe_shared::SubscriptionScheduleStatus as S;
     matches!(schedule.status, S::Active | S::NotStarted)
+}
+
+/// A phase's discounts, as an update restates them (each by the discount already applied, else
+/// its coupon or promotion code).
+fn phase_discounts(
+    phase: &stripe_shared::SubscriptionSchedulePhaseConfiguration,
+) -> Vec<UpdateSubscriptionSchedulePhasesDiscounts> {
+    phase
+        .discounts
+        .iter()
+        .map(|d| {
+            let mut out = UpdateSubscriptionSchedulePhasesDiscounts::new();
+            if let Some(discount) = &d.discount {
+                out.discount = Some(discount.id().as_str().to_owned());
+            } else if let Some(coupon) = &d.coupon {
+                out.coupon = Some(coupon.id().as_str().to_owned());
+            } else if let Some(code) = &d.promotion_code {
+                out.promotion_code = Some(code.id().as_str().to_owned());
+            }
+            out
+        })
+        .collect()
 }
 
 /// The phase the schedule is in.

@@ -570,6 +570,18 @@ async fn a_scheduled_downgrade_gives_way_to_what_the_subscriber_asks_next() {
         (200, Some("starter"))
     );
     let first = schedule_of().unwrap();
+    // Maker starts with a trial: the schedule keeps it (an update that left it out would
+    // end it, and charge, at once).
+    let trial_end = app.stripe.subscription(&sub_id)["trial_end"]
+        .as_i64()
+        .unwrap();
+    let phases = app
+        .stripe
+        .received_on("POST", &format!("/v1/subscription_schedules/{first}"));
+    assert_eq!(
+        phases[0].form["phases[0][trial_end]"],
+        trial_end.to_string()
+    );
     let (code, status) = change_to(&app, &token, "maker").await;
     assert_eq!(code, 200, "{status}");
     assert_eq!(

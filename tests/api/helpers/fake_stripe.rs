@@ -918,13 +918,15 @@ impl FakeStripe {
                         schedule["created"] = json!(now());
                         schedule["current_phase"] = json!({"start_date": start, "end_date": end});
                         let template = schedule["phases"][0].clone();
-                        schedule["phases"] = json!([schedule_phase(
+                        let mut phase = schedule_phase(
                             &template,
                             item["price"]["id"].as_str().unwrap(),
                             item["quantity"].as_u64().unwrap_or(1),
                             start.as_i64().unwrap(),
                             end.as_i64().unwrap(),
-                        )]);
+                        );
+                        phase["trial_end"] = sub["trial_end"].clone();
+                        schedule["phases"] = json!([phase]);
                         st.schedules.insert(id, schedule.clone());
                         Ok(schedule)
                     }
@@ -1020,7 +1022,11 @@ impl FakeStripe {
                                     }
                         }
                     };
-                    phases.push(schedule_phase(&template, price, quantity, start, end));
+                    let mut phase = schedule_phase(&template, price, quantity, start, end);
+                    phase["trial_end"] = form
+                        .get(&format!("phases[{i}][trial_end]"))
+                        .map_or(Value::Null, |t| json!(t.parse::<i64>().unwrap()));
+                    phases.push(phase);
                     start = end;
                 }
                 schedule["phases"] = json!(phases);
