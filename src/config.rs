@@ -40,6 +40,8 @@ pub struct Settings {
     pub checkout: CheckoutSettings,
     pub billing: BillingSettings,
     pub reconcile: ReconcileSettings,
+    /// The webhook inbox (its workers and their retries).
+    pub webhooks: WebhookSettings,
     pub events: EventSettings,
     /// What a purchase provisions outside Tollgate (docs/LICENSES.md).
     pub provisioning: ProvisioningSettings,
@@ -281,6 +283,21 @@ fn upgrade_proration() -> crate::billing::change::Proration {
 
 fn downgrade_proration() -> crate::billing::change::Proration {
     crate::billing::change::ChangeTerms::default().downgrade
+}
+
+/// The webhook inbox: stored events are applied by workers in every replica.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Customers one replica syncs at a time.
+    pub concurrency: usize,
+    /// Pending events a worker takes at a time.
+    pub claim_batch: i64,
+    /// The first retry's delay after a failed attempt; it doubles up to `retry_max_seconds`.
+    pub retry_initial_ms: u64,
+    pub retry_max_seconds: u64,
+    /// How often an idle worker looks for events other replicas stored.
+    pub poll_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1088,6 +1105,23 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             problem("database.max_connections", "must be at least 1".into());
+        }
+        for (key, value) in [
+            ("webhooks.concurrency", self.webhooks.concurrency as u64),
+            (
+                "webhooks.claim_batch",
+                self.webhooks.claim_batch.max(0) as u64,
+            ),
+            ("webhooks.retry_initial_ms", self.webhooks.retry_initial_ms),
+            (
+                "webhooks.retry_max_seconds",
+                self.webhooks.retry_max_seconds,
+            ),
+            ("webhooks.poll_interval_ms", self.webhooks.poll_interval_ms),
+        ] {
+            if value == 0 {
+                problem(key, "must be at least 1".into());
+            }
         }
         if url::Url::parse(&self.stripe.api_base).is_err() {
             problem(

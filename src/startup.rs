@@ -99,6 +99,9 @@ impl Application {
             tokio::spawn(crate::service::remedies::run_worker(
                 state.clone().into_inner(),
             ));
+            tokio::spawn(crate::service::webhooks::run_worker(
+                state.clone().into_inner(),
+            ));
         }
         if state.licenses.github.is_some() {
             tokio::spawn(crate::service::licenses::run_worker(

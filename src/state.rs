@@ -47,6 +47,8 @@ pub struct AppState {
     pub second_subscription: crate::billing::mirror::SecondSubscription,
     /// Woken when a sync queued a remedy (`db::remedies`) for the worker.
     pub remedy_wake: Arc<tokio::sync::Notify>,
+    /// The webhook inbox's workers.
+    pub inbox: InboxTerms,
     pub db: Database,
     /// `None` while no Stripe key is configured.
     pub stripe: Option<StripeGateway>,
@@ -108,6 +110,22 @@ impl LicenseTerms {
             wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
+}
+
+/// What the webhook inbox's workers need, built once from `webhooks` settings.
+#[derive(Debug, Clone)]
+pub struct InboxTerms {
+    /// Customers one replica syncs at a time.
+    pub concurrency: usize,
+    /// Pending events a worker takes at a time.
+    pub claim_batch: i64,
+    /// The wait after a failed attempt (doubling) and its ceiling.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// How often an idle worker looks for events other replicas stored.
+    pub poll: Duration,
+    /// Woken when a webhook event was stored, so that this replica's worker takes it at once.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 /// What the events use cases need, built once from `events` settings.
@@ -237,6 +255,14 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
     Ok(AppState {
         second_subscription: settings.billing.second_subscription,
         remedy_wake: Arc::new(tokio::sync::Notify::new()),
+        inbox: InboxTerms {
+            concurrency: settings.webhooks.concurrency,
+            claim_batch: settings.webhooks.claim_batch,
+            retry_initial: Duration::from_millis(settings.webhooks.retry_initial_ms),
+            retry_max: Duration::from_secs(settings.webhooks.retry_max_seconds),
+            poll: Duration::from_millis(settings.webhooks.poll_interval_ms),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        },
         events,
         licenses,
         settings,
@@ -315,8 +341,17 @@ fn recorder_builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::
         .set_buckets_for_metric(
             Matcher::Full("tollgate_license_acceptance_seconds".into()),
             ACCEPTANCE_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("tollgate_webhook_lag_seconds".into()),
+            WEBHOOK_LAG_BUCKETS,
         )
 }
+
+/// From a burst drained in well under a second to a backlog of many minutes.
+const WEBHOOK_LAG_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
 
 /// Every metric family Tollgate records, with its help text (`# HELP`); docs/OPERATIONS.md
 /// lists the same. A unit test checks that every name recorded in src/ is described here.
@@ -344,7 +379,27 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
     (
         "tollgate_webhook_events_total",
         MetricKind::Counter,
-        "Signed Stripe webhook events taken, by event type and outcome (processed, duplicate, failed).",
+        "Signed Stripe webhook events, by event type and outcome: on receipt stored (pending for the inbox's workers), processed (a type Tollgate only records, or billing off), duplicate (stored before) or not_stored (the database failed: Stripe retries); then, by the workers, processed or failed (retried with backoff).",
+    ),
+    (
+        "tollgate_webhook_syncs_total",
+        MetricKind::Counter,
+        "Customer re-reads the webhook inbox's workers made, by outcome (processed, failed); events per sync = processed events / processed syncs.",
+    ),
+    (
+        "tollgate_webhook_lag_seconds",
+        MetricKind::Histogram,
+        "From receiving a webhook event to the commit of the sync that applied it.",
+    ),
+    (
+        "tollgate_webhook_inbox_pending",
+        MetricKind::Gauge,
+        "Webhook events stored and not yet applied (all replicas; read by each replica's worker every few seconds).",
+    ),
+    (
+        "tollgate_webhook_inbox_oldest_seconds",
+        MetricKind::Gauge,
+        "Age of the oldest webhook event not yet applied (0 when none).",
     ),
     (
         "tollgate_webhook_rejections_total",
@@ -534,7 +589,8 @@ mod tests {
                     [
                         "tollgate_http_request_duration_seconds",
                         "tollgate_stripe_request_duration_seconds",
-                        "tollgate_license_acceptance_seconds"
+                        "tollgate_license_acceptance_seconds",
+                        "tollgate_webhook_lag_seconds"
                     ]
                     .contains(&name),
                     "{name} needs buckets in recorder_builder"

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 
 use crate::error::{ApiError, Problem};
 use crate::service::gateway::stripe;
-use crate::service::webhooks::{handle_event, record_only, EventOutcome};
+use crate::service::webhooks::{receive, record_only, EventOutcome};
 use crate::state::AppState;
 use crate::stripe::webhook::{verify, WebhookRejection};
 
@@ -14,22 +14,27 @@ use crate::stripe::webhook::{verify, WebhookRejection};
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(examples(json!({"received": true, "duplicate": false})))]
 pub struct WebhookOut {
+    /// The event is stored: it will be applied (by a worker, in any replica), or needed no
+    /// work.
     pub received: bool,
-    /// True when this event id was processed before (nothing changed).
+    /// True when this event id was stored before (nothing more is done).
     pub duplicate: bool,
 }
 
-/// Stripe's signed events. Failures answer 5xx so that Stripe retries.
+/// Stripe's signed events, acknowledged from a durable inbox: a verified event is stored and
+/// answered `200` as soon as its row is committed; workers apply it (one re-read of its
+/// customer from Stripe for all the customer's pending events). A failure to store it answers
+/// 5xx so that Stripe retries.
 #[utoipa::path(
     tag = "stripe",
     operation_id = "v1.webhooks.stripe",
     request_body(content = String, description = "The event exactly as Stripe signed it", content_type = "application/json"),
     params(("Stripe-Signature" = String, Header, description = "t=...,v1=...")),
     responses(
-        (status = 200, description = "stored (and processed, or a duplicate of a processed event)", body = WebhookOut),
+        (status = 200, description = "stored (to be applied by a worker), or a duplicate of an event stored before", body = WebhookOut),
         (status = 400, description = "`missing_signature`, `invalid_signature`, `stale_signature`, or `invalid_payload`: refused for good, nothing stored", body = Problem, content_type = "application/problem+json"),
         super::responses::BodyTooLarge,
-        (status = 500, description = "`internal_error`: not processed; Stripe will retry", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "`internal_error`: not stored; Stripe will retry", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`stripe_not_configured` (no STRIPE_SECRET_KEY or webhook secret), or `billing_disabled` (SAAS=false and no webhook secret: events are not even stored)", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -58,13 +63,15 @@ pub async fn stripe_webhook(
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
     let outcome = match gateway {
-        Some(gateway) => handle_event(&state, gateway, &event, payload).await,
+        Some(_) => receive(&state, &event, payload).await,
         None => record_only(&state, &event, payload).await,
     };
+    // Applying is counted by the workers (`processed`, `failed`); here what was received.
     let label = match &outcome {
-        Ok(EventOutcome::Processed) => "processed",
+        Ok(EventOutcome::Stored) => "stored",
+        Ok(EventOutcome::Recorded) => "processed",
         Ok(EventOutcome::Duplicate) => "duplicate",
-        Err(_) => "failed",
+        Err(_) => "not_stored",
     };
     metrics::counter!("tollgate_webhook_events_total", "type" => event.event_type.clone(), "outcome" => label)
         .increment(1);

@@ -73,6 +73,8 @@ diesel::table! {
         processed_at -> Nullable<Timestamp>,
         attempts -> Integer,
         last_error -> Nullable<Text>,
+        due_at -> Nullable<Timestamp>,
+        leased_until -> Nullable<Timestamp>,
     }
 }
 

@@ -350,7 +350,7 @@ pub async fn verify_checkout(
     };
     let customer_id = CustomerId::parse(customer_id).map_err(ServiceError::upstream)?;
     let mut cause = SyncCause::call("api:checkout.verify");
-    cause.checkout = Some(session);
+    cause.checkouts = vec![session];
     sync_customer(state, stripe, &customer_id, cause)
         .await
         .map_err(ServiceError::upstream)?;

@@ -36,26 +36,27 @@ pub enum SyncOutcome {
 
 /// What started the sync, for the grace period, the event log and the audit log.
 #[derive(Debug, Clone)]
-pub struct SyncCause<'a> {
-    /// The event (`event:evt_... type`) or call (`verify`, `api:subscription.cancel`) behind it.
+pub struct SyncCause {
+    /// The events (`event:evt_... type`) or call (`verify`, `api:subscription.cancel`) behind it.
     pub source: String,
-    /// The event being applied; marked processed in the same transaction.
-    pub event_id: Option<&'a str>,
+    /// The events being applied (all pending events of the customer a worker took); marked
+    /// processed in the same transaction.
+    pub event_ids: Vec<String>,
     /// When a payment failure was reported (the grace period starts no later than this).
     pub payment_failed_at: Option<DateTime<Utc>>,
-    /// A completed Checkout Session to record as a purchase, if it is one.
-    pub checkout: Option<StripeCheckout>,
+    /// Completed Checkout Sessions to record as purchases, if they are some.
+    pub checkouts: Vec<StripeCheckout>,
     /// Stripe said the customer was deleted (checked again before acting on it).
     pub customer_deleted: bool,
     /// Reconciliation: read every charge page and every completed Checkout Session too.
     pub full: bool,
-    /// A charge the event concerns: read even when it is not among the newest charges.
-    pub charge_id: Option<ChargeId>,
+    /// Charges the events concern: read even when they are not among the newest charges.
+    pub charge_ids: Vec<ChargeId>,
     /// Stripe said a trial ends in three days: tell `trial.will_end`.
     pub trial_will_end: bool,
 }
 
-impl SyncCause<'_> {
+impl SyncCause {
     /// A full re-read by reconciliation.
     pub fn reconcile() -> Self {
         SyncCause {
@@ -67,12 +68,12 @@ impl SyncCause<'_> {
     pub fn call(source: &str) -> Self {
         SyncCause {
             source: source.to_owned(),
-            event_id: None,
+            event_ids: Vec::new(),
             payment_failed_at: None,
-            checkout: None,
+            checkouts: Vec::new(),
             customer_deleted: false,
             full: false,
-            charge_id: None,
+            charge_ids: Vec::new(),
             trial_will_end: false,
         }
     }
@@ -82,7 +83,7 @@ pub async fn sync_customer(
     state: &AppState,
     stripe: &StripeGateway,
     stripe_customer_id: &CustomerId,
-    cause: SyncCause<'_>,
+    mut cause: SyncCause,
 ) -> anyhow::Result<SyncOutcome> {
     let lock_key = format!("customer:{stripe_customer_id}");
     state
@@ -90,22 +91,28 @@ pub async fn sync_customer(
         .with_customer_lock(&lock_key, || async {
             // Under the lock, a delivery of the same event to another replica has either
             // finished (then this one is a duplicate) or not started.
-            if let Some(event_id) = cause.event_id {
-                let id = event_id.to_owned();
-                let done = state.db.run(move |conn| events::is_processed(conn, &id)).await?;
-                if done {
+            if !cause.event_ids.is_empty() {
+                let ids = cause.event_ids.clone();
+                let pending = state
+                    .db
+                    .run(move |conn| {
+                        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                        events::unprocessed(conn, &ids)
+                    })
+                    .await?;
+                if pending.is_empty() {
                     return Ok(SyncOutcome::AlreadyProcessed);
                 }
+                cause.event_ids = pending;
             }
             if cause.customer_deleted && stripe.customer(stripe_customer_id).await? == CustomerLookup::Gone {
                 return forget_customer(state, stripe_customer_id.as_str(), &cause).await;
             }
-            let subject = subject_of(state, stripe, stripe_customer_id, cause.checkout.as_ref()).await?;
+            let named = cause.checkouts.iter().find(|c| c.subject.is_some()).or(cause.checkouts.first());
+            let subject = subject_of(state, stripe, stripe_customer_id, named).await?;
             let Some((subject, linked)) = subject else {
-                if let Some(event_id) = cause.event_id {
-                    let (event_id, now) = (event_id.to_owned(), state.now());
-                    state.db.run(move |conn| events::mark_processed(conn, &event_id, now)).await?;
-                }
+                let (event_ids, now) = (cause.event_ids.clone(), state.now());
+                state.db.run(move |conn| mark_all_processed(conn, &event_ids, now)).await?;
                 return Ok(SyncOutcome::UnknownCustomer);
             };
             let (subscriptions, mut charges, sessions) = tokio::try_join!(
@@ -119,7 +126,10 @@ pub async fn sync_customer(
                     }
                 },
             )?;
-            if let Some(id) = cause.charge_id.as_ref().filter(|id| !charges.iter().any(|c| id.as_str() == c.id)) {
+            for id in &cause.charge_ids {
+                if charges.iter().any(|c| id.as_str() == c.id) {
+                    continue;
+                }
                 let older = stripe.charge(id).await?;
                 charges.extend(older.filter(|c| c.customer_id.as_deref() == Some(stripe_customer_id.as_str())));
             }
@@ -130,7 +140,7 @@ pub async fn sync_customer(
                 charges,
                 revoked_periods,
                 reverts,
-                sessions: cause.checkout.iter().cloned().chain(sessions).collect(),
+                sessions: cause.checkouts.iter().cloned().chain(sessions).collect(),
                 failure_reported_at: cause.payment_failed_at,
             };
             let changes = write(state, &subject, linked, stripe_customer_id.as_str(), holds, &cause).await?;
@@ -165,18 +175,30 @@ async fn taken_back(
     Ok((revoked, reverts))
 }
 
+/// Marks the events processed (in the transaction that applied them).
+fn mark_all_processed(
+    conn: &mut db::DbConnection,
+    event_ids: &[String],
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    for id in event_ids {
+        events::mark_processed(conn, id, now)?;
+    }
+    Ok(())
+}
+
 /// A customer deleted on Stripe: its subscriptions end and the subject is unlinked from it,
 /// so that a later checkout creates a new customer.
 async fn forget_customer(
     state: &AppState,
     stripe_customer_id: &str,
-    cause: &SyncCause<'_>,
+    cause: &SyncCause,
 ) -> anyhow::Result<SyncOutcome> {
     let now = state.now();
-    let (customer_id, source, event_id) = (
+    let (customer_id, source, event_ids) = (
         stripe_customer_id.to_owned(),
         cause.source.clone(),
-        cause.event_id.map(str::to_owned),
+        cause.event_ids.clone(),
     );
     let id = customer_id.clone();
     let linked = state
@@ -237,9 +259,7 @@ async fn forget_customer(
                     };
                     db::audit::record(conn, entry, now)?;
                 }
-                if let Some(event_id) = &event_id {
-                    events::mark_processed(conn, event_id, now)?;
-                }
+                mark_all_processed(conn, &event_ids, now)?;
                 Ok((subject.map(|s| (s, ended)), appended))
             })
         })
@@ -275,13 +295,13 @@ async fn write(
     linked: bool,
     stripe_customer_id: &str,
     holds: StripeHolds,
-    cause: &SyncCause<'_>,
+    cause: &SyncCause,
 ) -> anyhow::Result<usize> {
     let now = state.now();
     let subject_key = subject.key();
     let catalog = state.catalog.clone();
     let refunds = state.refunds;
-    let event_id = cause.event_id.map(str::to_owned);
+    let event_ids = cause.event_ids.clone();
     let source = cause.source.clone();
     let trial_will_end = cause.trial_will_end;
     let emitter = Emitter::of(state, subject);
@@ -373,9 +393,7 @@ async fn write(
                     &mut appended,
                 )?;
                 db::snapshots::mark_synced(conn, &key, now)?;
-                if let Some(event_id) = &event_id {
-                    events::mark_processed(conn, event_id, now)?;
-                }
+                mark_all_processed(conn, &event_ids, now)?;
                 Ok((changes.len(), seconds, appended, provision, remedied))
             })
         })

@@ -1,133 +1,116 @@
-//! Applying a verified Stripe event: store it by id, then re-read what it concerns.
+//! Stripe's webhooks through a durable inbox. A verified event is stored by id and answered at
+//! once ([`receive`]): no Stripe call and no customer lock on the request path, so a burst is
+//! acknowledged as fast as the database commits. Workers in every replica ([`run_worker`])
+//! lease the pending events that are due, group them by customer and re-read each customer
+//! from Stripe once for all of its events (the same sync as everywhere: the state converges to
+//! Stripe's); the sync marks them processed in its own transaction. Events that arrive while a
+//! customer is being synced are pending when it ends and make one more sync. A failed attempt
+//! is retried with backoff, by any replica; a crash at any point loses nothing (the lease runs
+//! out and the events are taken again).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
 
 use crate::db::{self, events};
 use crate::state::AppState;
-use crate::stripe::webhook::{VerifiedEvent, EVENTS};
+use crate::stripe::webhook::{parse_stored, VerifiedEvent, EVENTS};
 use crate::stripe::{ChargeId, CustomerId, PaymentIntentId, StripeGateway};
 
 use super::sync::{sync_customer, SyncCause, SyncOutcome};
 
+/// How long a worker's claim on a batch lasts: its syncs with their Stripe retries, and a
+/// margin. A batch still running after it may be taken again by another worker (the syncs are
+/// idempotent and marking an event processed is atomic: nothing is applied twice).
+const LEASE: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventOutcome {
-    Processed,
-    /// Seen and processed before: nothing changed.
+    /// Stored, pending for the workers.
+    Stored,
+    /// Stored and processed at once: a type Tollgate only records, or billing is off.
+    Recorded,
+    /// Stored before (a redelivery): nothing more is done.
     Duplicate,
 }
 
-pub async fn handle_event(
+/// Stores a verified event and wakes the workers. The customer is read from the event, or for
+/// a dispute (which names only its charge) from the payment Tollgate recorded; when neither
+/// says, the worker asks Stripe. A type Tollgate does not act on is stored processed.
+pub async fn receive(
     state: &AppState,
-    stripe: &StripeGateway,
+    event: &VerifiedEvent,
+    payload: &str,
+) -> anyhow::Result<EventOutcome> {
+    let now = state.now();
+    let needs_work = EVENTS.contains(&event.event_type.as_str());
+    let (stored, body) = (event.clone(), payload.to_owned());
+    let new = state
+        .db
+        .run(move |conn| {
+            let recorded = if needs_work && stored.customer.is_none() {
+                recorded_customer(conn, &stored)?
+            } else {
+                None
+            };
+            let customer = stored
+                .customer
+                .as_ref()
+                .map(|c| c.as_str().to_owned())
+                .or(recorded);
+            let row = events::NewEvent {
+                customer_id: customer.as_deref(),
+                ..stored_event(&stored, &body)
+            };
+            events::record(conn, row, needs_work, now)
+        })
+        .await?;
+    if !new {
+        return Ok(EventOutcome::Duplicate);
+    }
+    if !needs_work {
+        return Ok(EventOutcome::Recorded);
+    }
+    state.inbox.wake.notify_one();
+    Ok(EventOutcome::Stored)
+}
+
+/// The customer of the payment a dispute names, as Tollgate recorded it.
+fn recorded_customer(
+    conn: &mut db::DbConnection,
+    event: &VerifiedEvent,
+) -> anyhow::Result<Option<String>> {
+    if event.charge.is_none() && event.payment_intent.is_none() {
+        return Ok(None);
+    }
+    db::state::customer_of_payment(
+        conn,
+        event.charge.as_ref().map(ChargeId::as_str),
+        event.payment_intent.as_ref().map(PaymentIntentId::as_str),
+    )
+}
+
+/// With billing off (`SAAS=false`) nothing asks Stripe: a signed event is stored processed and
+/// acknowledged (so Stripe keeps the endpoint), and `tollgate sync --all` catches up once
+/// billing is switched on.
+pub async fn record_only(
+    state: &AppState,
     event: &VerifiedEvent,
     payload: &str,
 ) -> anyhow::Result<EventOutcome> {
     let now = state.now();
     let (stored, body) = (event.clone(), payload.to_owned());
-    let already = state
+    let new = state
         .db
-        .run(move |conn| events::record(conn, stored_event(&stored, &body), now))
+        .run(move |conn| events::record(conn, stored_event(&stored, &body), false, now))
         .await?;
-    if already {
-        return Ok(EventOutcome::Duplicate);
-    }
-    match apply(state, stripe, event).await {
-        Ok(SyncOutcome::AlreadyProcessed) => Ok(EventOutcome::Duplicate),
-        Ok(_) => Ok(EventOutcome::Processed),
-        Err(e) => {
-            let (id, msg) = (event.id.clone(), format!("{e:#}"));
-            if let Err(log_err) = state
-                .db
-                .run(move |conn| events::mark_failed(conn, id.as_str(), &msg))
-                .await
-            {
-                tracing::error!(
-                    error = format_args!("{log_err:#}"),
-                    "could not record the event failure"
-                );
-            }
-            Err(e)
-        }
-    }
-}
-
-async fn apply(
-    state: &AppState,
-    stripe: &StripeGateway,
-    event: &VerifiedEvent,
-) -> anyhow::Result<SyncOutcome> {
-    let customer = if EVENTS.contains(&event.event_type.as_str()) {
-        match &event.customer {
-            Some(id) => Some(id.clone()),
-            None => customer_of_payment(state, stripe, event).await?,
-        }
+    Ok(if new {
+        EventOutcome::Recorded
     } else {
-        None
-    };
-    let Some(customer) = customer else {
-        let claimed = mark_processed(state, event).await?;
-        return Ok(if claimed {
-            SyncOutcome::UnknownCustomer
-        } else {
-            SyncOutcome::AlreadyProcessed
-        });
-    };
-    let mut cause = SyncCause::call(&format!("event:{} {}", event.id, event.event_type));
-    cause.event_id = Some(event.id.as_str());
-    if let Some(session_id) = &event.checkout_session {
-        // The event's copy may be stale: read the session as it is now.
-        cause.checkout = stripe.checkout_session(session_id).await?;
-    }
-    cause.customer_deleted = event.event_type == "customer.deleted";
-    // A charge's own events name it (a dispute through its `charge`): the sync reads it even
-    // when it is older than the page of charges it reads.
-    cause.charge_id = event.charge.clone();
-    cause.trial_will_end = event.event_type == "customer.subscription.trial_will_end";
-    if event.event_type == "invoice.payment_failed" {
-        cause.payment_failed_at = Some(event.created);
-    }
-    sync_customer(state, stripe, &customer, cause).await
-}
-
-/// Marks an event that changes nothing stored as processed: `false` when a concurrent copy of
-/// it (another delivery, another replica) got there first.
-async fn mark_processed(state: &AppState, event: &VerifiedEvent) -> anyhow::Result<bool> {
-    let (id, now) = (event.id.clone(), state.now());
-    state
-        .db
-        .run(move |conn| events::mark_processed(conn, id.as_str(), now))
-        .await
-}
-
-/// A dispute names its charge and payment intent but not the customer: find the customer
-/// through the payment Tollgate recorded, or else ask Stripe for the charge.
-async fn customer_of_payment(
-    state: &AppState,
-    stripe: &StripeGateway,
-    event: &VerifiedEvent,
-) -> anyhow::Result<Option<CustomerId>> {
-    let (charge, payment_intent) = (event.charge.clone(), event.payment_intent.clone());
-    if charge.is_none() && payment_intent.is_none() {
-        return Ok(None);
-    }
-    let recorded = state
-        .db
-        .run(move |conn| {
-            db::state::customer_of_payment(
-                conn,
-                charge.as_ref().map(ChargeId::as_str),
-                payment_intent.as_ref().map(PaymentIntentId::as_str),
-            )
-        })
-        .await?;
-    match (recorded, &event.charge) {
-        (Some(customer), _) => Ok(Some(CustomerId::parse(&customer)?)),
-        (None, Some(charge)) => Ok(stripe
-            .charge(charge)
-            .await?
-            .and_then(|c| c.customer_id)
-            .map(|id| CustomerId::parse(&id))
-            .transpose()?),
-        (None, None) => Ok(None),
-    }
+        EventOutcome::Duplicate
+    })
 }
 
 /// The event as the event log stores it.
@@ -142,26 +125,260 @@ fn stored_event<'a>(event: &'a VerifiedEvent, payload: &'a str) -> events::NewEv
     }
 }
 
-/// With billing off (`SAAS=false`) nothing asks Stripe: a signed event is stored and
-/// acknowledged (so Stripe keeps the endpoint), and `tollgate sync --all` catches up once
-/// billing is switched on.
-pub async fn record_only(
-    state: &AppState,
-    event: &VerifiedEvent,
-    payload: &str,
-) -> anyhow::Result<EventOutcome> {
-    let now = state.now();
-    let (stored, body) = (event.clone(), payload.to_owned());
-    state
-        .db
-        .run(move |conn| {
-            // Recorded and claimed at once: of concurrent copies, one is processed.
-            if events::record(conn, stored_event(&stored, &body), now)?
-                || !events::mark_processed(conn, stored.id.as_str(), now)?
-            {
-                return Ok(EventOutcome::Duplicate);
+/// The worker: runs for the life of the process, in every replica, when Stripe is configured.
+pub async fn run_worker(state: Arc<AppState>) {
+    let Some(stripe) = state.stripe.clone() else {
+        return;
+    };
+    let terms = state.inbox.clone();
+    let mut measured: Option<std::time::Instant> = None;
+    loop {
+        if measured.is_none_or(|at| at.elapsed() >= GAUGES_EVERY) {
+            measured = Some(std::time::Instant::now());
+            measure_backlog(&state).await;
+        }
+        let now = state.now();
+        let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        let batch = terms.claim_batch;
+        let claimed = state
+            .db
+            .run(move |conn| events::claim(conn, now, lease_until, batch))
+            .await;
+        let pending = match claimed {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "claiming webhook events failed; retrying");
+                Vec::new()
             }
-            Ok(EventOutcome::Processed)
-        })
-        .await
+        };
+        if pending.is_empty() {
+            let _ = tokio::time::timeout(terms.poll, terms.wake.notified()).await;
+            continue;
+        }
+        let groups = group(pending);
+        futures_util::stream::iter(groups)
+            .for_each_concurrent(terms.concurrency, |group| {
+                let (state, stripe) = (state.clone(), stripe.clone());
+                async move { apply_group(&state, &stripe, group).await }
+            })
+            .await;
+    }
+}
+
+/// How often a worker reads the backlog for its gauges.
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets `tollgate_webhook_inbox_pending` and `tollgate_webhook_inbox_oldest_seconds`.
+async fn measure_backlog(state: &AppState) {
+    match state.db.run(events::backlog).await {
+        Ok((pending, oldest)) => {
+            let age = oldest.map_or(0.0, |t| {
+                (state.now() - crate::db::from_db_time(t))
+                    .to_std()
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            });
+            metrics::gauge!("tollgate_webhook_inbox_pending").set(pending as f64);
+            metrics::gauge!("tollgate_webhook_inbox_oldest_seconds").set(age);
+        }
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "reading the webhook backlog failed"),
+    }
+}
+
+/// Pending events that are applied together: all of one customer's, or one event whose
+/// customer only Stripe can tell.
+struct Group {
+    customer: Option<CustomerId>,
+    events: Vec<(events::PendingEvent, VerifiedEvent)>,
+}
+
+/// Groups the events by customer, oldest first within each. A stored event that no longer
+/// parses (written by another version) is grouped alone and fails there, visibly.
+fn group(pending: Vec<events::PendingEvent>) -> Vec<Group> {
+    let mut by_customer: BTreeMap<String, Group> = BTreeMap::new();
+    let mut alone = Vec::new();
+    for row in pending {
+        let parsed = parse_stored(&row.payload);
+        let customer = row
+            .stripe_customer_id
+            .as_deref()
+            .and_then(|c| CustomerId::parse(c).ok());
+        match (parsed, customer) {
+            (Ok(event), Some(customer)) => by_customer
+                .entry(customer.as_str().to_owned())
+                .or_insert_with(|| Group {
+                    customer: Some(customer),
+                    events: Vec::new(),
+                })
+                .events
+                .push((row, event)),
+            (Ok(event), None) => alone.push(Group {
+                customer: None,
+                events: vec![(row, event)],
+            }),
+            (Err(e), _) => {
+                tracing::error!(event = %row.event_id, error = %e, "a stored webhook event does not parse; left pending");
+            }
+        }
+    }
+    by_customer.into_values().chain(alone).collect()
+}
+
+/// Applies a group: one sync of its customer for all its events. A failure is recorded on
+/// each event, which is retried with backoff.
+async fn apply_group(state: &AppState, stripe: &StripeGateway, group: Group) {
+    let started = std::time::Instant::now();
+    let count = group.events.len();
+    let result = async {
+        let customer = match group.customer.clone() {
+            Some(customer) => Some(customer),
+            None => customer_from_stripe(stripe, &group.events[0].1).await?,
+        };
+        let Some(customer) = customer else {
+            // Nothing Tollgate knows: recorded, changes nothing.
+            let ids: Vec<String> = group
+                .events
+                .iter()
+                .map(|(r, _)| r.event_id.clone())
+                .collect();
+            let now = state.now();
+            state
+                .db
+                .run(move |conn| {
+                    for id in &ids {
+                        events::mark_processed(conn, id, now)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            return Ok(SyncOutcome::UnknownCustomer);
+        };
+        let cause = cause_of(stripe, &group.events).await?;
+        sync_customer(state, stripe, &customer, cause).await
+    }
+    .await;
+    let now = state.now();
+    let label = match &result {
+        Ok(_) => "processed",
+        Err(_) => "failed",
+    };
+    for (_, event) in &group.events {
+        metrics::counter!("tollgate_webhook_events_total", "type" => event.event_type.clone(), "outcome" => label)
+            .increment(1);
+    }
+    metrics::counter!("tollgate_webhook_syncs_total", "outcome" => label).increment(1);
+    match result {
+        Ok(_) => {
+            for (row, _) in &group.events {
+                let lag = (now - crate::db::from_db_time(row.received_at))
+                    .to_std()
+                    .unwrap_or_default();
+                metrics::histogram!("tollgate_webhook_lag_seconds").record(lag.as_secs_f64());
+            }
+            tracing::debug!(
+                events = count,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "webhook events applied"
+            );
+        }
+        Err(e) => {
+            let attempts = group
+                .events
+                .iter()
+                .map(|(r, _)| r.attempts)
+                .max()
+                .unwrap_or(0);
+            let wait = backoff(state, u32::try_from(attempts).unwrap_or(0) + 1);
+            let due = now + chrono::Duration::from_std(wait).unwrap_or_default();
+            let error: String = format!("{e:#}").chars().take(500).collect();
+            let ids: Vec<String> = group
+                .events
+                .iter()
+                .map(|(r, _)| r.event_id.clone())
+                .collect();
+            tracing::warn!(events = ?ids, customer = ?group.customer.as_ref().map(CustomerId::as_str), attempts = attempts + 1, retry_in_ms = wait.as_millis() as u64, error = %error, "applying webhook events failed; retrying");
+            let recorded = state
+                .db
+                .run(move |conn| {
+                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    events::retry_at(conn, &ids, due, &error)
+                })
+                .await;
+            if let Err(e) = recorded {
+                tracing::error!(error = %format!("{e:#}"), "recording a failed webhook attempt failed; the lease runs out and the events are taken again");
+            }
+        }
+    }
+}
+
+/// The wait after failed attempt number `attempts`: `webhooks.retry_initial_ms`, doubling, at
+/// most `webhooks.retry_max_seconds`.
+fn backoff(state: &AppState, attempts: u32) -> Duration {
+    state
+        .inbox
+        .retry_initial
+        .saturating_mul(1 << attempts.saturating_sub(1).min(20))
+        .min(state.inbox.retry_max)
+}
+
+/// What the customer's pending events ask of its sync, together: each event's id (marked
+/// processed by the sync), the Checkout Sessions they complete (read as they are now: the
+/// event's copy may be stale), the charges they name (read even when older than the newest),
+/// the earliest payment failure reported, a deletion, a trial ending.
+async fn cause_of(
+    stripe: &StripeGateway,
+    events: &[(events::PendingEvent, VerifiedEvent)],
+) -> anyhow::Result<SyncCause> {
+    let first = &events[0].1;
+    let source = match events.len() {
+        1 => format!("event:{} {}", first.id, first.event_type),
+        n => format!(
+            "events:{} {} and {} more",
+            first.id,
+            first.event_type,
+            n - 1
+        ),
+    };
+    let mut cause = SyncCause::call(&source);
+    for (_, event) in events {
+        cause.event_ids.push(event.id.as_str().to_owned());
+        if let Some(session_id) = &event.checkout_session {
+            if !cause.checkouts.iter().any(|c| c.id == session_id.as_str()) {
+                cause
+                    .checkouts
+                    .extend(stripe.checkout_session(session_id).await?);
+            }
+        }
+        cause.customer_deleted |= event.event_type == "customer.deleted";
+        cause.trial_will_end |= event.event_type == "customer.subscription.trial_will_end";
+        if let Some(charge) = &event.charge {
+            if !cause.charge_ids.contains(charge) {
+                cause.charge_ids.push(charge.clone());
+            }
+        }
+        if event.event_type == "invoice.payment_failed" {
+            cause.payment_failed_at = Some(
+                cause
+                    .payment_failed_at
+                    .map_or(event.created, |t| t.min(event.created)),
+            );
+        }
+    }
+    Ok(cause)
+}
+
+/// A dispute of a payment Tollgate never recorded names no customer: Stripe's charge does.
+async fn customer_from_stripe(
+    stripe: &StripeGateway,
+    event: &VerifiedEvent,
+) -> anyhow::Result<Option<CustomerId>> {
+    let Some(charge) = &event.charge else {
+        return Ok(None);
+    };
+    Ok(stripe
+        .charge(charge)
+        .await?
+        .and_then(|c| c.customer_id)
+        .map(|id| CustomerId::parse(&id))
+        .transpose()?)
 }

@@ -109,6 +109,11 @@ pub fn verify(
     parse_envelope(payload)
 }
 
+/// An event Tollgate stored after verifying it (the inbox): read again as it was verified.
+pub fn parse_stored(payload: &str) -> Result<VerifiedEvent, WebhookRejection> {
+    parse_envelope(payload)
+}
+
 fn parse_envelope(payload: &str) -> Result<VerifiedEvent, WebhookRejection> {
     let malformed = |what: String| WebhookRejection::Malformed(what);
     let value: serde_json::Value =

@@ -10,6 +10,7 @@ mod entitlements;
 mod events;
 mod grants;
 mod hardening;
+mod inbox;
 mod licenses;
 mod listing;
 mod metrics;

@@ -176,6 +176,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             format!("{APP_ORIGIN}/account"),
         ))
         .merge(("checkout.rate_limit_per_minute", 5))
+        // A failed webhook attempt is retried soon, and other replicas' events are seen soon.
+        .merge(Toml::string(
+            "[webhooks]\nretry_initial_ms = 50\nretry_max_seconds = 1\npoll_interval_ms = 50\n",
+        ))
         .merge(("auth.issuer", idp.issuer()))
         .merge(("auth.audience", vec![AUDIENCE]))
         // In the default profile (not a global value), so that `extra_toml` can override it.
@@ -389,8 +393,15 @@ impl TestApp {
 
     /// Sends a correctly signed event to the instance at `base`.
     pub async fn webhook_to(&self, base: &str, event: &Value) -> reqwest::Response {
-        self.send_webhook_to(base, event, WEBHOOK_SECRET, None)
-            .await
+        let res = self
+            .send_webhook_to(base, event, WEBHOOK_SECRET, None)
+            .await;
+        if res.status() == 200 {
+            if let Some(id) = event["id"].as_str() {
+                self.applied(id).await;
+            }
+        }
+        res
     }
 
     async fn send_webhook_to(
@@ -449,8 +460,35 @@ impl TestApp {
         self.app.db.backend() == tollgate::db::Backend::Postgres
     }
 
+    /// Sends a correctly signed event; once it is stored (`200`), waits until the inbox's
+    /// workers applied it or recorded a failed attempt of it, so that a test reads the state
+    /// the event leads to.
     pub async fn webhook(&self, event: &Value) -> reqwest::Response {
-        self.send_webhook(event, WEBHOOK_SECRET, None).await
+        let res = self.send_webhook(event, WEBHOOK_SECRET, None).await;
+        if res.status() == 200 {
+            if let Some(id) = event["id"].as_str() {
+                self.applied(id).await;
+            }
+        }
+        res
+    }
+
+    /// Waits (up to 20 s) until the stored event `id` was applied or failed at least once.
+    pub async fn applied(&self, id: &str) {
+        for _ in 0..2000 {
+            let id = id.to_owned();
+            let status = self
+                .app
+                .db
+                .run(move |conn| tollgate::db::events::status(conn, &id))
+                .await
+                .unwrap();
+            if status.is_some_and(|s| s.processed_at.is_some() || s.attempts > 0) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("webhook event {id} was not applied within 20 s");
     }
 
     /// Runs a query against the app's own database. What it writes counts as this replica's
