@@ -1,5 +1,7 @@
-//! `POST /v1/admin/sync`: re-read one user or every customer from Stripe, and
-//! `GET /v1/admin/sync/{job_id}`: how a full re-read stands (scope `billing:admin`).
+//! `POST /v1/admin/sync`: re-read one user or every customer from Stripe,
+//! `GET /v1/admin/sync/{job_id}`: how a full re-read stands, and
+//! `GET /v1/admin/webhooks/stuck`: the webhook inbox's backlog and the events that keep failing
+//! (scope `billing:admin`).
 
 use actix_web::http::header::LOCATION;
 use actix_web::{get, post, web, HttpResponse};
@@ -12,7 +14,7 @@ use crate::billing::subject::Subject;
 use crate::error::{ApiError, Problem};
 use crate::identity::{AdminScope, Service};
 use crate::service::gateway::stripe;
-use crate::service::reconcile;
+use crate::service::{reconcile, webhooks};
 use crate::state::AppState;
 
 /// What one reconciliation found.
@@ -262,4 +264,100 @@ pub async fn admin_sync_job(
     let job_id = super::params::job_id(&path.job_id)?;
     let job = reconcile::sync_job(&state, &job_id).await?;
     Ok(HttpResponse::Ok().json(SyncJobOut::from(job)))
+}
+
+/// A stored webhook event the workers could not apply yet.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "event_id": "evt_1NvFq2",
+    "type": "customer.subscription.updated",
+    "customer_id": "cus_P5f0T3",
+    "received_at": "2026-12-01T12:00:00Z",
+    "attempts": 4,
+    "last_error": "Stripe: api_error (500): ...",
+    "next_attempt_at": "2026-12-01T12:00:15Z"
+})))]
+pub struct StuckEventOut {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The Stripe customer it concerns (`null`: a dispute whose customer only Stripe can tell).
+    pub customer_id: Option<String>,
+    pub received_at: DateTime<Utc>,
+    /// Failed attempts so far.
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    /// When a worker tries it again.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// The webhook inbox as it stands.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "pending": 12,
+    "oldest_pending_received_at": "2026-12-01T12:00:00Z",
+    "stuck": [{
+        "event_id": "evt_1NvFq2", "type": "customer.subscription.updated",
+        "customer_id": "cus_P5f0T3", "received_at": "2026-12-01T12:00:00Z", "attempts": 4,
+        "last_error": "Stripe: api_error (500): ...", "next_attempt_at": "2026-12-01T12:00:15Z"
+    }]
+})))]
+pub struct WebhookBacklogOut {
+    /// Events stored (acknowledged to Stripe) and not yet applied.
+    pub pending: i64,
+    /// When the oldest of them was received (`null`: none pending).
+    pub oldest_pending_received_at: Option<DateTime<Utc>>,
+    /// Pending events that failed at least once, oldest first, with their last error.
+    pub stuck: Vec<StuckEventOut>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StuckQuery {
+    /// How many stuck events to list, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100, example = 20)]
+    pub limit: Option<i64>,
+}
+
+/// The webhook inbox: how many acknowledged events are not applied yet, since when, and the
+/// ones that keep failing with their last error (they are retried with backoff; see
+/// docs/LIFECYCLE.md).
+#[utoipa::path(
+    tag = "services",
+    operation_id = "v1.admin.webhooks.stuck",
+    security(("bearer" = [])),
+    params(StuckQuery),
+    responses(
+        (status = 200, description = "the backlog and the stuck events", body = WebhookBacklogOut),
+        (status = 400, description = "`invalid_query`, or `invalid_limit` (not 1 to 100)", body = Problem, content_type = "application/problem+json"),
+        super::responses::Unauthorized,
+        super::responses::MissingAdminScope,
+        super::responses::IdentityUnavailable,
+    )
+)]
+#[get("/v1/admin/webhooks/stuck")]
+pub async fn admin_webhooks_stuck(
+    state: web::Data<AppState>,
+    _service: Service<AdminScope>,
+    query: web::Query<StuckQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (limit, _) = super::params::page(query.into_inner().limit, None, |_| None::<()>)?;
+    let backlog = webhooks::backlog(&state, limit).await?;
+    Ok(HttpResponse::Ok().json(WebhookBacklogOut {
+        pending: backlog.pending,
+        oldest_pending_received_at: backlog.oldest_received_at,
+        stuck: backlog
+            .stuck
+            .into_iter()
+            .map(|e| StuckEventOut {
+                event_id: e.event_id,
+                event_type: e.event_type,
+                customer_id: e.stripe_customer_id,
+                received_at: crate::db::from_db_time(e.received_at),
+                attempts: e.attempts,
+                last_error: e.last_error,
+                next_attempt_at: e.due_at.map(crate::db::from_db_time),
+            })
+            .collect(),
+    }))
 }

@@ -97,6 +97,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(audit::list_audit)
         .service(admin::admin_sync)
         .service(admin::admin_sync_job)
+        .service(admin::admin_webhooks_stuck)
         .service(ops::metrics);
 }
 

@@ -84,6 +84,46 @@ pub fn claim(
     })
 }
 
+/// Leases every pending event of `customer` not leased by a live worker, until `lease_until`,
+/// for a sync a caller waits for (verify) that applies them too.
+pub fn claim_customer(
+    conn: &mut DbConnection,
+    customer: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> anyhow::Result<Vec<PendingEvent>> {
+    let (now, lease) = (to_db_time(now), to_db_time(lease_until));
+    super::write_transaction(conn, |conn| {
+        diesel::update(
+            stripe_events::table
+                .filter(stripe_events::processed_at.is_null())
+                .filter(stripe_events::stripe_customer_id.eq(customer))
+                .filter(
+                    stripe_events::leased_until
+                        .is_null()
+                        .or(stripe_events::leased_until.le(now)),
+                ),
+        )
+        .set(stripe_events::leased_until.eq(Some(lease)))
+        .execute(conn)?;
+        Ok(stripe_events::table
+            .filter(stripe_events::processed_at.is_null())
+            .filter(stripe_events::stripe_customer_id.eq(customer))
+            .filter(stripe_events::leased_until.eq(Some(lease)))
+            .select(PendingEvent::as_select())
+            .order(stripe_events::received_at)
+            .load(conn)?)
+    })
+}
+
+/// Gives leased events back to the workers at once.
+pub fn release(conn: &mut DbConnection, event_ids: &[&str]) -> anyhow::Result<()> {
+    diesel::update(stripe_events::table.filter(super::any_of(stripe_events::event_id, event_ids)))
+        .set(stripe_events::leased_until.eq(None::<chrono::NaiveDateTime>))
+        .execute(conn)?;
+    Ok(())
+}
+
 /// Events a worker could not apply: retried at `due`, with the error kept for operators.
 pub fn retry_at(
     conn: &mut DbConnection,

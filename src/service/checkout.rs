@@ -18,7 +18,7 @@ use super::actors::{actor_for, billing_subject, require_manager};
 use super::error::ServiceError;
 use super::gateway::{gateway_error, stripe};
 use super::plans::{catalog_price, check_quantity, stripe_price_id};
-use super::sync::{sync_customer, SyncCause};
+use super::sync::SyncCause;
 
 /// A checkout as the frontend asks for it.
 #[derive(Debug, Clone)]
@@ -351,7 +351,8 @@ pub async fn verify_checkout(
     let customer_id = CustomerId::parse(customer_id).map_err(ServiceError::upstream)?;
     let mut cause = SyncCause::call("api:checkout.verify");
     cause.checkouts = vec![session];
-    sync_customer(state, stripe, &customer_id, cause)
+    // The user is waiting: at once, and with the customer's webhook events still in the inbox.
+    super::webhooks::sync_with_pending(state, stripe, &customer_id, cause)
         .await
         .map_err(ServiceError::upstream)?;
     Ok(actor)

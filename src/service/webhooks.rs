@@ -125,6 +125,97 @@ fn stored_event<'a>(event: &'a VerifiedEvent, payload: &'a str) -> events::NewEv
     }
 }
 
+/// A sync a caller waits for (verify after checkout): it also applies the customer's pending
+/// webhook events, taken from the inbox for it, so that a backlog neither delays what the user
+/// sees nor makes the workers re-read the customer again for them. Taken events the sync could
+/// not apply go back to the workers at once.
+pub async fn sync_with_pending(
+    state: &AppState,
+    stripe: &StripeGateway,
+    customer: &CustomerId,
+    mut cause: SyncCause,
+) -> anyhow::Result<SyncOutcome> {
+    let now = state.now();
+    let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+    let id = customer.as_str().to_owned();
+    let taken = state
+        .db
+        .run(move |conn| events::claim_customer(conn, &id, now, lease_until))
+        .await?;
+    if taken.is_empty() {
+        return sync_customer(state, stripe, customer, cause).await;
+    }
+    let ids: Vec<String> = taken.iter().map(|r| r.event_id.clone()).collect();
+    let parsed: Vec<(events::PendingEvent, VerifiedEvent)> = taken
+        .into_iter()
+        .filter_map(|row| parse_stored(&row.payload).ok().map(|e| (row, e)))
+        .collect();
+    let result = async {
+        if !parsed.is_empty() {
+            let pending = cause_of(stripe, &parsed).await?;
+            cause.event_ids.extend(pending.event_ids);
+            for session in pending.checkouts {
+                if !cause.checkouts.iter().any(|c| c.id == session.id) {
+                    cause.checkouts.push(session);
+                }
+            }
+            for charge in pending.charge_ids {
+                if !cause.charge_ids.contains(&charge) {
+                    cause.charge_ids.push(charge);
+                }
+            }
+            cause.payment_failed_at = match (cause.payment_failed_at, pending.payment_failed_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            cause.customer_deleted |= pending.customer_deleted;
+            cause.trial_will_end |= pending.trial_will_end;
+        }
+        sync_customer(state, stripe, customer, cause).await
+    }
+    .await;
+    if result.is_err() {
+        let released = state
+            .db
+            .run(move |conn| {
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                events::release(conn, &ids)
+            })
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %format!("{e:#}"), "giving webhook events back to the workers failed; their lease runs out");
+        }
+        state.inbox.wake.notify_one();
+    }
+    result
+}
+
+/// The inbox as an operator reads it.
+#[derive(Debug)]
+pub struct Backlog {
+    /// Events stored and not yet applied.
+    pub pending: i64,
+    /// When the oldest of them was received.
+    pub oldest_received_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Pending events that failed at least once, oldest first, with their last error.
+    pub stuck: Vec<events::StuckEvent>,
+}
+
+/// How the inbox stands: its backlog, and up to `limit` events that keep failing.
+pub async fn backlog(state: &AppState, limit: i64) -> anyhow::Result<Backlog> {
+    state
+        .db
+        .run(move |conn| {
+            let (pending, oldest) = events::backlog(conn)?;
+            Ok(Backlog {
+                pending,
+                oldest_received_at: oldest.map(crate::db::from_db_time),
+                stuck: events::stuck(conn, limit)?,
+            })
+        })
+        .await
+}
+
 /// The worker: runs for the life of the process, in every replica, when Stripe is configured.
 pub async fn run_worker(state: Arc<AppState>) {
     let Some(stripe) = state.stripe.clone() else {

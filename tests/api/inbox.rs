@@ -7,11 +7,12 @@ use crate::helpers::{event, spawn_app, TestApp};
 
 /// Stores `events` as pending in one transaction, as a replica does that acknowledged them
 /// while its workers were busy, or just before it was killed: the workers find them all at
-/// once. With `leased_until`, as leased by a worker until then.
-async fn store_pending(
+/// once. With `leased_until`, as leased by a worker until then; with `due`, as retried then.
+async fn store_pending_with(
     app: &TestApp,
     events: Vec<Value>,
     leased: Option<chrono::DateTime<chrono::Utc>>,
+    due: Option<chrono::DateTime<chrono::Utc>>,
 ) {
     app.db(move |conn| {
         tollgate::db::write_transaction(conn, |conn| {
@@ -31,11 +32,17 @@ async fn store_pending(
                     true,
                     chrono::Utc::now()
                 )?);
+                use diesel::prelude::*;
+                use tollgate::db::schema::stripe_events::dsl::*;
+                let row = stripe_events.find(e["id"].as_str().unwrap());
                 if let Some(until) = leased {
-                    use diesel::prelude::*;
-                    use tollgate::db::schema::stripe_events::dsl::*;
-                    diesel::update(stripe_events.find(e["id"].as_str().unwrap()))
+                    diesel::update(row)
                         .set(leased_until.eq(Some(tollgate::db::to_db_time(until))))
+                        .execute(conn)?;
+                }
+                if let Some(at) = due {
+                    diesel::update(row)
+                        .set(due_at.eq(Some(tollgate::db::to_db_time(at))))
                         .execute(conn)?;
                 }
             }
@@ -43,6 +50,14 @@ async fn store_pending(
         })
     })
     .await;
+}
+
+async fn store_pending(
+    app: &TestApp,
+    events: Vec<Value>,
+    leased: Option<chrono::DateTime<chrono::Utc>>,
+) {
+    store_pending_with(app, events, leased, None).await;
 }
 
 /// Waits until every one of `ids` is processed.
@@ -135,4 +150,110 @@ async fn events_stored_by_a_replica_that_stopped_are_applied_by_another() {
     store_pending(&app, vec![e], Some(expired)).await;
     app.applied("evt_orphan").await;
     assert_eq!(app.status(&token).await["reason"], "canceling");
+}
+
+#[tokio::test]
+async fn operators_see_the_backlog_and_the_events_that_keep_failing() {
+    let app = spawn_app().await;
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let customer = app.stripe.subscription(&sub_id)["customer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let admin = app.idp.service_token("billing:admin");
+    let backlog = |token: String| {
+        let app = &app;
+        async move {
+            let res = app
+                .get("/v1/admin/webhooks/stuck?limit=5", Some(&token))
+                .await;
+            (res.status().as_u16(), res.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, empty) = backlog(admin.clone()).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        (&empty["pending"], &empty["stuck"]),
+        (&json!(0), &json!([]))
+    );
+
+    app.stripe.fail_subscription_lists(1000);
+    let e = event(
+        "evt_stuck",
+        "customer.subscription.updated",
+        app.stripe.subscription(&sub_id),
+    );
+    assert_eq!(app.webhook(&e).await.status(), 200);
+    let (code, stuck) = backlog(admin.clone()).await;
+    assert_eq!(code, 200);
+    assert_eq!(stuck["pending"], 1, "{stuck}");
+    let listed = &stuck["stuck"][0];
+    assert_eq!(
+        (&listed["event_id"], &listed["type"], &listed["customer_id"]),
+        (
+            &json!("evt_stuck"),
+            &json!("customer.subscription.updated"),
+            &json!(customer)
+        )
+    );
+    assert!(listed["attempts"].as_i64().unwrap() >= 1);
+    assert!(
+        listed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("fake outage"),
+        "{listed}"
+    );
+    assert!(listed["next_attempt_at"].is_string());
+    assert!(stuck["oldest_pending_received_at"].is_string());
+
+    // Only operators read it; a bad limit is refused.
+    let (code, _) = backlog(app.idp.service_token("billing:read")).await;
+    assert_eq!(code, 403);
+    let res = app
+        .get("/v1/admin/webhooks/stuck?limit=0", Some(&admin))
+        .await;
+    assert_eq!(res.status(), 400);
+    let problem: Value = res.json().await.unwrap();
+    assert_eq!(problem["code"], "invalid_limit");
+
+    // Stripe answers again: the backlog drains by itself.
+    app.stripe.fail_subscription_lists(0);
+    let mut drained = Value::Null;
+    for _ in 0..500 {
+        drained = backlog(admin.clone()).await.1;
+        if drained["pending"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        (&drained["pending"], &drained["stuck"]),
+        (&json!(0), &json!([]))
+    );
+}
+
+#[tokio::test]
+async fn a_verify_during_a_backlog_is_answered_at_once_and_applies_the_pending_events() {
+    let app = spawn_app().await;
+    let (token, session_id, _) = app.paid_checkout("user-1", "pro", "month").await;
+    let session = app.stripe.session(&session_id);
+    // Its webhook waits in the inbox behind a backlog (due only in an hour).
+    let completed = event("evt_waiting", "checkout.session.completed", session);
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    store_pending_with(&app, vec![completed], None, Some(later)).await;
+
+    let res = app.verify(&token, &session_id).await;
+    assert_eq!(res.status(), 200);
+    let status: Value = res.json().await.unwrap();
+    assert_eq!(
+        (status["plan"].as_str(), status["access"].as_bool()),
+        (Some("pro"), Some(true))
+    );
+    // The verify's sync applied the waiting event too: nothing is left for the workers.
+    let status = app
+        .db(|conn| tollgate::db::events::status(conn, "evt_waiting"))
+        .await
+        .unwrap();
+    assert!(status.processed_at.is_some(), "{status:?}");
 }

@@ -68,21 +68,16 @@ fn truth(sub: &Value) -> (String, bool, i64, Option<String>) {
     )
 }
 
-/// Replays a recorded lifecycle's events in `order` (then the `again` ones once more), with
-/// Stripe already holding the final state; after every delivery the stored state is Stripe's.
-async fn replay(order: Vec<usize>, again: Vec<usize>, final_kind: usize) {
-    let app = spawn_app().await;
-    let sub_id = app.subscribed("user-1", "pro", "month").await;
-
-    // The events a lifecycle sends, each carrying the (now stale) object of its moment.
-    let initial = app.stripe.subscription(&sub_id);
+/// The events a lifecycle sends, each carrying the (now stale) object of its moment.
+fn lifecycle(app: &TestApp, sub_id: &str) -> [Value; 7] {
+    let initial = app.stripe.subscription(sub_id);
     let mut past_due = initial.clone();
     past_due["status"] = json!("past_due");
     let mut canceling = initial.clone();
     canceling["cancel_at_period_end"] = json!(true);
     let mut inv = invoice("in_1", "cus_test_1", "paid");
     inv["subscription"] = json!(sub_id);
-    let recorded = [
+    [
         event(
             "evt_created",
             "customer.subscription.created",
@@ -102,7 +97,15 @@ async fn replay(order: Vec<usize>, again: Vec<usize>, final_kind: usize) {
             initial.clone(),
         ),
         event("evt_deleted", "customer.subscription.deleted", initial),
-    ];
+    ]
+}
+
+/// Replays a recorded lifecycle's events in `order` (then the `again` ones once more), with
+/// Stripe already holding the final state; after every delivery the stored state is Stripe's.
+async fn replay(order: Vec<usize>, again: Vec<usize>, final_kind: usize) {
+    let app = spawn_app().await;
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let recorded = lifecycle(&app, &sub_id);
 
     let final_sub = app
         .stripe
@@ -127,6 +130,42 @@ async fn replay(order: Vec<usize>, again: Vec<usize>, final_kind: usize) {
     assert_eq!(processed.len(), order.len());
 }
 
+/// Delivers the lifecycle's events all at once (in `order`, then the `again` ones), on
+/// PostgreSQL alternately to two replicas whose workers drain one inbox concurrently; once
+/// every event is applied, the stored state is Stripe's and each event was applied once.
+async fn deliver_at_once(order: Vec<usize>, again: Vec<usize>, final_kind: usize) {
+    let app = spawn_app().await;
+    let other = if app.uses_postgres() {
+        app.another_instance().await
+    } else {
+        app.address.clone()
+    };
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let recorded = lifecycle(&app, &sub_id);
+    let final_sub = app
+        .stripe
+        .update_subscription(&sub_id, |s| final_truth(final_kind, s));
+    let deliveries = order.iter().chain(again.iter()).enumerate().map(|(n, i)| {
+        let base = if n % 2 == 0 { &app.address } else { &other };
+        app.webhook_to(base, &recorded[*i])
+    });
+    for res in futures::future::join_all(deliveries).await {
+        assert_eq!(res.status(), 200);
+    }
+    for i in &order {
+        let id = recorded[*i]["id"].as_str().unwrap().to_owned();
+        app.applied(&id).await;
+        let status = app
+            .db(move |conn| tollgate::db::events::status(conn, &id))
+            .await
+            .unwrap();
+        // Applied once: marking it processed counts an attempt, and only once.
+        assert!(status.processed_at.is_some());
+        assert_eq!(status.attempts, 1);
+    }
+    assert_eq!(stored(&app).await, truth(&final_sub));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
@@ -138,6 +177,16 @@ proptest! {
     ) {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(replay(order, again, final_kind));
+    }
+
+    #[test]
+    fn events_delivered_at_once_converge_through_concurrent_workers(
+        order in Just((0..7).collect::<Vec<usize>>()).prop_shuffle(),
+        again in prop::collection::vec(0usize..7, 0..5),
+        final_kind in 0usize..7,
+    ) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(deliver_at_once(order, again, final_kind));
     }
 }
 
