@@ -298,6 +298,8 @@ pub struct WebhookSettings {
     pub retry_max_seconds: u64,
     /// How often an idle worker looks for events other replicas stored.
     pub poll_interval_ms: u64,
+    /// How long a worker's claim on events lasts (a dead worker's events are taken after it).
+    pub lease_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1118,6 +1120,7 @@ impl Settings {
                 self.webhooks.retry_max_seconds,
             ),
             ("webhooks.poll_interval_ms", self.webhooks.poll_interval_ms),
+            ("webhooks.lease_seconds", self.webhooks.lease_seconds),
         ] {
             if value == 0 {
                 problem(key, "must be at least 1".into());

@@ -124,6 +124,8 @@ pub struct InboxTerms {
     pub retry_max: Duration,
     /// How often an idle worker looks for events other replicas stored.
     pub poll: Duration,
+    /// How long a worker's claim on events lasts.
+    pub lease: Duration,
     /// Woken when a webhook event was stored, so that this replica's worker takes it at once.
     pub wake: Arc<tokio::sync::Notify>,
 }
@@ -261,6 +263,7 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
             retry_initial: Duration::from_millis(settings.webhooks.retry_initial_ms),
             retry_max: Duration::from_secs(settings.webhooks.retry_max_seconds),
             poll: Duration::from_millis(settings.webhooks.poll_interval_ms),
+            lease: Duration::from_secs(settings.webhooks.lease_seconds),
             wake: Arc::new(tokio::sync::Notify::new()),
         },
         events,

@@ -1345,3 +1345,95 @@ impl Drop for PostgresDatabase {
         }
     }
 }
+
+#[path = "api/helpers/fake_stripe.rs"]
+#[allow(dead_code)]
+mod fake_stripe;
+
+/// `tollgate serve` against the fake Stripe, with a webhook secret, dev tokens and short retries
+/// and leases, on `postgres` when the suite runs against PostgreSQL (else SQLite in `dir`).
+fn serve_with_stripe(
+    dir: &Path,
+    stripe: &fake_stripe::FakeStripe,
+    postgres: Option<&PostgresDatabase>,
+) -> Served {
+    let mut cmd = tollgate(dir);
+    cmd.env("STRIPE_SECRET_KEY", "sk_test_kill")
+        .env("TOLLGATE_STRIPE__API_BASE", stripe.base_url())
+        .env("STRIPE_WEBHOOK_SECRET", "whsec_kill")
+        .env("STRIPE_MONTHLY_PRICE_ID", "price_pro_monthly")
+        .env("STRIPE_YEARLY_PRICE_ID", "price_pro_yearly")
+        .env("STRIPE_LIFETIME_PRICE_ID", "price_lifetime")
+        .env("TOLLGATE_WEBHOOKS__RETRY_INITIAL_MS", "50")
+        .env("TOLLGATE_WEBHOOKS__RETRY_MAX_SECONDS", "1")
+        .env("TOLLGATE_WEBHOOKS__LEASE_SECONDS", "2")
+        .env("TOLLGATE_DEV__TOKENS", "true");
+    if let Some(db) = postgres {
+        cmd.env("DATABASE_URL", &db.url);
+    }
+    Served::start(cmd)
+}
+
+#[tokio::test]
+async fn webhook_events_acknowledged_before_a_kill_are_applied_after_the_restart() {
+    let stripe = fake_stripe::FakeStripe::start().await;
+    let (_, sub_id) =
+        stripe.add_customer_with_subscription("user:alice", "price_pro_monthly", "month");
+    // Stripe fails every read: the events are acknowledged and stay pending.
+    stripe.fail_subscription_lists(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (service, _) = dev_token(dir.path(), &["--sub", "ops", "--service"]);
+    let postgres = PostgresDatabase::create();
+    let first = serve_with_stripe(dir.path(), &stripe, postgres.as_ref());
+    let http = reqwest::Client::new();
+    for i in 0..3 {
+        let event = serde_json::json!({
+            "id": format!("evt_kill_{i}"), "object": "event", "api_version": "2026-09-30.endive",
+            "created": chrono::Utc::now().timestamp(), "livemode": false, "pending_webhooks": 1,
+            "request": {"id": null, "idempotency_key": null},
+            "type": "customer.subscription.updated",
+            "data": {"object": stripe.subscription(&sub_id)}
+        })
+        .to_string();
+        let res = http
+            .post(first.url("/v1/webhooks/stripe"))
+            .header("Stripe-Signature", signed(&event, "whsec_kill"))
+            .header("content-type", "application/json")
+            .body(event)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    // The worker tried, and Stripe failed it.
+    let mut backlog = serde_json::Value::Null;
+    for _ in 0..200 {
+        backlog = get(&first, "/v1/admin/webhooks/stuck", &service).await.1;
+        if backlog["stuck"].as_array().is_some_and(|s| !s.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(backlog["pending"], 3, "{backlog}");
+    first.stop(); // SIGKILL, perhaps in the middle of an attempt (its lease then runs out).
+
+    stripe.fail_subscription_lists(0);
+    let second = serve_with_stripe(dir.path(), &stripe, postgres.as_ref());
+    for _ in 0..300 {
+        backlog = get(&second, "/v1/admin/webhooks/stuck", &service).await.1;
+        if backlog["pending"] == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(backlog["pending"], 0, "{backlog}");
+    // Applied: Alice holds the subscription the events are about.
+    let (code, entitled) = get(&second, "/v1/entitlements?user_id=alice", &service).await;
+    assert_eq!(code, 200, "{entitled}");
+    assert_eq!(
+        (entitled["plan"].as_str(), entitled["access"].as_bool()),
+        (Some("pro"), Some(true)),
+        "{entitled}"
+    );
+    second.stop();
+}

@@ -21,11 +21,6 @@ use crate::stripe::{ChargeId, CustomerId, PaymentIntentId, StripeGateway};
 
 use super::sync::{sync_customer, SyncCause, SyncOutcome};
 
-/// How long a worker's claim on a batch lasts: its syncs with their Stripe retries, and a
-/// margin. A batch still running after it may be taken again by another worker (the syncs are
-/// idempotent and marking an event processed is atomic: nothing is applied twice).
-const LEASE: Duration = Duration::from_secs(300);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventOutcome {
     /// Stored, pending for the workers.
@@ -136,7 +131,7 @@ pub async fn sync_with_pending(
     mut cause: SyncCause,
 ) -> anyhow::Result<SyncOutcome> {
     let now = state.now();
-    let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+    let lease_until = now + chrono::Duration::from_std(state.inbox.lease).unwrap_or_default();
     let id = customer.as_str().to_owned();
     let taken = state
         .db
@@ -229,7 +224,10 @@ pub async fn run_worker(state: Arc<AppState>) {
             measure_backlog(&state).await;
         }
         let now = state.now();
-        let lease_until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        // A batch still running when its lease ends may be taken again by another worker: the
+        // syncs are idempotent and marking an event processed is atomic (nothing is applied
+        // twice).
+        let lease_until = now + chrono::Duration::from_std(terms.lease).unwrap_or_default();
         let batch = terms.claim_batch;
         let claimed = state
             .db
