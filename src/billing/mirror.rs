@@ -188,6 +188,10 @@ pub struct StripeHolds {
     pub revoked_periods: HashMap<String, PurchaseStatus>,
     /// Upgrades whose invoice was refunded, to take back on Stripe (see [`upgrade_to_revert`]).
     pub reverts: Vec<UpgradeRevert>,
+    /// Whether the customer's charges were read. A sync for subscription events alone skips
+    /// them: payments and purchases are then left as stored, and a period's revocation is kept
+    /// while its period lasts.
+    pub charges_read: bool,
     /// Completed Checkout Sessions to record as purchases when they are some: the one an event
     /// or a verify names, and every one when reconciling.
     pub sessions: Vec<StripeCheckout>,
@@ -653,12 +657,20 @@ pub fn reconcile(
             .subscriptions
             .iter()
             .find(|s| s.stripe_subscription_id == read.id);
+        let revoked = if holds.charges_read {
+            holds.revoked_periods.get(&read.id).copied()
+        } else {
+            // Not re-read: what was revoked stays revoked for the period it paid for.
+            before
+                .filter(|b| b.current_period_start == read.current_period_start)
+                .and_then(|b| b.period_payment_revoked)
+        };
         let after = subscription_record(
             catalog,
             subject,
             read,
             before,
-            holds.revoked_periods.get(&read.id).copied(),
+            revoked,
             holds.failure_reported_at,
             now,
         );
@@ -872,8 +884,92 @@ mod tests {
         }
     }
 
+    /// What a sync that read everything holds (charges included).
     fn holds() -> StripeHolds {
-        StripeHolds::default()
+        StripeHolds {
+            charges_read: true,
+            ..StripeHolds::default()
+        }
+    }
+
+    #[test]
+    fn a_sync_without_charges_keeps_a_revoked_period_until_the_period_moves() {
+        let cat = catalog();
+        let mut read = sub(SubscriptionStatus::Active);
+        read.current_period_start = Some(t(1));
+        let refunded = {
+            let holds = StripeHolds {
+                subscriptions: vec![read.clone()],
+                revoked_periods: HashMap::from([(read.id.clone(), PurchaseStatus::Refunded)]),
+                ..holds()
+            };
+            reconcile(
+                &cat,
+                "user:u1",
+                "cus_1",
+                &Stored::default(),
+                &holds,
+                RefundPolicy::default(),
+                t(2),
+            )
+        };
+        let stored = Stored {
+            subscriptions: vec![refunded.subscriptions[0].after.clone()],
+            ..Stored::default()
+        };
+        assert_eq!(
+            stored.subscriptions[0].period_payment_revoked,
+            Some(PurchaseStatus::Refunded)
+        );
+        // A subscription event's sync reads no charges: the revocation stands, nothing changes.
+        let no_charges = StripeHolds {
+            subscriptions: vec![read.clone()],
+            ..StripeHolds::default()
+        };
+        let changes = reconcile(
+            &cat,
+            "user:u1",
+            "cus_1",
+            &stored,
+            &no_charges,
+            RefundPolicy::default(),
+            t(3),
+        );
+        assert!(changes.subscriptions.is_empty(), "{changes:?}");
+        // The next period started: what was revoked was the previous one's.
+        let renewed = StripeSubscription {
+            current_period_start: Some(t(20)),
+            ..read.clone()
+        };
+        let moved = StripeHolds {
+            subscriptions: vec![renewed],
+            ..StripeHolds::default()
+        };
+        let changes = reconcile(
+            &cat,
+            "user:u1",
+            "cus_1",
+            &stored,
+            &moved,
+            RefundPolicy::default(),
+            t(21),
+        );
+        assert_eq!(changes.subscriptions[0].after.period_payment_revoked, None);
+        // A sync that read the charges decides from them, as before.
+        let read_all = StripeHolds {
+            subscriptions: vec![read],
+            ..holds()
+        };
+        let changes = reconcile(
+            &cat,
+            "user:u1",
+            "cus_1",
+            &stored,
+            &read_all,
+            RefundPolicy::default(),
+            t(3),
+        );
+        assert_eq!(changes.subscriptions[0].after.period_payment_revoked, None);
     }
 
     // upgrade_to_revert

@@ -54,6 +54,9 @@ pub struct SyncCause {
     pub charge_ids: Vec<ChargeId>,
     /// Stripe said a trial ends in three days: tell `trial.will_end`.
     pub trial_will_end: bool,
+    /// Read the customer's charges (payments, refunds, disputes, purchases). Only events that
+    /// concern subscriptions alone skip them: a burst of those costs one Stripe read.
+    pub read_charges: bool,
 }
 
 impl SyncCause {
@@ -75,6 +78,7 @@ impl SyncCause {
             full: false,
             charge_ids: Vec::new(),
             trial_will_end: false,
+            read_charges: true,
         }
     }
 }
@@ -115,9 +119,16 @@ pub async fn sync_customer(
                 state.db.run(move |conn| mark_all_processed(conn, &event_ids, now)).await?;
                 return Ok(SyncOutcome::UnknownCustomer);
             };
+            let charges_read = cause.read_charges || cause.full;
             let (subscriptions, mut charges, sessions) = tokio::try_join!(
                 stripe.customer_subscriptions(stripe_customer_id),
-                stripe.customer_charges(stripe_customer_id, cause.full),
+                async {
+                    if charges_read {
+                        stripe.customer_charges(stripe_customer_id, cause.full).await
+                    } else {
+                        Ok(Vec::new())
+                    }
+                },
                 async {
                     if cause.full {
                         stripe.customer_completed_sessions(stripe_customer_id).await
@@ -126,7 +137,7 @@ pub async fn sync_customer(
                     }
                 },
             )?;
-            for id in &cause.charge_ids {
+            for id in cause.charge_ids.iter().filter(|_| charges_read) {
                 if charges.iter().any(|c| id.as_str() == c.id) {
                     continue;
                 }
@@ -140,6 +151,7 @@ pub async fn sync_customer(
                 charges,
                 revoked_periods,
                 reverts,
+                charges_read,
                 sessions: cause.checkouts.iter().cloned().chain(sessions).collect(),
                 failure_reported_at: cause.payment_failed_at,
             };

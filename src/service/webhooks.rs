@@ -429,6 +429,10 @@ async fn cause_of(
         ),
     };
     let mut cause = SyncCause::call(&source);
+    // Subscription events alone need no charges: a burst of them costs one Stripe read.
+    cause.read_charges = events
+        .iter()
+        .any(|(_, e)| !concerns_subscriptions_alone(&e.event_type));
     for (_, event) in events {
         cause.event_ids.push(event.id.as_str().to_owned());
         if let Some(session_id) = &event.checkout_session {
@@ -454,6 +458,13 @@ async fn cause_of(
         }
     }
     Ok(cause)
+}
+
+/// Event types whose sync needs the customer's subscriptions (and their schedules) only, not
+/// its charges.
+fn concerns_subscriptions_alone(event_type: &str) -> bool {
+    event_type.starts_with("customer.subscription.")
+        || event_type.starts_with("subscription_schedule.")
 }
 
 /// A dispute of a payment Tollgate never recorded names no customer: Stripe's charge does.
