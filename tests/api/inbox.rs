@@ -263,3 +263,60 @@ async fn a_verify_during_a_backlog_is_answered_at_once_and_applies_the_pending_e
         .unwrap();
     assert!(status.processed_at.is_some(), "{status:?}");
 }
+
+#[tokio::test]
+async fn two_replicas_drain_one_inbox_applying_each_event_once() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        // Small batches, so that both replicas' workers take part.
+        extra_toml: "[webhooks]\nclaim_batch = 4\n".into(),
+        ..crate::helpers::Options::default()
+    })
+    .await;
+    if !app.uses_postgres() {
+        // Replicas share PostgreSQL; SQLite serves a single instance.
+        return;
+    }
+    let _other = app.another_instance().await;
+    // Ten customers whose subscriptions Stripe now says cancel at the period's end, three
+    // events each, stored at once.
+    let mut burst = Vec::new();
+    let mut customers = Vec::new();
+    for n in 0..10 {
+        let subject = format!("user:user-{n}");
+        let (customer, sub_id) =
+            app.stripe
+                .add_customer_with_subscription(&subject, "price_pro_monthly", "month");
+        app.stripe
+            .update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
+        for i in 0..3 {
+            burst.push(event(
+                &format!("evt_drain_{n}_{i}"),
+                "customer.subscription.updated",
+                app.stripe.subscription(&sub_id),
+            ));
+        }
+        customers.push(customer);
+    }
+    let ids: Vec<String> = burst
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    store_pending(&app, burst, None).await;
+    all_applied(&app, &ids).await;
+    for id in &ids {
+        let id = id.clone();
+        let status = app
+            .db(move |conn| tollgate::db::events::status(conn, &id))
+            .await
+            .unwrap();
+        // Applied once: marking it processed counts an attempt, and only once.
+        assert_eq!(status.attempts, 1, "{status:?}");
+    }
+    for (n, customer) in customers.iter().enumerate() {
+        // At most one re-read per event, and at least one per customer.
+        let read = reads(&app, "/v1/subscriptions", customer);
+        assert!((1..=3).contains(&read), "{customer}: {read} reads");
+        let token = app.user_token(&format!("user-{n}"));
+        assert_eq!(app.status(&token).await["reason"], "canceling");
+    }
+}
