@@ -474,15 +474,15 @@ impl TestApp {
     }
 
     /// Waits (up to 20 s) until the stored event `id` was applied or failed at least once.
+    /// The worker drops what it wrote from this replica's snapshot cache just after its commit;
+    /// reading through [`TestApp::db`] drops the cache too, so that the test's next read never
+    /// falls in between.
     pub async fn applied(&self, id: &str) {
         for _ in 0..2000 {
             let id = id.to_owned();
             let status = self
-                .app
-                .db
-                .run(move |conn| tollgate::db::events::status(conn, &id))
-                .await
-                .unwrap();
+                .db(move |conn| tollgate::db::events::status(conn, &id))
+                .await;
             if status.is_some_and(|s| s.processed_at.is_some() || s.attempts > 0) {
                 return;
             }
