@@ -60,6 +60,31 @@ pub struct SyncCause {
 }
 
 impl SyncCause {
+    /// Takes in what `other` asks of the same customer's sync: its events, its sessions and
+    /// charges (each once), the earliest payment failure, a deletion, a trial ending, the
+    /// charges to read.
+    pub fn absorb(&mut self, other: SyncCause) {
+        self.event_ids.extend(other.event_ids);
+        for session in other.checkouts {
+            if !self.checkouts.iter().any(|c| c.id == session.id) {
+                self.checkouts.push(session);
+            }
+        }
+        for charge in other.charge_ids {
+            if !self.charge_ids.contains(&charge) {
+                self.charge_ids.push(charge);
+            }
+        }
+        self.payment_failed_at = match (self.payment_failed_at, other.payment_failed_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.customer_deleted |= other.customer_deleted;
+        self.trial_will_end |= other.trial_will_end;
+        self.read_charges |= other.read_charges;
+        self.full |= other.full;
+    }
+
     /// A full re-read by reconciliation.
     pub fn reconcile() -> Self {
         SyncCause {

@@ -147,24 +147,7 @@ pub async fn sync_with_pending(
         .collect();
     let result = async {
         if !parsed.is_empty() {
-            let pending = cause_of(stripe, &parsed).await?;
-            cause.event_ids.extend(pending.event_ids);
-            for session in pending.checkouts {
-                if !cause.checkouts.iter().any(|c| c.id == session.id) {
-                    cause.checkouts.push(session);
-                }
-            }
-            for charge in pending.charge_ids {
-                if !cause.charge_ids.contains(&charge) {
-                    cause.charge_ids.push(charge);
-                }
-            }
-            cause.payment_failed_at = match (cause.payment_failed_at, pending.payment_failed_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            cause.customer_deleted |= pending.customer_deleted;
-            cause.trial_will_end |= pending.trial_will_end;
+            cause.absorb(cause_of(stripe, &parsed).await?);
         }
         sync_customer(state, stripe, customer, cause).await
     }
