@@ -1419,7 +1419,9 @@ async fn webhook_events_acknowledged_before_a_kill_are_applied_after_the_restart
 
     stripe.fail_subscription_lists(0);
     let second = serve_with_stripe(dir.path(), &stripe, postgres.as_ref());
-    for _ in 0..300 {
+    // On PostgreSQL the killed replica may have held the customer's lease: it lapses within
+    // 10 s, then the new replica applies the events.
+    for _ in 0..600 {
         backlog = get(&second, "/v1/admin/webhooks/stuck", &service).await.1;
         if backlog["pending"] == 0 {
             break;

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod customers;
 pub mod events;
 pub mod grants;
+pub mod leases;
 pub mod licenses;
 pub mod listing;
 pub mod outbox;
@@ -18,7 +19,7 @@ pub mod snapshots;
 pub mod state;
 pub mod sync_jobs;
 
-use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -189,15 +190,19 @@ impl r2d2::HandleError<r2d2::Error> for QuietUntilConnected {
 pub struct Database {
     pool: r2d2::Pool<ConnectionManager>,
     backend: Backend,
-    local_locks: Arc<Vec<tokio::sync::Mutex<()>>>,
-    /// A locked sync holds one connection for the lock and takes another for its writes; this
-    /// bound keeps lock holders from exhausting the pool.
-    lock_permits: Arc<tokio::sync::Semaphore>,
+    local_locks: KeyedLocks,
     /// Parsed snapshots of this replica (PostgreSQL only; see [`snapshot_cache`]).
     snapshot_cache: Option<Arc<snapshot_cache::SnapshotCache>>,
 }
 
-const LOCK_STRIPES: usize = 64;
+/// How long a lease runs unless renewed: a crashed holder's customers wait this long at most.
+const LEASE_TERM: Duration = Duration::from_secs(10);
+/// A holder renews its lease this often while its work runs.
+const LEASE_RENEWAL: Duration = Duration::from_secs(3);
+/// A waiter for a lease held by another replica asks again after this, doubling up to
+/// [`LEASE_POLL_MAX`].
+const LEASE_POLL_MIN: Duration = Duration::from_millis(10);
+const LEASE_POLL_MAX: Duration = Duration::from_millis(200);
 
 impl Database {
     pub fn connect(
@@ -256,14 +261,7 @@ impl Database {
         Ok(Database {
             pool,
             backend,
-            local_locks: Arc::new(
-                (0..LOCK_STRIPES)
-                    .map(|_| tokio::sync::Mutex::new(()))
-                    .collect(),
-            ),
-            lock_permits: Arc::new(tokio::sync::Semaphore::new(
-                (max_connections / 2).max(1) as usize
-            )),
+            local_locks: KeyedLocks::default(),
             snapshot_cache: None,
         })
     }
@@ -338,54 +336,42 @@ impl Database {
             .await
     }
 
-    /// Holds the per-customer lock while `work` runs: callers re-read Stripe and write the
-    /// result under it, so that an older read never overwrites a newer one. In-process it is a
-    /// striped mutex; on PostgreSQL it is also a session advisory lock, which holds across
-    /// replicas. SQLite has one writer and one process, so the mutex suffices there.
+    /// Holds the per-customer lock named `key` while `work` runs: callers re-read Stripe and
+    /// write the result under it, so that an older read never overwrites a newer one. In-process
+    /// it is a mutex per key; on PostgreSQL it is also a lease row ([`leases`]), which holds
+    /// across replicas. Neither keeps a database connection or a database lock while `work`
+    /// waits on Stripe: the lease is taken, renewed and released by short statements, and
+    /// `work`'s write confirms it in its transaction ([`Lease::confirm`]), so a holder whose
+    /// lease lapsed (a stall longer than the term) writes nothing. SQLite has one writer and one
+    /// process, so the mutex suffices there.
     pub async fn with_customer_lock<T, Fut>(
         &self,
         key: &str,
-        work: impl FnOnce() -> Fut,
+        work: impl FnOnce(Lease) -> Fut,
     ) -> anyhow::Result<T>
     where
         Fut: std::future::Future<Output = anyhow::Result<T>>,
     {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut hasher);
-        let _local = self.local_locks[(hasher.finish() as usize) % LOCK_STRIPES]
-            .lock()
-            .await;
+        let _local = self.local_locks.lock(key).await;
         if self.backend == Backend::Sqlite {
-            return work().await;
+            return work(Lease { held: None }).await;
         }
-        let _permit = self
-            .lock_permits
-            .acquire()
-            .await
-            .context("lock permits closed")?;
-        let pool = self.pool.clone();
-        let lock_key = key.to_owned();
-        let conn = actix_web::web::block(move || -> anyhow::Result<PooledConnection> {
-            let mut conn = pool.get().context("database connection")?;
-            advisory(&mut conn, "pg_advisory_lock", &lock_key)?;
-            Ok(conn)
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("blocking task failed: {e}"))??;
-        let guard = AdvisoryGuard {
-            conn: Some(conn),
-            key: key.to_owned(),
+        let mut wait = LEASE_POLL_MIN;
+        let guard = loop {
+            if let Some(guard) = self.try_lease(key).await? {
+                break guard;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(LEASE_POLL_MAX);
         };
-        let result = work().await;
+        let result = work(guard.lease()).await;
         guard.release().await;
         result
     }
-}
 
-impl Database {
-    /// Runs `work` unless another replica holds the lock named `name` (PostgreSQL: a session
-    /// advisory lock, tried without waiting); `None` when it was held elsewhere. On SQLite, a
-    /// single instance, it always runs.
+    /// Runs `work` unless another replica holds the lease named `name` (tried once, without
+    /// waiting); `None` when it was held elsewhere. On SQLite, a single instance, it always
+    /// runs.
     pub async fn exclusively<T, Fut>(
         &self,
         name: &str,
@@ -397,79 +383,158 @@ impl Database {
         if self.backend == Backend::Sqlite {
             return work().await.map(Some);
         }
-        let pool = self.pool.clone();
-        let lock_key = name.to_owned();
-        let conn = actix_web::web::block(move || -> anyhow::Result<Option<PooledConnection>> {
-            let mut conn = pool.get().context("database connection")?;
-            #[derive(diesel::QueryableByName)]
-            struct Locked {
-                #[diesel(sql_type = diesel::sql_types::Bool)]
-                locked: bool,
-            }
-            let DbConnection::Pg(pg) = &mut *conn else {
-                return Ok(Some(conn));
-            };
-            let rows: Vec<Locked> =
-                diesel::sql_query("SELECT pg_try_advisory_lock(hashtextextended($1, 0)) AS locked")
-                    .bind::<diesel::sql_types::Text, _>(&lock_key)
-                    .load(pg)?;
-            Ok(rows.first().is_some_and(|r| r.locked).then_some(conn))
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("blocking task failed: {e}"))??;
-        let Some(conn) = conn else { return Ok(None) };
-        let guard = AdvisoryGuard {
-            conn: Some(conn),
-            key: name.to_owned(),
+        let Some(guard) = self.try_lease(name).await? else {
+            return Ok(None);
         };
         let result = work().await;
         guard.release().await;
         result.map(Some)
     }
-}
 
-fn advisory(conn: &mut DbConnection, function: &str, key: &str) -> anyhow::Result<()> {
-    if let DbConnection::Pg(pg) = conn {
-        diesel::sql_query(format!("SELECT {function}(hashtextextended($1, 0))"))
-            .bind::<diesel::sql_types::Text, _>(key)
-            .execute(pg)
-            .with_context(|| function.to_owned())?;
+    /// Takes the lease `name` if no one holds it, and keeps it renewed until the guard goes.
+    async fn try_lease(&self, name: &str) -> anyhow::Result<Option<LeaseGuard>> {
+        let holder = uuid::Uuid::new_v4().to_string();
+        let (lease_name, lease_holder) = (name.to_owned(), holder.clone());
+        let taken = self
+            .run(move |conn| leases::take(conn, &lease_name, &lease_holder, LEASE_TERM))
+            .await?;
+        if !taken {
+            return Ok(None);
+        }
+        let db = self.clone();
+        let (lease_name, lease_holder) = (name.to_owned(), holder.clone());
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_RENEWAL).await;
+                let (n, h) = (lease_name.clone(), lease_holder.clone());
+                match db
+                    .run(move |conn| leases::renew(conn, &n, &h, LEASE_TERM))
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(lease = %lease_name, "a lease lapsed while its work ran");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(
+                        lease = %lease_name,
+                        error = format_args!("{e:#}"),
+                        "could not renew a lease"
+                    ),
+                }
+            }
+        });
+        Ok(Some(LeaseGuard {
+            db: self.clone(),
+            name: name.to_owned(),
+            holder,
+            heartbeat,
+            released: false,
+        }))
     }
-    Ok(())
 }
 
-/// Releases the advisory lock when `work` ends, also when it panicked or was cancelled (a
-/// client hanging up drops the handler's future mid-way).
-struct AdvisoryGuard {
-    conn: Option<PooledConnection>,
-    key: String,
+/// The lease a piece of work runs under, for its write to confirm ([`Lease::confirm`]).
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// `(name, holder)` on PostgreSQL; nothing to confirm on SQLite.
+    held: Option<(String, String)>,
 }
 
-impl AdvisoryGuard {
-    async fn release(mut self) {
-        if let Some(conn) = self.conn.take() {
-            let key = std::mem::take(&mut self.key);
-            let _ = actix_web::web::block(move || unlock(conn, &key)).await;
+impl Lease {
+    /// In the work's write transaction: fails, so that nothing is written, unless the lease is
+    /// still held, and keeps it until the transaction ends.
+    pub fn confirm(&self, conn: &mut DbConnection) -> anyhow::Result<()> {
+        match &self.held {
+            Some((name, holder)) => leases::confirm(conn, name, holder),
+            None => Ok(()),
         }
     }
 }
 
-fn unlock(mut conn: PooledConnection, key: &str) {
-    if let Err(e) = advisory(&mut conn, "pg_advisory_unlock", key) {
-        // A connection that cannot run this is broken; the pool's check-out test discards it
-        // and PostgreSQL drops its locks with the session.
-        tracing::warn!(
-            error = format_args!("{e:#}"),
-            "could not release an advisory lock"
-        );
+/// A taken lease: renewed by its heartbeat task, released when the work ends, also when it
+/// panicked or was cancelled (a client hanging up drops the handler's future mid-way).
+struct LeaseGuard {
+    db: Database,
+    name: String,
+    holder: String,
+    heartbeat: tokio::task::JoinHandle<()>,
+    released: bool,
+}
+
+impl LeaseGuard {
+    fn lease(&self) -> Lease {
+        Lease {
+            held: Some((self.name.clone(), self.holder.clone())),
+        }
+    }
+
+    async fn release(mut self) {
+        self.heartbeat.abort();
+        self.released = true;
+        let (name, holder) = (self.name.clone(), self.holder.clone());
+        if let Err(e) = self
+            .db
+            .run(move |conn| leases::release(conn, &name, &holder))
+            .await
+        {
+            // It lapses at the end of its term.
+            tracing::warn!(lease = %self.name, error = format_args!("{e:#}"), "could not release a lease");
+        }
     }
 }
 
-impl Drop for AdvisoryGuard {
+impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            let key = std::mem::take(&mut self.key);
-            tokio::task::spawn_blocking(move || unlock(conn, &key));
+        self.heartbeat.abort();
+        if !self.released {
+            let (db, name, holder) = (self.db.clone(), self.name.clone(), self.holder.clone());
+            tokio::spawn(async move {
+                let _ = db
+                    .run(move |conn| leases::release(conn, &name, &holder))
+                    .await;
+            });
+        }
+    }
+}
+
+/// One async mutex per key, made when first asked for and dropped when no one holds or waits
+/// for it: unrelated keys never wait on each other.
+#[derive(Clone, Default)]
+struct KeyedLocks {
+    locks: Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+struct KeyedGuard {
+    locks: KeyedLocks,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl KeyedLocks {
+    async fn lock(&self, key: &str) -> KeyedGuard {
+        let mutex = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(key.to_owned()).or_default().clone()
+        };
+        KeyedGuard {
+            locks: self.clone(),
+            key: key.to_owned(),
+            guard: Some(mutex.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for KeyedGuard {
+    fn drop(&mut self) {
+        let mut locks = self.locks.locks.lock().unwrap_or_else(|e| e.into_inner());
+        self.guard.take();
+        // Holders and waiters each hold a clone of the entry: alone in the map, it is unused.
+        if locks
+            .get(&self.key)
+            .is_some_and(|m| Arc::strong_count(m) == 1)
+        {
+            locks.remove(&self.key);
         }
     }
 }

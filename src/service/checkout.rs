@@ -178,7 +178,7 @@ pub async fn start_checkout(
     let for_whom = &subject;
     let session = state
         .db
-        .with_customer_lock(&lock, || async move {
+        .with_customer_lock(&lock, |_lease| async move {
             expire_open_sessions(stripe, &customer, for_whom, mode).await?;
             Ok(stripe
                 .create_checkout_session(new)

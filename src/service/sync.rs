@@ -117,7 +117,7 @@ pub async fn sync_customer(
     let lock_key = format!("customer:{stripe_customer_id}");
     state
         .db
-        .with_customer_lock(&lock_key, || async {
+        .with_customer_lock(&lock_key, |lease| async move {
             // Under the lock, a delivery of the same event to another replica has either
             // finished (then this one is a duplicate) or not started.
             if !cause.event_ids.is_empty() {
@@ -135,7 +135,7 @@ pub async fn sync_customer(
                 cause.event_ids = pending;
             }
             if cause.customer_deleted && stripe.customer(stripe_customer_id).await? == CustomerLookup::Gone {
-                return forget_customer(state, stripe_customer_id.as_str(), &cause).await;
+                return forget_customer(state, stripe_customer_id.as_str(), &cause, &lease).await;
             }
             let named = cause.checkouts.iter().find(|c| c.subject.is_some()).or(cause.checkouts.first());
             let subject = subject_of(state, stripe, stripe_customer_id, named).await?;
@@ -180,7 +180,7 @@ pub async fn sync_customer(
                 sessions: cause.checkouts.iter().cloned().chain(sessions).collect(),
                 failure_reported_at: cause.payment_failed_at,
             };
-            let changes = write(state, &subject, linked, stripe_customer_id.as_str(), holds, &cause).await?;
+            let changes = write(state, &subject, linked, stripe_customer_id.as_str(), holds, &cause, &lease).await?;
             tracing::info!(customer = %stripe_customer_id, %subject, subscriptions = count, source = %cause.source, "synced from Stripe");
             Ok(SyncOutcome::Synced { subject, subscriptions: count, changes })
         })
@@ -230,8 +230,10 @@ async fn forget_customer(
     state: &AppState,
     stripe_customer_id: &str,
     cause: &SyncCause,
+    lease: &db::Lease,
 ) -> anyhow::Result<SyncOutcome> {
     let now = state.now();
+    let lease = lease.clone();
     let (customer_id, source, event_ids) = (
         stripe_customer_id.to_owned(),
         cause.source.clone(),
@@ -248,6 +250,7 @@ async fn forget_customer(
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
+                lease.confirm(conn)?;
                 let origin = Origin {
                     source: &source,
                     now,
@@ -333,8 +336,10 @@ async fn write(
     stripe_customer_id: &str,
     holds: StripeHolds,
     cause: &SyncCause,
+    lease: &db::Lease,
 ) -> anyhow::Result<usize> {
     let now = state.now();
+    let lease = lease.clone();
     let subject_key = subject.key();
     let catalog = state.catalog.clone();
     let refunds = state.refunds;
@@ -349,6 +354,7 @@ async fn write(
         .db
         .run(move |conn| {
             db::write_transaction(conn, |conn| {
+                lease.confirm(conn)?;
                 let origin = Origin {
                     source: &source,
                     now,
