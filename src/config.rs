@@ -199,6 +199,13 @@ pub struct StripeSettings {
     /// Base URL of the Stripe API; tests and local runs point it at a fake or stripe-mock.
     pub api_base: String,
     pub timeout_seconds: u64,
+    /// Requests per second this replica sends to Stripe at most (each page, each retry).
+    pub requests_per_second: f64,
+    /// The part of that budget background work (the webhook inbox, remedies, reconciliation)
+    /// may use; the rest stays free for what a user waits for.
+    pub background_share: f64,
+    /// The part of the budget reconciliation may use (within the background share).
+    pub reconcile_share: f64,
 }
 
 impl StripeSettings {
@@ -1124,6 +1131,20 @@ impl Settings {
         ] {
             if value == 0 {
                 problem(key, "must be at least 1".into());
+            }
+        }
+        if self.stripe.requests_per_second.is_nan() || self.stripe.requests_per_second < 1.0 {
+            problem(
+                "stripe.requests_per_second",
+                "must be at least 1 (Stripe's live-mode limit is about 100 per second)".into(),
+            );
+        }
+        for (key, share) in [
+            ("stripe.background_share", self.stripe.background_share),
+            ("stripe.reconcile_share", self.stripe.reconcile_share),
+        ] {
+            if !(share > 0.0 && share <= 1.0) {
+                problem(key, format!("must be more than 0 and at most 1 (a part of stripe.requests_per_second), not {share}"));
             }
         }
         if url::Url::parse(&self.stripe.api_base).is_err() {

@@ -348,8 +348,15 @@ fn recorder_builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::
         .set_buckets_for_metric(
             Matcher::Full("tollgate_webhook_lag_seconds".into()),
             WEBHOOK_LAG_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("tollgate_stripe_budget_wait_seconds".into()),
+            BUDGET_WAIT_BUCKETS,
         )
 }
+
+/// From no wait at all (the budget had room) to a backlog paused by Stripe's 429s.
+const BUDGET_WAIT_BUCKETS: &[f64] = &[0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// From a burst drained in well under a second to a backlog of many minutes.
 const WEBHOOK_LAG_BUCKETS: &[f64] = &[
@@ -378,6 +385,16 @@ pub const METRICS: &[(&str, MetricKind, &str)] = &[
         "tollgate_stripe_errors_total",
         MetricKind::Counter,
         "Calls to Stripe that did not succeed, by operation and outcome (refused or failed).",
+    ),
+    (
+        "tollgate_stripe_attempts_total",
+        MetricKind::Counter,
+        "HTTP requests sent to Stripe (each page, each retry), by outcome: ok, refused (4xx other than 429), rate_limited (429: background work pauses) or failed (network, timeout, 5xx).",
+    ),
+    (
+        "tollgate_stripe_budget_wait_seconds",
+        MetricKind::Histogram,
+        "How long a Stripe request waited for the replica's budget (stripe.requests_per_second), by priority: interactive (a user waits), webhooks (the inbox and remedies), reconcile.",
     ),
     (
         "tollgate_webhook_events_total",
@@ -593,7 +610,8 @@ mod tests {
                         "tollgate_http_request_duration_seconds",
                         "tollgate_stripe_request_duration_seconds",
                         "tollgate_license_acceptance_seconds",
-                        "tollgate_webhook_lag_seconds"
+                        "tollgate_webhook_lag_seconds",
+                        "tollgate_stripe_budget_wait_seconds"
                     ]
                     .contains(&name),
                     "{name} needs buckets in recorder_builder"

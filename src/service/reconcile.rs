@@ -14,6 +14,7 @@ use crate::billing::subject::Subject;
 use crate::db::sync_jobs::{self, Progress, SyncJobRow};
 use crate::db::{customers, from_db_time};
 use crate::state::AppState;
+use crate::stripe::budget::Priority;
 use crate::stripe::{CustomerId, StripeGateway};
 
 use super::error::ServiceError;
@@ -124,6 +125,17 @@ const FULL_RUN_LOCK: &str = "tollgate:reconcile";
 /// a subject (a second customer of a subject, or one whose link was lost), found by listing
 /// the account's customers (one request per 100).
 pub async fn reconcile_all(
+    state: &AppState,
+    stripe: &StripeGateway,
+    progress: impl Fn(&ReconcileReport, usize),
+) -> anyhow::Result<ReconcileReport> {
+    // Its Stripe reads take at most `stripe.reconcile_share` of the replica's budget.
+    Priority::Reconcile
+        .scope(reconcile_every_customer(state, stripe, progress))
+        .await
+}
+
+async fn reconcile_every_customer(
     state: &AppState,
     stripe: &StripeGateway,
     progress: impl Fn(&ReconcileReport, usize),

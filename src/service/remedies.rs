@@ -18,6 +18,7 @@ use crate::billing::facts::SubscriptionStatus;
 use crate::db::remedies::{self, Remedy, RemedyRow};
 use crate::db::{self, audit};
 use crate::state::AppState;
+use crate::stripe::budget::Priority;
 use crate::stripe::{CustomerId, StripeGateway, SubscriptionId};
 
 use super::sync::{sync_customer, SyncCause};
@@ -106,7 +107,12 @@ fn backoff(attempts: u32) -> Duration {
 }
 
 /// The worker: runs for the life of the process, in every replica, when Stripe is configured.
+/// Its Stripe requests are background work (`stripe.background_share` of the budget).
 pub async fn run_worker(state: Arc<AppState>) {
+    Priority::Webhooks.scope(work(state)).await
+}
+
+async fn work(state: Arc<AppState>) {
     let Some(stripe) = state.stripe.clone() else {
         return;
     };

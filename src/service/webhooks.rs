@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 
 use crate::db::{self, events};
 use crate::state::AppState;
+use crate::stripe::budget::Priority;
 use crate::stripe::webhook::{parse_stored, VerifiedEvent, EVENTS};
 use crate::stripe::{ChargeId, CustomerId, PaymentIntentId, StripeGateway};
 
@@ -195,7 +196,12 @@ pub async fn backlog(state: &AppState, limit: i64) -> anyhow::Result<Backlog> {
 }
 
 /// The worker: runs for the life of the process, in every replica, when Stripe is configured.
+/// Its Stripe requests are background work (`stripe.background_share` of the budget).
 pub async fn run_worker(state: Arc<AppState>) {
+    Priority::Webhooks.scope(work(state)).await
+}
+
+async fn work(state: Arc<AppState>) {
     let Some(stripe) = state.stripe.clone() else {
         return;
     };

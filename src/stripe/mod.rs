@@ -3,6 +3,8 @@
 //! here: callers get what Stripe holds in plain terms (`billing::mirror::Stripe*`), which the
 //! billing rules turn into what Tollgate stores.
 
+pub mod budget;
+mod client;
 pub mod endpoints;
 pub mod ids;
 pub mod webhook;
@@ -13,7 +15,10 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
-use stripe::{Client, ClientBuilder, StripeError};
+use stripe::StripeError;
+
+use budget::StripeBudget;
+use client::StripeHttp;
 use stripe::{IdempotencyKey, RequestStrategy, StripeRequest};
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::invoice::ListInvoice;
@@ -111,7 +116,7 @@ pub struct NewCheckout {
 
 #[derive(Clone)]
 pub struct StripeGateway {
-    client: Client,
+    client: StripeHttp,
 }
 
 /// A failure talking to Stripe, with Stripe's own refusals kept apart from outages.
@@ -157,7 +162,7 @@ fn not_found_as_none<T>(e: StripeError) -> Result<Option<T>, GatewayError> {
 /// Runs one gateway operation, timed and counted by `operation` (the method's name) and
 /// outcome: `ok` (also a lookup answered "no such object"), `refused` (Stripe answered a 4xx
 /// other than 429) or `failed` (network, timeout, 429 or 5xx once the client's retries are
-/// spent). Every method of [`StripeGateway`] goes through here; the time includes retries and,
+/// spent; each attempt is counted in `tollgate_stripe_attempts_total`). Every method of [`StripeGateway`] goes through here; the time includes retries and,
 /// for listings, every page.
 async fn observed<T>(
     operation: &'static str,
@@ -201,13 +206,18 @@ impl StripeGateway {
         if !base.ends_with('/') {
             base.push('/');
         }
-        let client = ClientBuilder::new(key.expose_secret())
-            .url(base)
-            .timeout(Duration::from_secs(settings.timeout_seconds))
-            // Network failures and 5xx are retried with the same idempotency key.
-            .request_strategy(RequestStrategy::ExponentialBackoff(3))
-            .build()
-            .context("building the Stripe client")?;
+        let budget = StripeBudget::new(
+            settings.requests_per_second,
+            settings.background_share,
+            settings.reconcile_share,
+        );
+        let client = StripeHttp::new(
+            base,
+            key.expose_secret(),
+            Duration::from_secs(settings.timeout_seconds),
+            std::sync::Arc::new(budget),
+        )
+        .context("building the Stripe client")?;
         Ok(Some(StripeGateway { client }))
     }
 

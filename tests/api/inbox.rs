@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{event, spawn_app, TestApp};
+use crate::helpers::{event, spawn_app, spawn_app_with, Options, TestApp};
 
 /// Stores `events` as pending in one transaction, as a replica does that acknowledged them
 /// while its workers were busy, or just before it was killed: the workers find them all at
@@ -319,4 +319,119 @@ async fn two_replicas_drain_one_inbox_applying_each_event_once() {
         let token = app.user_token(&format!("user-{n}"));
         assert_eq!(app.status(&token).await["reason"], "canceling");
     }
+}
+
+#[tokio::test]
+async fn stripe_answering_429_slows_the_workers_and_nothing_is_lost() {
+    let app = spawn_app().await;
+    let mut subs = Vec::new();
+    for user in ["user-1", "user-2", "user-3"] {
+        let sub_id = app.subscribed(user, "pro", "month").await;
+        app.stripe
+            .update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
+        subs.push(sub_id);
+    }
+    let since = app.stripe.received().len();
+    app.stripe.rate_limit_subscription_lists(3);
+    let events: Vec<Value> = subs
+        .iter()
+        .enumerate()
+        .map(|(i, sub_id)| {
+            event(
+                &format!("evt_limited_{i}"),
+                "customer.subscription.updated",
+                app.stripe.subscription(sub_id),
+            )
+        })
+        .collect();
+    store_pending(&app, events, None).await;
+
+    // However the workers meet the 429s (together or one after another, retried by the client
+    // or by the inbox), every event is applied in the end.
+    for i in 0..3 {
+        let id = format!("evt_limited_{i}");
+        let mut processed = false;
+        for _ in 0..600 {
+            let id = id.clone();
+            let status = app
+                .db(move |conn| tollgate::db::events::status(conn, &id))
+                .await
+                .unwrap();
+            if status.processed_at.is_some() {
+                processed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(processed, "{id} was not applied");
+    }
+    for user in ["user-1", "user-2", "user-3"] {
+        let status = app.status(&app.user_token(user)).await;
+        assert_eq!(status["reason"], "canceling", "{user}: {status}");
+    }
+    let listings: Vec<_> = app.stripe.received()[since..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == "/v1/subscriptions")
+        .cloned()
+        .collect();
+    // The three refused listings and one accepted per customer: nothing more was asked.
+    assert_eq!(listings.len(), 6, "{listings:?}");
+    // The first 429 paused the replica's background work: every listing Stripe accepted came
+    // after the pause (one second), none at once.
+    let first = listings[0].at;
+    let accepted_after: Vec<_> = listings[3..].iter().map(|r| r.at - first).collect();
+    assert!(
+        accepted_after
+            .iter()
+            .all(|gap| *gap >= std::time::Duration::from_millis(950)),
+        "{accepted_after:?}"
+    );
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(metrics.contains("tollgate_stripe_attempts_total{outcome=\"rate_limited\"}"));
+    assert!(metrics.contains("tollgate_stripe_budget_wait_seconds_bucket{priority=\"webhooks\""));
+}
+
+#[tokio::test]
+async fn a_sync_waiting_on_stripe_holds_no_database_connection() {
+    // One connection: a sync that kept it (for a lock, say) while Stripe answers slowly would
+    // leave the readers below waiting for the pool, then failing.
+    let app = spawn_app_with(Options {
+        extra_toml: "[database]\nmax_connections = 1\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let listed = app.stripe.received_on("GET", "/v1/subscriptions").len();
+    app.stripe
+        .delay_subscription_lists(std::time::Duration::from_secs(30));
+    let e = event(
+        "evt_slow",
+        "customer.subscription.updated",
+        app.stripe.subscription(&sub_id),
+    );
+    store_pending(&app, vec![e], None).await;
+    for _ in 0..1000 {
+        if app.stripe.received_on("GET", "/v1/subscriptions").len() > listed {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        app.stripe.received_on("GET", "/v1/subscriptions").len() > listed,
+        "the worker did not ask Stripe"
+    );
+    // While the worker waits on Stripe, the database serves everyone else: each of these
+    // subjects is read from the database (none is cached), more of them than the pool holds.
+    for i in 0..6 {
+        let status = app.status(&app.user_token(&format!("reader-{i}"))).await;
+        assert_eq!(status["plan"], "free", "{status}");
+        assert!(app.stripe.received_on("GET", "/v1/subscriptions").len() > listed);
+    }
+    // The event is still waiting for its sync, which is still waiting for Stripe.
+    let status = app
+        .db(|conn| tollgate::db::events::status(conn, "evt_slow"))
+        .await
+        .unwrap();
+    assert!(status.processed_at.is_none(), "{status:?}");
+    assert_eq!(status.attempts, 0, "{status:?}");
 }

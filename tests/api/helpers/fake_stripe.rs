@@ -24,6 +24,8 @@ pub struct Received {
     pub path: String,
     pub form: HashMap<String, String>,
     pub idempotency_key: Option<String>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -50,6 +52,10 @@ pub struct FakeStripe {
     state: Arc<Mutex<State>>,
     /// The next N subscription listings answer 500.
     failing_lists: Arc<AtomicUsize>,
+    /// The next N subscription listings answer 429, as Stripe does beyond its rate limit.
+    limited_lists: Arc<AtomicUsize>,
+    /// How long subscription listings take to answer (none by default).
+    list_delay: Arc<Mutex<std::time::Duration>>,
     /// The next N subscription cancellations answer 500 (and say not to retry).
     failing_cancels: Arc<AtomicUsize>,
     /// While set, a session about to be expired is paid in that instant instead (the buyer
@@ -86,6 +92,8 @@ impl FakeStripe {
             server: Arc::new(server),
             state: Arc::default(),
             failing_lists: Arc::default(),
+            limited_lists: Arc::default(),
+            list_delay: Arc::default(),
             failing_cancels: Arc::default(),
             declining: Arc::default(),
             paid_before_expiry: Arc::default(),
@@ -138,6 +146,16 @@ impl FakeStripe {
 
     pub fn fail_subscription_lists(&self, times: usize) {
         self.failing_lists.store(times, Ordering::SeqCst);
+    }
+
+    /// Makes subscription listings answer after `delay` (a slow Stripe).
+    pub fn delay_subscription_lists(&self, delay: std::time::Duration) {
+        *self.list_delay.lock().unwrap() = delay;
+    }
+
+    /// Answers the next `times` subscription listings with 429 (`rate_limit_error`).
+    pub fn rate_limit_subscription_lists(&self, times: usize) {
+        self.limited_lists.store(times, Ordering::SeqCst);
     }
 
     /// Makes the next sessions to be expired be paid in that instant instead (`true`).
@@ -552,6 +570,7 @@ impl FakeStripe {
             path: path.clone(),
             form: form.clone(),
             idempotency_key: idempotency_key.clone(),
+            at: std::time::Instant::now(),
         });
         if let Some(key) = &idempotency_key {
             if let Some(previous) = st.idempotent.get(key) {
@@ -687,6 +706,14 @@ impl FakeStripe {
                 if self.failing_lists.load(Ordering::SeqCst) > 0 {
                     self.failing_lists.fetch_sub(1, Ordering::SeqCst);
                     return error(500, "api_error", "fake outage");
+                }
+                if self.limited_lists.load(Ordering::SeqCst) > 0 {
+                    self.limited_lists.fetch_sub(1, Ordering::SeqCst);
+                    return ResponseTemplate::new(429).set_body_json(json!({"error": {
+                        "type": "invalid_request_error",
+                        "code": "rate_limit",
+                        "message": "Too many requests hit the API too quickly."
+                    }}));
                 }
                 let customer = form.get("customer").cloned().unwrap_or_default();
                 let expand = form.values().any(|v| v == "data.schedule");
@@ -1161,7 +1188,13 @@ impl FakeStripe {
 
 impl Respond for FakeStripe {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        self.handle(request)
+        let response = self.handle(request);
+        let delay = *self.list_delay.lock().unwrap();
+        if request.method.as_str() == "GET" && request.url.path() == "/v1/subscriptions" {
+            response.set_delay(delay)
+        } else {
+            response
+        }
     }
 }
 
