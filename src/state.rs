@@ -117,7 +117,7 @@ impl LicenseTerms {
 pub struct InboxTerms {
     /// Customers one replica syncs at a time.
     pub concurrency: usize,
-    /// Pending events a worker takes at a time.
+    /// The earliest due pending events a worker looks among for the next customers to sync.
     pub claim_batch: i64,
     /// The wait after a failed attempt (doubling) and its ceiling.
     pub retry_initial: Duration,

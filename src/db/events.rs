@@ -56,26 +56,71 @@ pub struct PendingEvent {
     pub attempts: i32,
 }
 
-/// Leases up to `limit` due pending events not leased by a live worker, oldest due first,
-/// until `lease_until` ([`super::lease_due`]: across replicas, each event to one worker).
+/// Leases, until `lease_until`, every due pending event of up to `groups` customers (an event
+/// without a customer is a group of its own), the customers whose events are due longest
+/// first, skipping customers with an event leased by a live worker (their sync is running:
+/// what arrived meanwhile waits for the next claim after it, to be applied together). The
+/// candidates are the `window` earliest due events. On PostgreSQL the rows are locked with
+/// `SKIP LOCKED`, so workers of several replicas lease different events.
 pub fn claim(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
-    limit: i64,
+    groups: i64,
+    window: i64,
 ) -> anyhow::Result<Vec<PendingEvent>> {
-    const QUEUE: (&str, &str, &str, &str) = (
-        "stripe_events",
-        "event_id",
-        "processed_at IS NULL",
-        "due_at",
+    use diesel::sql_types::{Text, Timestamp};
+    #[derive(diesel::QueryableByName)]
+    struct Leased {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    let pg = matches!(conn, DbConnection::Pg(_));
+    let p = |i: usize| if pg { format!("${i}") } else { "?".to_owned() };
+    let sql = format!(
+        "UPDATE stripe_events SET leased_until = {p1} WHERE event_id IN ( \
+           SELECT e.event_id FROM stripe_events e \
+           WHERE e.processed_at IS NULL AND e.due_at <= {p2} \
+             AND (e.leased_until IS NULL OR e.leased_until <= {p2b}) \
+             AND COALESCE(e.stripe_customer_id, e.event_id) IN ( \
+               SELECT k FROM ( \
+                 SELECT COALESCE(c.stripe_customer_id, c.event_id) AS k, c.due_at AS due \
+                 FROM stripe_events c \
+                 WHERE c.processed_at IS NULL AND c.due_at <= {p3} \
+                   AND (c.leased_until IS NULL OR c.leased_until <= {p3b}) \
+                   AND NOT EXISTS ( \
+                     SELECT 1 FROM stripe_events l \
+                     WHERE l.stripe_customer_id = c.stripe_customer_id \
+                       AND l.processed_at IS NULL AND l.leased_until > {p4}) \
+                 ORDER BY c.due_at LIMIT {window}) candidates \
+               GROUP BY k ORDER BY MIN(due) LIMIT {groups}){lock}) \
+         RETURNING event_id AS id",
+        p1 = p(1),
+        p2 = p(2),
+        p2b = p(3),
+        p3 = p(4),
+        p3b = p(5),
+        p4 = p(6),
+        window = window.max(1),
+        groups = groups.max(1),
+        lock = if pg { " FOR UPDATE SKIP LOCKED" } else { "" },
     );
+    let (now, lease) = (to_db_time(now), to_db_time(lease_until));
     super::write_transaction(conn, |conn| {
-        let ids = super::lease_due(conn, QUEUE, now, lease_until, limit)?;
-        if ids.is_empty() {
+        let leased: Vec<Leased> = on_backend!(conn, |c| {
+            diesel::sql_query(sql.as_str())
+                .bind::<Timestamp, _>(lease)
+                .bind::<Timestamp, _>(now)
+                .bind::<Timestamp, _>(now)
+                .bind::<Timestamp, _>(now)
+                .bind::<Timestamp, _>(now)
+                .bind::<Timestamp, _>(now)
+                .load::<Leased>(c)
+        })?;
+        if leased.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let ids: Vec<&str> = leased.iter().map(|l| l.id.as_str()).collect();
         Ok(stripe_events::table
             .filter(super::any_of(stripe_events::event_id, &ids))
             .select(PendingEvent::as_select())

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::db::{self, events};
-use crate::state::AppState;
+use crate::state::{AppState, InboxTerms};
 use crate::stripe::budget::Priority;
 use crate::stripe::webhook::{parse_stored, VerifiedEvent, EVENTS};
 use crate::stripe::{ChargeId, CustomerId, PaymentIntentId, StripeGateway};
@@ -207,39 +207,59 @@ async fn work(state: Arc<AppState>) {
     };
     let terms = state.inbox.clone();
     let mut measured: Option<std::time::Instant> = None;
+    // The customers being synced: at most `concurrency`. A customer is claimed only when a
+    // slot is free, with every event it has pending then, so that the events which arrive
+    // while the replica is busy are applied together by one re-read.
+    let mut running = futures_util::stream::FuturesUnordered::new();
     loop {
         if measured.is_none_or(|at| at.elapsed() >= GAUGES_EVERY) {
             measured = Some(std::time::Instant::now());
             measure_backlog(&state).await;
         }
-        let now = state.now();
-        // A batch still running when its lease ends may be taken again by another worker: the
-        // syncs are idempotent and marking an event processed is atomic (nothing is applied
-        // twice).
-        let lease_until = now + chrono::Duration::from_std(terms.lease).unwrap_or_default();
-        let batch = terms.claim_batch;
-        let claimed = state
-            .db
-            .run(move |conn| events::claim(conn, now, lease_until, batch))
-            .await;
-        let pending = match claimed {
-            Ok(pending) => pending,
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "claiming webhook events failed; retrying");
-                Vec::new()
-            }
-        };
-        if pending.is_empty() {
-            let _ = tokio::time::timeout(terms.poll, terms.wake.notified()).await;
-            continue;
-        }
-        let groups = group(pending);
-        futures_util::stream::iter(groups)
-            .for_each_concurrent(terms.concurrency, |group| {
+        let free = terms.concurrency.saturating_sub(running.len());
+        let mut claimed_any = false;
+        if free > 0 {
+            for group in claim(&state, &terms, free).await {
+                claimed_any = true;
                 let (state, stripe) = (state.clone(), stripe.clone());
-                async move { apply_group(&state, &stripe, group).await }
-            })
-            .await;
+                running.push(async move { apply_group(&state, &stripe, group).await });
+            }
+        }
+        if running.is_empty() {
+            let _ = tokio::time::timeout(terms.poll, terms.wake.notified()).await;
+        } else if running.len() < terms.concurrency && !claimed_any {
+            // A slot is free and nothing was due: wait for a sync to end, for a new event, or
+            // for the next look at what other replicas stored.
+            tokio::select! {
+                _ = running.next() => {}
+                _ = terms.wake.notified() => {}
+                _ = tokio::time::sleep(terms.poll) => {}
+            }
+        } else if running.len() >= terms.concurrency {
+            running.next().await;
+        }
+    }
+}
+
+/// Leases the due events of up to `customers` customers (not already being synced anywhere)
+/// and groups them by customer.
+async fn claim(state: &AppState, terms: &InboxTerms, customers: usize) -> Vec<Group> {
+    let now = state.now();
+    // A sync still running when its lease ends may be taken again by another worker: the syncs
+    // are idempotent and marking an event processed is atomic (nothing is applied twice).
+    let lease_until = now + chrono::Duration::from_std(terms.lease).unwrap_or_default();
+    let window = terms.claim_batch;
+    let groups = i64::try_from(customers).unwrap_or(i64::MAX);
+    let claimed = state
+        .db
+        .run(move |conn| events::claim(conn, now, lease_until, groups, window))
+        .await;
+    match claimed {
+        Ok(pending) => group(pending),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "claiming webhook events failed; retrying");
+            Vec::new()
+        }
     }
 }
 

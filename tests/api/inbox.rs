@@ -435,3 +435,47 @@ async fn a_sync_waiting_on_stripe_holds_no_database_connection() {
     assert!(status.processed_at.is_none(), "{status:?}");
     assert_eq!(status.attempts, 0, "{status:?}");
 }
+
+#[tokio::test]
+async fn events_arriving_while_their_customer_is_synced_make_one_more_sync() {
+    let app = spawn_app().await;
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let customer = app.stripe.subscription(&sub_id)["customer"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = reads(&app, "/v1/subscriptions", &customer);
+    // Stripe is slow: the first sync is still reading when the other events arrive.
+    app.stripe
+        .delay_subscription_lists(std::time::Duration::from_millis(1500));
+    let events: Vec<Value> = (0..6)
+        .map(|i| {
+            event(
+                &format!("evt_during_{i}"),
+                "customer.subscription.updated",
+                app.stripe.subscription(&sub_id),
+            )
+        })
+        .collect();
+    let ids: Vec<String> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut events = events.into_iter();
+    store_pending(&app, vec![events.next().unwrap()], None).await;
+    for _ in 0..1000 {
+        if reads(&app, "/v1/subscriptions", &customer) > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(reads(&app, "/v1/subscriptions", &customer), before + 1);
+    for e in events {
+        store_pending(&app, vec![e], None).await;
+        // One at a time, each seen by the worker's next look (every 50 ms here).
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    }
+    all_applied(&app, &ids).await;
+    // The first event's sync, then one more for the five that came during it.
+    assert_eq!(reads(&app, "/v1/subscriptions", &customer) - before, 2);
+}

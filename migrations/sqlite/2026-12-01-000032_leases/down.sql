@@ -1,1 +1,2 @@
+DROP INDEX stripe_events_pending_customer;
 DROP TABLE leases;

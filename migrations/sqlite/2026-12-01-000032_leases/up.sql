@@ -9,3 +9,8 @@ CREATE TABLE leases (
     holder TEXT NOT NULL,
     leased_until TIMESTAMP NOT NULL
 );
+
+-- The inbox's workers take all of a customer's pending events together and skip customers
+-- another worker is syncing: both look pending events up by customer.
+CREATE INDEX stripe_events_pending_customer ON stripe_events (stripe_customer_id)
+    WHERE processed_at IS NULL;
