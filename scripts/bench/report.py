@@ -416,8 +416,25 @@ def main():
         "read_xacts": f"{read['xacts_per_req']:.2f}",
     })
     template = string.Template(open(template_path).read())
+    text = template.safe_substitute(values)
+    # The webhook section is written by scripts/bench-webhooks.sh: kept as it was.
+    kept = webhooks_section(output)
+    if kept:
+        text = text.rstrip("\n") + "\n\n" + kept + "\n"
     with open(output, "w") as f:
-        f.write(template.safe_substitute(values))
+        f.write(text)
+
+
+def webhooks_section(path):
+    """The block between <!-- webhooks:begin --> and <!-- webhooks:end --> of the report
+    being replaced (scripts/bench-webhooks.sh writes it), or None."""
+    if not os.path.exists(path):
+        return None
+    old = open(path).read()
+    begin, end = old.find("<!-- webhooks:begin -->"), old.find("<!-- webhooks:end -->")
+    if begin == -1 or end < begin:
+        return None
+    return old[begin:end + len("<!-- webhooks:end -->")]
 
 
 if __name__ == "__main__":
