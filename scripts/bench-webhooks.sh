@@ -25,7 +25,8 @@
 #     trusts the payload and reads nothing from Stripe; its Stripe client points at the stub,
 #     which would count any call);
 #   - Tollgate (POST /v1/webhooks/stripe; scripts/bench/webhooks/tollgate.toml: [webhooks] at
-#     its defaults, Stripe's request budget at Stripe's live-mode limit, 100/s), then a second Tollgate round, the "storm", in
+#     its defaults, Stripe's request budget at Stripe's live-mode limit, 100/s), then a second
+#     Tollgate round, the "storm", in
 #     which BENCH_FAIL_RATE of the stub's reads answer 500 (chosen with a fixed seed).
 # Before its measured round, each target takes one `customer.subscription.created` per customer
 # (quantity 1, not measured but reported): the customers a burst of updates concerns are known
