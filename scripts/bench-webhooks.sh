@@ -92,48 +92,11 @@ COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --qu
 WORK="$(mktemp -d /tmp/tollgate-bench-webhooks.XXXXXX)"
 STARTED_PIDS=()
 STARTED_POSTGRES=""
+BENCH_NAME=bench-webhooks
+# shellcheck source=scripts/bench/lib.sh
+source "$ROOT/scripts/bench/lib.sh"
 
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'bench-webhooks: %s\n' "$*" >&2; exit 1; }
-
-stop_pid() {
-  local pid="$1"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-psql_admin() { psql -X -q -v ON_ERROR_STOP=1 -d "$PG_SERVER_URL/postgres" "$@"; }
-
-cleanup() {
-  local status=$?
-  set +e
-  for pid in "${STARTED_PIDS[@]}"; do
-    stop_pid "$pid"
-  done
-  if [[ "${BENCH_KEEP:-}" != 1 ]]; then
-    if pg_isready -d "$PG_SERVER_URL/postgres" -q 2>/dev/null; then
-      psql_admin -c "DROP DATABASE IF EXISTS $TOLLGATE_DB WITH (FORCE)" >/dev/null 2>&1
-      psql_admin -c "DROP DATABASE IF EXISTS $ENGINE_DB WITH (FORCE)" >/dev/null 2>&1
-    fi
-    rm -rf "$WORK"
-  else
-    log "kept databases $TOLLGATE_DB, $ENGINE_DB and $WORK"
-  fi
-  if [[ -n "$STARTED_POSTGRES" ]]; then
-    log "stopping the PostgreSQL this script started"
-    pg_ctlcluster --skip-systemctl-redirect "$STARTED_POSTGRES" main stop
-  fi
-  if [[ $status -ne 0 ]]; then
-    printf 'bench-webhooks: failed (exit %d)\n' "$status" >&2
-  fi
-}
+cleanup() { bench_cleanup $? "$TOLLGATE_DB" "$ENGINE_DB"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
@@ -155,53 +118,8 @@ need_tools() {
   done
 }
 
-start_postgres() {
-  if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
-    return 0
-  fi
-  log "PostgreSQL is down: starting it"
-  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
-    apt-get update -q && apt-get install -y -q postgresql
-  fi
-  STARTED_POSTGRES="$(ls /etc/postgresql | head -n1)"
-  pg_ctlcluster --skip-systemctl-redirect "$STARTED_POSTGRES" main start
-  for _ in $(seq 1 30); do
-    pg_isready -h 127.0.0.1 -p 5432 -q && return 0
-    sleep 1
-  done
-  die "PostgreSQL did not come up"
-}
-
 # ------------------------------------------------------------------------------ probes
-# The process's CPU time (user + system) in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# Busy and total jiffies of the whole machine.
-machine_ticks() { awk '/^cpu /{busy=$2+$3+$4+$7+$8+$9; total=busy+$5+$6; print busy, total}' /proc/stat; }
-# CPU time (user + system, clock ticks) of every PostgreSQL server process.
-pg_ticks() {
-  local total=0 pid
-  for pid in $(pgrep -x postgres 2>/dev/null); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$total"
-}
 now_ms() { date +%s%3N; }
-
-wait_ready() {
-  local url="$1" pid="$2" name="$3" logfile="$4"
-  for _ in $(seq 1 150); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$logfile" >&2
-      die "$name exited during start-up (its log is above)"
-    fi
-    if [[ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" == 200 ]]; then
-      return 0
-    fi
-    sleep 0.2
-  done
-  tail -n 30 "$logfile" >&2
-  die "$name did not become ready at $url"
-}
 
 stub() { curl -sf -X "$1" "$STUB$2"; }
 
@@ -323,7 +241,7 @@ node "$HERE/stripe-stub.mjs" --port "$STUB_PORT" --customers "$CUSTOMERS" \
   --per-customer "$((EVENTS / CUSTOMERS))" --fixtures "$FIXTURES" >"$WORK/stub.log" 2>&1 &
 STUB_PID=$!
 STARTED_PIDS+=("$STUB_PID")
-wait_ready "$STUB/__health" "$STUB_PID" "the Stripe stub" "$WORK/stub.log"
+wait_ready "$STUB/__health" "$STUB_PID" "the Stripe stub" "$WORK/stub.log" 150
 
 for db in "$TOLLGATE_DB" "$ENGINE_DB"; do
   psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
@@ -350,7 +268,7 @@ node "$HERE/sync-engine-server.mjs" --dir "$ENGINE_DIR" --db "$ENGINE_URL" --sec
   --stripe "$STUB" --port "$ENGINE_PORT" >"$WORK/sync-engine.log" 2>&1 &
 ENGINE_PID=$!
 STARTED_PIDS+=("$ENGINE_PID")
-wait_ready "http://127.0.0.1:$ENGINE_PORT/health" "$ENGINE_PID" stripe-sync-engine "$WORK/sync-engine.log"
+wait_ready "http://127.0.0.1:$ENGINE_PORT/health" "$ENGINE_PID" stripe-sync-engine "$WORK/sync-engine.log" 150
 ENGINE_HOOK="http://127.0.0.1:$ENGINE_PORT/webhooks"
 round engine_created sync-engine "$ENGINE_HOOK" "$ENGINE_PID" "$ENGINE_DB" 0 "" "$APPLY_TIMEOUT"
 round engine sync-engine "$ENGINE_HOOK" "$ENGINE_PID" "$ENGINE_DB" 1 "" "$APPLY_TIMEOUT"
@@ -376,7 +294,7 @@ log "starting Tollgate ($BUILD_PROFILE) on port $TOLLGATE_PORT"
 "${tollgate_env[@]}" "$TOLLGATE_BIN" --config "$CONFIG" serve >"$WORK/tollgate-server.log" 2>&1 &
 TOLLGATE_PID=$!
 STARTED_PIDS+=("$TOLLGATE_PID")
-wait_ready "http://127.0.0.1:$TOLLGATE_PORT/readyz" "$TOLLGATE_PID" tollgate "$WORK/tollgate-server.log"
+wait_ready "http://127.0.0.1:$TOLLGATE_PORT/readyz" "$TOLLGATE_PID" tollgate "$WORK/tollgate-server.log" 150
 TOLLGATE_HOOK="http://127.0.0.1:$TOLLGATE_PORT/v1/webhooks/stripe"
 round tollgate_created tollgate "$TOLLGATE_HOOK" "$TOLLGATE_PID" "$TOLLGATE_DB" 0 "" "$APPLY_TIMEOUT"
 mark_log() { wc -l <"$WORK/tollgate-server.log"; }

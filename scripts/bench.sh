@@ -52,50 +52,14 @@ FEATURE=export
 WORK="$(mktemp -d /tmp/tollgate-bench.XXXXXX)"
 STARTED_PIDS=()
 STARTED_POSTGRES=""
+BENCH_NAME=bench
+# shellcheck source=scripts/bench/lib.sh
+source "$ROOT/scripts/bench/lib.sh"
 
-log() { printf '== %s\n' "$*" >&2; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
-
-stop_pid() {
-  local pid="$1"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    kill -9 "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local status=$?
-  set +e
-  for pid in "${STARTED_PIDS[@]}"; do
-    stop_pid "$pid"
-  done
-  if [[ "${BENCH_KEEP:-}" != 1 ]]; then
-    if pg_isready -d "$PG_SERVER_URL/postgres" -q 2>/dev/null; then
-      psql_admin -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1
-      psql_admin -c "DROP DATABASE IF EXISTS $PGBENCH_DB WITH (FORCE)" >/dev/null 2>&1
-    fi
-    rm -rf "$WORK"
-  else
-    log "kept databases $DB, $PGBENCH_DB and $WORK"
-  fi
-  if [[ -n "$STARTED_POSTGRES" ]]; then
-    log "stopping the PostgreSQL this script started"
-    pg_ctlcluster --skip-systemctl-redirect "$STARTED_POSTGRES" main stop
-  fi
-  if [[ $status -ne 0 ]]; then
-    printf 'bench: failed (exit %d)\n' "$status" >&2
-  fi
-}
+cleanup() { bench_cleanup $? "$DB" "$PGBENCH_DB"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-psql_admin() { psql -X -q -v ON_ERROR_STOP=1 -d "$PG_SERVER_URL/postgres" "$@"; }
 psql_db() { psql -X -q -v ON_ERROR_STOP=1 -d "$PG_SERVER_URL/$DB" "$@"; }
 
 # ---------------------------------------------------------------------------------- tools
@@ -109,37 +73,7 @@ need_tools() {
   done
 }
 
-start_postgres() {
-  if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
-    return 0
-  fi
-  log "PostgreSQL is down: starting it"
-  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
-    apt-get update -q && apt-get install -y -q postgresql
-  fi
-  STARTED_POSTGRES="$(ls /etc/postgresql | head -n1)"
-  pg_ctlcluster --skip-systemctl-redirect "$STARTED_POSTGRES" main start
-  for _ in $(seq 1 30); do
-    pg_isready -h 127.0.0.1 -p 5432 -q && return 0
-    sleep 1
-  done
-  die "PostgreSQL did not come up"
-}
-
 # ------------------------------------------------------------------------------ probes
-# The process's CPU time (user + system) in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# Busy and total jiffies of the whole machine.
-machine_ticks() { awk '/^cpu /{busy=$2+$3+$4+$7+$8+$9; total=busy+$5+$6; print busy, total}' /proc/stat; }
-# CPU time (user + system, clock ticks) of every PostgreSQL server process: its backends serve
-# the pooled connections, which live through a measured run.
-pg_ticks() {
-  local total=0 pid
-  for pid in $(pgrep -x postgres 2>/dev/null); do
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
-  done
-  echo "$total"
-}
 peak_rss_kb() { awk '/^VmHWM:/{print $2}' "/proc/$1/status"; }
 # Peak RSS starts again from the current RSS (Linux: clear_refs 5).
 reset_peak_rss() { echo 5 > "/proc/$1/clear_refs" 2>/dev/null || echo "bench: cannot reset the peak RSS of $1; it covers the process's life" >&2; }
@@ -147,25 +81,8 @@ db_xacts() {
   psql_db -At -c "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"
 }
 
-wait_ready() {
-  local url="$1" pid="$2" name="$3" logfile="$4"
-  for _ in $(seq 1 100); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$logfile" >&2
-      die "$name exited during start-up (its log is above)"
-    fi
-    if [[ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" == 200 ]]; then
-      return 0
-    fi
-    sleep 0.2
-  done
-  tail -n 30 "$logfile" >&2
-  die "$name did not become ready at $url"
-}
-
-# measure NAME URL LUA PID [TOKEN]: warm-up, then the measured wrk run; writes NAME.wrk
-# (wrk's output) and NAME.env (server-side figures) under $WORK.
-# measure NAME URL LUA PID [TOKEN]: a warm-up, then the measured run. With COLD=1 in the
+# measure NAME URL LUA PID [TOKEN]: a warm-up, then the measured wrk run; writes NAME.wrk
+# (wrk's output) and NAME.env (server-side figures) under $WORK. With COLD=1 in the
 # environment: no warm-up, and the peak RSS is not reset (a cold start, measured as it comes).
 measure() {
   local name="$1" url="$2" lua="$3" pid="$4" token="${5:-}"
