@@ -427,6 +427,9 @@ async fn a_sync_waiting_on_stripe_holds_no_database_connection() {
         assert_eq!(status["plan"], "free", "{status}");
         assert!(app.stripe.received_on("GET", "/v1/subscriptions").len() > listed);
     }
+    // Ready all the while: a backlog is the workers' business, not a reason to take the
+    // replica out of the load balancer.
+    assert_eq!(app.get("/readyz", None).await.status(), 200);
     // The event is still waiting for its sync, which is still waiting for Stripe.
     let status = app
         .db(|conn| tollgate::db::events::status(conn, "evt_slow"))
