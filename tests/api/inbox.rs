@@ -482,3 +482,65 @@ async fn events_arriving_while_their_customer_is_synced_make_one_more_sync() {
     // The first event's sync, then one more for the five that came during it.
     assert_eq!(reads(&app, "/v1/subscriptions", &customer) - before, 2);
 }
+
+#[tokio::test]
+async fn a_lapsed_lease_is_taken_by_another_holder_and_its_first_holder_writes_nothing() {
+    let app = spawn_app().await;
+    if !app.uses_postgres() {
+        return; // One SQLite process needs no leases.
+    }
+    use std::time::Duration;
+    use tollgate::db::leases;
+    app.db(|conn| {
+        assert!(leases::take(
+            conn,
+            "customer:cus_lease",
+            "first",
+            Duration::from_millis(50)
+        )?);
+        // Held: no one else takes it.
+        assert!(!leases::take(
+            conn,
+            "customer:cus_lease",
+            "second",
+            Duration::from_secs(10)
+        )?);
+        Ok(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.db(|conn| {
+        // Lapsed (its holder stalled or died): the next one takes it.
+        assert!(leases::take(
+            conn,
+            "customer:cus_lease",
+            "second",
+            Duration::from_secs(10)
+        )?);
+        // The first holder's write is refused, its renewal and release change nothing.
+        let refused = tollgate::db::write_transaction(conn, |conn| {
+            leases::confirm(conn, "customer:cus_lease", "first")
+        });
+        assert!(refused.is_err());
+        assert!(!leases::renew(
+            conn,
+            "customer:cus_lease",
+            "first",
+            Duration::from_secs(10)
+        )?);
+        leases::release(conn, "customer:cus_lease", "first")?;
+        tollgate::db::write_transaction(conn, |conn| {
+            leases::confirm(conn, "customer:cus_lease", "second")
+        })?;
+        leases::release(conn, "customer:cus_lease", "second")?;
+        // Released: free at once.
+        assert!(leases::take(
+            conn,
+            "customer:cus_lease",
+            "third",
+            Duration::from_secs(10)
+        )?);
+        Ok(())
+    })
+    .await;
+}
