@@ -128,6 +128,8 @@ pub struct InboxTerms {
     pub lease: Duration,
     /// Woken when a webhook event was stored, so that this replica's worker takes it at once.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Stores received events, those arriving together in one transaction.
+    pub recorder: Arc<crate::db::events::Recorder>,
 }
 
 /// What the events use cases need, built once from `events` settings.
@@ -265,6 +267,7 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
             poll: Duration::from_millis(settings.webhooks.poll_interval_ms),
             lease: Duration::from_secs(settings.webhooks.lease_seconds),
             wake: Arc::new(tokio::sync::Notify::new()),
+            recorder: Arc::default(),
         },
         events,
         licenses,

@@ -44,6 +44,177 @@ pub fn record(
     Ok(inserted == 1)
 }
 
+/// An event to store, owned (it waits in [`Recorder`]'s queue).
+#[derive(Debug, Clone)]
+pub struct OwnedEvent {
+    pub id: String,
+    pub event_type: String,
+    pub customer_id: Option<String>,
+    pub livemode: bool,
+    pub created: DateTime<Utc>,
+    pub payload: String,
+    pub needs_work: bool,
+    pub now: DateTime<Utc>,
+}
+
+impl OwnedEvent {
+    fn row(&self) -> NewEvent<'_> {
+        NewEvent {
+            id: &self.id,
+            event_type: &self.event_type,
+            customer_id: self.customer_id.as_deref(),
+            livemode: self.livemode,
+            created: self.created,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// Stores events in one transaction: answers, for each, whether it was new (the first of its
+/// id, here and in the table). On PostgreSQL one multi-row insert; on SQLite one insert each.
+pub fn record_all(conn: &mut DbConnection, batch: &[OwnedEvent]) -> anyhow::Result<Vec<bool>> {
+    super::write_transaction(conn, |conn| {
+        let inserted: std::collections::HashSet<String> = match conn {
+            DbConnection::Pg(pg) => {
+                let rows: Vec<_> = batch
+                    .iter()
+                    .map(|e| {
+                        let now = to_db_time(e.now);
+                        (
+                            stripe_events::event_id.eq(&e.id),
+                            stripe_events::event_type.eq(&e.event_type),
+                            stripe_events::stripe_customer_id.eq(e.customer_id.as_deref()),
+                            stripe_events::livemode.eq(e.livemode),
+                            stripe_events::payload.eq(&e.payload),
+                            stripe_events::stripe_created_at.eq(to_db_time(e.created)),
+                            stripe_events::received_at.eq(now),
+                            stripe_events::attempts.eq(0),
+                            stripe_events::due_at.eq(e.needs_work.then_some(now)),
+                            stripe_events::processed_at.eq((!e.needs_work).then_some(now)),
+                        )
+                    })
+                    .collect();
+                diesel::insert_into(stripe_events::table)
+                    .values(rows)
+                    .on_conflict_do_nothing()
+                    .returning(stripe_events::event_id)
+                    .get_results::<String>(pg)?
+                    .into_iter()
+                    .collect()
+            }
+            DbConnection::Sqlite(_) => {
+                let mut inserted = std::collections::HashSet::new();
+                for e in batch {
+                    if record(conn, e.row(), e.needs_work, e.now)? {
+                        inserted.insert(e.id.clone());
+                    }
+                }
+                inserted
+            }
+        };
+        // Of two copies of one id in the batch, the first is the one stored.
+        let mut seen = std::collections::HashSet::new();
+        Ok(batch
+            .iter()
+            .map(|e| inserted.contains(&e.id) && seen.insert(e.id.as_str()))
+            .collect())
+    })
+}
+
+/// Stores webhook events as they arrive, several in one transaction: each caller queues its
+/// event and waits for its commit. Up to [`Recorder::WRITERS`] writer tasks run; each takes
+/// what is queued (at most [`Recorder::BATCH`] events), stores it in one transaction, answers
+/// those callers, and goes on while events wait. A burst of deliveries thus costs one commit
+/// per write rather than one per event. The writers are tasks of their own, so a caller that
+/// hangs up cancels nothing.
+#[derive(Default)]
+pub struct Recorder {
+    queue: std::sync::Mutex<Queue>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("Recorder")
+            .field("waiting", &queue.waiting.len())
+            .field("writers", &queue.writers)
+            .finish()
+    }
+}
+
+type Answer = tokio::sync::oneshot::Sender<Result<bool, String>>;
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<(OwnedEvent, Answer)>,
+    writers: usize,
+}
+
+impl Recorder {
+    /// Writes running at once (on PostgreSQL they commit side by side).
+    const WRITERS: usize = 2;
+    /// Events in one write at most.
+    const BATCH: usize = 200;
+
+    /// Stores `event`, answering once it is committed: `true` when it is new, `false` when it
+    /// was stored before.
+    pub async fn record(
+        self: &std::sync::Arc<Self>,
+        db: &super::Database,
+        event: OwnedEvent,
+    ) -> anyhow::Result<bool> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let start_writer = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.waiting.push((event, answer));
+            let start = queue.writers < Self::WRITERS;
+            if start {
+                queue.writers += 1;
+            }
+            start
+        };
+        if start_writer {
+            let (recorder, db) = (self.clone(), db.clone());
+            tokio::spawn(async move { recorder.write_while_waiting(&db).await });
+        }
+        match answered.await {
+            Ok(Ok(new)) => Ok(new),
+            Ok(Err(e)) => Err(anyhow::anyhow!(e)),
+            Err(_) => Err(anyhow::anyhow!("the event's write was abandoned")),
+        }
+    }
+
+    /// A writer: writes batches until nothing waits. Whether anything waits and the end of the
+    /// writer are decided under one lock, so an event queued meanwhile always has a writer.
+    async fn write_while_waiting(&self, db: &super::Database) {
+        loop {
+            let batch: Vec<_> = {
+                let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if queue.waiting.is_empty() {
+                    queue.writers -= 1;
+                    return;
+                }
+                let n = queue.waiting.len().min(Self::BATCH);
+                queue.waiting.drain(..n).collect()
+            };
+            let (events, answers): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match db.run(move |conn| record_all(conn, &events)).await {
+                Ok(new) => {
+                    for (answer, new) in answers.into_iter().zip(new) {
+                        let _ = answer.send(Ok(new));
+                    }
+                }
+                Err(e) => {
+                    let message = format!("{e:#}");
+                    for answer in answers {
+                        let _ = answer.send(Err(message.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A pending event, as a worker takes it.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = stripe_events)]

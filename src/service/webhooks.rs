@@ -40,29 +40,19 @@ pub async fn receive(
     event: &VerifiedEvent,
     payload: &str,
 ) -> anyhow::Result<EventOutcome> {
-    let now = state.now();
     let needs_work = EVENTS.contains(&event.event_type.as_str());
-    let (stored, body) = (event.clone(), payload.to_owned());
-    let new = state
-        .db
-        .run(move |conn| {
-            let recorded = if needs_work && stored.customer.is_none() {
-                recorded_customer(conn, &stored)?
-            } else {
-                None
-            };
-            let customer = stored
-                .customer
-                .as_ref()
-                .map(|c| c.as_str().to_owned())
-                .or(recorded);
-            let row = events::NewEvent {
-                customer_id: customer.as_deref(),
-                ..stored_event(&stored, &body)
-            };
-            events::record(conn, row, needs_work, now)
-        })
-        .await?;
+    let customer = match &event.customer {
+        Some(customer) => Some(customer.as_str().to_owned()),
+        None if needs_work => {
+            let stored = event.clone();
+            state
+                .db
+                .run(move |conn| recorded_customer(conn, &stored))
+                .await?
+        }
+        None => None,
+    };
+    let new = store(state, event, payload, customer, needs_work).await?;
     if !new {
         return Ok(EventOutcome::Duplicate);
     }
@@ -71,6 +61,28 @@ pub async fn receive(
     }
     state.inbox.wake.notify_one();
     Ok(EventOutcome::Stored)
+}
+
+/// Stores the event (with the events arriving at the same time, in one transaction); `false`
+/// when it was stored before.
+async fn store(
+    state: &AppState,
+    event: &VerifiedEvent,
+    payload: &str,
+    customer: Option<String>,
+    needs_work: bool,
+) -> anyhow::Result<bool> {
+    let row = events::OwnedEvent {
+        id: event.id.as_str().to_owned(),
+        event_type: event.event_type.clone(),
+        customer_id: customer,
+        livemode: event.livemode,
+        created: event.created,
+        payload: payload.to_owned(),
+        needs_work,
+        now: state.now(),
+    };
+    state.inbox.recorder.record(&state.db, row).await
 }
 
 /// The customer of the payment a dispute names, as Tollgate recorded it.
@@ -96,29 +108,12 @@ pub async fn record_only(
     event: &VerifiedEvent,
     payload: &str,
 ) -> anyhow::Result<EventOutcome> {
-    let now = state.now();
-    let (stored, body) = (event.clone(), payload.to_owned());
-    let new = state
-        .db
-        .run(move |conn| events::record(conn, stored_event(&stored, &body), false, now))
-        .await?;
-    Ok(if new {
+    let customer = event.customer.as_ref().map(|c| c.as_str().to_owned());
+    Ok(if store(state, event, payload, customer, false).await? {
         EventOutcome::Recorded
     } else {
         EventOutcome::Duplicate
     })
-}
-
-/// The event as the event log stores it.
-fn stored_event<'a>(event: &'a VerifiedEvent, payload: &'a str) -> events::NewEvent<'a> {
-    events::NewEvent {
-        id: event.id.as_str(),
-        event_type: &event.event_type,
-        customer_id: event.customer.as_ref().map(CustomerId::as_str),
-        livemode: event.livemode,
-        created: event.created,
-        payload,
-    }
 }
 
 /// A sync a caller waits for (verify after checkout): it also applies the customer's pending

@@ -544,3 +544,44 @@ async fn a_lapsed_lease_is_taken_by_another_holder_and_its_first_holder_writes_n
     })
     .await;
 }
+
+#[tokio::test]
+async fn deliveries_arriving_together_are_each_stored_once_and_each_answered() {
+    let app = spawn_app().await;
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let before = app.count("stripe_events").await;
+    // 40 events, each delivered twice, all at once: written together, in a few transactions.
+    let events: Vec<Value> = (0..40)
+        .map(|i| {
+            event(
+                &format!("evt_together_{i}"),
+                "customer.subscription.updated",
+                app.stripe.subscription(&sub_id),
+            )
+        })
+        .collect();
+    let deliveries = events.iter().chain(events.iter()).map(|e| async {
+        let res = app
+            .send_webhook(e, crate::helpers::WEBHOOK_SECRET, None)
+            .await;
+        assert_eq!(res.status(), 200);
+        let body: Value = res.json().await.unwrap();
+        (
+            e["id"].as_str().unwrap().to_owned(),
+            body["duplicate"].as_bool().unwrap(),
+        )
+    });
+    let answers = futures::future::join_all(deliveries).await;
+    for e in &events {
+        let id = e["id"].as_str().unwrap();
+        let firsts = answers.iter().filter(|(a, dup)| a == id && !dup).count();
+        let copies = answers.iter().filter(|(a, dup)| a == id && *dup).count();
+        assert_eq!((firsts, copies), (1, 1), "{id}: {answers:?}");
+    }
+    assert_eq!(app.count("stripe_events").await - before, 40);
+    let ids: Vec<String> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    all_applied(&app, &ids).await;
+}
