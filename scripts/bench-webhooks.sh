@@ -129,7 +129,7 @@ stub() { curl -sf -X "$1" "$STUB$2"; }
 # NAME.stub.json (Stripe requests) and NAME.env (CPU) under $WORK.
 round() {
   local name="$1" kind="$2" url="$3" pid="$4" db="$5" round="$6" fail_rate="$7" timeout="$8"
-  local c0 c1 ca p0 p1 pa m0 m1 t0 t1 poller
+  local c0 c1 ca p0 p1 pa m0 m1 ma t0 t1 poller
   stub POST "/__stage?round=$round&fail_rate=$fail_rate&seed=$SEED" >/dev/null
   stub POST /__reset >/dev/null
   rm -f "$WORK/$name".*
@@ -158,6 +158,7 @@ round() {
   # Until the last answer (Tollgate applies events after it).
   ca="$(cpu_ticks "$pid")"
   pa="$(pg_ticks)"
+  ma="$(machine_ticks)"
   python3 - "$WORK/$name.send.json" <<'EOF' >&2
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -189,6 +190,8 @@ EOF
     echo "clk_tck=$(getconf CLK_TCK)"
     echo "machine_busy=$(( ${m1% *} - ${m0% *} ))"
     echo "machine_total=$(( ${m1#* } - ${m0#* } ))"
+    echo "machine_busy_answering=$(( ${ma% *} - ${m0% *} ))"
+    echo "machine_total_answering=$(( ${ma#* } - ${m0#* } ))"
     echo "window_ms=$((t1 - t0))"
     echo "fail_rate=${fail_rate:-0}"
   } >"$WORK/$name.env"

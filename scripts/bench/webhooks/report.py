@@ -71,6 +71,10 @@ def load(work, name):
         "pg_us_answering": int(env.get("pg_ticks_answering", 0)) / tck * 1e6 / count,
         "window_s": int(env["window_ms"]) / 1000,
         "busy": int(env["machine_busy"]) / total if total else float("nan"),
+        # Until the last answer: how busy the whole machine was, and its CPU per event.
+        "busy_answering": (int(env.get("machine_busy_answering", 0))
+                           / max(1, int(env.get("machine_total_answering", 0)))),
+        "machine_us_answering": int(env.get("machine_busy_answering", 0)) / tck * 1e6 / count,
         "requests": stub["total"],
         "reads": reads,
         "failed_reads": stub["failed"],
@@ -332,7 +336,18 @@ def section(work):
             f"{tollgate['pg_us_answering']:,.0f} µs (stripe-sync-engine: "
             f"{engine['cpu_us_answering']:,.0f} µs and {engine['pg_us_answering']:,.0f} µs). "
             "The load generator, the server and PostgreSQL share the machine's "
-            f"{meta['nproc']} cores."
+            f"{meta['nproc']} cores: until the last answer the machine was "
+            f"{tollgate['busy_answering']:.0%} busy with Tollgate's round and "
+            f"{engine['busy_answering']:.0%} with stripe-sync-engine's, and everything else "
+            "on it (the load generator, the Stripe stub, the kernel) took "
+            f"{rest_us(tollgate):,.0f} µs per event in Tollgate's round and "
+            f"{rest_us(engine):,.0f} µs in stripe-sync-engine's. A round whose events cost "
+            "C µs of the machine's CPU each cannot be answered faster than "
+            f"{meta['nproc']} × 10⁶ / C events/s: "
+            f"{ceiling(tollgate, meta):,.0f}/s for Tollgate's, "
+            f"{ceiling(engine, meta):,.0f}/s for stripe-sync-engine's (3× the latter would need "
+            f"Tollgate's events to cost {engine['machine_us_answering'] / 3:,.0f} µs of CPU "
+            "each, load generator included)."
             + (" Tollgate ran as a debug build." if debug else ""))
     config = settings(work)
     rate = number(config.get("stripe.requests_per_second"))
@@ -423,6 +438,17 @@ def replace_section(text, block):
     if start != -1 and end > start:
         return text[:start] + block + text[end + len(END):]
     return text.rstrip("\n") + "\n\n" + block + "\n"
+
+
+def rest_us(r):
+    """CPU per event, until the last answer, of all but the server and PostgreSQL."""
+    return max(0.0, r["machine_us_answering"] - r["cpu_us_answering"] - r["pg_us_answering"])
+
+
+def ceiling(r, meta):
+    """Events/s the machine could answer at most at the round's CPU cost per event."""
+    cost = r["machine_us_answering"]
+    return int(meta["nproc"]) * 1e6 / cost if cost else float("nan")
 
 
 def main():
