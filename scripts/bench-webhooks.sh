@@ -147,14 +147,23 @@ round() {
   local count="$EVENTS"
   [[ "$round" == 0 ]] && count="$CUSTOMERS"
   log "$name: $count events to $url${fail_rate:+ (Stripe reads failing: $fail_rate)}"
+  # The load generator builds and signs the events first; the clock starts when it sends.
+  local sender
+  node "$HERE/send.mjs" --url "$url" --secret "$WEBHOOK_SECRET" --fixtures "$FIXTURES" \
+    --customers "$CUSTOMERS" --events "$EVENTS" --round "$round" --connections "$CONNECTIONS" \
+    --seed "$SEED" --tag "$RUN_TAG" --label "$name" --out "$WORK/$name.send.json" \
+    --ready "$WORK/$name.send-ready" --go "$WORK/$name.send-go" >/dev/null &
+  sender=$!
+  while [[ ! -f "$WORK/$name.send-ready" ]]; do
+    kill -0 "$sender" 2>/dev/null || die "the load generator failed for $name"
+    sleep 0.02
+  done
   c0="$(cpu_ticks "$pid")"
   p0="$(pg_ticks)"
   m0="$(machine_ticks)"
   t0="$(now_ms)"
-  node "$HERE/send.mjs" --url "$url" --secret "$WEBHOOK_SECRET" --fixtures "$FIXTURES" \
-    --customers "$CUSTOMERS" --events "$EVENTS" --round "$round" --connections "$CONNECTIONS" \
-    --seed "$SEED" --tag "$RUN_TAG" --label "$name" --out "$WORK/$name.send.json" >/dev/null \
-    || die "the load generator failed for $name"
+  touch "$WORK/$name.send-go"
+  wait "$sender" || die "the load generator failed for $name"
   # Until the last answer (Tollgate applies events after it).
   ca="$(cpu_ticks "$pid")"
   pa="$(pg_ticks)"

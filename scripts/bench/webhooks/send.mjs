@@ -5,13 +5,17 @@
 // usage: node send.mjs --url http://127.0.0.1:18081/v1/webhooks/stripe --secret whsec_...
 //          --fixtures tests/fixtures/stripe --customers 500 --events 3000 --round 1
 //          [--connections 16] [--seed 42] [--tag run1] [--out result.json]
+//          [--ready FILE --go FILE]
+// With --ready and --go: once the events are built and signed, writes FILE (--ready) and
+// waits until the --go file exists before sending, so that the caller measures the machine
+// from the first send only.
 // --round 0 sends one customer.subscription.created per customer (--events is ignored).
 // Prints (and writes to --out, atomically: others wait for the file) a JSON summary: count,
 // ok, errors (non-2xx answers and failed requests), statuses, duration, events/s, answer-time
 // percentiles, and the wall-clock times of the first send and of the last answer.
 
 import { Agent, request } from 'node:http';
-import { renameSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { World, signature } from './stream.mjs';
@@ -29,6 +33,8 @@ const { values: args } = parseArgs({
     tag: { type: 'string', default: 'x' },
     out: { type: 'string' },
     label: { type: 'string', default: '' },
+    ready: { type: 'string' },
+    go: { type: 'string' },
   },
 });
 const customers = Number(args.customers);
@@ -100,6 +106,13 @@ async function worker() {
   while (next < prepared.length) {
     const k = next++;
     results[k] = await post(prepared[k]);
+  }
+}
+
+if (args.ready && args.go) {
+  writeFileSync(args.ready, '');
+  while (!existsSync(args.go)) {
+    await new Promise((r) => setTimeout(r, 5));
   }
 }
 
