@@ -76,8 +76,13 @@ pub fn record_all(conn: &mut DbConnection, batch: &[OwnedEvent]) -> anyhow::Resu
     super::write_transaction(conn, |conn| {
         let inserted: std::collections::HashSet<String> = match conn {
             DbConnection::Pg(pg) => {
-                let rows: Vec<_> = batch
-                    .iter()
+                // In id order: two replicas writing overlapping batches (one delivery to each)
+                // then wait on each other's rows in the same order, never in a cycle (which
+                // PostgreSQL would end by failing one of them).
+                let mut sorted: Vec<&OwnedEvent> = batch.iter().collect();
+                sorted.sort_by(|a, b| a.id.cmp(&b.id));
+                let rows: Vec<_> = sorted
+                    .into_iter()
                     .map(|e| {
                         let now = to_db_time(e.now);
                         (

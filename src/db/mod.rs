@@ -471,13 +471,14 @@ impl LeaseGuard {
 
     async fn release(mut self) {
         self.heartbeat.abort();
-        self.released = true;
         let (name, holder) = (self.name.clone(), self.holder.clone());
-        if let Err(e) = self
+        // Cancelled before this ends, the guard's drop releases it instead.
+        let released = self
             .db
             .run(move |conn| leases::release(conn, &name, &holder))
-            .await
-        {
+            .await;
+        self.released = true;
+        if let Err(e) = released {
             // It lapses at the end of its term.
             tracing::warn!(lease = %self.name, error = format_args!("{e:#}"), "could not release a lease");
         }
