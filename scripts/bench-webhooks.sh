@@ -261,13 +261,7 @@ for db in "$TOLLGATE_DB" "$ENGINE_DB"; do
 done
 
 # Other work on the machine skews every figure: record how busy it was just before measuring.
-read -r b0 t0 < <(machine_ticks)
-sleep 3
-read -r b1 t1 < <(machine_ticks)
-BUSY_BEFORE="$(( 100 * (b1 - b0) / (t1 - t0) ))"
-LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-log "before measuring: CPU ${BUSY_BEFORE}% busy, load average $LOAD_BEFORE"
-[[ "$BUSY_BEFORE" -lt 15 ]] || log "WARNING: the machine is busy with other work; figures will be lower"
+measure_idle_machine
 
 # ------------------------------------------------------------------------ stripe-sync-engine
 ENGINE_URL="$PG_SERVER_URL/$ENGINE_DB"

@@ -241,13 +241,7 @@ fi
 stop_pid "$SAMPLE_PID"
 
 # Other work on the machine skews every figure: record how busy it was just before measuring.
-read -r b0 t0 < <(machine_ticks)
-sleep 3
-read -r b1 t1 < <(machine_ticks)
-BUSY_BEFORE="$(( 100 * (b1 - b0) / (t1 - t0) ))"
-LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-log "before measuring: CPU ${BUSY_BEFORE}% busy, load average $LOAD_BEFORE"
-[[ "$BUSY_BEFORE" -lt 15 ]] || log "WARNING: the machine is busy with other work; figures will be lower"
+measure_idle_machine
 
 log "starting Tollgate (release) on port $TOLLGATE_PORT"
 "${tollgate_env[@]}" "$TOLLGATE_BIN" --config "$CONFIG" serve >"$WORK/tollgate.log" 2>&1 &

@@ -55,6 +55,19 @@ wait_ready() {
   die "$name did not become ready at $url"
 }
 
+# Sets BUSY_BEFORE (the machine's busy percent over 3 s) and LOAD_BEFORE (its load averages),
+# and warns when other work keeps it busy.
+measure_idle_machine() {
+  local b0 t0 b1 t1
+  read -r b0 t0 < <(machine_ticks)
+  sleep 3
+  read -r b1 t1 < <(machine_ticks)
+  BUSY_BEFORE="$(( 100 * (b1 - b0) / (t1 - t0) ))"
+  LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+  log "before measuring: CPU ${BUSY_BEFORE}% busy, load average $LOAD_BEFORE"
+  [[ "$BUSY_BEFORE" -lt 15 ]] || log "WARNING: the machine is busy with other work; figures will be lower"
+}
+
 # The process's CPU time (user + system) in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # Busy and total jiffies of the whole machine.

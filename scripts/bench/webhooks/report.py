@@ -10,6 +10,7 @@ tollgate_storm): NAME.send.json (load generator), NAME.applied.json (poller), NA
 (the Stripe stub's counts) and NAME.env (CPU, machine); meta.env (machine and parameters) and
 tollgate-config.txt (`tollgate check-config --print`).
 """
+import importlib.util
 import json
 import os
 import re
@@ -24,16 +25,12 @@ APPLIED_WITHIN_S = 10.0
 STORM_P99_MS = 100.0
 
 
-def read_env(path):
-    values = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                line = line.rstrip("\n")
-                if "=" in line:
-                    key, value = line.split("=", 1)
-                    values[key] = value
-    return values
+# KEY=VALUE files, read as the main report (scripts/bench/report.py) reads them.
+_spec = importlib.util.spec_from_file_location(
+    "bench_report", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "report.py"))
+_main_report = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_main_report)
+read_env = _main_report.read_env
 
 
 def load(work, name):
