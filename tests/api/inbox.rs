@@ -60,6 +60,25 @@ async fn store_pending(
     store_pending_with(app, events, leased, None).await;
 }
 
+/// `n` `customer.subscription.updated` events `{prefix}_0` … for the subscription as Stripe
+/// holds it now, and their ids.
+fn updates(app: &TestApp, sub_id: &str, prefix: &str, n: usize) -> (Vec<Value>, Vec<String>) {
+    let events: Vec<Value> = (0..n)
+        .map(|i| {
+            event(
+                &format!("{prefix}_{i}"),
+                "customer.subscription.updated",
+                app.stripe.subscription(sub_id),
+            )
+        })
+        .collect();
+    let ids = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    (events, ids)
+}
+
 /// Waits until every one of `ids` is processed.
 async fn all_applied(app: &TestApp, ids: &[String]) {
     for id in ids {
@@ -97,19 +116,7 @@ async fn a_burst_for_one_customer_is_applied_by_one_stripe_re_read() {
         reads(&app, "/v1/charges", &customer),
     );
     assert!(before.1 > 0, "the verify after checkout read the charges");
-    let burst: Vec<Value> = (0..6)
-        .map(|i| {
-            event(
-                &format!("evt_burst_{i}"),
-                "customer.subscription.updated",
-                app.stripe.subscription(&sub_id),
-            )
-        })
-        .collect();
-    let ids: Vec<String> = burst
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect();
+    let (burst, ids) = updates(&app, &sub_id, "evt_burst", 6);
     store_pending(&app, burst, None).await;
 
     all_applied(&app, &ids).await;
@@ -451,19 +458,7 @@ async fn events_arriving_while_their_customer_is_synced_make_one_more_sync() {
     // Stripe is slow: the first sync is still reading when the other events arrive.
     app.stripe
         .delay_subscription_lists(std::time::Duration::from_millis(1500));
-    let events: Vec<Value> = (0..6)
-        .map(|i| {
-            event(
-                &format!("evt_during_{i}"),
-                "customer.subscription.updated",
-                app.stripe.subscription(&sub_id),
-            )
-        })
-        .collect();
-    let ids: Vec<String> = events
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect();
+    let (events, ids) = updates(&app, &sub_id, "evt_during", 6);
     let mut events = events.into_iter();
     store_pending(&app, vec![events.next().unwrap()], None).await;
     for _ in 0..1000 {
@@ -551,15 +546,7 @@ async fn deliveries_arriving_together_are_each_stored_once_and_each_answered() {
     let sub_id = app.subscribed("user-1", "pro", "month").await;
     let before = app.count("stripe_events").await;
     // 40 events, each delivered twice, all at once: written together, in a few transactions.
-    let events: Vec<Value> = (0..40)
-        .map(|i| {
-            event(
-                &format!("evt_together_{i}"),
-                "customer.subscription.updated",
-                app.stripe.subscription(&sub_id),
-            )
-        })
-        .collect();
+    let (events, ids) = updates(&app, &sub_id, "evt_together", 40);
     let deliveries = events.iter().chain(events.iter()).map(|e| async {
         let res = app
             .send_webhook(e, crate::helpers::WEBHOOK_SECRET, None)
@@ -579,9 +566,5 @@ async fn deliveries_arriving_together_are_each_stored_once_and_each_answered() {
         assert_eq!((firsts, copies), (1, 1), "{id}: {answers:?}");
     }
     assert_eq!(app.count("stripe_events").await - before, 40);
-    let ids: Vec<String> = events
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect();
     all_applied(&app, &ids).await;
 }
