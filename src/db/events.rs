@@ -245,14 +245,9 @@ pub fn claim(
     groups: i64,
     window: i64,
 ) -> anyhow::Result<Vec<PendingEvent>> {
-    use diesel::sql_types::{Text, Timestamp};
-    #[derive(diesel::QueryableByName)]
-    struct Leased {
-        #[diesel(sql_type = Text)]
-        id: String,
-    }
+    use diesel::sql_types::Timestamp;
     let pg = matches!(conn, DbConnection::Pg(_));
-    let p = |i: usize| if pg { format!("${i}") } else { "?".to_owned() };
+    let p = super::placeholders(conn);
     let sql = format!(
         "UPDATE stripe_events SET leased_until = {p1} WHERE event_id IN ( \
            SELECT e.event_id FROM stripe_events e \
@@ -283,7 +278,7 @@ pub fn claim(
     );
     let (now, lease) = (to_db_time(now), to_db_time(lease_until));
     super::write_transaction(conn, |conn| {
-        let leased: Vec<Leased> = on_backend!(conn, |c| {
+        let leased: Vec<super::Leased> = on_backend!(conn, |c| {
             diesel::sql_query(sql.as_str())
                 .bind::<Timestamp, _>(lease)
                 .bind::<Timestamp, _>(now)
@@ -291,7 +286,7 @@ pub fn claim(
                 .bind::<Timestamp, _>(now)
                 .bind::<Timestamp, _>(now)
                 .bind::<Timestamp, _>(now)
-                .load::<Leased>(c)
+                .load::<super::Leased>(c)
         })?;
         if leased.is_empty() {
             return Ok(Vec::new());

@@ -540,6 +540,20 @@ impl Drop for KeyedGuard {
     }
 }
 
+/// The id a leasing `UPDATE ... RETURNING ... AS id` answers.
+#[derive(diesel::QueryableByName)]
+pub(crate) struct Leased {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub id: String,
+}
+
+/// Bind placeholders of raw SQL for `conn`'s backend: `$1`, `$2`… on PostgreSQL, `?` on
+/// SQLite (which binds in order of appearance).
+pub(crate) fn placeholders(conn: &DbConnection) -> impl Fn(usize) -> String {
+    let pg = matches!(conn, DbConnection::Pg(_));
+    move |i| if pg { format!("${i}") } else { "?".to_owned() }
+}
+
 /// Leases up to `limit` due rows of a work queue (`table`, keyed by the text column `id`) until
 /// `lease_until`: rows where `pending` holds, whose `due` time has come and that no live worker
 /// holds; answers their ids. On PostgreSQL the candidates are locked with `SKIP LOCKED`, so
@@ -553,14 +567,9 @@ pub(crate) fn lease_due(
     lease_until: chrono::DateTime<chrono::Utc>,
     limit: i64,
 ) -> anyhow::Result<Vec<String>> {
-    use diesel::sql_types::{Text, Timestamp};
-    #[derive(diesel::QueryableByName)]
-    struct Leased {
-        #[diesel(sql_type = Text)]
-        id: String,
-    }
+    use diesel::sql_types::Timestamp;
     let pg = matches!(conn, DbConnection::Pg(_));
-    let p = |i: usize| if pg { format!("${i}") } else { "?".to_owned() };
+    let p = placeholders(conn);
     let sql = format!(
         "UPDATE {table} SET leased_until = {lease} WHERE {id} IN ( \
            SELECT {id} FROM {table} \
