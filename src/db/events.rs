@@ -236,8 +236,9 @@ pub struct PendingEvent {
 /// without a customer is a group of its own), the customers whose events are due longest
 /// first, skipping customers with an event leased by a live worker (their sync is running:
 /// what arrived meanwhile waits for the next claim after it, to be applied together). The
-/// candidates are the `window` earliest due events. On PostgreSQL the rows are locked with
-/// `SKIP LOCKED`, so workers of several replicas lease different events.
+/// candidates are the `window` earliest due events, and at most `window` events are leased (a
+/// customer with more due events has the rest applied by its next sync). On PostgreSQL the rows
+/// are locked with `SKIP LOCKED`, so workers of several replicas lease different events.
 pub fn claim(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
@@ -264,7 +265,8 @@ pub fn claim(
                      WHERE l.stripe_customer_id = c.stripe_customer_id \
                        AND l.processed_at IS NULL AND l.leased_until > {p4}) \
                  ORDER BY c.due_at LIMIT {window}) candidates \
-               GROUP BY k ORDER BY MIN(due) LIMIT {groups}){lock}) \
+               GROUP BY k ORDER BY MIN(due) LIMIT {groups}) \
+           ORDER BY e.due_at LIMIT {window}{lock}) \
          RETURNING event_id AS id",
         p1 = p(1),
         p2 = p(2),

@@ -202,29 +202,42 @@ async fn work(state: Arc<AppState>) {
     };
     let terms = state.inbox.clone();
     let mut measured: Option<std::time::Instant> = None;
-    // The customers being synced: at most `concurrency`. A customer is claimed only when a
-    // slot is free, with every event it has pending then, so that the events which arrive
-    // while the replica is busy are applied together by one re-read.
+    // The customers being synced: at most `concurrency`, each in a task of its own (so that a
+    // slow claim or gauge read here never stalls them). A customer is claimed only when a slot
+    // is free, with every event it has pending then, so that the events which arrive while the
+    // replica is busy are applied together by one re-read.
     let mut running = futures_util::stream::FuturesUnordered::new();
     loop {
         if measured.is_none_or(|at| at.elapsed() >= GAUGES_EVERY) {
             measured = Some(std::time::Instant::now());
             measure_backlog(&state).await;
         }
+        // While Stripe's 429s pause background work, claim nothing: a claimed customer would
+        // be locked through the pause, and a user's verify of it would wait behind it.
+        let paused = stripe.background_paused_until();
         let free = terms.concurrency.saturating_sub(running.len());
         let mut claimed_any = false;
-        if free > 0 {
+        if free > 0 && paused.is_none() {
             for group in claim(&state, &terms, free).await {
                 claimed_any = true;
                 let (state, stripe) = (state.clone(), stripe.clone());
-                running.push(async move { apply_group(&state, &stripe, group).await });
+                // The priority is the task's: set again in the new task.
+                running
+                    .push(tokio::spawn(Priority::Webhooks.scope(async move {
+                        apply_group(&state, &stripe, group).await
+                    })));
             }
         }
         if running.is_empty() {
-            let _ = tokio::time::timeout(terms.poll, terms.wake.notified()).await;
+            match paused {
+                Some(until) => tokio::time::sleep_until(until.into()).await,
+                None => {
+                    let _ = tokio::time::timeout(terms.poll, terms.wake.notified()).await;
+                }
+            }
         } else if running.len() < terms.concurrency && !claimed_any {
-            // A slot is free and nothing was due: wait for a sync to end, for a new event, or
-            // for the next look at what other replicas stored.
+            // A slot is free and nothing was due (or Stripe asked to pause): wait for a sync
+            // to end, for a new event, or for the next look at what other replicas stored.
             tokio::select! {
                 _ = running.next() => {}
                 _ = terms.wake.notified() => {}
@@ -249,13 +262,28 @@ async fn claim(state: &AppState, terms: &InboxTerms, customers: usize) -> Vec<Gr
         .db
         .run(move |conn| events::claim(conn, now, lease_until, groups, window))
         .await;
-    match claimed {
-        Ok(pending) => group(pending),
+    let pending = match claimed {
+        Ok(pending) => pending,
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "claiming webhook events failed; retrying");
-            Vec::new()
+            return Vec::new();
+        }
+    };
+    let (groups, unreadable) = group(pending);
+    // Not left leased: their customer's other events would wait for the lease to run out.
+    // Pending, with the error, for a version that reads them (and for operators to see).
+    for (id, error) in unreadable {
+        let due = now + chrono::Duration::from_std(terms.retry_max).unwrap_or_default();
+        let error = format!("the stored event does not parse: {error}");
+        let result = state
+            .db
+            .run(move |conn| events::retry_at(conn, &[id.as_str()], due, &error))
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %format!("{e:#}"), "recording an unreadable webhook event failed");
         }
     }
+    groups
 }
 
 /// How often a worker reads the backlog for its gauges.
@@ -287,9 +315,10 @@ struct Group {
 
 /// Groups the events by customer, oldest first within each. A stored event that no longer
 /// parses (written by another version) is grouped alone and fails there, visibly.
-fn group(pending: Vec<events::PendingEvent>) -> Vec<Group> {
+fn group(pending: Vec<events::PendingEvent>) -> (Vec<Group>, Vec<(String, String)>) {
     let mut by_customer: BTreeMap<String, Group> = BTreeMap::new();
     let mut alone = Vec::new();
+    let mut unreadable = Vec::new();
     for row in pending {
         let parsed = parse_stored(&row.payload);
         let customer = row
@@ -311,10 +340,11 @@ fn group(pending: Vec<events::PendingEvent>) -> Vec<Group> {
             }),
             (Err(e), _) => {
                 tracing::error!(event = %row.event_id, error = %e, "a stored webhook event does not parse; left pending");
+                unreadable.push((row.event_id, e.to_string()));
             }
         }
     }
-    by_customer.into_values().chain(alone).collect()
+    (by_customer.into_values().chain(alone).collect(), unreadable)
 }
 
 /// Applies a group: one sync of its customer for all its events. A failure is recorded on

@@ -56,6 +56,12 @@ impl StripeHttp {
     }
 }
 
+impl StripeHttp {
+    pub(super) fn budget(&self) -> &StripeBudget {
+        &self.budget
+    }
+}
+
 /// What one attempt came to.
 enum Attempt {
     Ok(Bytes),
@@ -188,7 +194,8 @@ impl StripeClient for StripeHttp {
                         }
                         pause.max(backoff)
                     } else {
-                        counted(if (400..500).contains(&status) {
+                        // A 4xx Stripe asks to retry (409, 424) is a failure, not a refusal.
+                        counted(if (400..500).contains(&status) && !retryable {
                             "refused"
                         } else {
                             "failed"

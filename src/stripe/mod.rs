@@ -221,6 +221,11 @@ impl StripeGateway {
         Ok(Some(StripeGateway { client }))
     }
 
+    /// Until when Stripe's 429s pause this replica's background work, if they do now.
+    pub fn background_paused_until(&self) -> Option<std::time::Instant> {
+        self.client.budget().paused_until()
+    }
+
     /// Creates the subject's Stripe customer. The idempotency key is derived from the subject,
     /// so concurrent first checkouts (also on other replicas) get the same customer back.
     /// `generation` distinguishes a customer created after an earlier one was deleted (the same

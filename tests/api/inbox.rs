@@ -568,3 +568,39 @@ async fn deliveries_arriving_together_are_each_stored_once_and_each_answered() {
     assert_eq!(app.count("stripe_events").await - before, 40);
     all_applied(&app, &ids).await;
 }
+
+#[tokio::test]
+async fn a_stored_event_that_no_longer_reads_does_not_hold_up_its_customer() {
+    let app = spawn_app().await;
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    app.stripe
+        .update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
+    // Stored by a version that read it; this one cannot (no `created`).
+    let mut unreadable = event(
+        "evt_unreadable",
+        "customer.subscription.updated",
+        app.stripe.subscription(&sub_id),
+    );
+    unreadable.as_object_mut().unwrap().remove("created");
+    store_pending(&app, vec![unreadable], None).await;
+    app.applied("evt_unreadable").await;
+    // The customer's next event is applied at once, not after the unreadable one's lease.
+    let (events, ids) = updates(&app, &sub_id, "evt_after_unreadable", 1);
+    store_pending(&app, events, None).await;
+    all_applied(&app, &ids).await;
+    let status = app.status(&app.user_token("user-1")).await;
+    assert_eq!(status["reason"], "canceling", "{status}");
+    // Left pending with the reason, for a version that reads it and for operators.
+    let stuck = app
+        .db(|conn| tollgate::db::events::status(conn, "evt_unreadable"))
+        .await
+        .unwrap();
+    assert!(stuck.processed_at.is_none());
+    assert!(
+        stuck
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("does not parse")),
+        "{stuck:?}"
+    );
+}
