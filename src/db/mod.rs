@@ -357,14 +357,15 @@ impl Database {
             return work(Lease { held: None }).await;
         }
         let mut wait = LEASE_POLL_MIN;
-        let guard = loop {
+        let mut guard = loop {
             if let Some(guard) = self.try_lease(key).await? {
                 break guard;
             }
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(LEASE_POLL_MAX);
         };
-        let result = work(guard.lease()).await;
+        let lease = guard.lease();
+        let result = guard.hold(work(lease)).await;
         guard.release().await;
         result
     }
@@ -383,10 +384,10 @@ impl Database {
         if self.backend == Backend::Sqlite {
             return work().await.map(Some);
         }
-        let Some(guard) = self.try_lease(name).await? else {
+        let Some(mut guard) = self.try_lease(name).await? else {
             return Ok(None);
         };
-        let result = work().await;
+        let result = guard.hold(work()).await;
         guard.release().await;
         result.map(Some)
     }
@@ -403,7 +404,9 @@ impl Database {
         }
         let db = self.clone();
         let (lease_name, lease_holder) = (name.to_owned(), holder.clone());
+        let (lost, lapsed) = tokio::sync::oneshot::channel();
         let heartbeat = tokio::spawn(async move {
+            let mut renewed = std::time::Instant::now();
             loop {
                 tokio::time::sleep(LEASE_RENEWAL).await;
                 let (n, h) = (lease_name.clone(), lease_holder.clone());
@@ -411,16 +414,24 @@ impl Database {
                     .run(move |conn| leases::renew(conn, &n, &h, LEASE_TERM))
                     .await
                 {
-                    Ok(true) => {}
+                    Ok(true) => renewed = std::time::Instant::now(),
                     Ok(false) => {
-                        tracing::warn!(lease = %lease_name, "a lease lapsed while its work ran");
+                        tracing::warn!(lease = %lease_name, "a lease lapsed while its work ran; the work is stopped");
+                        let _ = lost.send(());
                         return;
                     }
-                    Err(e) => tracing::warn!(
-                        lease = %lease_name,
-                        error = format_args!("{e:#}"),
-                        "could not renew a lease"
-                    ),
+                    Err(e) => {
+                        tracing::warn!(
+                            lease = %lease_name,
+                            error = format_args!("{e:#}"),
+                            "could not renew a lease"
+                        );
+                        // Another renewal would come too late: the lease may lapse before it.
+                        if renewed.elapsed() + LEASE_RENEWAL >= LEASE_TERM {
+                            let _ = lost.send(());
+                            return;
+                        }
+                    }
                 }
             }
         });
@@ -429,6 +440,7 @@ impl Database {
             name: name.to_owned(),
             holder,
             heartbeat,
+            lapsed: Some(lapsed),
             released: false,
         }))
     }
@@ -459,10 +471,42 @@ struct LeaseGuard {
     name: String,
     holder: String,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// Answers when the heartbeat finds the lease lost (or about to lapse unrenewed).
+    lapsed: Option<tokio::sync::oneshot::Receiver<()>>,
     released: bool,
 }
 
 impl LeaseGuard {
+    /// Runs `work` under the lease, stopping it (an error) if the lease is lost meanwhile: then
+    /// another holder may run, and two must never act at once (the checkout lock's Stripe
+    /// calls, reconciliation). A sync's write is fenced besides ([`Lease::confirm`]).
+    async fn hold<T>(
+        &mut self,
+        work: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let lapsed = self.lapsed.take();
+        let lost = async {
+            let said = match lapsed {
+                Some(lapsed) => lapsed.await.is_ok(),
+                None => false,
+            };
+            if !said {
+                // The heartbeat ended without a word (released): never.
+                std::future::pending::<()>().await;
+            }
+        };
+        // On the heap: a sync's future is large, and a debug build's request thread has little
+        // stack for two copies of it.
+        let work = Box::pin(work);
+        tokio::select! {
+            result = work => result,
+            () = lost => Err(anyhow::anyhow!(
+                "the lease `{}` was lost while its work ran (its renewals failed); the work was stopped",
+                self.name
+            )),
+        }
+    }
+
     fn lease(&self) -> Lease {
         Lease {
             held: Some((self.name.clone(), self.holder.clone())),

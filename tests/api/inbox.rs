@@ -604,3 +604,53 @@ async fn a_stored_event_that_no_longer_reads_does_not_hold_up_its_customer() {
         "{stuck:?}"
     );
 }
+
+#[tokio::test]
+async fn work_whose_lease_another_holder_took_is_stopped() {
+    let app = spawn_app().await;
+    if !app.uses_postgres() {
+        return; // One SQLite process needs no leases.
+    }
+    let db = app.app.db.clone();
+    let inside = db.clone();
+    let result = db
+        .with_customer_lock("checkout:user:stolen", |_lease| async move {
+            // Another holder has it now, as after the lease lapsed unrenewed.
+            inside
+                .run(|conn| {
+                    use diesel::RunQueryDsl;
+                    let taken = diesel::sql_query(
+                        "UPDATE leases SET holder = 'another' WHERE name = 'checkout:user:stolen'",
+                    )
+                    .execute(conn)?;
+                    assert_eq!(taken, 1);
+                    Ok(())
+                })
+                .await?;
+            // Work that would go on for long (Stripe calls, say): the next renewal stops it.
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+            Ok("finished")
+        })
+        .await;
+    let error = result.expect_err("the work went on without its lease");
+    assert!(error.to_string().contains("was lost"), "{error:#}");
+    // The other holder's lease was left alone.
+    let holder = app
+        .db(|conn| {
+            use diesel::RunQueryDsl;
+            #[derive(diesel::QueryableByName)]
+            struct Holder {
+                #[diesel(sql_type = diesel::sql_types::Text)]
+                holder: String,
+            }
+            Ok(
+                diesel::sql_query("SELECT holder FROM leases WHERE name = 'checkout:user:stolen'")
+                    .load::<Holder>(conn)?
+                    .into_iter()
+                    .map(|h| h.holder)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await;
+    assert_eq!(holder, ["another"]);
+}
