@@ -130,6 +130,33 @@ impl Served {
     }
 }
 
+/// Posts a `customer.subscription.updated` event `id` about `object`, signed with `secret`, to
+/// the served instance; answers the status.
+async fn post_event(
+    http: &reqwest::Client,
+    served: &Served,
+    id: &str,
+    object: serde_json::Value,
+    secret: &str,
+) -> u16 {
+    let event = serde_json::json!({
+        "id": id, "object": "event", "api_version": "2026-09-30.endive",
+        "created": chrono::Utc::now().timestamp(), "livemode": false, "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null}, "type": "customer.subscription.updated",
+        "data": {"object": object}
+    })
+    .to_string();
+    http.post(served.url("/v1/webhooks/stripe"))
+        .header("Stripe-Signature", signed(&event, secret))
+        .header("content-type", "application/json")
+        .body(event)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 fn signed(body: &str, secret: &str) -> String {
     use hmac::{Hmac, Mac};
     let t = chrono::Utc::now().timestamp();
@@ -174,22 +201,11 @@ async fn refusals_and_events_the_sdk_cannot_type_are_not_logged_as_errors() {
     let res = http.delete(served.url("/v1/status")).send().await.unwrap();
     assert_eq!(res.status(), 405);
     // A signed event whose object async-stripe's typed struct cannot hold: accepted.
-    let event = serde_json::json!({
-        "id": "evt_cli_1", "object": "event", "api_version": "2026-09-30.endive",
-        "created": chrono::Utc::now().timestamp(), "livemode": false, "pending_webhooks": 1,
-        "request": {"id": null, "idempotency_key": null}, "type": "customer.subscription.updated",
-        "data": {"object": {"id": "sub_1", "object": "subscription", "customer": "cus_1"}}
-    })
-    .to_string();
-    let res = http
-        .post(served.url("/v1/webhooks/stripe"))
-        .header("Stripe-Signature", signed(&event, "whsec_cli_test"))
-        .header("content-type", "application/json")
-        .body(event)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    let object = serde_json::json!({"id": "sub_1", "object": "subscription", "customer": "cus_1"});
+    assert_eq!(
+        post_event(&http, &served, "evt_cli_1", object, "whsec_cli_test").await,
+        200
+    );
     let res = http
         .post(served.url("/v1/admin/sync"))
         .json(&serde_json::json!({"all": true}))
@@ -1387,23 +1403,12 @@ async fn webhook_events_acknowledged_before_a_kill_are_applied_after_the_restart
     let first = serve_with_stripe(dir.path(), &stripe, postgres.as_ref());
     let http = reqwest::Client::new();
     for i in 0..3 {
-        let event = serde_json::json!({
-            "id": format!("evt_kill_{i}"), "object": "event", "api_version": "2026-09-30.endive",
-            "created": chrono::Utc::now().timestamp(), "livemode": false, "pending_webhooks": 1,
-            "request": {"id": null, "idempotency_key": null},
-            "type": "customer.subscription.updated",
-            "data": {"object": stripe.subscription(&sub_id)}
-        })
-        .to_string();
-        let res = http
-            .post(first.url("/v1/webhooks/stripe"))
-            .header("Stripe-Signature", signed(&event, "whsec_kill"))
-            .header("content-type", "application/json")
-            .body(event)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        let id = format!("evt_kill_{i}");
+        let object = stripe.subscription(&sub_id);
+        assert_eq!(
+            post_event(&http, &first, &id, object, "whsec_kill").await,
+            200
+        );
     }
     // The worker tried, and Stripe failed it.
     let mut backlog = serde_json::Value::Null;

@@ -60,6 +60,14 @@ async fn store_pending(
     store_pending_with(app, events, leased, None).await;
 }
 
+/// The Stripe customer of the subscription `sub_id`.
+fn customer_of(app: &TestApp, sub_id: &str) -> String {
+    app.stripe.subscription(sub_id)["customer"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// `n` `customer.subscription.updated` events `{prefix}_0` … for the subscription as Stripe
 /// holds it now, and their ids.
 fn updates(app: &TestApp, sub_id: &str, prefix: &str, n: usize) -> (Vec<Value>, Vec<String>) {
@@ -104,10 +112,7 @@ fn reads(app: &TestApp, path: &str, customer: &str) -> usize {
 async fn a_burst_for_one_customer_is_applied_by_one_stripe_re_read() {
     let app = spawn_app().await;
     let sub_id = app.subscribed("user-1", "pro", "month").await;
-    let customer = app.stripe.subscription(&sub_id)["customer"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer = customer_of(&app, &sub_id);
     let token = app.user_token("user-1");
     app.stripe
         .update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
@@ -169,10 +174,7 @@ async fn events_stored_by_a_replica_that_stopped_are_applied_by_another() {
 async fn operators_see_the_backlog_and_the_events_that_keep_failing() {
     let app = spawn_app().await;
     let sub_id = app.subscribed("user-1", "pro", "month").await;
-    let customer = app.stripe.subscription(&sub_id)["customer"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer = customer_of(&app, &sub_id);
     let admin = app.idp.service_token("billing:admin");
     let backlog = |token: String| {
         let app = &app;
@@ -450,10 +452,7 @@ async fn a_sync_waiting_on_stripe_holds_no_database_connection() {
 async fn events_arriving_while_their_customer_is_synced_make_one_more_sync() {
     let app = spawn_app().await;
     let sub_id = app.subscribed("user-1", "pro", "month").await;
-    let customer = app.stripe.subscription(&sub_id)["customer"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer = customer_of(&app, &sub_id);
     let before = reads(&app, "/v1/subscriptions", &customer);
     // Stripe is slow: the first sync is still reading when the other events arrive.
     app.stripe
