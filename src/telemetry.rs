@@ -9,7 +9,6 @@ use std::time::Instant;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, StatusCode};
 
-use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
@@ -45,11 +44,6 @@ pub fn init_for_command(json: bool) {
 
 fn install(json: bool, writer: BoxMakeWriter, terminal: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // async-stripe logs at ERROR every event its typed structs cannot hold; Tollgate reads
-    // only the envelope and accepts such events (src/stripe/webhook.rs), so that is no error.
-    let no_sdk_parse_errors = filter_fn(|meta| {
-        !(*meta.level() == tracing::Level::ERROR && meta.target().starts_with("stripe_webhook"))
-    });
     let layer = if json {
         fmt::layer()
             .with_target(false)
@@ -67,7 +61,7 @@ fn install(json: bool, writer: BoxMakeWriter, terminal: bool) {
     };
     // A second init (tests spawning several apps) is harmless.
     let _ = tracing_subscriber::registry()
-        .with(layer.with_filter(filter).with_filter(no_sdk_parse_errors))
+        .with(layer.with_filter(filter))
         .try_init();
 }
 
