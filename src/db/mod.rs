@@ -126,11 +126,62 @@ fn sqlite_path(url: &str) -> &str {
         .unwrap_or(url)
 }
 
+/// A pooled connection, and when it was last given back to the pool (see
+/// [`ConnectionManager::is_valid`]). Dereferences to the connection.
+pub struct Pooled {
+    conn: DbConnection,
+    returned_at: std::time::Instant,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = DbConnection;
+    fn deref(&self) -> &DbConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut DbConnection {
+        &mut self.conn
+    }
+}
+
+/// A connection given back this recently is taken again without a ping (HikariCP's "alive
+/// bypass window"): a burst's many short check-outs each cost a round trip otherwise.
+const PING_AFTER_IDLE: Duration = Duration::from_millis(500);
+
 impl ManageConnection for ConnectionManager {
-    type Connection = DbConnection;
+    type Connection = Pooled;
     type Error = r2d2::Error;
 
-    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+    fn connect(&self) -> Result<Pooled, r2d2::Error> {
+        self.open().map(|conn| Pooled {
+            conn,
+            returned_at: std::time::Instant::now(),
+        })
+    }
+
+    /// The check-out test: diesel's ping, a `SELECT 1` prepared once per connection (a simple
+    /// query would make PostgreSQL parse and plan it on every check-out), for a connection
+    /// idle longer than [`PING_AFTER_IDLE`]; one given back just now was working then. (A
+    /// connection the server dropped within that window fails its caller's statement once and
+    /// is pinged, and replaced, at its next check-out after the window.)
+    fn is_valid(&self, conn: &mut Pooled) -> Result<(), r2d2::Error> {
+        if conn.returned_at.elapsed() < PING_AFTER_IDLE {
+            return Ok(());
+        }
+        diesel::r2d2::R2D2Connection::ping(&mut conn.conn).map_err(r2d2::Error::QueryError)
+    }
+
+    /// A connection given back inside a transaction it could not end is not reused.
+    fn has_broken(&self, conn: &mut Pooled) -> bool {
+        conn.returned_at = std::time::Instant::now();
+        diesel::r2d2::R2D2Connection::is_broken(&mut conn.conn)
+    }
+}
+
+impl ConnectionManager {
+    fn open(&self) -> Result<DbConnection, r2d2::Error> {
         match self.backend {
             Backend::Postgres => PgConnection::establish(&self.url)
                 .map(DbConnection::Pg)
@@ -149,17 +200,6 @@ impl ManageConnection for ConnectionManager {
                 Ok(DbConnection::Sqlite(conn))
             }
         }
-    }
-
-    /// The check-out test: diesel's ping, a `SELECT 1` prepared once per connection (a simple
-    /// query would make PostgreSQL parse and plan it on every check-out).
-    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
-        diesel::r2d2::R2D2Connection::ping(conn).map_err(r2d2::Error::QueryError)
-    }
-
-    /// A connection given back inside a transaction it could not end is not reused.
-    fn has_broken(&self, conn: &mut DbConnection) -> bool {
-        diesel::r2d2::R2D2Connection::is_broken(conn)
     }
 }
 
@@ -294,7 +334,7 @@ impl Database {
     /// Applies pending migrations of this backend.
     pub fn migrate(&self) -> anyhow::Result<Vec<String>> {
         let mut conn = self.pool.get().context("database connection")?;
-        let applied = match &mut *conn {
+        let applied = match &mut **conn {
             DbConnection::Pg(c) => {
                 // Replicas starting together migrate one at a time.
                 diesel::sql_query("SELECT pg_advisory_lock(7406921473)").execute(c)?;
