@@ -307,6 +307,9 @@ pub struct WebhookSettings {
     pub poll_interval_ms: u64,
     /// How long a worker's claim on events lasts (a dead worker's events are taken after it).
     pub lease_seconds: u64,
+    /// How long a stored event waits before it is due, so that the events Stripe sends
+    /// together (one action makes several) are applied by one sync; 0: due at once.
+    pub coalesce_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1132,6 +1135,12 @@ impl Settings {
             if value == 0 {
                 problem(key, "must be at least 1".into());
             }
+        }
+        if self.webhooks.coalesce_ms > 60_000 {
+            problem(
+                "webhooks.coalesce_ms",
+                "must be at most 60000 (events wait this long before they are applied)".into(),
+            );
         }
         if self.stripe.requests_per_second.is_nan() || self.stripe.requests_per_second < 1.0 {
             problem(

@@ -126,6 +126,8 @@ pub struct InboxTerms {
     pub poll: Duration,
     /// How long a worker's claim on events lasts.
     pub lease: Duration,
+    /// How long a stored event waits before it is due (`webhooks.coalesce_ms`).
+    pub coalesce: Duration,
     /// Woken when a webhook event was stored, so that this replica's worker takes it at once.
     pub wake: Arc<tokio::sync::Notify>,
     /// Stores received events, those arriving together in one transaction.
@@ -266,6 +268,7 @@ pub fn build_state(settings: Settings, clock: Clock) -> anyhow::Result<AppState>
             retry_max: Duration::from_secs(settings.webhooks.retry_max_seconds),
             poll: Duration::from_millis(settings.webhooks.poll_interval_ms),
             lease: Duration::from_secs(settings.webhooks.lease_seconds),
+            coalesce: Duration::from_millis(settings.webhooks.coalesce_ms),
             wake: Arc::new(tokio::sync::Notify::new()),
             recorder: Arc::default(),
         },

@@ -59,7 +59,11 @@ pub async fn receive(
     if !needs_work {
         return Ok(EventOutcome::Recorded);
     }
-    state.inbox.wake.notify_one();
+    // Due at once: this replica's worker takes it now. Otherwise it finds it when it is due,
+    // at its next look (`webhooks.poll_interval_ms`), or as soon as a sync of its ends.
+    if state.inbox.coalesce.is_zero() {
+        state.inbox.wake.notify_one();
+    }
     Ok(EventOutcome::Stored)
 }
 
@@ -72,6 +76,8 @@ async fn store(
     customer: Option<String>,
     needs_work: bool,
 ) -> anyhow::Result<bool> {
+    let now = state.now();
+    let coalesce = chrono::Duration::from_std(state.inbox.coalesce).unwrap_or_default();
     let row = events::OwnedEvent {
         id: event.id.as_str().to_owned(),
         event_type: event.event_type.clone(),
@@ -79,8 +85,8 @@ async fn store(
         livemode: event.livemode,
         created: event.created,
         payload: payload.to_owned(),
-        needs_work,
-        now: state.now(),
+        due: needs_work.then(|| now + coalesce),
+        now,
     };
     state.inbox.recorder.record(&state.db, row).await
 }
@@ -232,16 +238,18 @@ async fn work(state: Arc<AppState>) {
             match paused {
                 Some(until) => tokio::time::sleep_until(until.into()).await,
                 None => {
-                    let _ = tokio::time::timeout(terms.poll, terms.wake.notified()).await;
+                    let look = next_look(&state, &terms).await;
+                    let _ = tokio::time::timeout_at(look, terms.wake.notified()).await;
                 }
             }
         } else if running.len() < terms.concurrency && !claimed_any {
             // A slot is free and nothing was due (or Stripe asked to pause): wait for a sync
-            // to end, for a new event, or for the next look at what other replicas stored.
+            // to end, for a new event, or for the next look at what is due.
+            let look = next_look(&state, &terms).await;
             tokio::select! {
                 _ = running.next() => {}
                 _ = terms.wake.notified() => {}
-                _ = tokio::time::sleep(terms.poll) => {}
+                _ = tokio::time::sleep_until(look) => {}
             }
         } else if running.len() >= terms.concurrency {
             running.next().await;
@@ -284,6 +292,30 @@ async fn claim(state: &AppState, terms: &InboxTerms, customers: usize) -> Vec<Gr
         }
     }
     groups
+}
+
+/// When a worker with nothing to claim looks again unless woken: after `webhooks.poll_interval_ms`
+/// (for what other replicas store), or when the next pending event comes due, if sooner (events
+/// wait `webhooks.coalesce_ms` after they are stored, and storing them wakes no worker then).
+async fn next_look(state: &AppState, terms: &InboxTerms) -> tokio::time::Instant {
+    let poll = tokio::time::Instant::now() + terms.poll;
+    if terms.coalesce.is_zero() {
+        return poll;
+    }
+    let now = state.now();
+    let due = match state.db.run(move |conn| events::next_due(conn, now)).await {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "reading when the next webhook event is due failed");
+            None
+        }
+    };
+    // A due time already past belongs to a customer being synced (its claim skipped it): the
+    // end of that sync, or the poll, brings the next look.
+    match due.and_then(|due| (crate::db::from_db_time(due) - now).to_std().ok()) {
+        Some(wait) if wait < terms.poll => tokio::time::Instant::now() + wait,
+        _ => poll,
+    }
 }
 
 /// How often a worker reads the backlog for its gauges.

@@ -29,7 +29,7 @@ async fn store_pending_with(
                 assert!(tollgate::db::events::record(
                     conn,
                     row,
-                    true,
+                    Some(chrono::Utc::now()),
                     chrono::Utc::now()
                 )?);
                 use diesel::prelude::*;
@@ -652,4 +652,79 @@ async fn work_whose_lease_another_holder_took_is_stopped() {
         })
         .await;
     assert_eq!(holder, ["another"]);
+}
+
+/// An app whose stored events wait `ms` before they are due (`webhooks.coalesce_ms`).
+async fn spawn_coalescing(ms: u64) -> TestApp {
+    spawn_app_with(Options {
+        extra_toml: format!("[webhooks]\ncoalesce_ms = {ms}\n"),
+        ..Options::default()
+    })
+    .await
+}
+
+/// The event is stored and no worker has tried it yet.
+async fn pending(app: &TestApp, id: &str) -> bool {
+    let id = id.to_owned();
+    app.db(move |conn| tollgate::db::events::status(conn, &id))
+        .await
+        .is_some_and(|s| s.processed_at.is_none() && s.attempts == 0)
+}
+
+#[tokio::test]
+async fn events_stripe_sends_together_wait_the_coalescing_window_and_make_one_sync() {
+    let app = spawn_coalescing(2_000).await;
+    let sub_id = app.subscribed("user-1", "pro", "month").await;
+    let customer = customer_of(&app, &sub_id);
+    let token = app.user_token("user-1");
+    app.stripe
+        .update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
+    let before = reads(&app, "/v1/subscriptions", &customer);
+    // Delivered one by one over about half a second, each acknowledged at once.
+    let (events, ids) = updates(&app, &sub_id, "evt_together", 4);
+    for e in &events {
+        let res = app
+            .send_webhook(e, crate::helpers::WEBHOOK_SECRET, None)
+            .await;
+        assert_eq!(res.status(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+    }
+    // Stored, not applied yet: the window runs for 2 s from each event's storing.
+    for id in &ids {
+        assert!(pending(&app, id).await, "{id} is pending");
+    }
+    assert_eq!(reads(&app, "/v1/subscriptions", &customer), before);
+
+    all_applied(&app, &ids).await;
+    // The first event's window ended with the others still waiting in theirs: one sync took
+    // them all.
+    assert_eq!(reads(&app, "/v1/subscriptions", &customer) - before, 1);
+    let status = app.status(&token).await;
+    assert_eq!(status["reason"], "canceling", "{status}");
+}
+
+#[tokio::test]
+async fn a_verify_in_the_coalescing_window_applies_the_waiting_events_at_once() {
+    let app = spawn_coalescing(60_000).await;
+    let (token, session_id, _) = app.paid_checkout("user-1", "pro", "month").await;
+    let session = app.stripe.session(&session_id);
+    let completed = event("evt_in_window", "checkout.session.completed", session);
+    let res = app
+        .send_webhook(&completed, crate::helpers::WEBHOOK_SECRET, None)
+        .await;
+    assert_eq!(res.status(), 200);
+    assert!(pending(&app, "evt_in_window").await);
+
+    // The user does not wait for the window.
+    let res = app.verify(&token, &session_id).await;
+    assert_eq!(res.status(), 200);
+    let status: Value = res.json().await.unwrap();
+    assert_eq!(
+        (status["plan"].as_str(), status["access"].as_bool()),
+        (Some("pro"), Some(true))
+    );
+    assert!(
+        !pending(&app, "evt_in_window").await,
+        "applied by the verify"
+    );
 }

@@ -176,9 +176,11 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             format!("{APP_ORIGIN}/account"),
         ))
         .merge(("checkout.rate_limit_per_minute", 5))
-        // A failed webhook attempt is retried soon, and other replicas' events are seen soon.
+        // A failed webhook attempt is retried soon, and other replicas' events are seen soon;
+        // a stored event is due at once (tests of `webhooks.coalesce_ms` set it).
         .merge(Toml::string(
-            "[webhooks]\nretry_initial_ms = 50\nretry_max_seconds = 1\npoll_interval_ms = 50\n",
+            "[webhooks]\nretry_initial_ms = 50\nretry_max_seconds = 1\npoll_interval_ms = 50\n\
+             coalesce_ms = 0\n",
         ))
         .merge(("auth.issuer", idp.issuer()))
         .merge(("auth.audience", vec![AUDIENCE]))
