@@ -230,7 +230,8 @@ def section(work):
         "`processWebhook(body, signature)`: it checks the signature and upserts the event's "
         "subscription and its items into its `stripe` schema (its migrations run first), "
         "trusting the payload; its Stripe client points at the stub. Its pool has 10 "
-        "connections, like Tollgate's.",
+        "connections, like Tollgate's; both connect to PostgreSQL without TLS "
+        "(node-postgres's default; Tollgate's `DATABASE_URL` says `sslmode=disable`).",
         "- Tollgate stores each event in its inbox and answers; its workers then re-read each "
         "customer's subscriptions from the stub and write what changed. The **storm** round runs "
         f"on the same Tollgate afterwards with {fail_rate:.0%} of the stub's reads answering 500 "
