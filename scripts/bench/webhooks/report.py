@@ -232,8 +232,10 @@ def section(work):
         "trusting the payload; its Stripe client points at the stub. Its pool has 10 "
         "connections, like Tollgate's; both connect to PostgreSQL without TLS "
         "(node-postgres's default; Tollgate's `DATABASE_URL` says `sslmode=disable`).",
-        "- Tollgate stores each event in its inbox and answers; its workers then re-read each "
-        "customer's subscriptions from the stub and write what changed. The **storm** round runs "
+        "- Tollgate stores each event in its inbox and answers; once an event is due "
+        "(`webhooks.coalesce_ms` after it was stored) its workers re-read its customer's "
+        "subscriptions from the stub, once for all of the customer's pending events, and write "
+        "what changed. The **storm** round runs "
         f"on the same Tollgate afterwards with {fail_rate:.0%} of the stub's reads answering 500 "
         "(Stripe's error body; chosen with the seed).",
         "- Applied: after the last answer, `scripts/bench/webhooks/wait-applied.mjs` polls the "
@@ -401,6 +403,19 @@ def section(work):
                                      for e in t["error_samples"][:3]))
         if t and not t["applied"] and t["mismatch_samples"]:
             notes.append(f"- {label}: not applied; e.g. {t['mismatch_samples'][:3]}")
+    coalesce = number(config.get("webhooks.coalesce_ms"))
+    if tollgate and coalesce:
+        when = ("before any of them was due" if tollgate["duration_s"] * 1000 <= coalesce
+                else "while the first were applied")
+        notes.append(
+            f"- Tollgate's stored events wait `webhooks.coalesce_ms` = {coalesce:g} ms before "
+            f"they are due; this round's answers took {tollgate['duration_s']:.1f} s, so it was "
+            f"answered {when}. A burst longer than the window is answered while it is applied, "
+            "the workers' CPU beside the answers': `TOLLGATE_WEBHOOKS__COALESCE_MS=0 "
+            "scripts/bench-webhooks.sh` measures that from the first event.")
+    elif tollgate and coalesce == 0:
+        notes.append("- `webhooks.coalesce_ms = 0`: Tollgate's workers applied the events from "
+                     "the first one on, beside the answers.")
     for label, t in (("Tollgate", tollgate), ("Tollgate, storm", storm)):
         if t and t["log_lines"] is not None:
             notes.append(f"- {label}: Tollgate's log over the round: {int(t['log_lines']):,} "
