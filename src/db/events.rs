@@ -222,7 +222,7 @@ impl Recorder {
 }
 
 /// A pending event, as a worker takes it.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = stripe_events)]
 pub struct PendingEvent {
     pub event_id: String,
@@ -239,9 +239,8 @@ pub struct PendingEvent {
 /// is running: what arrived meanwhile waits for the next claim after it, to be applied
 /// together). A chosen customer's events that are not due yet (still in their
 /// `webhooks.coalesce_ms`, or waiting to be retried) are taken too: its sync applies them all.
-/// The candidates are the `window` earliest due events, and at most `window` events are leased
-/// (a customer with more has the rest applied by its next sync). On PostgreSQL the rows are
-/// locked with `SKIP LOCKED`, so workers of several replicas lease different events.
+/// The candidates are the `window` earliest due events, and at most `window` events of the
+/// chosen customers are leased (a customer with more has the rest applied by its next sync).
 pub fn claim(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
@@ -249,75 +248,119 @@ pub fn claim(
     groups: i64,
     window: i64,
 ) -> anyhow::Result<Vec<PendingEvent>> {
-    use diesel::sql_types::Timestamp;
-    let pg = matches!(conn, DbConnection::Pg(_));
-    let p = super::placeholders(conn);
-    // Each step reads only what it needs, so that a claim costs the same with 10 or 100,000
-    // events pending: `candidates` walks the pending index in due order and stops at `window`;
-    // `chosen` checks each candidate customer in the small index of leased pending events;
-    // the chosen customers' events are read through the pending-by-customer index.
-    let sql = format!(
-        "WITH candidates AS ( \
-           SELECT c.event_id, c.stripe_customer_id, c.due_at FROM stripe_events c \
-           WHERE c.processed_at IS NULL AND c.due_at <= {now1} \
-             AND (c.leased_until IS NULL OR c.leased_until <= {now2}) \
-           ORDER BY c.due_at LIMIT {window}), \
-         chosen AS ( \
-           SELECT COALESCE(c.stripe_customer_id, c.event_id) AS k, \
-                  c.stripe_customer_id IS NULL AS alone, MIN(c.due_at) AS due \
-           FROM candidates c \
-           WHERE c.stripe_customer_id IS NULL OR NOT EXISTS ( \
-             SELECT 1 FROM stripe_events l \
-             WHERE l.stripe_customer_id = c.stripe_customer_id \
-               AND l.processed_at IS NULL AND l.leased_until IS NOT NULL \
-               AND l.leased_until > {now3}) \
-           GROUP BY 1, 2 ORDER BY 3 LIMIT {groups}) \
-         UPDATE stripe_events SET leased_until = {lease} WHERE event_id IN ( \
-           SELECT e.event_id FROM stripe_events e \
-           WHERE e.event_id IN ( \
-               SELECT p.event_id FROM stripe_events p JOIN chosen ON p.stripe_customer_id = chosen.k \
-               WHERE NOT chosen.alone AND p.processed_at IS NULL \
-               UNION ALL SELECT chosen.k FROM chosen WHERE chosen.alone) \
-             AND e.processed_at IS NULL \
-             AND (e.leased_until IS NULL OR e.leased_until <= {now4}) \
-           ORDER BY e.due_at LIMIT {window}{lock}) \
-         RETURNING event_id AS id",
-        now1 = p(1),
-        now2 = p(2),
-        now3 = p(3),
-        lease = p(4),
-        now4 = p(5),
-        window = window.max(1),
-        groups = groups.max(1),
-        lock = if pg { " FOR UPDATE SKIP LOCKED" } else { "" },
-    );
+    use stripe_events::dsl as e;
+    // Short statements, each with one sensible plan whatever PostgreSQL believes: its
+    // statistics come from quiet times, when hardly any event is pending, and a burst does not
+    // change enough of a large table to refresh them. (One statement with joins over the
+    // pending events was planned as nested loops over all of them: seconds per claim.)
     let (now, lease) = (to_db_time(now), to_db_time(lease_until));
+    let window = window.max(1);
+    let groups = usize::try_from(groups.max(1)).unwrap_or(usize::MAX);
     super::write_transaction(conn, |conn| {
         if let DbConnection::Pg(c) = conn {
-            // During a burst the table's statistics lag far behind (64 pending rows estimated,
-            // 4,000 there): PostgreSQL then reads every pending row through a bitmap and sorts
-            // them, instead of walking the pending index in due order and stopping at `window`.
+            // Believing few rows pending, PostgreSQL reads them all through a bitmap and sorts
+            // them; without bitmaps it walks the pending index in due order and stops at
+            // `window`. For this transaction only (the OR-of-ids reads elsewhere need bitmaps);
+            // the statements below have index conditions or IN lists, which need none.
             diesel::sql_query("SET LOCAL enable_bitmapscan = off").execute(c)?;
         }
-        let leased: Vec<super::Leased> = on_backend!(conn, |c| {
-            diesel::sql_query(sql.as_str())
-                .bind::<Timestamp, _>(now)
-                .bind::<Timestamp, _>(now)
-                .bind::<Timestamp, _>(now)
-                .bind::<Timestamp, _>(lease)
-                .bind::<Timestamp, _>(now)
-                .load::<super::Leased>(c)
-        })?;
-        if leased.is_empty() {
+        // 1. The earliest due events no live worker holds.
+        let candidates: Vec<(String, Option<String>)> = e::stripe_events
+            .filter(e::processed_at.is_null())
+            .filter(e::due_at.le(now))
+            .filter(e::leased_until.is_null().or(e::leased_until.le(now)))
+            .order(e::due_at)
+            .limit(window)
+            .select((e::event_id, e::stripe_customer_id))
+            .load(conn)?;
+        if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<&str> = leased.iter().map(|l| l.id.as_str()).collect();
-        Ok(stripe_events::table
-            .filter(super::any_of(stripe_events::event_id, &ids))
-            .select(PendingEvent::as_select())
-            .order(stripe_events::received_at)
-            .load(conn)?)
+        // 2. Their customers, the longest due first, less those a live worker is syncing (an
+        //    event of theirs is leased): what arrived meanwhile waits for the next claim after
+        //    that sync, to be applied together.
+        let mut customers: Vec<&str> = Vec::new();
+        for (_, customer) in &candidates {
+            if let Some(customer) = customer.as_deref() {
+                if !customers.contains(&customer) {
+                    customers.push(customer);
+                }
+            }
+        }
+        let busy: std::collections::HashSet<Option<String>> = if customers.is_empty() {
+            Default::default()
+        } else {
+            e::stripe_events
+                .filter(e::stripe_customer_id.eq_any(&customers))
+                .filter(e::processed_at.is_null())
+                .filter(e::leased_until.gt(now))
+                .select(e::stripe_customer_id)
+                .distinct()
+                .load::<Option<String>>(conn)?
+                .into_iter()
+                .collect()
+        };
+        let mut chosen: Vec<&str> = Vec::new();
+        let mut alone: Vec<&str> = Vec::new();
+        for (id, customer) in &candidates {
+            if chosen.len() + alone.len() >= groups {
+                break;
+            }
+            match customer.as_deref() {
+                None => alone.push(id),
+                Some(c) if chosen.contains(&c) || busy.contains(&Some(c.to_owned())) => {}
+                Some(c) => chosen.push(c),
+            }
+        }
+        // 3. Lease all their pending events (due or not), at most `window`.
+        let mut leased = lease_where(conn, "stripe_customer_id", &chosen, now, lease, window)?;
+        leased.extend(lease_where(conn, "event_id", &alone, now, lease, window)?);
+        leased.sort_by(|a, b| (a.received_at, &a.event_id).cmp(&(b.received_at, &b.event_id)));
+        Ok(leased)
     })
+}
+
+/// Leases, until `lease`, the pending events no live worker holds whose `column`
+/// (`stripe_customer_id` or `event_id`, the caller's constant) is one of `values`, at most
+/// `window`, the earliest due first; on PostgreSQL rows another worker is leasing at the same
+/// moment are skipped (`SKIP LOCKED`), so that workers of several replicas lease different
+/// events.
+fn lease_where(
+    conn: &mut DbConnection,
+    column: &str,
+    values: &[&str],
+    now: chrono::NaiveDateTime,
+    lease: chrono::NaiveDateTime,
+    window: i64,
+) -> anyhow::Result<Vec<PendingEvent>> {
+    use diesel::sql_types::{Text, Timestamp};
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pg = matches!(conn, DbConnection::Pg(_));
+    let p = super::placeholders(conn);
+    let list: Vec<String> = (0..values.len()).map(|i| p(i + 2)).collect();
+    let sql = format!(
+        "UPDATE stripe_events SET leased_until = {lease} WHERE event_id IN ( \
+           SELECT event_id FROM stripe_events \
+           WHERE {column} IN ({list}) AND processed_at IS NULL \
+             AND (leased_until IS NULL OR leased_until <= {now}) \
+           ORDER BY due_at LIMIT {window}{lock}) \
+         RETURNING event_id, event_type, stripe_customer_id, payload, received_at, attempts",
+        lease = p(1),
+        list = list.join(", "),
+        now = p(values.len() + 2),
+        lock = if pg { " FOR UPDATE SKIP LOCKED" } else { "" },
+    );
+    Ok(on_backend!(conn, |c| {
+        let mut query = diesel::sql_query(sql.as_str())
+            .into_boxed()
+            .bind::<Timestamp, _>(lease);
+        for value in values {
+            query = query.bind::<Text, _>(*value);
+        }
+        query.bind::<Timestamp, _>(now).load::<PendingEvent>(c)
+    })?)
 }
 
 /// When the earliest pending event no worker holds is due (`None`: none is pending): an idle
