@@ -126,11 +126,15 @@ fn sqlite_path(url: &str) -> &str {
         .unwrap_or(url)
 }
 
-/// A pooled connection, and when it was last given back to the pool (see
-/// [`ConnectionManager::is_valid`]). Dereferences to the connection.
+/// A pooled connection, and when it was last given back to the pool after work that
+/// succeeded (see [`ConnectionManager::is_valid`]). Dereferences to the connection.
 pub struct Pooled {
     conn: DbConnection,
-    returned_at: std::time::Instant,
+    /// `None` until it is given back after work that succeeded: it is pinged at its next
+    /// check-out.
+    returned_ok_at: Option<std::time::Instant>,
+    /// The work it was checked out for failed (perhaps because the connection did).
+    failed: bool,
 }
 
 impl std::ops::Deref for Pooled {
@@ -157,17 +161,21 @@ impl ManageConnection for ConnectionManager {
     fn connect(&self) -> Result<Pooled, r2d2::Error> {
         self.open().map(|conn| Pooled {
             conn,
-            returned_at: std::time::Instant::now(),
+            returned_ok_at: Some(std::time::Instant::now()),
+            failed: false,
         })
     }
 
     /// The check-out test: diesel's ping, a `SELECT 1` prepared once per connection (a simple
-    /// query would make PostgreSQL parse and plan it on every check-out), for a connection
-    /// idle longer than [`PING_AFTER_IDLE`]; one given back just now was working then. (A
-    /// connection the server dropped within that window fails its caller's statement once and
-    /// is pinged, and replaced, at its next check-out after the window.)
+    /// query would make PostgreSQL parse and plan it on every check-out), unless the connection
+    /// was given back within [`PING_AFTER_IDLE`] after work that succeeded: it was working
+    /// then. One whose work failed is always pinged (a connection the server dropped fails
+    /// one caller, then is replaced).
     fn is_valid(&self, conn: &mut Pooled) -> Result<(), r2d2::Error> {
-        if conn.returned_at.elapsed() < PING_AFTER_IDLE {
+        if conn
+            .returned_ok_at
+            .is_some_and(|at| at.elapsed() < PING_AFTER_IDLE)
+        {
             return Ok(());
         }
         diesel::r2d2::R2D2Connection::ping(&mut conn.conn).map_err(r2d2::Error::QueryError)
@@ -175,7 +183,8 @@ impl ManageConnection for ConnectionManager {
 
     /// A connection given back inside a transaction it could not end is not reused.
     fn has_broken(&self, conn: &mut Pooled) -> bool {
-        conn.returned_at = std::time::Instant::now();
+        conn.returned_ok_at = (!conn.failed).then(std::time::Instant::now);
+        conn.failed = false;
         diesel::r2d2::R2D2Connection::is_broken(&mut conn.conn)
     }
 }
@@ -365,7 +374,11 @@ impl Database {
         let pool = self.pool.clone();
         actix_web::web::block(move || {
             let mut conn = pool.get().context("database connection")?;
-            f(&mut conn)
+            let result = f(&mut conn);
+            // Pinged at its next check-out: the failure may have been the connection's.
+            let pooled: &mut Pooled = &mut conn;
+            pooled.failed = result.is_err();
+            result
         })
         .await
         .map_err(|e| anyhow::anyhow!("blocking task failed: {e}"))?
