@@ -151,24 +151,49 @@ pub fn parse_stored(payload: &str) -> Result<VerifiedEvent, WebhookRejection> {
     parse_envelope(payload)
 }
 
-/// The parts of an event Tollgate reads; every other field is skipped unparsed. Strings borrow
-/// from the payload (`Cow`: an id with an escape is copied).
+/// The parts of an event Tollgate reads; every other field is skipped unparsed. The event and
+/// its `data` and `data.object` must be JSON objects ([`object_only`]).
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    #[serde(borrow)]
     id: Option<Cow<'a, str>>,
-    #[serde(rename = "type", borrow)]
+    #[serde(rename = "type")]
     event_type: Option<Cow<'a, str>>,
     created: Option<serde_json::Value>,
     livemode: Option<serde_json::Value>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "object_only")]
     data: Option<EnvelopeData<'a>>,
 }
 
 #[derive(Deserialize)]
 struct EnvelopeData<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "object_only")]
     object: Option<EventObject<'a>>,
+}
+
+/// serde's derived structs also read a JSON array, field by position: the parts of an event
+/// Tollgate reads are objects only.
+struct ObjectOnly<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOnly<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+}
+
+fn object_only<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    deserializer
+        .deserialize_map(ObjectOnly(std::marker::PhantomData))
+        .map(Some)
 }
 
 /// `data.object`: its kind and the references routing needs (each an id, an expanded object,
@@ -185,8 +210,13 @@ struct EventObject<'a> {
 
 fn parse_envelope(payload: &str) -> Result<VerifiedEvent, WebhookRejection> {
     let malformed = |what: String| WebhookRejection::Malformed(what);
-    let envelope: Envelope<'_> =
-        serde_json::from_str(payload).map_err(|e| malformed(e.to_string()))?;
+    let envelope: Envelope<'_> = {
+        let mut json = serde_json::Deserializer::from_str(payload);
+        let envelope = object_only(&mut json).and_then(|envelope| json.end().map(|()| envelope));
+        envelope
+            .map_err(|e| malformed(e.to_string()))?
+            .ok_or_else(|| malformed("not an object".into()))?
+    };
     let id = envelope.id.ok_or_else(|| malformed("no id".into()))?;
     let id = EventId::parse(&id).map_err(|e| malformed(e.to_string()))?;
     let event_type = envelope
@@ -574,5 +604,46 @@ mod tests {
         }
         event["created"] = serde_json::json!(1_700_000_000);
         assert!(parse_envelope(&event.to_string()).is_ok());
+    }
+
+    #[test]
+    fn an_event_and_its_data_are_json_objects_only() {
+        let good = with(
+            "invoice.paid",
+            serde_json::json!({"object": "invoice", "customer": "cus_1"}),
+        );
+        let event: serde_json::Value = serde_json::from_str(&good).unwrap();
+        assert_eq!(
+            parse_envelope(&good)
+                .unwrap()
+                .customer
+                .as_ref()
+                .map(CustomerId::as_str),
+            Some("cus_1")
+        );
+        // serde reads a struct from an array by position (these are in the structs' field
+        // order, so that they would read); none of them is an event.
+        let object = serde_json::json!(["invoice", null, "cus_1", null, null]);
+        let data = serde_json::json!([{"object": "invoice", "customer": "cus_1"}]);
+        let top = serde_json::json!(["evt_1", "invoice.paid", 1_700_000_000, false, event["data"]]);
+        let mut data_array = event.clone();
+        data_array["data"] = data;
+        let mut object_array = event.clone();
+        object_array["data"]["object"] = object;
+        let mut data_null = event.clone();
+        data_null["data"] = serde_json::Value::Null;
+        for body in [
+            top.to_string(),
+            data_array.to_string(),
+            object_array.to_string(),
+            data_null.to_string(),
+            format!("{good} trailing"),
+            "null".to_owned(),
+        ] {
+            assert!(
+                matches!(parse_envelope(&body), Err(WebhookRejection::Malformed(_))),
+                "{body}"
+            );
+        }
     }
 }
