@@ -248,7 +248,6 @@ pub fn claim(
     groups: i64,
     window: i64,
 ) -> anyhow::Result<Vec<PendingEvent>> {
-    use stripe_events::dsl as e;
     // Short statements, each with one sensible plan whatever PostgreSQL believes: its
     // statistics come from quiet times, when hardly any event is pending, and a burst does not
     // change enough of a large table to refresh them. (One statement with joins over the
@@ -264,60 +263,62 @@ pub fn claim(
             // the statements below have index conditions or IN lists, which need none.
             diesel::sql_query("SET LOCAL enable_bitmapscan = off").execute(c)?;
         }
-        // 1. The earliest due events no live worker holds.
-        let candidates: Vec<(String, Option<String>)> = e::stripe_events
-            .filter(e::processed_at.is_null())
-            .filter(e::due_at.le(now))
-            .filter(e::leased_until.is_null().or(e::leased_until.le(now)))
-            .order(e::due_at)
-            .limit(window)
-            .select((e::event_id, e::stripe_customer_id))
-            .load(conn)?;
-        if candidates.is_empty() {
-            return Ok(Vec::new());
-        }
-        // 2. Their customers, the longest due first, less those a live worker is syncing (an
-        //    event of theirs is leased): what arrived meanwhile waits for the next claim after
-        //    that sync, to be applied together.
-        let mut customers: Vec<&str> = Vec::new();
-        for (_, customer) in &candidates {
-            if let Some(customer) = customer.as_deref() {
-                if !customers.contains(&customer) {
-                    customers.push(customer);
-                }
-            }
-        }
-        let busy: std::collections::HashSet<Option<String>> = if customers.is_empty() {
-            Default::default()
-        } else {
-            e::stripe_events
-                .filter(e::stripe_customer_id.eq_any(&customers))
-                .filter(e::processed_at.is_null())
-                .filter(e::leased_until.gt(now))
-                .select(e::stripe_customer_id)
-                .distinct()
-                .load::<Option<String>>(conn)?
-                .into_iter()
-                .collect()
-        };
+        // 1. The earliest due events no live worker holds, of customers no live worker is
+        //    syncing (an event of theirs is leased: what arrived meanwhile waits for the next
+        //    claim after that sync, to be applied together). The busy customers are read once
+        //    (an uncorrelated NOT IN, a hashed set of the few leased events' customers), before
+        //    the LIMIT: a busy customer with many due events never hides the others.
+        let p = super::placeholders(conn);
+        let sql = format!(
+            "SELECT c.event_id, c.stripe_customer_id FROM stripe_events c \
+             WHERE c.processed_at IS NULL AND c.due_at <= {now1} \
+               AND (c.leased_until IS NULL OR c.leased_until <= {now2}) \
+               AND (c.stripe_customer_id IS NULL OR c.stripe_customer_id NOT IN ( \
+                 SELECT l.stripe_customer_id FROM stripe_events l \
+                 WHERE l.processed_at IS NULL AND l.leased_until IS NOT NULL \
+                   AND l.leased_until > {now3} AND l.stripe_customer_id IS NOT NULL)) \
+             ORDER BY c.due_at LIMIT {window}",
+            now1 = p(1),
+            now2 = p(2),
+            now3 = p(3),
+        );
+        let candidates: Vec<Candidate> = on_backend!(conn, |c| {
+            diesel::sql_query(sql.as_str())
+                .bind::<diesel::sql_types::Timestamp, _>(now)
+                .bind::<diesel::sql_types::Timestamp, _>(now)
+                .bind::<diesel::sql_types::Timestamp, _>(now)
+                .load::<Candidate>(c)
+        })?;
+        // 2. Their customers, the longest due first (an event without one is a group alone).
         let mut chosen: Vec<&str> = Vec::new();
         let mut alone: Vec<&str> = Vec::new();
-        for (id, customer) in &candidates {
+        for candidate in &candidates {
             if chosen.len() + alone.len() >= groups {
                 break;
             }
-            match customer.as_deref() {
-                None => alone.push(id),
-                Some(c) if chosen.contains(&c) || busy.contains(&Some(c.to_owned())) => {}
+            match candidate.stripe_customer_id.as_deref() {
+                None => alone.push(&candidate.event_id),
+                Some(c) if chosen.contains(&c) => {}
                 Some(c) => chosen.push(c),
             }
         }
         // 3. Lease all their pending events (due or not), at most `window`.
         let mut leased = lease_where(conn, "stripe_customer_id", &chosen, now, lease, window)?;
-        leased.extend(lease_where(conn, "event_id", &alone, now, lease, window)?);
+        let left = window - i64::try_from(leased.len()).unwrap_or(window);
+        if left > 0 {
+            leased.extend(lease_where(conn, "event_id", &alone, now, lease, left)?);
+        }
         leased.sort_by(|a, b| (a.received_at, &a.event_id).cmp(&(b.received_at, &b.event_id)));
         Ok(leased)
     })
+}
+
+/// A due event a claim considers.
+#[derive(QueryableByName)]
+#[diesel(table_name = stripe_events)]
+struct Candidate {
+    event_id: String,
+    stripe_customer_id: Option<String>,
 }
 
 /// Leases, until `lease`, the pending events no live worker holds whose `column`
@@ -363,8 +364,9 @@ fn lease_where(
     })?)
 }
 
-/// When the earliest pending event no worker holds is due (`None`: none is pending): an idle
-/// worker sleeps until then rather than for its whole poll interval.
+/// When the next pending event no worker holds comes due (`None`: none is waiting to be due):
+/// an idle worker sleeps until then rather than for its whole poll interval. (Events already
+/// due that its claim left are its busy customers'; the end of their sync brings the next look.)
 pub fn next_due(
     conn: &mut DbConnection,
     now: DateTime<Utc>,
@@ -372,6 +374,7 @@ pub fn next_due(
     let now = to_db_time(now);
     Ok(stripe_events::table
         .filter(stripe_events::processed_at.is_null())
+        .filter(stripe_events::due_at.gt(now))
         .filter(
             stripe_events::leased_until
                 .is_null()

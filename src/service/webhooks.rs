@@ -310,8 +310,6 @@ async fn next_look(state: &AppState, terms: &InboxTerms) -> tokio::time::Instant
             None
         }
     };
-    // A due time already past belongs to a customer being synced (its claim skipped it): the
-    // end of that sync, or the poll, brings the next look.
     match due.and_then(|due| (crate::db::from_db_time(due) - now).to_std().ok()) {
         Some(wait) if wait < terms.poll => tokio::time::Instant::now() + wait,
         _ => poll,
