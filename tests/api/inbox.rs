@@ -108,6 +108,18 @@ fn reads(app: &TestApp, path: &str, customer: &str) -> usize {
         .count()
 }
 
+/// Waits (up to 5 s) until Stripe was asked for `customer`'s subscriptions more than `before`
+/// times, and answers how many times it was.
+async fn subscriptions_read_after(app: &TestApp, customer: &str, before: usize) -> usize {
+    for _ in 0..1000 {
+        if reads(app, "/v1/subscriptions", customer) > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    reads(app, "/v1/subscriptions", customer)
+}
+
 #[tokio::test]
 async fn a_burst_for_one_customer_is_applied_by_one_stripe_re_read() {
     let app = spawn_app().await;
@@ -460,13 +472,10 @@ async fn events_arriving_while_their_customer_is_synced_make_one_more_sync() {
     let (events, ids) = updates(&app, &sub_id, "evt_during", 6);
     let mut events = events.into_iter();
     store_pending(&app, vec![events.next().unwrap()], None).await;
-    for _ in 0..1000 {
-        if reads(&app, "/v1/subscriptions", &customer) > before {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert_eq!(reads(&app, "/v1/subscriptions", &customer), before + 1);
+    assert_eq!(
+        subscriptions_read_after(&app, &customer, before).await,
+        before + 1
+    );
     for e in events {
         store_pending(&app, vec![e], None).await;
         // One at a time, each seen by the worker's next look (every 50 ms here).
@@ -749,13 +758,10 @@ async fn a_customer_being_synced_with_many_events_waiting_holds_up_no_other_cust
         .delay_subscription_lists(std::time::Duration::from_secs(3));
     let (first, mut ids) = updates(&app, &busy_sub, "evt_busy_first", 1);
     store_pending(&app, first, None).await;
-    for _ in 0..1000 {
-        if reads(&app, "/v1/subscriptions", &busy) > busy_before {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert_eq!(reads(&app, "/v1/subscriptions", &busy), busy_before + 1);
+    assert_eq!(
+        subscriptions_read_after(&app, &busy, busy_before).await,
+        busy_before + 1
+    );
     // While its sync waits on Stripe: more of its events than a claim looks at, all due
     // before one event of another customer.
     let (more, more_ids) = updates(&app, &busy_sub, "evt_busy_more", 6);
@@ -764,13 +770,10 @@ async fn a_customer_being_synced_with_many_events_waiting_holds_up_no_other_cust
     store_pending(&app, theirs, None).await;
 
     // The other customer is re-read while the first sync still waits.
-    for _ in 0..1000 {
-        if reads(&app, "/v1/subscriptions", &other) > other_before {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    assert_eq!(reads(&app, "/v1/subscriptions", &other), other_before + 1);
+    assert_eq!(
+        subscriptions_read_after(&app, &other, other_before).await,
+        other_before + 1
+    );
     assert!(
         pending(&app, &ids[0]).await,
         "the other customer was not held up until the first sync ended"
