@@ -418,9 +418,11 @@ pub fn claim_customer(
 
 /// Gives leased events back to the workers at once.
 pub fn release(conn: &mut DbConnection, event_ids: &[&str]) -> anyhow::Result<()> {
-    diesel::update(stripe_events::table.filter(super::any_of(stripe_events::event_id, event_ids)))
-        .set(stripe_events::leased_until.eq(None::<chrono::NaiveDateTime>))
-        .execute(conn)?;
+    for ids in event_ids.chunks(IDS_PER_STATEMENT) {
+        diesel::update(stripe_events::table.filter(super::any_of(stripe_events::event_id, ids)))
+            .set(stripe_events::leased_until.eq(None::<chrono::NaiveDateTime>))
+            .execute(conn)?;
+    }
     Ok(())
 }
 
@@ -431,18 +433,20 @@ pub fn retry_at(
     due: DateTime<Utc>,
     error: &str,
 ) -> anyhow::Result<()> {
-    diesel::update(
-        stripe_events::table
-            .filter(super::any_of(stripe_events::event_id, event_ids))
-            .filter(stripe_events::processed_at.is_null()),
-    )
-    .set((
-        stripe_events::attempts.eq(stripe_events::attempts + 1),
-        stripe_events::last_error.eq(Some(error)),
-        stripe_events::due_at.eq(Some(to_db_time(due))),
-        stripe_events::leased_until.eq(None::<chrono::NaiveDateTime>),
-    ))
-    .execute(conn)?;
+    for ids in event_ids.chunks(IDS_PER_STATEMENT) {
+        diesel::update(
+            stripe_events::table
+                .filter(super::any_of(stripe_events::event_id, ids))
+                .filter(stripe_events::processed_at.is_null()),
+        )
+        .set((
+            stripe_events::attempts.eq(stripe_events::attempts + 1),
+            stripe_events::last_error.eq(Some(error)),
+            stripe_events::due_at.eq(Some(to_db_time(due))),
+            stripe_events::leased_until.eq(None::<chrono::NaiveDateTime>),
+        ))
+        .execute(conn)?;
+    }
     Ok(())
 }
 
@@ -522,9 +526,19 @@ pub fn status(conn: &mut DbConnection, event_id: &str) -> anyhow::Result<Option<
 
 /// Which of `event_ids` are not processed yet.
 pub fn unprocessed(conn: &mut DbConnection, event_ids: &[&str]) -> anyhow::Result<Vec<String>> {
-    Ok(stripe_events::table
-        .filter(super::any_of(stripe_events::event_id, event_ids))
-        .filter(stripe_events::processed_at.is_null())
-        .select(stripe_events::event_id)
-        .load(conn)?)
+    let mut pending = Vec::new();
+    for ids in event_ids.chunks(IDS_PER_STATEMENT) {
+        pending.extend(
+            stripe_events::table
+                .filter(super::any_of(stripe_events::event_id, ids))
+                .filter(stripe_events::processed_at.is_null())
+                .select(stripe_events::event_id)
+                .load::<String>(conn)?,
+        );
+    }
+    Ok(pending)
 }
+
+/// Event ids one statement names at most: a verify takes all of its customer's waiting events
+/// (any number), and SQLite refuses an `OR` of ids deeper than 1,000.
+const IDS_PER_STATEMENT: usize = 200;

@@ -782,3 +782,29 @@ async fn a_customer_being_synced_with_many_events_waiting_holds_up_no_other_cust
     ids.extend(their_ids);
     all_applied(&app, &ids).await;
 }
+
+#[tokio::test]
+async fn a_verify_applies_any_number_of_waiting_events() {
+    let app = spawn_app().await;
+    let (token, session_id, _) = app.paid_checkout("user-1", "pro", "month").await;
+    let session = app.stripe.session(&session_id);
+    // More waiting events of its customer than one statement may name (SQLite refuses an OR
+    // of ids deeper than 1,000), all due only in an hour.
+    let customer = session["customer"].as_str().unwrap().to_owned();
+    let events: Vec<Value> = (0..1_100)
+        .map(|i| {
+            event(
+                &format!("evt_many_{i:04}"),
+                "customer.subscription.updated",
+                json!({"id": "sub_unseen", "object": "subscription", "customer": customer}),
+            )
+        })
+        .collect();
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    store_pending_with(&app, events, None, Some(later)).await;
+
+    let res = app.verify(&token, &session_id).await;
+    assert_eq!(res.status(), 200);
+    let (pending, _) = app.db(tollgate::db::events::backlog).await;
+    assert_eq!(pending, 0, "the verify applied every waiting event");
+}
