@@ -639,9 +639,9 @@ impl Drop for KeyedGuard {
 
 /// The id a leasing `UPDATE ... RETURNING ... AS id` answers.
 #[derive(diesel::QueryableByName)]
-pub(crate) struct Leased {
+struct Leased {
     #[diesel(sql_type = diesel::sql_types::Text)]
-    pub id: String,
+    id: String,
 }
 
 /// Bind placeholders of raw SQL for `conn`'s backend: `$1`, `$2`… on PostgreSQL, `?` on

@@ -7,8 +7,6 @@
 //! typed structs after the check, which Tollgate threw away, and that parse was the largest
 //! part of a delivery's CPU. The tests hold the two to the same verdicts (`agrees_with_async_stripe`).
 
-use std::borrow::Cow;
-
 use aws_lc_rs::{constant_time, hmac};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -154,20 +152,20 @@ pub fn parse_stored(payload: &str) -> Result<VerifiedEvent, WebhookRejection> {
 /// The parts of an event Tollgate reads; every other field is skipped unparsed. The event and
 /// its `data` and `data.object` must be JSON objects ([`object_only`]).
 #[derive(Deserialize)]
-struct Envelope<'a> {
-    id: Option<Cow<'a, str>>,
+struct Envelope {
+    id: Option<String>,
     #[serde(rename = "type")]
-    event_type: Option<Cow<'a, str>>,
+    event_type: Option<String>,
     created: Option<serde_json::Value>,
     livemode: Option<serde_json::Value>,
-    #[serde(borrow, default, deserialize_with = "object_only")]
-    data: Option<EnvelopeData<'a>>,
+    #[serde(default, deserialize_with = "object_only")]
+    data: Option<EnvelopeData>,
 }
 
 #[derive(Deserialize)]
-struct EnvelopeData<'a> {
-    #[serde(borrow, default, deserialize_with = "object_only")]
-    object: Option<EventObject<'a>>,
+struct EnvelopeData {
+    #[serde(default, deserialize_with = "object_only")]
+    object: Option<EventObject>,
 }
 
 /// serde's derived structs also read a JSON array, field by position: the parts of an event
@@ -199,9 +197,8 @@ where
 /// `data.object`: its kind and the references routing needs (each an id, an expanded object,
 /// or `null`).
 #[derive(Deserialize)]
-struct EventObject<'a> {
-    #[serde(borrow)]
-    object: Option<Cow<'a, str>>,
+struct EventObject {
+    object: Option<String>,
     id: Option<serde_json::Value>,
     customer: Option<serde_json::Value>,
     charge: Option<serde_json::Value>,
@@ -210,7 +207,7 @@ struct EventObject<'a> {
 
 fn parse_envelope(payload: &str) -> Result<VerifiedEvent, WebhookRejection> {
     let malformed = |what: String| WebhookRejection::Malformed(what);
-    let envelope: Envelope<'_> = {
+    let envelope: Envelope = {
         let mut json = serde_json::Deserializer::from_str(payload);
         let envelope = object_only(&mut json).and_then(|envelope| json.end().map(|()| envelope));
         envelope
@@ -222,8 +219,7 @@ fn parse_envelope(payload: &str) -> Result<VerifiedEvent, WebhookRejection> {
     let event_type = envelope
         .event_type
         .filter(|t| is_event_type(t))
-        .ok_or_else(|| malformed("no type, or not an event type like `invoice.paid`".into()))?
-        .into_owned();
+        .ok_or_else(|| malformed("no type, or not an event type like `invoice.paid`".into()))?;
     let created = envelope
         .created
         .as_ref()
